@@ -1,0 +1,188 @@
+//! The kernel's errors: each names what was wrong and with which service.
+
+use std::fmt;
+
+use crate::message::{Reply, code};
+use crate::service::{BoxError, Status};
+
+/// A service hook, as named in errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// `Service::start`.
+    Start,
+    /// `Service::stop`.
+    Stop,
+    /// `Service::handle`.
+    Handle,
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Hook::Start => "start",
+            Hook::Stop => "stop",
+            Hook::Handle => "handle",
+        })
+    }
+}
+
+/// A dependency cycle, shown as the whole chain: `a -> b -> c -> a`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cycle(pub Vec<String>);
+
+impl fmt::Display for Cycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0.join(" -> "))
+    }
+}
+
+/// Registering, starting or stopping a service failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    /// A service with this name is already registered.
+    #[error("a service named `{name}` is already registered")]
+    Duplicate {
+        /// The name.
+        name: String,
+    },
+    /// No service has this name.
+    #[error("no service named `{name}` is registered")]
+    NotFound {
+        /// The name.
+        name: String,
+    },
+    /// A service depends on a name that is not registered.
+    #[error("service `{service}` depends on `{dependency}`, which is not registered")]
+    UnknownDependency {
+        /// The dependant.
+        service: String,
+        /// The missing dependency.
+        dependency: String,
+    },
+    /// The dependencies form a cycle.
+    #[error("dependency cycle: {0}")]
+    Cycle(Cycle),
+    /// A dependency is registered but not running.
+    #[error("service `{service}` needs `{dependency}` running, but it is {status}")]
+    DependencyNotRunning {
+        /// The dependant.
+        service: String,
+        /// The dependency.
+        dependency: String,
+        /// The dependency's status.
+        status: Status,
+    },
+    /// Running services depend on the one asked to stop. Stop them first, or use
+    /// [`Kernel::stop_cascade`](crate::Kernel::stop_cascade).
+    #[error("cannot stop `{service}`: running services depend on it: {}", .dependants.join(", "))]
+    HasRunningDependants {
+        /// The service asked to stop.
+        service: String,
+        /// The running services that depend on it.
+        dependants: Vec<String>,
+    },
+    /// A hook returned an error; the service is now Failed.
+    #[error("service `{service}` failed in {hook}: {source}")]
+    HookFailed {
+        /// The service.
+        service: String,
+        /// The hook.
+        hook: Hook,
+        /// The hook's error.
+        source: BoxError,
+    },
+    /// A hook panicked; the service is now Failed.
+    #[error("service `{service}` panicked in {hook}: {message}")]
+    HookPanicked {
+        /// The service.
+        service: String,
+        /// The hook.
+        hook: Hook,
+        /// The panic message.
+        message: String,
+    },
+    /// The hook would run inside a call the same service is already making on this thread.
+    #[error("service `{service}` is already busy on this thread (a lifecycle change from its own hook or handler)")]
+    Reentrant {
+        /// The service.
+        service: String,
+    },
+}
+
+/// `stop_all` went on past failures; these are all of them.
+#[derive(Debug, thiserror::Error)]
+#[error("{} service(s) failed to stop: {}", .0.len(), join(.0))]
+pub struct StopAllError(pub Vec<LifecycleError>);
+
+fn join(errors: &[LifecycleError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// A call was not answered by the service.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No service has this name.
+    #[error("no service named `{service}` is registered")]
+    NotFound {
+        /// The name called.
+        service: String,
+    },
+    /// The service exists but is not running.
+    #[error("service `{service}` is not running (it is {status})")]
+    NotRunning {
+        /// The service.
+        service: String,
+        /// Its status.
+        status: Status,
+    },
+    /// The call would wait on itself: the service is already handling a call further up this
+    /// thread's stack (a self-call, or A → B → A).
+    #[error("call to `{service}` would deadlock: `{service}` is already handling a call on this thread")]
+    WouldDeadlock {
+        /// The service.
+        service: String,
+    },
+    /// The handler panicked; the service is now Failed.
+    #[error("service `{service}` panicked while handling a call: {message}")]
+    Panicked {
+        /// The service.
+        service: String,
+        /// The panic message.
+        message: String,
+    },
+    /// The service speaks its own request type; reach it through its [`Handle`](crate::Handle).
+    #[error("service `{service}` does not take `Event` requests; call it through its typed Handle")]
+    Unsupported {
+        /// The service.
+        service: String,
+    },
+    /// The kernel has been dropped.
+    #[error("the kernel is gone")]
+    KernelGone,
+}
+
+impl CallError {
+    /// The Go design's reply for this failure: 404 for an unknown or stopped target, 508 for a
+    /// call loop, 500 for a panic, 415 for a protocol mismatch, 503 when the kernel is gone.
+    pub fn to_reply(&self) -> Reply {
+        let (code, message) = match self {
+            CallError::NotFound { .. } => (code::NOT_FOUND, "Not found service"),
+            CallError::NotRunning { .. } => (code::NOT_FOUND, "Service not running"),
+            CallError::WouldDeadlock { .. } => (code::LOOP, "Call loop detected"),
+            CallError::Panicked { .. } => (code::FAILED, "Service failed"),
+            CallError::Unsupported { .. } => (code::UNSUPPORTED, "Unsupported request type"),
+            CallError::KernelGone => (code::UNAVAILABLE, "Kernel unavailable"),
+        };
+        Reply::new(code, message, self.to_string())
+    }
+}
+
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}

@@ -1,0 +1,59 @@
+//! Typed handles: a service reached without a name lookup, across replacements.
+
+use std::sync::Arc;
+
+use crate::error::CallError;
+use crate::message::{Event, Reply};
+use crate::service::Status;
+use crate::slot::Slot;
+
+/// A typed handle to one service. Obtained once (from `register` or [`Kernel::handle`]), it
+/// skips the name lookup and stays valid when the service is replaced: it points at the
+/// service's slot, not at an instance.
+///
+/// [`Kernel::handle`]: crate::Kernel::handle
+pub struct Handle<Req = Event, Resp = Reply> {
+    pub(crate) slot: Arc<Slot<Req, Resp>>,
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Handle<Req, Resp> {
+    pub(crate) fn new(slot: Arc<Slot<Req, Resp>>) -> Self {
+        Self { slot }
+    }
+
+    /// Calls the service on this thread and waits for its reply.
+    #[inline]
+    pub fn call(&self, request: Req) -> Result<Resp, CallError> {
+        self.slot.call(request)
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        self.slot.name()
+    }
+
+    /// The service's lifecycle status.
+    pub fn status(&self) -> Status {
+        self.slot.status()
+    }
+}
+
+impl Handle<Event, Reply> {
+    /// Like [`call`](Self::call), but any failure becomes a reply with its code (the Go
+    /// design's `Send`).
+    pub fn send(&self, event: Event) -> Reply {
+        self.call(event).unwrap_or_else(|e| e.to_reply())
+    }
+}
+
+impl<Req, Resp> Clone for Handle<Req, Resp> {
+    fn clone(&self) -> Self {
+        Self { slot: Arc::clone(&self.slot) }
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> std::fmt::Debug for Handle<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("service", &self.name()).field("status", &self.status()).finish()
+    }
+}

@@ -1,0 +1,435 @@
+//! The kernel: a registry of named slots, the lifecycle in dependency order, and routing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::error::{CallError, Hook, LifecycleError, StopAllError};
+use crate::graph::{self, DepGraph};
+use crate::handle::Handle;
+use crate::message::{Event, KERNEL, Reply};
+use crate::notice::{Notice, Observer};
+use crate::push::{PendingReply, Pusher};
+use crate::service::{Service, Status};
+use crate::slot::{Lifecycle, Slot};
+use crate::sync::ReentrantLock;
+
+/// The kernel. Cheap to clone (an `Arc`), `Send + Sync`: share it across threads freely.
+///
+/// Dropping the last clone stops every running service in reverse dependency order.
+///
+/// ```
+/// use microkernel::{Context, Event, Kernel, Reply, Service, Status};
+///
+/// #[derive(microkernel::Service)]
+/// #[service(name = "db")]
+/// struct Db;
+/// impl Service for Db {
+///     type Request = Event;
+///     type Response = Reply;
+///     fn handle(&mut self, _: Event, _: &Context<'_>) -> Reply { Reply::ok("stored", "") }
+/// }
+///
+/// #[derive(microkernel::Service)]
+/// #[service(name = "api", deps = ["db"])]
+/// struct Api;
+/// impl Service for Api {
+///     type Request = Event;
+///     type Response = Reply;
+///     fn handle(&mut self, ev: Event, ctx: &Context<'_>) -> Reply {
+///         ctx.call("db", ev).unwrap_or_else(|e| e.to_reply())
+///     }
+/// }
+///
+/// let kernel = Kernel::new();
+/// kernel.register(Api)?;          // dependencies may be registered later
+/// kernel.register(Db)?;
+/// assert_eq!(kernel.start_order()?, ["db", "api"]);
+/// kernel.start_all()?;
+/// assert_eq!(kernel.send(Event::new("api", "doc", "put", "x")).message, "stored");
+/// kernel.stop_all()?;
+/// assert_eq!(kernel.status("db"), Some(Status::Stopped));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Kernel {
+    shared: Arc<Shared>,
+}
+
+/// Builds a [`Kernel`] with an observer and limits.
+#[must_use]
+pub struct KernelBuilder {
+    observer: Option<Observer>,
+    max_push_workers: usize,
+}
+
+impl Default for KernelBuilder {
+    fn default() -> Self {
+        Self { observer: None, max_push_workers: 16 }
+    }
+}
+
+impl KernelBuilder {
+    /// Calls `observer` with every [`Notice`]: registrations, starts, stops, pushed events,
+    /// state migrations. It runs on the thread that caused the notice.
+    pub fn observer(mut self, observer: impl Fn(&Notice<'_>) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Box::new(observer));
+        self
+    }
+
+    /// The most threads that run pushed events at once (default 16). A push finding them all
+    /// busy waits in a queue; its timeout still bounds the caller's wait.
+    pub fn max_push_workers(mut self, n: usize) -> Self {
+        self.max_push_workers = n;
+        self
+    }
+
+    /// Builds the kernel.
+    pub fn build(self) -> Kernel {
+        Kernel {
+            shared: Arc::new(Shared {
+                registry: RwLock::new(HashMap::new()),
+                lifecycle: ReentrantLock::default(),
+                observer: self.observer,
+                pusher: Pusher::new(self.max_push_workers),
+            }),
+        }
+    }
+}
+
+/// What the kernel holds; services reach it through a `Weak`, so they never keep it alive.
+pub(crate) struct Shared {
+    registry: RwLock<HashMap<Arc<str>, Entry>>,
+    /// Serializes lifecycle changes (start, stop, replace) kernel-wide; re-entrant so that hooks
+    /// may change other services' lifecycles. Calls never take it.
+    lifecycle: ReentrantLock,
+    observer: Option<Observer>,
+    pusher: Pusher,
+}
+
+#[derive(Clone)]
+pub(crate) struct Entry {
+    pub(crate) lifecycle: Arc<dyn Lifecycle>,
+    /// The slot as an `Event`/`Reply` service, if it speaks that protocol.
+    events: Option<Arc<Slot<Event, Reply>>>,
+    pub(crate) deps: Vec<String>,
+}
+
+impl Kernel {
+    /// A kernel with no observer and default limits.
+    pub fn new() -> Self {
+        KernelBuilder::default().build()
+    }
+
+    /// Starts building a kernel.
+    pub fn builder() -> KernelBuilder {
+        KernelBuilder::default()
+    }
+
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Registers a service that speaks the default [`Event`]/[`Reply`] protocol, reachable by
+    /// name. It starts in [`Status::Created`]; its dependencies need not be registered yet.
+    pub fn register<S>(&self, service: S) -> Result<Handle, LifecycleError>
+    where
+        S: Service<Request = Event, Response = Reply>,
+    {
+        let slot = self.new_slot(service);
+        self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, Some(Arc::clone(&slot)))?;
+        Ok(Handle::new(slot))
+    }
+
+    /// Registers a service with its own request and response types. Only its [`Handle`]
+    /// reaches it; events routed to it by name get [`CallError::Unsupported`] (415).
+    pub fn register_typed<S: Service>(&self, service: S) -> Result<Handle<S::Request, S::Response>, LifecycleError> {
+        let slot = self.new_slot(service);
+        self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, None)?;
+        Ok(Handle::new(slot))
+    }
+
+    fn new_slot<S: Service>(&self, service: S) -> Arc<Slot<S::Request, S::Response>> {
+        let name: Arc<str> = service.name().into();
+        Arc::new(Slot::new(name, Box::new(service), Arc::downgrade(&self.shared)))
+    }
+
+    fn insert(&self, lifecycle: Arc<dyn Lifecycle>, events: Option<Arc<Slot<Event, Reply>>>) -> Result<(), LifecycleError> {
+        let name = Arc::clone(lifecycle.name());
+        let deps = lifecycle.dependencies();
+        {
+            let mut registry = self.shared.write();
+            if registry.contains_key(&name) {
+                return Err(LifecycleError::Duplicate { name: name.to_string() });
+            }
+            registry.insert(Arc::clone(&name), Entry { lifecycle, events, deps });
+        }
+        tracing::debug!(service = %name, "registered");
+        self.shared.notify(&Notice::Registered { service: &name });
+        Ok(())
+    }
+
+    /// A handle to the `Event`/`Reply` service `name`, to call it without a name lookup.
+    pub fn handle(&self, name: &str) -> Result<Handle, CallError> {
+        self.shared.event_slot(name).map(Handle::new)
+    }
+
+    /// The service's status, or `None` if no service has that name.
+    pub fn status(&self, name: &str) -> Option<Status> {
+        self.shared.read().get(name).map(|e| e.lifecycle.status())
+    }
+
+    /// Registered service names, sorted.
+    pub fn services(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.shared.read().keys().map(|k| k.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    /// The order `start_all` would start the services in: each after its dependencies,
+    /// independent ones by name. Fails on an unknown dependency or a cycle.
+    pub fn start_order(&self) -> Result<Vec<String>, LifecycleError> {
+        let snapshot = self.shared.snapshot();
+        graph::start_order(&dep_graph(&snapshot))
+    }
+
+    /// Calls the service `to` on this thread (the Go design's `Send`, typed).
+    pub fn call(&self, to: &str, event: Event) -> Result<Reply, CallError> {
+        self.shared.event_slot(to)?.call(event)
+    }
+
+    /// Routes `event` to the service named by `event.to` and returns its reply; failures
+    /// become replies with their codes (404 for an unknown or stopped service).
+    pub fn send(&self, event: Event) -> Reply {
+        match self.shared.event_slot(&event.to) {
+            Ok(slot) => slot.call(event).unwrap_or_else(|e| e.to_reply()),
+            Err(e) => e.to_reply(),
+        }
+    }
+
+    /// Pushes an event to the kernel (the Go design's `Push`): one addressed to
+    /// [`KERNEL`] is answered `{0 Handled by kernel ok}`; one addressed to a service is
+    /// routed to it on a worker thread. Wait for the reply with [`PendingReply::wait`], whose
+    /// timeout bounds the wait even if the handler hangs.
+    pub fn push(&self, event: Event) -> PendingReply {
+        self.shared.notify(&Notice::Pushed { event: &event });
+        if event.to == KERNEL {
+            return PendingReply::ready(Reply::ok("Handled by kernel", "ok"));
+        }
+        let slot = match self.shared.event_slot(&event.to) {
+            Ok(slot) if slot.status() == Status::Running => slot,
+            Ok(slot) => {
+                let status = slot.status();
+                let service = event.to.to_string();
+                return PendingReply::ready(CallError::NotRunning { service, status }.to_reply());
+            }
+            Err(e) => return PendingReply::ready(e.to_reply()),
+        };
+        self.shared.pusher.submit(move || slot.call(event).unwrap_or_else(|e| e.to_reply()))
+    }
+
+    /// Starts one service. Its dependencies must be registered and running. Starting a running
+    /// service does nothing.
+    pub fn start(&self, name: &str) -> Result<(), LifecycleError> {
+        let _serial = self.shared.lifecycle.lock();
+        let snapshot = self.shared.snapshot();
+        let entry = snapshot.get(name).ok_or_else(|| not_found(name))?;
+        if entry.lifecycle.status() == Status::Running {
+            return Ok(());
+        }
+        check_dependencies_running(name, &entry.deps, &snapshot)?;
+        self.shared.run_hook(entry, Hook::Start)
+    }
+
+    /// Stops one service. Refuses while running services depend on it, naming them; use
+    /// [`stop_cascade`](Self::stop_cascade) to stop them first. Stopping a service that is not
+    /// running does nothing.
+    pub fn stop(&self, name: &str) -> Result<(), LifecycleError> {
+        let _serial = self.shared.lifecycle.lock();
+        let snapshot = self.shared.snapshot();
+        let entry = snapshot.get(name).ok_or_else(|| not_found(name))?;
+        let graph = dep_graph(&snapshot);
+        let dependants: Vec<String> = graph::dependants(&graph, name)
+            .into_iter()
+            .filter(|d| snapshot[*d].lifecycle.status() == Status::Running)
+            .map(str::to_owned)
+            .collect();
+        if !dependants.is_empty() {
+            return Err(LifecycleError::HasRunningDependants { service: name.to_owned(), dependants });
+        }
+        self.shared.stop_if_running(entry)
+    }
+
+    /// Stops a service after every running service that depends on it, directly or not,
+    /// dependants first. Stops at the first failure, leaving the rest running.
+    pub fn stop_cascade(&self, name: &str) -> Result<(), LifecycleError> {
+        let _serial = self.shared.lifecycle.lock();
+        let snapshot = self.shared.snapshot();
+        snapshot.get(name).ok_or_else(|| not_found(name))?;
+        let graph = dep_graph(&snapshot);
+        let order = graph::start_order(&graph)?;
+        let affected = graph::dependants_closure(&graph, name);
+        for service in order.iter().rev().filter(|s| affected.contains(s.as_str())) {
+            self.shared.stop_if_running(&snapshot[service.as_str()])?;
+        }
+        Ok(())
+    }
+
+    /// Starts every service that is not running, in dependency order. Unknown dependencies and
+    /// cycles are refused before anything starts. If a service fails to start, it is marked
+    /// Failed, the services this call started are stopped again in reverse order, and the
+    /// start error is returned.
+    pub fn start_all(&self) -> Result<(), LifecycleError> {
+        let _serial = self.shared.lifecycle.lock();
+        let snapshot = self.shared.snapshot();
+        let order = graph::start_order(&dep_graph(&snapshot))?;
+        let mut started: Vec<&Entry> = Vec::new();
+        for name in &order {
+            let entry = &snapshot[name.as_str()];
+            if entry.lifecycle.status() == Status::Running {
+                continue;
+            }
+            let outcome = check_dependencies_running(name, &entry.deps, &snapshot)
+                .and_then(|()| self.shared.run_hook(entry, Hook::Start));
+            if let Err(error) = outcome {
+                tracing::warn!(service = %name, %error, "start_all failed; stopping what it started");
+                for done in started.iter().rev() {
+                    if let Err(stop_error) = self.shared.stop_if_running(done) {
+                        tracing::warn!(%stop_error, "stopping after a failed start_all failed too");
+                    }
+                }
+                return Err(error);
+            }
+            started.push(entry);
+        }
+        Ok(())
+    }
+
+    /// Stops every running service in reverse dependency order. Goes on past a failing stop
+    /// (that service is marked Failed) and reports every failure.
+    pub fn stop_all(&self) -> Result<(), StopAllError> {
+        self.shared.stop_all()
+    }
+}
+
+impl Default for Kernel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel").field("services", &self.services()).finish()
+    }
+}
+
+fn not_found(name: &str) -> LifecycleError {
+    LifecycleError::NotFound { name: name.to_owned() }
+}
+
+pub(crate) type Snapshot = BTreeMap<Arc<str>, Entry>;
+
+pub(crate) fn dep_graph(snapshot: &Snapshot) -> DepGraph<'_> {
+    snapshot.iter().map(|(name, entry)| (&**name, entry.deps.as_slice())).collect()
+}
+
+pub(crate) fn check_dependencies_running(service: &str, deps: &[String], snapshot: &Snapshot) -> Result<(), LifecycleError> {
+    for dependency in deps {
+        let entry = snapshot.get(dependency.as_str()).ok_or_else(|| LifecycleError::UnknownDependency {
+            service: service.to_owned(),
+            dependency: dependency.clone(),
+        })?;
+        let status = entry.lifecycle.status();
+        if status != Status::Running {
+            return Err(LifecycleError::DependencyNotRunning {
+                service: service.to_owned(),
+                dependency: dependency.clone(),
+                status,
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, Entry>> {
+        self.registry.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, Entry>> {
+        self.registry.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A copy of the registry, so that no registry lock is held while service code runs.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        self.read().iter().map(|(k, v)| (Arc::clone(k), v.clone())).collect()
+    }
+
+    fn event_slot(&self, name: &str) -> Result<Arc<Slot<Event, Reply>>, CallError> {
+        let registry = self.read();
+        let entry = registry.get(name).ok_or_else(|| CallError::NotFound { service: name.to_owned() })?;
+        entry.events.clone().ok_or_else(|| CallError::Unsupported { service: name.to_owned() })
+    }
+
+    pub(crate) fn notify(&self, notice: &Notice<'_>) {
+        if let Some(observer) = &self.observer {
+            observer(notice);
+        }
+    }
+
+    /// Runs a start or stop hook and reports the outcome.
+    fn run_hook(&self, entry: &Entry, hook: Hook) -> Result<(), LifecycleError> {
+        let service = &**entry.lifecycle.name();
+        let result = entry.lifecycle.run_hook(hook);
+        match (&result, hook) {
+            (Ok(()), Hook::Stop) => {
+                tracing::debug!(service, "stopped");
+                self.notify(&Notice::Stopped { service });
+            }
+            (Ok(()), _) => {
+                tracing::debug!(service, "started");
+                self.notify(&Notice::Started { service });
+            }
+            (Err(error), _) => {
+                tracing::warn!(service, %error, "hook failed; service marked failed");
+                self.notify(&Notice::Failed { service });
+            }
+        }
+        result
+    }
+
+    fn stop_if_running(&self, entry: &Entry) -> Result<(), LifecycleError> {
+        if entry.lifecycle.status() == Status::Running {
+            self.run_hook(entry, Hook::Stop)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn stop_all(&self) -> Result<(), StopAllError> {
+        let _serial = self.lifecycle.lock();
+        let snapshot = self.snapshot();
+        // A cycle cannot have started, but stop everything anyway: reverse name order then.
+        let order = graph::start_order(&dep_graph(&snapshot))
+            .unwrap_or_else(|_| snapshot.keys().map(|k| k.to_string()).collect());
+        let errors: Vec<LifecycleError> = order
+            .iter()
+            .rev()
+            .filter_map(|name| self.stop_if_running(&snapshot[name.as_str()]).err())
+            .collect();
+        if errors.is_empty() { Ok(()) } else { Err(StopAllError(errors)) }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop_all() {
+            tracing::warn!(%error, "stopping services while dropping the kernel failed");
+        }
+        self.pusher.shutdown();
+    }
+}

@@ -1,0 +1,193 @@
+//! A logger service like the Go design's: levelled lines with a timestamp, written to a sink the
+//! application chooses, with the level changeable while it runs.
+
+use std::fmt;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::context::{Context, Level};
+use crate::message::{Event, Reply};
+use crate::service::{BoxError, Service, ServiceMeta};
+use crate::state::Stateless;
+
+/// One log line: `[2025-04-24 21:28:38.032] [INFO] [echo] message` (UTC).
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use microkernel::{Level, LogLine};
+/// let at = UNIX_EPOCH + Duration::from_millis(1_745_530_118_032);
+/// let line = LogLine { at, level: Level::Info, service: "echo", message: "message" };
+/// assert_eq!(line.to_string(), "[2025-04-24 21:28:38.032] [INFO] [echo] message");
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct LogLine<'a> {
+    /// When.
+    pub at: SystemTime,
+    /// How severe.
+    pub level: Level,
+    /// Which service logged it.
+    pub service: &'a str,
+    /// What it said.
+    pub message: &'a str,
+}
+
+impl fmt::Display for LogLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let since = self.at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+        let secs = since.as_secs();
+        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+        let (h, m, s) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+        write!(
+            f,
+            "[{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{:03}] [{}] [{}] {}",
+            since.subsec_millis(),
+            self.level.as_str(),
+            self.service,
+            self.message
+        )
+    }
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's method).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The logger service. Send it events whose `kind` is a level (`DEBUG`, `INFO`, `WARN`,
+/// `ERROR`) and whose `content` is the message; `from` names the service in the line. An event
+/// of kind `level` sets the minimum level to its `content`. Lines below the level are dropped.
+///
+/// ```
+/// use microkernel::{Event, Kernel, Level, Logger};
+/// let kernel = Kernel::new();
+/// let (logger, level) = Logger::new(Vec::new());
+/// let handle = kernel.register(logger)?;
+/// kernel.start_all()?;
+/// handle.call(Event::new("logger", "echo", "DEBUG", "hidden"))?;
+/// level.set(Level::Debug);
+/// assert!(handle.call(Event::new("logger", "echo", "DEBUG", "shown"))?.is_ok());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Logger<W> {
+    name: String,
+    sink: W,
+    level: LevelControl,
+}
+
+/// Changes a [`Logger`]'s level from anywhere, while it runs.
+#[derive(Debug, Clone)]
+pub struct LevelControl(Arc<AtomicU8>);
+
+impl LevelControl {
+    /// Sets the minimum level.
+    pub fn set(&self, level: Level) {
+        self.0.store(level as u8, Ordering::Relaxed);
+    }
+
+    /// The minimum level.
+    pub fn get(&self) -> Level {
+        match self.0.load(Ordering::Relaxed) {
+            0 => Level::Debug,
+            1 => Level::Info,
+            2 => Level::Warn,
+            _ => Level::Error,
+        }
+    }
+}
+
+impl<W: Write + Send + 'static> Logger<W> {
+    /// A logger named `logger` writing to `sink` at level INFO, and the control of its level.
+    pub fn new(sink: W) -> (Self, LevelControl) {
+        Self::named("logger", sink)
+    }
+
+    /// A logger registered under `name`.
+    pub fn named(name: impl Into<String>, sink: W) -> (Self, LevelControl) {
+        let level = LevelControl(Arc::new(AtomicU8::new(Level::Info as u8)));
+        (Self { name: name.into(), sink, level: level.clone() }, level)
+    }
+
+    /// Writes one line if `level` is at or above the logger's level.
+    pub fn log(&mut self, level: Level, service: &str, message: &str) -> std::io::Result<bool> {
+        if level < self.level.get() {
+            return Ok(false);
+        }
+        let line = LogLine { at: SystemTime::now(), level, service, message };
+        writeln!(self.sink, "{line}")?;
+        Ok(true)
+    }
+}
+
+impl<W> ServiceMeta for Logger<W> {
+    type State = Stateless;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dependencies(&self) -> &[&str] {
+        &[]
+    }
+
+    fn export_state(&self) -> Result<&Stateless, BoxError> {
+        Ok(&Stateless)
+    }
+
+    fn import_state(&mut self, _: Stateless) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl<W: Write + Send + 'static> Service for Logger<W> {
+    type Request = Event;
+    type Response = Reply;
+
+    fn stop(&mut self, _: &Context<'_>) -> Result<(), BoxError> {
+        Ok(self.sink.flush()?)
+    }
+
+    fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
+        if event.kind.eq_ignore_ascii_case("level") {
+            return match event.content.parse::<Level>() {
+                Ok(level) => {
+                    self.level.set(level);
+                    Reply::ok("level set", level.as_str())
+                }
+                Err(e) => Reply::new(400, "bad level", e),
+            };
+        }
+        let level = match event.kind.parse::<Level>() {
+            Ok(level) => level,
+            Err(e) => return Reply::new(400, "bad level", e),
+        };
+        match self.log(level, &event.from, &event.content) {
+            Ok(true) => Reply::ok("logged", ""),
+            Ok(false) => Reply::ok("below level", ""),
+            Err(e) => Reply::new(500, "log write failed", e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_across_leap_years_and_epoch() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(20_202), (2025, 4, 24));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+}

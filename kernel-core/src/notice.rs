@@ -1,0 +1,55 @@
+//! Notices: what the kernel tells an observer the application installed.
+
+use crate::message::Event;
+use crate::state::StateTag;
+
+/// Something that happened in the kernel, given to the observer set with
+/// [`KernelBuilder::observer`](crate::KernelBuilder::observer). The observer runs on the thread
+/// that made it happen, right after it happened; it should be quick.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum Notice<'a> {
+    /// A service was registered.
+    Registered {
+        /// Its name.
+        service: &'a str,
+    },
+    /// A service started.
+    Started {
+        /// Its name.
+        service: &'a str,
+    },
+    /// A service stopped.
+    Stopped {
+        /// Its name.
+        service: &'a str,
+    },
+    /// A service's hook failed; it is now Failed.
+    Failed {
+        /// Its name.
+        service: &'a str,
+    },
+    /// An event was pushed to the kernel (before it is answered or routed).
+    Pushed {
+        /// The event.
+        event: &'a Event,
+    },
+    /// A replacement moved a service's state into the new version (before the old one stops).
+    StateMigrated {
+        /// The service.
+        service: &'a str,
+        /// Version and fingerprint the old instance exported.
+        from: StateTag,
+        /// Version and fingerprint the new instance imported.
+        to: StateTag,
+        /// Whether the state crossed sealed.
+        sealed: bool,
+    },
+    /// A replacement completed: the new version serves.
+    Replaced {
+        /// The service.
+        service: &'a str,
+    },
+}
+
+pub(crate) type Observer = Box<dyn Fn(&Notice<'_>) + Send + Sync>;

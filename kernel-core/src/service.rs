@@ -1,0 +1,123 @@
+//! What a service is: its metadata and state plumbing ([`ServiceMeta`], usually derived) and its
+//! behaviour ([`Service`], written by the user).
+
+use std::fmt;
+
+use crate::context::Context;
+use crate::state::Migratable;
+
+/// The error a service hook returns. Any error type converts into it with `?`, and so do
+/// `&str` and `String`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What `#[derive(Service)]` generates: the service's name, its dependencies, and how its state
+/// leaves and enters an instance during a replacement.
+///
+/// Implement it by hand only to validate state on import or to compute the name at run time.
+pub trait ServiceMeta {
+    /// The state that moves across a replacement; [`Stateless`](crate::Stateless) for none.
+    type State: Migratable;
+
+    /// The name the kernel registers the service under.
+    fn name(&self) -> &str;
+
+    /// Names of the services that must be running before this one starts.
+    fn dependencies(&self) -> &[&str];
+
+    /// Lends the current state for encoding. An error aborts a replacement before anything
+    /// changed.
+    fn export_state(&self) -> Result<&Self::State, BoxError>;
+
+    /// Takes over a state exported by an earlier version (already upgraded to `Self::State`).
+    /// An error aborts a replacement; the old version keeps serving.
+    fn import_state(&mut self, state: Self::State) -> Result<(), BoxError>;
+}
+
+/// A service's behaviour: lifecycle hooks and a request handler.
+///
+/// The kernel runs at most one hook or handler of a service at a time, with `&mut self`, on the
+/// caller's thread. Each receives a [`Context`] to call other services, push events and log.
+///
+/// ```
+/// use microkernel::{Context, Event, Reply, Service};
+///
+/// #[derive(microkernel::Service, Default)]
+/// #[service(name = "echo")]
+/// struct Echo;
+///
+/// impl Service for Echo {
+///     type Request = Event;
+///     type Response = Reply;
+///     fn handle(&mut self, ev: Event, _ctx: &Context<'_>) -> Reply {
+///         Reply::ok("echo service handled", format!("from {}: {}", ev.from, ev.content))
+///     }
+/// }
+///
+/// let kernel = microkernel::Kernel::new();
+/// let echo = kernel.register(Echo)?;
+/// kernel.start_all()?;
+/// let reply = echo.call(Event::new("echo", "doc", "greet", "hi"))?;
+/// assert_eq!(reply.to_string(), "{0 echo service handled from doc: hi}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub trait Service: ServiceMeta + Send + 'static {
+    /// What callers send. [`Event`](crate::Event) for services reachable by name.
+    type Request: Send + 'static;
+    /// What the handler returns. [`Reply`](crate::Reply) for services reachable by name.
+    type Response: Send + 'static;
+
+    /// Runs when the service starts; its dependencies are running. An error marks it Failed.
+    fn start(&mut self, ctx: &Context<'_>) -> Result<(), BoxError> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Runs when the service stops; its dependants have stopped.
+    fn stop(&mut self, ctx: &Context<'_>) -> Result<(), BoxError> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Answers one request.
+    fn handle(&mut self, request: Self::Request, ctx: &Context<'_>) -> Self::Response;
+}
+
+/// Where a service is in its lifecycle: Created → Running → Stopped (→ Running again), or Failed
+/// when a hook returned an error or panicked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// Registered, never started.
+    Created,
+    /// Started and serving.
+    Running,
+    /// Stopped; can be started again.
+    Stopped,
+    /// A hook or the handler failed; can be started again.
+    Failed,
+}
+
+impl Status {
+    pub(crate) fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    pub(crate) fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Status::Created,
+            1 => Status::Running,
+            2 => Status::Stopped,
+            _ => Status::Failed,
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+            Status::Failed => "failed",
+        })
+    }
+}

@@ -1,0 +1,225 @@
+//! A service's slot: the one place its current instance lives.
+//!
+//! Callers, lifecycle changes and replacements all go through the slot's mutex, so one handler
+//! runs at a time with `&mut self`, and a replacement that holds the mutex makes calls wait (not
+//! fail) until the new instance is in. Handles keep an `Arc` of the slot, so they survive a
+//! replacement and skip the name lookup.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use crate::context::Context;
+use crate::error::{CallError, Hook, LifecycleError, panic_message};
+use crate::kernel::Shared;
+use crate::service::{BoxError, Service, ServiceMeta, Status};
+use crate::sync::thread_token;
+use crate::state::{self, EncodedState, Migratable, StateError, StateTag};
+
+/// A service with its types erased down to its protocol: what a slot holds.
+pub(crate) trait Instance<Req, Resp>: Send {
+    fn start(&mut self, ctx: &Context<'_>) -> Result<(), BoxError>;
+    fn stop(&mut self, ctx: &Context<'_>) -> Result<(), BoxError>;
+    fn handle(&mut self, request: Req, ctx: &Context<'_>) -> Resp;
+    fn dependencies(&self) -> Vec<String>;
+    /// The state's tag: which version of which schema this instance holds.
+    fn state_tag(&self) -> StateTag;
+    fn state_type(&self) -> &'static str;
+    /// Exports and encodes the current state, or its previous version when `downgrade`.
+    fn export(&self, downgrade: bool) -> Result<EncodedState, ExportError>;
+}
+
+/// Why an instance could not hand out its state.
+#[derive(Debug)]
+pub(crate) enum ExportError {
+    Service(BoxError),
+    Encode(StateError),
+}
+
+impl<S: Service> Instance<S::Request, S::Response> for S {
+    fn start(&mut self, ctx: &Context<'_>) -> Result<(), BoxError> {
+        Service::start(self, ctx)
+    }
+
+    fn stop(&mut self, ctx: &Context<'_>) -> Result<(), BoxError> {
+        Service::stop(self, ctx)
+    }
+
+    fn handle(&mut self, request: S::Request, ctx: &Context<'_>) -> S::Response {
+        Service::handle(self, request, ctx)
+    }
+
+    fn dependencies(&self) -> Vec<String> {
+        ServiceMeta::dependencies(self).iter().map(|d| (*d).to_owned()).collect()
+    }
+
+    fn state_tag(&self) -> StateTag {
+        StateTag::of::<S::State>()
+    }
+
+    fn state_type(&self) -> &'static str {
+        <S::State as Migratable>::TYPE_NAME
+    }
+
+    fn export(&self, downgrade: bool) -> Result<EncodedState, ExportError> {
+        let current = self.export_state().map_err(ExportError::Service)?;
+        if downgrade {
+            let previous = current.downgrade().map_err(|e| ExportError::Encode(e.into()))?;
+            state::encode(&previous).map_err(ExportError::Encode)
+        } else {
+            state::encode(current).map_err(ExportError::Encode)
+        }
+    }
+}
+
+pub(crate) type BoxInstance<Req, Resp> = Box<dyn Instance<Req, Resp>>;
+
+/// Where one service lives.
+pub(crate) struct Slot<Req, Resp> {
+    name: Arc<str>,
+    /// Token of the thread inside the slot's mutex, so that a thread calling back into a slot it
+    /// already holds gets an error instead of deadlocking.
+    owner: AtomicU64,
+    /// A `Status`, written only with the mutex held; readable without it.
+    status: AtomicU8,
+    instance: Mutex<BoxInstance<Req, Resp>>,
+    kernel: Weak<Shared>,
+}
+
+/// The slot's mutex, held by the current thread; clears the owner when dropped.
+pub(crate) struct Entered<'a, Req, Resp> {
+    slot: &'a Slot<Req, Resp>,
+    pub(crate) instance: MutexGuard<'a, BoxInstance<Req, Resp>>,
+}
+
+impl<Req, Resp> Drop for Entered<'_, Req, Resp> {
+    fn drop(&mut self) {
+        self.slot.owner.store(0, Ordering::Relaxed);
+    }
+}
+
+impl<Req, Resp> Entered<'_, Req, Resp> {
+    pub(crate) fn context(&self) -> Context<'_> {
+        Context::new(&self.slot.kernel, &self.slot.name)
+    }
+
+    pub(crate) fn set_status(&self, status: Status) {
+        self.slot.status.store(status.to_u8(), Ordering::Release);
+    }
+
+    /// Runs `start` or `stop` on the current instance and records the outcome: Running or
+    /// Stopped on success, Failed on an error or a panic.
+    pub(crate) fn run_hook(&mut self, hook: Hook) -> Result<(), LifecycleError> {
+        let ctx = Context::new(&self.slot.kernel, &self.slot.name);
+        let instance = &mut **self.instance;
+        let outcome = catch_unwind(AssertUnwindSafe(|| match hook {
+            Hook::Stop => instance.stop(&ctx),
+            _ => instance.start(&ctx),
+        }));
+        let service = self.slot.name.to_string();
+        let result = match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(LifecycleError::HookFailed { service, hook, source }),
+            Err(panic) => Err(LifecycleError::HookPanicked {
+                service,
+                hook,
+                message: panic_message(&*panic),
+            }),
+        };
+        self.set_status(match (&result, hook) {
+            (Ok(()), Hook::Stop) => Status::Stopped,
+            (Ok(()), _) => Status::Running,
+            (Err(_), _) => Status::Failed,
+        });
+        result
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
+    pub(crate) fn new(name: Arc<str>, instance: BoxInstance<Req, Resp>, kernel: Weak<Shared>) -> Self {
+        Self {
+            name,
+            owner: AtomicU64::new(0),
+            status: AtomicU8::new(Status::Created.to_u8()),
+            instance: Mutex::new(instance),
+            kernel,
+        }
+    }
+
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        Status::from_u8(self.status.load(Ordering::Acquire))
+    }
+
+    /// Takes the slot's mutex, unless this thread already holds it. Waits while another thread
+    /// holds it (a running handler, a lifecycle change or a replacement).
+    pub(crate) fn enter(&self) -> Option<Entered<'_, Req, Resp>> {
+        let me = thread_token();
+        if self.owner.load(Ordering::Relaxed) == me {
+            return None;
+        }
+        // A panic inside the lock is caught before it unwinds through the guard, so poisoning
+        // only happens if the kernel itself panicked; the instance is still consistent then.
+        let instance = self.instance.lock().unwrap_or_else(PoisonError::into_inner);
+        self.owner.store(me, Ordering::Relaxed);
+        Some(Entered { slot: self, instance })
+    }
+
+    /// Serves one request on the caller's thread.
+    pub(crate) fn call(&self, request: Req) -> Result<Resp, CallError> {
+        let Some(mut entered) = self.enter() else {
+            return Err(CallError::WouldDeadlock { service: self.name.to_string() });
+        };
+        let status = self.status();
+        if status != Status::Running {
+            return Err(CallError::NotRunning { service: self.name.to_string(), status });
+        }
+        let ctx = Context::new(&self.kernel, &self.name);
+        let instance = &mut **entered.instance;
+        match catch_unwind(AssertUnwindSafe(|| instance.handle(request, &ctx))) {
+            Ok(response) => Ok(response),
+            Err(panic) => {
+                entered.set_status(Status::Failed);
+                let message = panic_message(&*panic);
+                tracing::error!(service = %self.name, %message, "handler panicked; service marked failed");
+                Err(CallError::Panicked { service: self.name.to_string(), message })
+            }
+        }
+    }
+
+    /// Runs a lifecycle hook with the slot held.
+    pub(crate) fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError> {
+        let mut entered = self.enter().ok_or_else(|| LifecycleError::Reentrant { service: self.name.to_string() })?;
+        entered.run_hook(hook)
+    }
+}
+
+/// The kernel's view of any slot, whatever its protocol.
+pub(crate) trait Lifecycle: Send + Sync {
+    fn name(&self) -> &Arc<str>;
+    fn status(&self) -> Status;
+    fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError>;
+    /// The current instance's dependencies (takes the slot's mutex).
+    fn dependencies(&self) -> Vec<String>;
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
+    fn name(&self) -> &Arc<str> {
+        Slot::name(self)
+    }
+
+    fn status(&self) -> Status {
+        Slot::status(self)
+    }
+
+    fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError> {
+        Slot::run_hook(self, hook)
+    }
+
+    fn dependencies(&self) -> Vec<String> {
+        self.instance.lock().unwrap_or_else(PoisonError::into_inner).dependencies()
+    }
+}

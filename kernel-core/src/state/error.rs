@@ -1,0 +1,122 @@
+//! Errors of the state path.
+
+use super::Fingerprint;
+use crate::service::BoxError;
+
+/// A conversion between two versions of a state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    /// A fallible upgrade (`TryFrom`) refused the previous version's value.
+    #[error("upgrading {from} (v{from_version}) to {to} (v{to_version}) failed")]
+    Upgrade {
+        /// Type upgraded from.
+        from: &'static str,
+        /// Its version.
+        from_version: u32,
+        /// Type upgraded to.
+        to: &'static str,
+        /// Its version.
+        to_version: u32,
+        /// The conversion's own error.
+        #[source]
+        source: BoxError,
+    },
+    /// A downgrade failed or is not declared.
+    #[error("downgrading {from} (v{from_version}) failed")]
+    Downgrade {
+        /// Type downgraded from.
+        from: &'static str,
+        /// Its version.
+        from_version: u32,
+        /// The conversion's own error.
+        #[source]
+        source: BoxError,
+    },
+    /// The type declares no downgrade (`down = ...`).
+    #[error("{ty} (v{version}) declares no downgrade; add `down = path::to::fn` to #[migratable]")]
+    NoDowngrade {
+        /// The type.
+        ty: &'static str,
+        /// Its version.
+        version: u32,
+    },
+}
+
+/// Encoding or decoding a versioned state failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Fewer bytes than the 12-byte version header.
+    #[error("state bytes too short: {len} bytes, the header alone is {}", super::HEADER_LEN)]
+    Truncated {
+        /// Bytes given.
+        len: usize,
+    },
+    /// The bytes hold a version newer than the newest this program knows.
+    #[error("state version {found} of {ty} is newer than this program's newest, v{newest}")]
+    TooNew {
+        /// The newest known type.
+        ty: &'static str,
+        /// Version in the bytes.
+        found: u32,
+        /// Newest version known.
+        newest: u32,
+    },
+    /// No type in the chain has this version.
+    #[error("state version {found} is not in the chain of {ty} (v{newest})")]
+    UnknownVersion {
+        /// The newest known type.
+        ty: &'static str,
+        /// Version in the bytes.
+        found: u32,
+        /// Newest version known.
+        newest: u32,
+    },
+    /// The version is known but the fingerprint is not that version's: a different type, or a
+    /// released type that was edited.
+    #[error("state v{version} has fingerprint {found}, but {ty} v{version} has {expected}")]
+    FingerprintMismatch {
+        /// The type at that version.
+        ty: &'static str,
+        /// The version.
+        version: u32,
+        /// Fingerprint of the type.
+        expected: Fingerprint,
+        /// Fingerprint in the bytes.
+        found: Fingerprint,
+    },
+    /// The postcard body does not decode as the type.
+    #[error("state bytes do not decode as {ty} v{version}")]
+    Decode {
+        /// The type.
+        ty: &'static str,
+        /// The version.
+        version: u32,
+        /// postcard's error.
+        #[source]
+        source: postcard::Error,
+    },
+    /// Bytes remain after the value.
+    #[error("{extra} trailing bytes after {ty} v{version}")]
+    TrailingBytes {
+        /// The type.
+        ty: &'static str,
+        /// The version.
+        version: u32,
+        /// How many bytes were left.
+        extra: usize,
+    },
+    /// The value does not encode.
+    #[error("{ty} v{version} does not encode")]
+    Encode {
+        /// The type.
+        ty: &'static str,
+        /// The version.
+        version: u32,
+        /// postcard's error.
+        #[source]
+        source: postcard::Error,
+    },
+    /// Walking the chain failed in a conversion.
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+}

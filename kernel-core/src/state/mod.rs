@@ -1,0 +1,16 @@
+//! Typed, versioned state: the [`Migratable`] chain and its self-describing encoding.
+//!
+//! Every version of a state type declares its version number, a schema fingerprint and the
+//! version it upgrades from. The encoding ([`encode`]) prefixes postcard bytes with the version and
+//! fingerprint, so [`decode`] knows which type the bytes are and walks the chain up to the type the
+//! caller asked for. No `Any`, no downcast: the chain is a chain of types, resolved at compile time.
+
+mod chain;
+mod encoding;
+mod error;
+mod fingerprint;
+
+pub use chain::{Migratable, Origin, Stateless};
+pub use encoding::{EncodedState, HEADER_LEN, StateTag, decode, encode, encode_into};
+pub use error::{MigrationError, StateError};
+pub use fingerprint::{Fingerprint, fingerprint};

@@ -1,0 +1,138 @@
+//! Attribute parsing for both derives: every error points at the offending tokens and says how
+//! to fix it.
+
+use proc_macro2::Span;
+use syn::meta::ParseNestedMeta;
+use syn::spanned::Spanned;
+use syn::{Attribute, Expr, ExprArray, Lit, LitStr, Path};
+
+use crate::suggest::unknown_key;
+
+/// `#[service(name = "...", deps = [...])]`.
+pub(crate) struct ServiceAttr {
+    pub(crate) name: LitStr,
+    pub(crate) deps: Vec<LitStr>,
+}
+
+const SERVICE_KEYS: &[&str] = &["name", "deps"];
+
+pub(crate) fn service_attr(attrs: &[Attribute], ident_span: Span) -> syn::Result<ServiceAttr> {
+    let mut name = None;
+    let mut deps = Vec::new();
+    let mut seen = None;
+    for attr in attrs.iter().filter(|a| a.path().is_ident("service")) {
+        if seen.replace(attr.span()).is_some() {
+            return Err(syn::Error::new_spanned(attr, "duplicate #[service] attribute; merge them into one"));
+        }
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("name") {
+                name = Some(string_value(&meta, "name = \"echo\"")?);
+            } else if meta.path.is_ident("deps") {
+                deps = string_list(&meta)?;
+            } else {
+                return Err(unknown(&meta, "service", SERVICE_KEYS));
+            }
+            Ok(())
+        })?;
+    }
+    let name = name.ok_or_else(|| {
+        let span = seen.unwrap_or(ident_span);
+        syn::Error::new(span, "missing service name: add #[service(name = \"...\")]")
+    })?;
+    if name.value().is_empty() {
+        return Err(syn::Error::new_spanned(&name, "the service name must not be empty"));
+    }
+    Ok(ServiceAttr { name, deps })
+}
+
+/// `#[migratable(version = N, from = Prev, try_from, down = path)]`.
+pub(crate) struct MigratableAttr {
+    pub(crate) version: u32,
+    pub(crate) version_span: Span,
+    pub(crate) from: Option<Path>,
+    pub(crate) try_from: Option<Span>,
+    pub(crate) down: Option<Path>,
+}
+
+const MIGRATABLE_KEYS: &[&str] = &["version", "from", "try_from", "down"];
+
+pub(crate) fn migratable_attr(attrs: &[Attribute], ident_span: Span) -> syn::Result<MigratableAttr> {
+    let mut version = None;
+    let mut from = None;
+    let mut try_from = None;
+    let mut down = None;
+    let mut seen = None;
+    for attr in attrs.iter().filter(|a| a.path().is_ident("migratable")) {
+        if seen.replace(attr.span()).is_some() {
+            return Err(syn::Error::new_spanned(attr, "duplicate #[migratable] attribute; merge them into one"));
+        }
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("version") {
+                version = Some(version_value(&meta)?);
+            } else if meta.path.is_ident("from") {
+                from = Some(meta.value()?.parse::<Path>()?);
+            } else if meta.path.is_ident("try_from") {
+                try_from = Some(meta.path.span());
+            } else if meta.path.is_ident("down") {
+                down = Some(meta.value()?.parse::<Path>()?);
+            } else {
+                return Err(unknown(&meta, "migratable", MIGRATABLE_KEYS));
+            }
+            Ok(())
+        })?;
+    }
+    let span = seen.unwrap_or(ident_span);
+    let (version, version_span) =
+        version.ok_or_else(|| syn::Error::new(span, "missing `version`: add #[migratable(version = 1)] (1 for a first version)"))?;
+    if from.is_none() {
+        if let Some(span) = try_from {
+            return Err(syn::Error::new(span, "`try_from` needs `from = PreviousVersion`"));
+        }
+        if let Some(down) = &down {
+            return Err(syn::Error::new_spanned(down, "`down` needs `from = PreviousVersion`: a first version has nothing to roll back to"));
+        }
+    }
+    Ok(MigratableAttr { version, version_span, from, try_from, down })
+}
+
+fn unknown(meta: &ParseNestedMeta<'_>, attr: &str, known: &[&str]) -> syn::Error {
+    let path = &meta.path;
+    let key = quote::quote!(#path).to_string().replace(' ', "");
+    meta.error(unknown_key(attr, &key, known))
+}
+
+fn version_value(meta: &ParseNestedMeta<'_>) -> syn::Result<(u32, Span)> {
+    let expr: Expr = meta.value()?.parse()?;
+    let Expr::Lit(syn::ExprLit { lit: Lit::Int(int), .. }) = &expr else {
+        return Err(syn::Error::new_spanned(&expr, "expected an integer literal, e.g. `version = 2`"));
+    };
+    let version: u32 = int
+        .base10_parse()
+        .map_err(|_| syn::Error::new_spanned(int, "the version must fit in a u32"))?;
+    if version == 0 {
+        return Err(syn::Error::new_spanned(int, "versions start at 1: use `version = 1` for a first version"));
+    }
+    Ok((version, int.span()))
+}
+
+fn string_value(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<LitStr> {
+    let expr: Expr = meta.value()?.parse()?;
+    match &expr {
+        Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => Ok(s.clone()),
+        _ => Err(syn::Error::new_spanned(&expr, format!("expected a string literal, e.g. `{example}`"))),
+    }
+}
+
+fn string_list(meta: &ParseNestedMeta<'_>) -> syn::Result<Vec<LitStr>> {
+    let expr: Expr = meta.value()?.parse()?;
+    let Expr::Array(ExprArray { elems, .. }) = &expr else {
+        return Err(syn::Error::new_spanned(&expr, "expected a list of service names, e.g. `deps = [\"logger\"]`"));
+    };
+    elems
+        .iter()
+        .map(|elem| match elem {
+            Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => Ok(s.clone()),
+            other => Err(syn::Error::new_spanned(other, "expected a string literal naming a service, e.g. \"logger\"")),
+        })
+        .collect()
+}

@@ -1,0 +1,110 @@
+//! Code generation for `#[derive(Migratable)]`.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{DeriveInput, Path};
+
+use crate::attr::{MigratableAttr, migratable_attr};
+use crate::schema::schema_text;
+
+pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
+    if !input.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &input.generics,
+            "#[derive(Migratable)] does not support generic types: a state's schema must be concrete; \
+             use a concrete type (or a type alias of one) as the state",
+        ));
+    }
+    let attr = migratable_attr(&input.attrs, input.ident.span())?;
+    let schema = schema_text(input)?;
+    let ident = &input.ident;
+    let type_name = ident.to_string();
+    let version = attr.version;
+    let version_lit = quote_spanned!(attr.version_span=> #version);
+    let (chain, order_check) = match &attr.from {
+        Some(from) => link(input, &attr, from),
+        None => (first_version(), TokenStream::new()),
+    };
+    Ok(quote! {
+        #[automatically_derived]
+        impl ::microkernel::Migratable for #ident {
+            const VERSION: u32 = #version_lit;
+            const FINGERPRINT: ::microkernel::state::Fingerprint =
+                ::microkernel::state::fingerprint(#schema, #version);
+            const SCHEMA: &'static str = #schema;
+            const TYPE_NAME: &'static str = #type_name;
+            #chain
+        }
+
+        #order_check
+    })
+}
+
+fn first_version() -> TokenStream {
+    quote! {
+        type Previous = ::microkernel::state::Origin;
+
+        fn upgrade(previous: ::microkernel::state::Origin)
+            -> ::core::result::Result<Self, ::microkernel::state::MigrationError>
+        {
+            match previous {}
+        }
+    }
+}
+
+/// A later version: `Previous`, the upgrade, the optional downgrade, and the compile-time check
+/// that the previous version is lower. Each piece is spanned at the attribute part it comes from.
+fn link(input: &DeriveInput, attr: &MigratableAttr, from: &Path) -> (TokenStream, TokenStream) {
+    let ident = &input.ident;
+    let version = attr.version;
+    let span = from.span();
+    let order_message = format!(
+        "`{}` (version {version}) upgrades from `{}`, whose version must be lower than {version}",
+        ident,
+        quote!(#from).to_string().replace(' ', ""),
+    );
+    let previous = quote_spanned!(span=> #from);
+    let upgrade = match attr.try_from {
+        None => quote_spanned! {span=>
+            ::core::result::Result::Ok(<Self as ::core::convert::From<#from>>::from(previous))
+        },
+        Some(_) => quote_spanned! {span=>
+            <Self as ::core::convert::TryFrom<#from>>::try_from(previous).map_err(|error| {
+                ::microkernel::state::MigrationError::Upgrade {
+                    from: <#from as ::microkernel::Migratable>::TYPE_NAME,
+                    from_version: <#from as ::microkernel::Migratable>::VERSION,
+                    to: <Self as ::microkernel::Migratable>::TYPE_NAME,
+                    to_version: #version,
+                    source: ::core::convert::Into::into(error),
+                }
+            })
+        },
+    };
+    let downgrade = attr.down.as_ref().map(|down| {
+        quote_spanned! {down.span()=>
+            fn downgrade(&self) -> ::core::result::Result<#from, ::microkernel::state::MigrationError> {
+                let down: fn(&Self) -> #from = #down;
+                ::core::result::Result::Ok(down(self))
+            }
+        }
+    });
+    let items = quote! {
+        type Previous = #previous;
+
+        fn upgrade(previous: #from)
+            -> ::core::result::Result<Self, ::microkernel::state::MigrationError>
+        {
+            #upgrade
+        }
+
+        #downgrade
+    };
+    let order_check = quote_spanned! {span=>
+        const _: () = ::core::assert!(
+            <#from as ::microkernel::Migratable>::VERSION < #version,
+            #order_message
+        );
+    };
+    (items, order_check)
+}

@@ -1,0 +1,41 @@
+//! # microkernel
+//!
+//! Programs built from named services that a small kernel registers, starts in dependency order,
+//! routes messages between, and **replaces by a new version while running**: the old version's
+//! state is exported as a typed, versioned value, upgraded through declared conversions and
+//! imported by the new version — no `Any`, no downcast, no request lost.
+//!
+//! ```
+//! use microkernel::{Context, Event, Kernel, Reply, Service};
+//!
+//! #[derive(microkernel::Service, Default)]
+//! #[service(name = "echo")]
+//! struct Echo;
+//!
+//! impl Service for Echo {
+//!     type Request = Event;
+//!     type Response = Reply;
+//!     fn handle(&mut self, ev: Event, _: &Context<'_>) -> Reply {
+//!         Reply::ok("echo service handled", format!("from {}: {}", ev.from, ev.content))
+//!     }
+//! }
+//!
+//! let kernel = Kernel::new();
+//! kernel.register(Echo)?;
+//! kernel.start_all()?;
+//! let reply = kernel.send(Event::new("echo", "microKernel", "unknown", "Hello, Log!"));
+//! assert_eq!(reply.to_string(), "{0 echo service handled from microKernel: Hello, Log!}");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! See the README for a tour and `docs/` for the formats.
+
+#![forbid(unsafe_code)]
+
+pub use kernel_core::*;
+pub use kernel_derive::{Migratable, Service};
+
+#[doc(hidden)]
+pub mod __private {
+    pub use kernel_core::state::{Fingerprint, MigrationError};
+}

@@ -9,6 +9,7 @@ use crate::handle::Handle;
 use crate::message::{Event, KERNEL, Reply};
 use crate::notice::{Notice, Observer};
 use crate::push::{PendingReply, Pusher};
+use crate::seal::Sealer;
 use crate::service::{Service, Status};
 use crate::slot::{Lifecycle, Slot};
 use crate::sync::ReentrantLock;
@@ -60,11 +61,12 @@ pub struct Kernel {
 pub struct KernelBuilder {
     observer: Option<Observer>,
     max_push_workers: usize,
+    sealer: Option<Sealer>,
 }
 
 impl Default for KernelBuilder {
     fn default() -> Self {
-        Self { observer: None, max_push_workers: 16 }
+        Self { observer: None, max_push_workers: 16, sealer: None }
     }
 }
 
@@ -83,6 +85,12 @@ impl KernelBuilder {
         self
     }
 
+    /// Seals every state that crosses a replacement with `sealer`.
+    pub fn sealer(mut self, sealer: Sealer) -> Self {
+        self.sealer = Some(sealer);
+        self
+    }
+
     /// Builds the kernel.
     pub fn build(self) -> Kernel {
         Kernel {
@@ -91,6 +99,7 @@ impl KernelBuilder {
                 lifecycle: ReentrantLock::default(),
                 observer: self.observer,
                 pusher: Pusher::new(self.max_push_workers),
+                sealer: self.sealer,
             }),
         }
     }
@@ -104,6 +113,7 @@ pub(crate) struct Shared {
     lifecycle: ReentrantLock,
     observer: Option<Observer>,
     pusher: Pusher,
+    sealer: Option<Sealer>,
 }
 
 #[derive(Clone)]
@@ -175,6 +185,11 @@ impl Kernel {
     /// A handle to the `Event`/`Reply` service `name`, to call it without a name lookup.
     pub fn handle(&self, name: &str) -> Result<Handle, CallError> {
         self.shared.event_slot(name).map(Handle::new)
+    }
+
+    /// The sealer states cross replacements with, if one was configured.
+    pub fn sealer(&self) -> Option<&Sealer> {
+        self.shared.sealer()
     }
 
     /// The service's status, or `None` if no service has that name.
@@ -337,9 +352,18 @@ pub(crate) fn dep_graph(snapshot: &Snapshot) -> DepGraph<'_> {
     snapshot.iter().map(|(name, entry)| (&**name, entry.deps.as_slice())).collect()
 }
 
-pub(crate) fn check_dependencies_running(service: &str, deps: &[String], snapshot: &Snapshot) -> Result<(), LifecycleError> {
+fn check_dependencies_running(service: &str, deps: &[String], snapshot: &Snapshot) -> Result<(), LifecycleError> {
+    dependencies_running(service, deps, |name| snapshot.get(name))
+}
+
+/// Every dependency is registered (per `lookup`) and running.
+fn dependencies_running<'a>(
+    service: &str,
+    deps: &[String],
+    lookup: impl Fn(&str) -> Option<&'a Entry>,
+) -> Result<(), LifecycleError> {
     for dependency in deps {
-        let entry = snapshot.get(dependency.as_str()).ok_or_else(|| LifecycleError::UnknownDependency {
+        let entry = lookup(dependency).ok_or_else(|| LifecycleError::UnknownDependency {
             service: service.to_owned(),
             dependency: dependency.clone(),
         })?;
@@ -367,6 +391,34 @@ impl Shared {
     /// A copy of the registry, so that no registry lock is held while service code runs.
     pub(crate) fn snapshot(&self) -> Snapshot {
         self.read().iter().map(|(k, v)| (Arc::clone(k), v.clone())).collect()
+    }
+
+    /// A copy of the registry if `wanted` says one is needed, taken under one read lock.
+    pub(crate) fn snapshot_if(&self, wanted: impl FnOnce(&HashMap<Arc<str>, Entry>) -> bool) -> Option<Snapshot> {
+        let registry = self.read();
+        wanted(&registry).then(|| registry.iter().map(|(k, v)| (Arc::clone(k), v.clone())).collect())
+    }
+
+    /// Every dependency is registered and running, looked up under one read lock.
+    pub(crate) fn check_running(&self, service: &str, deps: &[String]) -> Result<(), LifecycleError> {
+        let registry = self.read();
+        dependencies_running(service, deps, |name| registry.get(name))
+    }
+
+    /// Records a replaced service's dependencies, if they changed.
+    pub(crate) fn set_dependencies(&self, service: &str, deps: Vec<String>) {
+        let mut registry = self.write();
+        if let Some(entry) = registry.get_mut(service).filter(|e| e.deps != deps) {
+            entry.deps = deps;
+        }
+    }
+
+    pub(crate) fn lifecycle_lock(&self) -> crate::sync::ReentrantGuard<'_> {
+        self.lifecycle.lock()
+    }
+
+    pub(crate) fn sealer(&self) -> Option<&Sealer> {
+        self.sealer.as_ref()
     }
 
     fn event_slot(&self, name: &str) -> Result<Arc<Slot<Event, Reply>>, CallError> {

@@ -14,7 +14,7 @@ use crate::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::kernel::Shared;
 use crate::service::{BoxError, Service, ServiceMeta, Status};
 use crate::sync::thread_token;
-use crate::state::{self, EncodedState, Migratable, StateError, StateTag};
+use crate::state::{self, EncodedState, Migratable, MigrationError, StateError};
 
 /// A service with its types erased down to its protocol: what a slot holds.
 pub(crate) trait Instance<Req, Resp>: Send {
@@ -22,9 +22,6 @@ pub(crate) trait Instance<Req, Resp>: Send {
     fn stop(&mut self, ctx: &Context<'_>) -> Result<(), BoxError>;
     fn handle(&mut self, request: Req, ctx: &Context<'_>) -> Resp;
     fn dependencies(&self) -> Vec<String>;
-    /// The state's tag: which version of which schema this instance holds.
-    fn state_tag(&self) -> StateTag;
-    fn state_type(&self) -> &'static str;
     /// Exports and encodes the current state, or its previous version when `downgrade`.
     fn export(&self, downgrade: bool) -> Result<EncodedState, ExportError>;
 }
@@ -33,6 +30,7 @@ pub(crate) trait Instance<Req, Resp>: Send {
 #[derive(Debug)]
 pub(crate) enum ExportError {
     Service(BoxError),
+    Downgrade(MigrationError),
     Encode(StateError),
 }
 
@@ -53,18 +51,10 @@ impl<S: Service> Instance<S::Request, S::Response> for S {
         ServiceMeta::dependencies(self).iter().map(|d| (*d).to_owned()).collect()
     }
 
-    fn state_tag(&self) -> StateTag {
-        StateTag::of::<S::State>()
-    }
-
-    fn state_type(&self) -> &'static str {
-        <S::State as Migratable>::TYPE_NAME
-    }
-
     fn export(&self, downgrade: bool) -> Result<EncodedState, ExportError> {
         let current = self.export_state().map_err(ExportError::Service)?;
         if downgrade {
-            let previous = current.downgrade().map_err(|e| ExportError::Encode(e.into()))?;
+            let previous = current.downgrade().map_err(ExportError::Downgrade)?;
             state::encode(&previous).map_err(ExportError::Encode)
         } else {
             state::encode(current).map_err(ExportError::Encode)
@@ -99,8 +89,13 @@ impl<Req, Resp> Drop for Entered<'_, Req, Resp> {
 }
 
 impl<Req, Resp> Entered<'_, Req, Resp> {
-    pub(crate) fn context(&self) -> Context<'_> {
-        Context::new(&self.slot.kernel, &self.slot.name)
+    pub(crate) fn status(&self) -> Status {
+        Status::from_u8(self.slot.status.load(Ordering::Acquire))
+    }
+
+    /// Puts `instance` in the slot and returns the one it replaces.
+    pub(crate) fn swap(&mut self, instance: BoxInstance<Req, Resp>) -> BoxInstance<Req, Resp> {
+        std::mem::replace(&mut *self.instance, instance)
     }
 
     pub(crate) fn set_status(&self, status: Status) {

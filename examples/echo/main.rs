@@ -3,16 +3,25 @@
 //! moved across, and everything stops in reverse dependency order.
 //!
 //! Run it with `cargo run --example echo`. Set `RUST_LOG=debug` to see the kernel's tracing.
+//! The state is sealed with AES-256-GCM under the key in `MICROKERNEL_STATE_KEY` (hex or
+//! base64), or under a key generated for this run.
+
+mod states;
 
 use std::time::Duration;
 
+use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
 use microkernel::{Context, Event, KERNEL, Kernel, Notice, Reply, Service};
+use states::{EchoStateV1, EchoStateV2};
+
+const KEY_VAR: &str = "MICROKERNEL_STATE_KEY";
 
 /// Echo, first version: counts requests by one.
 #[derive(microkernel::Service, Default)]
 #[service(name = "echo")]
 struct EchoV1 {
-    count: u32,
+    #[state]
+    state: EchoStateV1,
 }
 
 impl Service for EchoV1 {
@@ -30,8 +39,38 @@ impl Service for EchoV1 {
     }
 
     fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
-        self.count += 1;
+        self.state.count += 1;
         Reply::ok("echo service handled", format!("from {}: {}", event.from, event.content))
+    }
+}
+
+/// Echo, second version: counts by eight and remembers the sender.
+#[derive(microkernel::Service, Default)]
+#[service(name = "echo")]
+struct EchoV2 {
+    #[state]
+    state: EchoStateV2,
+}
+
+impl Service for EchoV2 {
+    type Request = Event;
+    type Response = Reply;
+
+    fn start(&mut self, _: &Context<'_>) -> Result<(), microkernel::BoxError> {
+        println!("[echov2] starting...");
+        Ok(())
+    }
+
+    fn stop(&mut self, _: &Context<'_>) -> Result<(), microkernel::BoxError> {
+        println!("[echov2] stopping...");
+        Ok(())
+    }
+
+    fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
+        self.state.count += 8;
+        self.state.last_from = event.from.to_string();
+        println!("[echo] count is {}", self.state.count);
+        Reply::ok("echo v2 service handled", format!("from {}: {}", event.from, event.content))
     }
 }
 
@@ -92,6 +131,7 @@ fn print_notice(notice: &Notice<'_>) {
         Notice::StateMigrated { service, sealed: false, .. } => {
             println!("State migrated for service {service}")
         }
+        Notice::Replaced { service } => println!("Replaced: {service}"),
         _ => {}
     }
 }
@@ -103,7 +143,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_max_level(level.unwrap_or(tracing::Level::WARN))
         .with_writer(std::io::stderr)
         .init();
-    let kernel = Kernel::builder().observer(print_notice).build();
+    let kernel = Kernel::builder().observer(print_notice).sealer(sealer()?).build();
 
     kernel.register(GreetingLogger)?;
     println!("Registered: logger");
@@ -119,7 +159,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("[MicroKernel] Send Event to echo: Hello, Log!");
     println!("{}", kernel.send(Event::new("echo", "microKernel", "unknown", "Hello, Log!")));
 
+    println!("[MicroKernel] Replacing echo v1 with v2...");
+    kernel.replace(EchoV2::default())?;
+
+    println!("[MicroKernel] Send Event to echo: Hello, Log!");
+    println!("{}", kernel.send(Event::new("echo", "microKernel", "unknown", "Hello, Log!")));
+
+    let reply = kernel.push(Event::new(KERNEL, "main", "status", "v2 is serving")).wait(PUSH_TIMEOUT);
+    println!("v2 reply: {reply}");
+
     println!("Stopping all services...");
     kernel.stop_all()?;
     Ok(())
+}
+
+/// AES-256-GCM under the key from the environment, or a fresh one; says which, never the key.
+fn sealer() -> Result<Sealer, microkernel::seal::KeyError> {
+    let key = if std::env::var_os(KEY_VAR).is_some() {
+        println!("Sealing state with AES-256-GCM, key from {KEY_VAR}");
+        Key::from_env(Algorithm::Aes256Gcm, KEY_VAR)?
+    } else {
+        println!("Sealing state with AES-256-GCM, key generated for this run");
+        Key::generate(Algorithm::Aes256Gcm)?
+    };
+    Ok(Sealer::new(Keyring::new(1, key)))
 }

@@ -1,0 +1,302 @@
+//! Hot replacement: a running service is swapped for a new version, its state moved across as a
+//! typed value, with no request lost.
+//!
+//! The data path, top to bottom in [`replace_in_slot`]:
+//!
+//! 1. take the slot (calls arriving now wait; they are neither dropped nor failed);
+//! 2. export → encode → seal → open → decode/upgrade → import into the new instance, and check
+//!    the new version's dependencies — the old instance is untouched;
+//! 3. stop the old instance, start the new one (restarting the old one if that fails);
+//! 4. switch the slot to the new instance and release it: waiting calls reach the new version.
+//!
+//! Any failure in 2–3 leaves the old version in the slot, serving, with its state unchanged, and
+//! returns a [`ReplaceError`] naming the step.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use crate::error::{Hook, LifecycleError, panic_message};
+use crate::handle::Handle;
+use crate::kernel::{Kernel, Shared, dep_graph};
+use crate::message::{Event, Reply};
+use crate::notice::Notice;
+use crate::service::{BoxError, Service, Status};
+use crate::slot::{ExportError, Slot};
+use crate::graph;
+use crate::state::{self, StateError, StateTag};
+
+/// A step of a replacement, as named in [`ReplaceError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Taking the service's slot.
+    Enter,
+    /// Checking the new version's dependencies.
+    Dependencies,
+    /// The old instance lending its state.
+    Export,
+    /// Converting the old state to its previous version (rollback).
+    Downgrade,
+    /// Encoding the old state.
+    Encode,
+    /// Sealing the encoded state.
+    Seal,
+    /// Opening the sealed state.
+    Open,
+    /// Decoding the state (and walking the chain) into the new version's type.
+    Decode,
+    /// An upgrade conversion along the chain.
+    Upgrade,
+    /// The new instance taking the state.
+    Import,
+    /// Stopping the old instance.
+    StopOld,
+    /// Starting the new instance.
+    StartNew,
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::Enter => "enter",
+            Step::Dependencies => "dependency check",
+            Step::Export => "export",
+            Step::Downgrade => "downgrade",
+            Step::Encode => "encode",
+            Step::Seal => "seal",
+            Step::Open => "open",
+            Step::Decode => "decode",
+            Step::Upgrade => "upgrade",
+            Step::Import => "import",
+            Step::StopOld => "stop of the old version",
+            Step::StartNew => "start of the new version",
+        })
+    }
+}
+
+/// A replacement failed; the old version is still in place with its state unchanged (unless
+/// [`old_restarted`](Self::old_restarted) says its restart failed too).
+#[derive(Debug, thiserror::Error)]
+#[error("replacing `{service}` failed at {step}: {source}")]
+pub struct ReplaceError {
+    /// The service.
+    pub service: String,
+    /// The step that failed.
+    pub step: Step,
+    /// Whether the old version, stopped before the new one failed to start, is running again.
+    /// Always `true` for failures before [`Step::StartNew`].
+    pub old_restarted: bool,
+    /// What went wrong.
+    #[source]
+    pub source: BoxError,
+}
+
+impl ReplaceError {
+    fn new(service: &str, step: Step, source: impl Into<BoxError>) -> Self {
+        Self { service: service.to_owned(), step, old_restarted: true, source: source.into() }
+    }
+
+    /// The step that failed.
+    pub fn step(&self) -> Step {
+        self.step
+    }
+}
+
+/// What a successful [`Kernel::replace`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaced {
+    /// The new version took over the slot; `from` is what the old one exported, `to` what the
+    /// new one imported.
+    Swapped {
+        /// Version and fingerprint exported.
+        from: StateTag,
+        /// Version and fingerprint imported.
+        to: StateTag,
+        /// Whether the state crossed sealed.
+        sealed: bool,
+    },
+    /// No service had the name: the new version was registered (status Created).
+    Registered,
+}
+
+/// Which way the state moves along its chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Upgrade,
+    Rollback,
+}
+
+impl Kernel {
+    /// Replaces the `Event`/`Reply` service named by `new.name()` with `new`, moving its state
+    /// across (see the [module docs](crate::replace) for the protocol).
+    ///
+    /// - A running service keeps serving throughout; calls made meanwhile wait and are answered
+    ///   by the new version.
+    /// - A service that is not running (Created, Stopped, Failed) is swapped without starting
+    ///   either version: it stays in its status, holding the migrated state.
+    /// - A name that is not registered registers `new` ([`Replaced::Registered`]).
+    /// - A state type that shares no chain with the old one is refused at [`Step::Decode`],
+    ///   before anything is stopped.
+    pub fn replace<S>(&self, new: S) -> Result<Replaced, ReplaceError>
+    where
+        S: Service<Request = Event, Response = Reply>,
+    {
+        let handle = match self.handle(new.name()) {
+            Ok(handle) => handle,
+            Err(crate::CallError::NotFound { .. }) => {
+                let name = new.name().to_owned();
+                return match self.register(new) {
+                    Ok(_) => Ok(Replaced::Registered),
+                    Err(error) => Err(ReplaceError::new(&name, Step::Enter, error)),
+                };
+            }
+            Err(error) => return Err(ReplaceError::new(new.name(), Step::Enter, error)),
+        };
+        replace_in_slot(self.shared(), &handle.slot, new, Direction::Upgrade)
+    }
+
+    /// Replaces the service behind `handle` (any protocol) with `new`, which must speak the same
+    /// request and response types — checked at compile time — and have the same name.
+    pub fn replace_at<S: Service>(&self, handle: &Handle<S::Request, S::Response>, new: S) -> Result<Replaced, ReplaceError> {
+        replace_in_slot(self.shared(), &handle.slot, new, Direction::Upgrade)
+    }
+
+    /// Rolls the `Event`/`Reply` service named by `older.name()` back one version: the current
+    /// state is downgraded (`#[migratable(down = ...)]`) to `older`'s state type.
+    pub fn rollback<S>(&self, older: S) -> Result<Replaced, ReplaceError>
+    where
+        S: Service<Request = Event, Response = Reply>,
+    {
+        let handle = self.handle(older.name()).map_err(|e| ReplaceError::new(older.name(), Step::Enter, e))?;
+        replace_in_slot(self.shared(), &handle.slot, older, Direction::Rollback)
+    }
+
+    /// [`rollback`](Self::rollback) for a service reached through its handle.
+    pub fn rollback_at<S: Service>(&self, handle: &Handle<S::Request, S::Response>, older: S) -> Result<Replaced, ReplaceError> {
+        replace_in_slot(self.shared(), &handle.slot, older, Direction::Rollback)
+    }
+}
+
+/// The whole protocol, for one slot.
+fn replace_in_slot<S: Service>(
+    shared: &Shared,
+    slot: &Slot<S::Request, S::Response>,
+    mut new: S,
+    direction: Direction,
+) -> Result<Replaced, ReplaceError> {
+    let service = &**slot.name();
+    if new.name() != service {
+        let error = format!("the new version is named `{}`", new.name());
+        return Err(ReplaceError::new(service, Step::Enter, error));
+    }
+    let _serial = shared.lifecycle_lock();
+
+    // 1. Take the slot: calls arriving from now on wait.
+    let mut entered = slot
+        .enter()
+        .ok_or_else(|| ReplaceError::new(service, Step::Enter, LifecycleError::Reentrant { service: service.to_owned() }))?;
+    let was_running = entered.status() == Status::Running;
+
+    // 2. Move the state into the new instance; the old one is only read.
+    let exported = entered.instance.export(direction == Direction::Rollback).map_err(|e| match e {
+        ExportError::Service(source) => ReplaceError::new(service, Step::Export, source),
+        ExportError::Downgrade(source) => ReplaceError::new(service, Step::Downgrade, source),
+        ExportError::Encode(source) => ReplaceError::new(service, Step::Encode, source),
+    })?;
+    let from = exported.tag();
+    let (bytes, sealed) = shared.transit(service, exported)?;
+    let state = guarded(service, Step::Decode, || state::decode::<S::State>(&bytes))?.map_err(|e| match e {
+        StateError::Migration(source) => ReplaceError::new(service, Step::Upgrade, source),
+        other => ReplaceError::new(service, Step::Decode, other),
+    })?;
+    guarded(service, Step::Import, || new.import_state(state))?.map_err(|e| ReplaceError::new(service, Step::Import, e))?;
+    let new_deps = check_new_dependencies(shared, service, new.dependencies(), was_running)?;
+    let to = StateTag::of::<S::State>();
+    shared.notify(&Notice::StateMigrated { service, from, to, sealed });
+
+    // 3. Stop the old instance, start the new one; the old one comes back if either fails.
+    if was_running {
+        if let Err(error) = entered.run_hook(Hook::Stop) {
+            let restarted = entered.run_hook(Hook::Start).is_ok();
+            return Err(ReplaceError { old_restarted: restarted, ..ReplaceError::new(service, Step::StopOld, error) });
+        }
+    }
+    let old = entered.swap(Box::new(new));
+    if was_running {
+        if let Err(error) = entered.run_hook(Hook::Start) {
+            let restarted = restore(&mut entered, old);
+            return Err(ReplaceError { old_restarted: restarted, ..ReplaceError::new(service, Step::StartNew, error) });
+        }
+    }
+    // 4. The new instance is in: release the slot to the waiting calls.
+    shared.set_dependencies(service, new_deps);
+    drop(entered);
+    tracing::info!(service, from = from.version, to = to.version, sealed, "replaced");
+    shared.notify(&Notice::Replaced { service });
+    Ok(Replaced::Swapped { from, to, sealed })
+}
+
+/// Puts the old instance back and starts it again; whether it is running.
+fn restore<Req: Send + 'static, Resp: Send + 'static>(
+    entered: &mut crate::slot::Entered<'_, Req, Resp>,
+    old: crate::slot::BoxInstance<Req, Resp>,
+) -> bool {
+    entered.swap(old);
+    match entered.run_hook(Hook::Start) {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::error!(%error, "restarting the old version after a failed replacement failed");
+            false
+        }
+    }
+}
+
+/// Runs a conversion step with its panics caught, so a panicking `From` or import leaves the old
+/// version serving.
+fn guarded<T>(service: &str, step: Step, f: impl FnOnce() -> T) -> Result<T, ReplaceError> {
+    catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        let message = format!("panicked: {}", panic_message(&*panic));
+        ReplaceError::new(service, step, message)
+    })
+}
+
+/// The new version's dependencies must be registered, form no cycle and, if the service runs,
+/// be running. Returns them for the registry.
+fn check_new_dependencies(
+    shared: &Shared,
+    service: &str,
+    deps: &[&str],
+    running: bool,
+) -> Result<Vec<String>, ReplaceError> {
+    let deps: Vec<String> = deps.iter().map(|d| (*d).to_owned()).collect();
+    let fail = |e: LifecycleError| ReplaceError::new(service, Step::Dependencies, e);
+    // The common case, same dependencies as before, needs no copy of the registry: the graph
+    // was acyclic and stays so.
+    let mut snapshot = shared.snapshot_if(|registered| registered.get(service).is_none_or(|e| e.deps != deps));
+    if let Some(snapshot) = &mut snapshot {
+        snapshot.get_mut(service).expect("the service is registered").deps = deps.clone();
+        graph::start_order(&dep_graph(snapshot)).map_err(fail)?;
+    }
+    if running {
+        shared.check_running(service, &deps).map_err(fail)?;
+    }
+    Ok(deps)
+}
+
+impl Shared {
+    /// Seals and opens the encoded state when the kernel has a sealer; returns the bytes the new
+    /// version decodes and whether they crossed sealed.
+    fn transit(&self, service: &str, exported: state::EncodedState) -> Result<(Vec<u8>, bool), ReplaceError> {
+        match self.sealer() {
+            None => Ok((exported.into_bytes(), false)),
+            Some(sealer) => {
+                let tag = exported.tag();
+                let sealed = sealer
+                    .seal_state(service, exported)
+                    .map_err(|e| ReplaceError::new(service, Step::Seal, e))?;
+                let opened = sealer
+                    .open_state(service, tag, &sealed)
+                    .map_err(|e| ReplaceError::new(service, Step::Open, e))?;
+                Ok((opened, true))
+            }
+        }
+    }
+}

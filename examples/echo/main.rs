@@ -40,7 +40,10 @@ impl Service for EchoV1 {
 
     fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
         self.state.count += 1;
-        Reply::ok("echo service handled", format!("from {}: {}", event.from, event.content))
+        Reply::ok(
+            "echo service handled",
+            format!("from {}: {}", event.from, event.content),
+        )
     }
 }
 
@@ -70,7 +73,10 @@ impl Service for EchoV2 {
         self.state.count += 8;
         self.state.last_from = event.from.to_string();
         println!("[echo] count is {}", self.state.count);
-        Reply::ok("echo v2 service handled", format!("from {}: {}", event.from, event.content))
+        Reply::ok(
+            "echo v2 service handled",
+            format!("from {}: {}", event.from, event.content),
+        )
     }
 }
 
@@ -125,10 +131,14 @@ fn print_notice(notice: &Notice<'_>) {
         Notice::Pushed { event } => {
             println!("[MicroKernel] Event from {}: - {}", event.from, event.content)
         }
-        Notice::StateMigrated { service, sealed: true, .. } => {
+        Notice::StateMigrated {
+            service, sealed: true, ..
+        } => {
             println!("Encrypted state migrated for service {service}")
         }
-        Notice::StateMigrated { service, sealed: false, .. } => {
+        Notice::StateMigrated {
+            service, sealed: false, ..
+        } => {
             println!("State migrated for service {service}")
         }
         Notice::Replaced { service } => println!("Replaced: {service}"),
@@ -157,15 +167,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     kernel.call("logger", Event::new("logger", "main", "greet", ""))?;
 
     println!("[MicroKernel] Send Event to echo: Hello, Log!");
-    println!("{}", kernel.send(Event::new("echo", "microKernel", "unknown", "Hello, Log!")));
+    println!(
+        "{}",
+        kernel.send(Event::new("echo", "microKernel", "unknown", "Hello, Log!"))
+    );
 
     println!("[MicroKernel] Replacing echo v1 with v2...");
     kernel.replace(EchoV2::default())?;
 
     println!("[MicroKernel] Send Event to echo: Hello, Log!");
-    println!("{}", kernel.send(Event::new("echo", "microKernel", "unknown", "Hello, Log!")));
+    println!(
+        "{}",
+        kernel.send(Event::new("echo", "microKernel", "unknown", "Hello, Log!"))
+    );
 
-    let reply = kernel.push(Event::new(KERNEL, "main", "status", "v2 is serving")).wait(PUSH_TIMEOUT);
+    let reply = kernel
+        .push(Event::new(KERNEL, "main", "status", "v2 is serving"))
+        .wait(PUSH_TIMEOUT);
     println!("v2 reply: {reply}");
 
     println!("Stopping all services...");

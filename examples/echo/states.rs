@@ -24,11 +24,16 @@ pub struct EchoStateV2 {
 
 impl From<EchoStateV1> for EchoStateV2 {
     fn from(v1: EchoStateV1) -> Self {
-        Self { count: v1.count.into(), last_from: String::new() }
+        Self {
+            count: v1.count.into(),
+            last_from: String::new(),
+        }
     }
 }
 
 /// Rolling back saturates the count at `u32::MAX` and forgets the sender.
 fn downgrade_v2(v2: &EchoStateV2) -> EchoStateV1 {
-    EchoStateV1 { count: u32::try_from(v2.count).unwrap_or(u32::MAX) }
+    EchoStateV1 {
+        count: u32::try_from(v2.count).unwrap_or(u32::MAX),
+    }
 }

@@ -41,7 +41,9 @@ impl std::str::FromStr for Level {
             "INFO" => Ok(Level::Info),
             "WARN" | "WARNING" => Ok(Level::Warn),
             "ERROR" => Ok(Level::Error),
-            _ => Err(format!("unknown log level `{s}`; expected one of DEBUG, INFO, WARN, ERROR")),
+            _ => Err(format!(
+                "unknown log level `{s}`; expected one of DEBUG, INFO, WARN, ERROR"
+            )),
         }
     }
 }

@@ -112,7 +112,13 @@ mod tests {
 
     #[test]
     fn diamond_starts_base_first_and_ties_by_name() {
-        let o = order(&[("top", &["left", "right"]), ("right", &["base"]), ("left", &["base"]), ("base", &[])]).unwrap();
+        let o = order(&[
+            ("top", &["left", "right"]),
+            ("right", &["base"]),
+            ("left", &["base"]),
+            ("base", &[]),
+        ])
+        .unwrap();
         assert_eq!(o, ["base", "left", "right", "top"]);
     }
 
@@ -137,6 +143,9 @@ mod tests {
     #[test]
     fn unknown_dependency_names_both() {
         let err = order(&[("a", &["ghost"])]).unwrap_err();
-        assert_eq!(err.to_string(), "service `a` depends on `ghost`, which is not registered");
+        assert_eq!(
+            err.to_string(),
+            "service `a` depends on `ghost`, which is not registered"
+        );
     }
 }

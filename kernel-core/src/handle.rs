@@ -48,12 +48,17 @@ impl Handle<Event, Reply> {
 
 impl<Req, Resp> Clone for Handle<Req, Resp> {
     fn clone(&self) -> Self {
-        Self { slot: Arc::clone(&self.slot) }
+        Self {
+            slot: Arc::clone(&self.slot),
+        }
     }
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> std::fmt::Debug for Handle<Req, Resp> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle").field("service", &self.name()).field("status", &self.status()).finish()
+        f.debug_struct("Handle")
+            .field("service", &self.name())
+            .field("status", &self.status())
+            .finish()
     }
 }

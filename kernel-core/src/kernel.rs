@@ -66,7 +66,11 @@ pub struct KernelBuilder {
 
 impl Default for KernelBuilder {
     fn default() -> Self {
-        Self { observer: None, max_push_workers: 16, sealer: None }
+        Self {
+            observer: None,
+            max_push_workers: 16,
+            sealer: None,
+        }
     }
 }
 
@@ -167,7 +171,11 @@ impl Kernel {
         Arc::new(Slot::new(name, Box::new(service), Arc::downgrade(&self.shared)))
     }
 
-    fn insert(&self, lifecycle: Arc<dyn Lifecycle>, events: Option<Arc<Slot<Event, Reply>>>) -> Result<(), LifecycleError> {
+    fn insert(
+        &self,
+        lifecycle: Arc<dyn Lifecycle>,
+        events: Option<Arc<Slot<Event, Reply>>>,
+    ) -> Result<(), LifecycleError> {
         let name = Arc::clone(lifecycle.name());
         let deps = lifecycle.dependencies();
         {
@@ -175,7 +183,14 @@ impl Kernel {
             if registry.contains_key(&name) {
                 return Err(LifecycleError::Duplicate { name: name.to_string() });
             }
-            registry.insert(Arc::clone(&name), Entry { lifecycle, events, deps });
+            registry.insert(
+                Arc::clone(&name),
+                Entry {
+                    lifecycle,
+                    events,
+                    deps,
+                },
+            );
         }
         tracing::debug!(service = %name, "registered");
         self.shared.notify(&Notice::Registered { service: &name });
@@ -243,7 +258,9 @@ impl Kernel {
             }
             Err(e) => return PendingReply::ready(e.to_reply()),
         };
-        self.shared.pusher.submit(move || slot.call(event).unwrap_or_else(|e| e.to_reply()))
+        self.shared
+            .pusher
+            .submit(move || slot.call(event).unwrap_or_else(|e| e.to_reply()))
     }
 
     /// Starts one service. Its dependencies must be registered and running. Starting a running
@@ -273,7 +290,10 @@ impl Kernel {
             .map(str::to_owned)
             .collect();
         if !dependants.is_empty() {
-            return Err(LifecycleError::HasRunningDependants { service: name.to_owned(), dependants });
+            return Err(LifecycleError::HasRunningDependants {
+                service: name.to_owned(),
+                dependants,
+            });
         }
         self.shared.stop_if_running(entry)
     }
@@ -286,7 +306,8 @@ impl Kernel {
         snapshot.get(name).ok_or_else(|| not_found(name))?;
         let graph = dep_graph(&snapshot);
         let order = graph::start_order(&graph)?;
-        let affected = graph::dependants_closure(&graph, name);
+        let mut affected = graph::dependants_closure(&graph, name);
+        affected.insert(name);
         for service in order.iter().rev().filter(|s| affected.contains(s.as_str())) {
             self.shared.stop_if_running(&snapshot[service.as_str()])?;
         }
@@ -349,7 +370,10 @@ fn not_found(name: &str) -> LifecycleError {
 pub(crate) type Snapshot = BTreeMap<Arc<str>, Entry>;
 
 pub(crate) fn dep_graph(snapshot: &Snapshot) -> DepGraph<'_> {
-    snapshot.iter().map(|(name, entry)| (&**name, entry.deps.as_slice())).collect()
+    snapshot
+        .iter()
+        .map(|(name, entry)| (&**name, entry.deps.as_slice()))
+        .collect()
 }
 
 fn check_dependencies_running(service: &str, deps: &[String], snapshot: &Snapshot) -> Result<(), LifecycleError> {
@@ -423,8 +447,12 @@ impl Shared {
 
     fn event_slot(&self, name: &str) -> Result<Arc<Slot<Event, Reply>>, CallError> {
         let registry = self.read();
-        let entry = registry.get(name).ok_or_else(|| CallError::NotFound { service: name.to_owned() })?;
-        entry.events.clone().ok_or_else(|| CallError::Unsupported { service: name.to_owned() })
+        let entry = registry.get(name).ok_or_else(|| CallError::NotFound {
+            service: name.to_owned(),
+        })?;
+        entry.events.clone().ok_or_else(|| CallError::Unsupported {
+            service: name.to_owned(),
+        })
     }
 
     pub(crate) fn notify(&self, notice: &Notice<'_>) {
@@ -473,7 +501,11 @@ impl Shared {
             .rev()
             .filter_map(|name| self.stop_if_running(&snapshot[name.as_str()]).err())
             .collect();
-        if errors.is_empty() { Ok(()) } else { Err(StopAllError(errors)) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(StopAllError(errors))
+        }
     }
 }
 

@@ -115,7 +115,14 @@ impl<W: Write + Send + 'static> Logger<W> {
     /// A logger registered under `name`.
     pub fn named(name: impl Into<String>, sink: W) -> (Self, LevelControl) {
         let level = LevelControl(Arc::new(AtomicU8::new(Level::Info as u8)));
-        (Self { name: name.into(), sink, level: level.clone() }, level)
+        (
+            Self {
+                name: name.into(),
+                sink,
+                level: level.clone(),
+            },
+            level,
+        )
     }
 
     /// Writes one line if `level` is at or above the logger's level.
@@ -123,7 +130,12 @@ impl<W: Write + Send + 'static> Logger<W> {
         if level < self.level.get() {
             return Ok(false);
         }
-        let line = LogLine { at: SystemTime::now(), level, service, message };
+        let line = LogLine {
+            at: SystemTime::now(),
+            level,
+            service,
+            message,
+        };
         writeln!(self.sink, "{line}")?;
         Ok(true)
     }

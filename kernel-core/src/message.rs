@@ -33,12 +33,7 @@ pub struct Event {
 
 impl Event {
     /// Builds an event; each argument may be a `&'static str` or a `String`.
-    pub fn new(
-        to: impl Into<Text>,
-        from: impl Into<Text>,
-        kind: impl Into<Text>,
-        content: impl Into<Text>,
-    ) -> Self {
+    pub fn new(to: impl Into<Text>, from: impl Into<Text>, kind: impl Into<Text>, content: impl Into<Text>) -> Self {
         Self {
             to: to.into(),
             from: from.into(),

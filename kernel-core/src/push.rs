@@ -39,9 +39,11 @@ impl PendingReply {
                 Err(RecvTimeoutError::Timeout) => {
                     Reply::new(code::TIMEOUT, "Timeout", format!("no reply within {timeout:?}"))
                 }
-                Err(RecvTimeoutError::Disconnected) => {
-                    Reply::new(code::UNAVAILABLE, "Kernel unavailable", "the event was dropped unanswered")
-                }
+                Err(RecvTimeoutError::Disconnected) => Reply::new(
+                    code::UNAVAILABLE,
+                    "Kernel unavailable",
+                    "the event was dropped unanswered",
+                ),
             },
         }
     }
@@ -81,13 +83,21 @@ impl Pusher {
         let mut guard = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
         let pool = guard.get_or_insert_with(|| {
             let (jobs, queue) = mpsc::channel();
-            Pool { jobs, queue: Arc::new(Mutex::new(queue)), workers: Vec::new() }
+            Pool {
+                jobs,
+                queue: Arc::new(Mutex::new(queue)),
+                workers: Vec::new(),
+            }
         });
         if self.idle.load(Ordering::Acquire) == 0 && pool.workers.len() < self.max_workers {
             self.spawn_worker(pool);
         }
         if pool.jobs.send(job).is_err() {
-            return PendingReply::ready(Reply::new(code::UNAVAILABLE, "Kernel unavailable", "push workers stopped"));
+            return PendingReply::ready(Reply::new(
+                code::UNAVAILABLE,
+                "Kernel unavailable",
+                "push workers stopped",
+            ));
         }
         PendingReply(Pending::Waiting(rx))
     }

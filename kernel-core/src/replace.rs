@@ -15,13 +15,13 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::error::{Hook, LifecycleError, panic_message};
+use crate::graph;
 use crate::handle::Handle;
 use crate::kernel::{Kernel, Shared, dep_graph};
 use crate::message::{Event, Reply};
 use crate::notice::Notice;
 use crate::service::{BoxError, Service, Status};
 use crate::slot::{ExportError, Slot};
-use crate::graph;
 use crate::state::{self, StateError, StateTag};
 
 /// A step of a replacement, as named in [`ReplaceError`].
@@ -91,7 +91,12 @@ pub struct ReplaceError {
 
 impl ReplaceError {
     fn new(service: &str, step: Step, source: impl Into<BoxError>) -> Self {
-        Self { service: service.to_owned(), step, old_restarted: true, source: source.into() }
+        Self {
+            service: service.to_owned(),
+            step,
+            old_restarted: true,
+            source: source.into(),
+        }
     }
 
     /// The step that failed.
@@ -155,7 +160,11 @@ impl Kernel {
 
     /// Replaces the service behind `handle` (any protocol) with `new`, which must speak the same
     /// request and response types — checked at compile time — and have the same name.
-    pub fn replace_at<S: Service>(&self, handle: &Handle<S::Request, S::Response>, new: S) -> Result<Replaced, ReplaceError> {
+    pub fn replace_at<S: Service>(
+        &self,
+        handle: &Handle<S::Request, S::Response>,
+        new: S,
+    ) -> Result<Replaced, ReplaceError> {
         replace_in_slot(self.shared(), &handle.slot, new, Direction::Upgrade)
     }
 
@@ -165,12 +174,18 @@ impl Kernel {
     where
         S: Service<Request = Event, Response = Reply>,
     {
-        let handle = self.handle(older.name()).map_err(|e| ReplaceError::new(older.name(), Step::Enter, e))?;
+        let handle = self
+            .handle(older.name())
+            .map_err(|e| ReplaceError::new(older.name(), Step::Enter, e))?;
         replace_in_slot(self.shared(), &handle.slot, older, Direction::Rollback)
     }
 
     /// [`rollback`](Self::rollback) for a service reached through its handle.
-    pub fn rollback_at<S: Service>(&self, handle: &Handle<S::Request, S::Response>, older: S) -> Result<Replaced, ReplaceError> {
+    pub fn rollback_at<S: Service>(
+        &self,
+        handle: &Handle<S::Request, S::Response>,
+        older: S,
+    ) -> Result<Replaced, ReplaceError> {
         replace_in_slot(self.shared(), &handle.slot, older, Direction::Rollback)
     }
 }
@@ -190,40 +205,61 @@ fn replace_in_slot<S: Service>(
     let _serial = shared.lifecycle_lock();
 
     // 1. Take the slot: calls arriving from now on wait.
-    let mut entered = slot
-        .enter()
-        .ok_or_else(|| ReplaceError::new(service, Step::Enter, LifecycleError::Reentrant { service: service.to_owned() }))?;
+    let mut entered = slot.enter().ok_or_else(|| {
+        ReplaceError::new(
+            service,
+            Step::Enter,
+            LifecycleError::Reentrant {
+                service: service.to_owned(),
+            },
+        )
+    })?;
     let was_running = entered.status() == Status::Running;
 
     // 2. Move the state into the new instance; the old one is only read.
-    let exported = entered.instance.export(direction == Direction::Rollback).map_err(|e| match e {
-        ExportError::Service(source) => ReplaceError::new(service, Step::Export, source),
-        ExportError::Downgrade(source) => ReplaceError::new(service, Step::Downgrade, source),
-        ExportError::Encode(source) => ReplaceError::new(service, Step::Encode, source),
-    })?;
+    let exported = entered
+        .instance
+        .export(direction == Direction::Rollback)
+        .map_err(|e| match e {
+            ExportError::Service(source) => ReplaceError::new(service, Step::Export, source),
+            ExportError::Downgrade(source) => ReplaceError::new(service, Step::Downgrade, source),
+            ExportError::Encode(source) => ReplaceError::new(service, Step::Encode, source),
+        })?;
     let from = exported.tag();
     let (bytes, sealed) = shared.transit(service, exported)?;
     let state = guarded(service, Step::Decode, || state::decode::<S::State>(&bytes))?.map_err(|e| match e {
         StateError::Migration(source) => ReplaceError::new(service, Step::Upgrade, source),
         other => ReplaceError::new(service, Step::Decode, other),
     })?;
-    guarded(service, Step::Import, || new.import_state(state))?.map_err(|e| ReplaceError::new(service, Step::Import, e))?;
+    guarded(service, Step::Import, || new.import_state(state))?
+        .map_err(|e| ReplaceError::new(service, Step::Import, e))?;
     let new_deps = check_new_dependencies(shared, service, new.dependencies(), was_running)?;
     let to = StateTag::of::<S::State>();
-    shared.notify(&Notice::StateMigrated { service, from, to, sealed });
+    shared.notify(&Notice::StateMigrated {
+        service,
+        from,
+        to,
+        sealed,
+    });
 
     // 3. Stop the old instance, start the new one; the old one comes back if either fails.
     if was_running {
         if let Err(error) = entered.run_hook(Hook::Stop) {
             let restarted = entered.run_hook(Hook::Start).is_ok();
-            return Err(ReplaceError { old_restarted: restarted, ..ReplaceError::new(service, Step::StopOld, error) });
+            return Err(ReplaceError {
+                old_restarted: restarted,
+                ..ReplaceError::new(service, Step::StopOld, error)
+            });
         }
     }
     let old = entered.swap(Box::new(new));
     if was_running {
         if let Err(error) = entered.run_hook(Hook::Start) {
             let restarted = restore(&mut entered, old);
-            return Err(ReplaceError { old_restarted: restarted, ..ReplaceError::new(service, Step::StartNew, error) });
+            return Err(ReplaceError {
+                old_restarted: restarted,
+                ..ReplaceError::new(service, Step::StartNew, error)
+            });
         }
     }
     // 4. The new instance is in: release the slot to the waiting calls.

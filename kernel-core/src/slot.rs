@@ -13,8 +13,8 @@ use crate::context::Context;
 use crate::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::kernel::Shared;
 use crate::service::{BoxError, Service, ServiceMeta, Status};
-use crate::sync::thread_token;
 use crate::state::{self, EncodedState, Migratable, MigrationError, StateError};
+use crate::sync::thread_token;
 
 /// A service with its types erased down to its protocol: what a slot holds.
 pub(crate) trait Instance<Req, Resp>: Send {
@@ -48,7 +48,10 @@ impl<S: Service> Instance<S::Request, S::Response> for S {
     }
 
     fn dependencies(&self) -> Vec<String> {
-        ServiceMeta::dependencies(self).iter().map(|d| (*d).to_owned()).collect()
+        ServiceMeta::dependencies(self)
+            .iter()
+            .map(|d| (*d).to_owned())
+            .collect()
     }
 
     fn export(&self, downgrade: bool) -> Result<EncodedState, ExportError> {
@@ -166,11 +169,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
     /// Serves one request on the caller's thread.
     pub(crate) fn call(&self, request: Req) -> Result<Resp, CallError> {
         let Some(mut entered) = self.enter() else {
-            return Err(CallError::WouldDeadlock { service: self.name.to_string() });
+            return Err(CallError::WouldDeadlock {
+                service: self.name.to_string(),
+            });
         };
         let status = self.status();
         if status != Status::Running {
-            return Err(CallError::NotRunning { service: self.name.to_string(), status });
+            return Err(CallError::NotRunning {
+                service: self.name.to_string(),
+                status,
+            });
         }
         let ctx = Context::new(&self.kernel, &self.name);
         let instance = &mut **entered.instance;
@@ -180,14 +188,19 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
                 entered.set_status(Status::Failed);
                 let message = panic_message(&*panic);
                 tracing::error!(service = %self.name, %message, "handler panicked; service marked failed");
-                Err(CallError::Panicked { service: self.name.to_string(), message })
+                Err(CallError::Panicked {
+                    service: self.name.to_string(),
+                    message,
+                })
             }
         }
     }
 
     /// Runs a lifecycle hook with the slot held.
     pub(crate) fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError> {
-        let mut entered = self.enter().ok_or_else(|| LifecycleError::Reentrant { service: self.name.to_string() })?;
+        let mut entered = self.enter().ok_or_else(|| LifecycleError::Reentrant {
+            service: self.name.to_string(),
+        })?;
         entered.run_hook(hook)
     }
 }
@@ -215,6 +228,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
     }
 
     fn dependencies(&self) -> Vec<String> {
-        self.instance.lock().unwrap_or_else(PoisonError::into_inner).dependencies()
+        self.instance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .dependencies()
     }
 }

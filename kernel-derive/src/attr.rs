@@ -22,7 +22,10 @@ pub(crate) fn service_attr(attrs: &[Attribute], ident_span: Span) -> syn::Result
     let mut seen = None;
     for attr in attrs.iter().filter(|a| a.path().is_ident("service")) {
         if seen.replace(attr.span()).is_some() {
-            return Err(syn::Error::new_spanned(attr, "duplicate #[service] attribute; merge them into one"));
+            return Err(syn::Error::new_spanned(
+                attr,
+                "duplicate #[service] attribute; merge them into one",
+            ));
         }
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("name") {
@@ -64,7 +67,10 @@ pub(crate) fn migratable_attr(attrs: &[Attribute], ident_span: Span) -> syn::Res
     let mut seen = None;
     for attr in attrs.iter().filter(|a| a.path().is_ident("migratable")) {
         if seen.replace(attr.span()).is_some() {
-            return Err(syn::Error::new_spanned(attr, "duplicate #[migratable] attribute; merge them into one"));
+            return Err(syn::Error::new_spanned(
+                attr,
+                "duplicate #[migratable] attribute; merge them into one",
+            ));
         }
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("version") {
@@ -82,17 +88,30 @@ pub(crate) fn migratable_attr(attrs: &[Attribute], ident_span: Span) -> syn::Res
         })?;
     }
     let span = seen.unwrap_or(ident_span);
-    let (version, version_span) =
-        version.ok_or_else(|| syn::Error::new(span, "missing `version`: add #[migratable(version = 1)] (1 for a first version)"))?;
+    let (version, version_span) = version.ok_or_else(|| {
+        syn::Error::new(
+            span,
+            "missing `version`: add #[migratable(version = 1)] (1 for a first version)",
+        )
+    })?;
     if from.is_none() {
         if let Some(span) = try_from {
             return Err(syn::Error::new(span, "`try_from` needs `from = PreviousVersion`"));
         }
         if let Some(down) = &down {
-            return Err(syn::Error::new_spanned(down, "`down` needs `from = PreviousVersion`: a first version has nothing to roll back to"));
+            return Err(syn::Error::new_spanned(
+                down,
+                "`down` needs `from = PreviousVersion`: a first version has nothing to roll back to",
+            ));
         }
     }
-    Ok(MigratableAttr { version, version_span, from, try_from, down })
+    Ok(MigratableAttr {
+        version,
+        version_span,
+        from,
+        try_from,
+        down,
+    })
 }
 
 fn unknown(meta: &ParseNestedMeta<'_>, attr: &str, known: &[&str]) -> syn::Error {
@@ -104,13 +123,19 @@ fn unknown(meta: &ParseNestedMeta<'_>, attr: &str, known: &[&str]) -> syn::Error
 fn version_value(meta: &ParseNestedMeta<'_>) -> syn::Result<(u32, Span)> {
     let expr: Expr = meta.value()?.parse()?;
     let Expr::Lit(syn::ExprLit { lit: Lit::Int(int), .. }) = &expr else {
-        return Err(syn::Error::new_spanned(&expr, "expected an integer literal, e.g. `version = 2`"));
+        return Err(syn::Error::new_spanned(
+            &expr,
+            "expected an integer literal, e.g. `version = 2`",
+        ));
     };
     let version: u32 = int
         .base10_parse()
         .map_err(|_| syn::Error::new_spanned(int, "the version must fit in a u32"))?;
     if version == 0 {
-        return Err(syn::Error::new_spanned(int, "versions start at 1: use `version = 1` for a first version"));
+        return Err(syn::Error::new_spanned(
+            int,
+            "versions start at 1: use `version = 1` for a first version",
+        ));
     }
     Ok((version, int.span()))
 }
@@ -119,20 +144,29 @@ fn string_value(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<LitStr
     let expr: Expr = meta.value()?.parse()?;
     match &expr {
         Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => Ok(s.clone()),
-        _ => Err(syn::Error::new_spanned(&expr, format!("expected a string literal, e.g. `{example}`"))),
+        _ => Err(syn::Error::new_spanned(
+            &expr,
+            format!("expected a string literal, e.g. `{example}`"),
+        )),
     }
 }
 
 fn string_list(meta: &ParseNestedMeta<'_>) -> syn::Result<Vec<LitStr>> {
     let expr: Expr = meta.value()?.parse()?;
     let Expr::Array(ExprArray { elems, .. }) = &expr else {
-        return Err(syn::Error::new_spanned(&expr, "expected a list of service names, e.g. `deps = [\"logger\"]`"));
+        return Err(syn::Error::new_spanned(
+            &expr,
+            "expected a list of service names, e.g. `deps = [\"logger\"]`",
+        ));
     };
     elems
         .iter()
         .map(|elem| match elem {
             Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => Ok(s.clone()),
-            other => Err(syn::Error::new_spanned(other, "expected a string literal naming a service, e.g. \"logger\"")),
+            other => Err(syn::Error::new_spanned(
+                other,
+                "expected a string literal naming a service, e.g. \"logger\"",
+            )),
         })
         .collect()
 }

@@ -24,7 +24,9 @@ use syn::{DeriveInput, parse_macro_input};
 #[proc_macro_derive(Service, attributes(service, state))]
 pub fn derive_service(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    service::expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+    service::expand(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }
 
 /// Implements `Migratable`: `#[migratable(version = N)]` for a first version,
@@ -33,5 +35,7 @@ pub fn derive_service(input: TokenStream) -> TokenStream {
 #[proc_macro_derive(Migratable, attributes(migratable))]
 pub fn derive_migratable(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    migratable::expand(&input).unwrap_or_else(syn::Error::into_compile_error).into()
+    migratable::expand(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
 }

@@ -19,7 +19,11 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             let ty = &field.ty;
             // Spanned at the field's type, so "not Migratable" points at it.
             let state_ty = quote_spanned!(ty.span()=> #ty);
-            (state_ty, quote!(::core::result::Result::Ok(&self.#member)), quote!(self.#member = state;))
+            (
+                state_ty,
+                quote!(::core::result::Result::Ok(&self.#member)),
+                quote!(self.#member = state;),
+            )
         }
         None => (
             quote!(::microkernel::Stateless),
@@ -66,7 +70,10 @@ fn state_field(input: &DeriveInput) -> syn::Result<Option<(Member, &Field)>> {
             continue;
         };
         attr.meta.require_path_only().map_err(|_| {
-            syn::Error::new_spanned(attr, "#[state] takes no arguments: the field's type is the state's type")
+            syn::Error::new_spanned(
+                attr,
+                "#[state] takes no arguments: the field's type is the state's type",
+            )
         })?;
         if let Some((first, _)) = &found {
             let first = match first {

@@ -95,10 +95,13 @@ impl FromStr for Algorithm {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let wanted = s.trim().to_ascii_lowercase();
-        Self::ALL.into_iter().find(|a| a.name() == wanted).ok_or_else(|| KeyError::UnknownAlgorithm {
-            name: s.to_owned(),
-            valid: Self::ALL.map(Algorithm::name).join(", "),
-        })
+        Self::ALL
+            .into_iter()
+            .find(|a| a.name() == wanted)
+            .ok_or_else(|| KeyError::UnknownAlgorithm {
+                name: s.to_owned(),
+                valid: Self::ALL.map(Algorithm::name).join(", "),
+            })
     }
 }
 

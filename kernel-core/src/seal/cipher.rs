@@ -61,12 +61,22 @@ impl Cipher {
 
 fn seal_with<C: AeadInOut>(cipher: &C, nonce: &[u8], aad: &[u8], buffer: &mut [u8]) -> Result<[u8; 16], AeadFailure> {
     let nonce = <&Nonce<C>>::try_from(nonce).map_err(|_| AeadFailure)?;
-    let tag = cipher.encrypt_inout_detached(nonce, aad, buffer.into()).map_err(|_| AeadFailure)?;
+    let tag = cipher
+        .encrypt_inout_detached(nonce, aad, buffer.into())
+        .map_err(|_| AeadFailure)?;
     tag.as_slice().try_into().map_err(|_| AeadFailure)
 }
 
-fn open_with<C: AeadInOut>(cipher: &C, nonce: &[u8], aad: &[u8], buffer: &mut [u8], tag: &[u8]) -> Result<(), AeadFailure> {
+fn open_with<C: AeadInOut>(
+    cipher: &C,
+    nonce: &[u8],
+    aad: &[u8],
+    buffer: &mut [u8],
+    tag: &[u8],
+) -> Result<(), AeadFailure> {
     let nonce = <&Nonce<C>>::try_from(nonce).map_err(|_| AeadFailure)?;
     let tag = <&Tag<C>>::try_from(tag).map_err(|_| AeadFailure)?;
-    cipher.decrypt_inout_detached(nonce, aad, buffer.into(), tag).map_err(|_| AeadFailure)
+    cipher
+        .decrypt_inout_detached(nonce, aad, buffer.into(), tag)
+        .map_err(|_| AeadFailure)
 }

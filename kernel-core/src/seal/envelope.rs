@@ -60,7 +60,16 @@ impl<'a> Header<'a> {
     /// Parses and checks the header, strictly, before any decryption: magic, version,
     /// algorithm, name, nonce length, and room for the tag.
     pub fn parse(blob: &'a [u8]) -> Result<(Self, &'a [u8]), SealError> {
-        let need = |n: usize| if blob.len() < n { Err(SealError::Truncated { len: blob.len(), need: n }) } else { Ok(()) };
+        let need = |n: usize| {
+            if blob.len() < n {
+                Err(SealError::Truncated {
+                    len: blob.len(),
+                    need: n,
+                })
+            } else {
+                Ok(())
+            }
+        };
         need(6)?;
         if blob[..4] != MAGIC {
             return Err(SealError::BadMagic);
@@ -83,7 +92,13 @@ impl<'a> Header<'a> {
         let body_at = nonce_at + algorithm.nonce_len();
         need(body_at + TAG_LEN)?;
         let service = std::str::from_utf8(&blob[FIXED_LEN..nonce_at]).map_err(|_| SealError::BadServiceName)?;
-        let header = Header { algorithm, key_id, state, service, nonce: &blob[nonce_at..body_at] };
+        let header = Header {
+            algorithm,
+            key_id,
+            state,
+            service,
+            nonce: &blob[nonce_at..body_at],
+        };
         Ok((header, &blob[body_at..]))
     }
 

@@ -39,9 +39,16 @@ impl Key {
     /// A key from raw bytes; refused unless the length fits the algorithm.
     pub fn from_bytes(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, KeyError> {
         if bytes.len() != algorithm.key_len() {
-            return Err(KeyError::Length { algorithm, expected: algorithm.key_len(), found: bytes.len() });
+            return Err(KeyError::Length {
+                algorithm,
+                expected: algorithm.key_len(),
+                found: bytes.len(),
+            });
         }
-        Ok(Self { algorithm, bytes: Zeroizing::new(bytes.to_vec()) })
+        Ok(Self {
+            algorithm,
+            bytes: Zeroizing::new(bytes.to_vec()),
+        })
     }
 
     /// A key from hex text (upper or lower case; surrounding whitespace ignored).
@@ -65,7 +72,11 @@ impl Key {
     pub fn from_text(algorithm: Algorithm, text: &str) -> Result<Self, KeyError> {
         let text = text.trim();
         let is_hex = text.len() == 2 * algorithm.key_len() && text.bytes().all(|b| b.is_ascii_hexdigit());
-        if is_hex { Self::from_hex(algorithm, text) } else { Self::from_base64(algorithm, text) }
+        if is_hex {
+            Self::from_hex(algorithm, text)
+        } else {
+            Self::from_base64(algorithm, text)
+        }
     }
 
     /// A key from an environment variable holding hex or base64 text.
@@ -77,9 +88,10 @@ impl Key {
     /// A key from a file holding hex or base64 text.
     pub fn from_file(algorithm: Algorithm, path: impl AsRef<Path>) -> Result<Self, KeyError> {
         let path = path.as_ref();
-        let text = Zeroizing::new(
-            std::fs::read_to_string(path).map_err(|source| KeyError::File { path: path.to_owned(), source })?,
-        );
+        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|source| KeyError::File {
+            path: path.to_owned(),
+            source,
+        })?);
         Self::from_text(algorithm, &text)
     }
 
@@ -109,6 +121,9 @@ impl Key {
 
 impl fmt::Debug for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Key").field("algorithm", &self.algorithm).field("bytes", &"<redacted>").finish()
+        f.debug_struct("Key")
+            .field("algorithm", &self.algorithm)
+            .field("bytes", &"<redacted>")
+            .finish()
     }
 }

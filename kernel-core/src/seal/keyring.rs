@@ -87,13 +87,23 @@ impl Keyring {
 
 impl KeyEntry {
     fn new(key: &Key) -> Self {
-        Self { cipher: Cipher::new(key), seals: AtomicU64::new(0) }
+        Self {
+            cipher: Cipher::new(key),
+            seals: AtomicU64::new(0),
+        }
     }
 }
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let keys: Vec<String> = self.keys.iter().map(|(id, k)| format!("{id}: {}", k.cipher.algorithm())).collect();
-        f.debug_struct("Keyring").field("primary", &self.primary).field("keys", &keys).finish()
+        let keys: Vec<String> = self
+            .keys
+            .iter()
+            .map(|(id, k)| format!("{id}: {}", k.cipher.algorithm()))
+            .collect();
+        f.debug_struct("Keyring")
+            .field("primary", &self.primary)
+            .field("keys", &keys)
+            .finish()
     }
 }

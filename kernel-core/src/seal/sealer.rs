@@ -32,7 +32,10 @@ pub struct Sealer {
 impl Sealer {
     /// A sealer over `keyring`.
     pub fn new(keyring: Keyring) -> Self {
-        Self { keyring: RwLock::new(keyring), limit_override: None }
+        Self {
+            keyring: RwLock::new(keyring),
+            limit_override: None,
+        }
     }
 
     /// Lowers the per-key seal limit (for tests of rotation; it can only be lowered).
@@ -62,7 +65,10 @@ impl Sealer {
         let keyring = self.keyring.read().unwrap_or_else(PoisonError::into_inner);
         let (key_id, key) = keyring.primary_entry();
         let algorithm = key.cipher.algorithm();
-        let limit = self.limit_override.unwrap_or(u64::MAX).min(random_nonce_limit(algorithm));
+        let limit = self
+            .limit_override
+            .unwrap_or(u64::MAX)
+            .min(random_nonce_limit(algorithm));
         if key.seals.fetch_add(1, Ordering::Relaxed) >= limit {
             key.seals.fetch_sub(1, Ordering::Relaxed);
             return Err(SealError::KeyExhausted { key_id, limit });
@@ -70,13 +76,22 @@ impl Sealer {
         let mut nonce = [0u8; 24];
         let nonce = &mut nonce[..algorithm.nonce_len()];
         rand::rng().fill_bytes(nonce);
-        let header = Header { algorithm, key_id: KeyId(key_id), state, service, nonce };
+        let header = Header {
+            algorithm,
+            key_id: KeyId(key_id),
+            state,
+            service,
+            nonce,
+        };
         let mut out = Vec::with_capacity(header.len() + plaintext.len() + TAG_LEN);
         header.write(&mut out)?;
         let body_at = out.len();
         out.extend_from_slice(plaintext);
         let (aad, body) = out.split_at_mut(body_at);
-        let tag = key.cipher.seal(nonce_of(aad, algorithm), aad, body).map_err(|_| SealError::Seal(plaintext.len()))?;
+        let tag = key
+            .cipher
+            .seal(nonce_of(aad, algorithm), aad, body)
+            .map_err(|_| SealError::Seal(plaintext.len()))?;
         out.extend_from_slice(&tag);
         Ok(out)
     }
@@ -86,7 +101,10 @@ impl Sealer {
     pub fn open(&self, service: &str, blob: &[u8]) -> Result<EncodedState, SealError> {
         let (header, body) = Header::parse(blob)?;
         if header.service != service {
-            return Err(SealError::WrongService { expected: service.to_owned(), found: header.service.to_owned() });
+            return Err(SealError::WrongService {
+                expected: service.to_owned(),
+                found: header.service.to_owned(),
+            });
         }
         let plaintext = self.decrypt(&header, &blob[..header.len()], body)?;
         let encoded = EncodedState::from_bytes(plaintext).map_err(|_| SealError::InconsistentPlaintext)?;
@@ -100,7 +118,10 @@ impl Sealer {
     pub fn open_state(&self, service: &str, expected: StateTag, blob: &[u8]) -> Result<Vec<u8>, SealError> {
         let (header, _) = Header::parse(blob)?;
         if header.service == service && header.state != expected {
-            return Err(SealError::WrongState { expected, found: header.state });
+            return Err(SealError::WrongState {
+                expected,
+                found: header.state,
+            });
         }
         self.open(service, blob).map(EncodedState::into_bytes)
     }
@@ -117,7 +138,11 @@ impl Sealer {
         let key = keyring.get(key_id).ok_or(SealError::UnknownKey(key_id))?;
         let key_algorithm = key.cipher.algorithm();
         if key_algorithm != header.algorithm {
-            return Err(SealError::AlgorithmMismatch { key_id, key: key_algorithm, envelope: header.algorithm });
+            return Err(SealError::AlgorithmMismatch {
+                key_id,
+                key: key_algorithm,
+                envelope: header.algorithm,
+            });
         }
         let (ciphertext, tag) = body.split_at(body.len() - TAG_LEN);
         let mut plaintext = ciphertext.to_vec();

@@ -62,7 +62,13 @@ pub struct KernelBuilder {
     observer: Option<Observer>,
     max_push_workers: usize,
     sealer: Option<Sealer>,
+    #[cfg(feature = "fault-injection")]
+    transit_fault: Option<TransitFault>,
 }
+
+/// Alters sealed state between seal and open (fault-injection builds only).
+#[cfg(feature = "fault-injection")]
+pub(crate) type TransitFault = Box<dyn Fn(&mut Vec<u8>) + Send + Sync>;
 
 impl Default for KernelBuilder {
     fn default() -> Self {
@@ -70,6 +76,8 @@ impl Default for KernelBuilder {
             observer: None,
             max_push_workers: 16,
             sealer: None,
+            #[cfg(feature = "fault-injection")]
+            transit_fault: None,
         }
     }
 }
@@ -95,6 +103,14 @@ impl KernelBuilder {
         self
     }
 
+    /// Alters every sealed state between seal and open, to test that tampering is caught
+    /// (only with the `fault-injection` feature).
+    #[cfg(feature = "fault-injection")]
+    pub fn fault_in_transit(mut self, fault: impl Fn(&mut Vec<u8>) + Send + Sync + 'static) -> Self {
+        self.transit_fault = Some(Box::new(fault));
+        self
+    }
+
     /// Builds the kernel.
     pub fn build(self) -> Kernel {
         Kernel {
@@ -104,6 +120,8 @@ impl KernelBuilder {
                 observer: self.observer,
                 pusher: Pusher::new(self.max_push_workers),
                 sealer: self.sealer,
+                #[cfg(feature = "fault-injection")]
+                transit_fault: self.transit_fault,
             }),
         }
     }
@@ -118,6 +136,8 @@ pub(crate) struct Shared {
     observer: Option<Observer>,
     pusher: Pusher,
     sealer: Option<Sealer>,
+    #[cfg(feature = "fault-injection")]
+    pub(crate) transit_fault: Option<TransitFault>,
 }
 
 #[derive(Clone)]

@@ -325,9 +325,14 @@ impl Shared {
             None => Ok((exported.into_bytes(), false)),
             Some(sealer) => {
                 let tag = exported.tag();
-                let sealed = sealer
+                #[allow(unused_mut)]
+                let mut sealed = sealer
                     .seal_state(service, exported)
                     .map_err(|e| ReplaceError::new(service, Step::Seal, e))?;
+                #[cfg(feature = "fault-injection")]
+                if let Some(fault) = &self.transit_fault {
+                    fault(&mut sealed);
+                }
                 let opened = sealer
                     .open_state(service, tag, &sealed)
                     .map_err(|e| ReplaceError::new(service, Step::Open, e))?;

@@ -1,6 +1,8 @@
 //! Test services shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod counter;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -21,7 +21,7 @@ pub(crate) fn service_attr(attrs: &[Attribute], ident_span: Span) -> syn::Result
     let mut deps = Vec::new();
     let mut seen = None;
     for attr in attrs.iter().filter(|a| a.path().is_ident("service")) {
-        if seen.replace(attr.span()).is_some() {
+        if seen.replace(attr).is_some() {
             return Err(syn::Error::new_spanned(
                 attr,
                 "duplicate #[service] attribute; merge them into one",
@@ -38,10 +38,7 @@ pub(crate) fn service_attr(attrs: &[Attribute], ident_span: Span) -> syn::Result
             Ok(())
         })?;
     }
-    let name = name.ok_or_else(|| {
-        let span = seen.unwrap_or(ident_span);
-        syn::Error::new(span, "missing service name: add #[service(name = \"...\")]")
-    })?;
+    let name = name.ok_or_else(|| missing(seen, ident_span, "missing service name: add #[service(name = \"...\")]"))?;
     if name.value().is_empty() {
         return Err(syn::Error::new_spanned(&name, "the service name must not be empty"));
     }
@@ -66,7 +63,7 @@ pub(crate) fn migratable_attr(attrs: &[Attribute], ident_span: Span) -> syn::Res
     let mut down = None;
     let mut seen = None;
     for attr in attrs.iter().filter(|a| a.path().is_ident("migratable")) {
-        if seen.replace(attr.span()).is_some() {
+        if seen.replace(attr).is_some() {
             return Err(syn::Error::new_spanned(
                 attr,
                 "duplicate #[migratable] attribute; merge them into one",
@@ -87,12 +84,8 @@ pub(crate) fn migratable_attr(attrs: &[Attribute], ident_span: Span) -> syn::Res
             Ok(())
         })?;
     }
-    let span = seen.unwrap_or(ident_span);
     let (version, version_span) = version.ok_or_else(|| {
-        syn::Error::new(
-            span,
-            "missing `version`: add #[migratable(version = 1)] (1 for a first version)",
-        )
+        missing(seen, ident_span, "missing `version`: add #[migratable(version = 1)] (1 for a first version)")
     })?;
     if from.is_none() {
         if let Some(span) = try_from {
@@ -112,6 +105,14 @@ pub(crate) fn migratable_attr(attrs: &[Attribute], ident_span: Span) -> syn::Res
         try_from,
         down,
     })
+}
+
+/// An error for a missing key: on the attribute if there is one, else on the type's name.
+fn missing(attr: Option<&Attribute>, ident_span: Span, message: &str) -> syn::Error {
+    match attr {
+        Some(attr) => syn::Error::new_spanned(attr, message),
+        None => syn::Error::new(ident_span, message),
+    }
 }
 
 fn unknown(meta: &ParseNestedMeta<'_>, attr: &str, known: &[&str]) -> syn::Error {

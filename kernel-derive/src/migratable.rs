@@ -83,8 +83,8 @@ fn link(input: &DeriveInput, attr: &MigratableAttr, from: &Path) -> (TokenStream
     };
     let downgrade = attr.down.as_ref().map(|down| {
         quote_spanned! {down.span()=>
-            fn downgrade(&self) -> ::core::result::Result<#from, ::microkernel::state::MigrationError> {
-                let down: fn(&Self) -> #from = #down;
+            fn downgrade(&self) -> ::core::result::Result<Self::Previous, ::microkernel::state::MigrationError> {
+                let down: fn(&Self) -> Self::Previous = #down;
                 ::core::result::Result::Ok(down(self))
             }
         }
@@ -92,7 +92,7 @@ fn link(input: &DeriveInput, attr: &MigratableAttr, from: &Path) -> (TokenStream
     let items = quote! {
         type Previous = #previous;
 
-        fn upgrade(previous: #from)
+        fn upgrade(previous: Self::Previous)
             -> ::core::result::Result<Self, ::microkernel::state::MigrationError>
         {
             #upgrade
@@ -102,7 +102,7 @@ fn link(input: &DeriveInput, attr: &MigratableAttr, from: &Path) -> (TokenStream
     };
     let order_check = quote_spanned! {span=>
         const _: () = ::core::assert!(
-            <#from as ::microkernel::Migratable>::VERSION < #version,
+            <<#ident as ::microkernel::Migratable>::Previous as ::microkernel::Migratable>::VERSION < #version,
             #order_message
         );
     };

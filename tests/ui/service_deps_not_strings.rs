@@ -1,0 +1,5 @@
+#[derive(microkernel::Service)]
+#[service(name = "echo", deps = ["logger", db])]
+struct Echo;
+
+fn main() {}

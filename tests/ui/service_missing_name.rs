@@ -1,0 +1,5 @@
+#[derive(microkernel::Service)]
+#[service(deps = ["logger"])]
+struct Echo;
+
+fn main() {}

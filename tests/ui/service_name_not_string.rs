@@ -1,0 +1,5 @@
+#[derive(microkernel::Service)]
+#[service(name = echo)]
+struct Echo;
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[derive(microkernel::Service)]
+struct Echo;
+
+fn main() {}

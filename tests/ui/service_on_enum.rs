@@ -1,0 +1,7 @@
+#[derive(microkernel::Service)]
+#[service(name = "echo")]
+enum Echo {
+    A,
+}
+
+fn main() {}

@@ -1,0 +1,5 @@
+#[derive(microkernel::Service)]
+#[service(nmae = "echo")]
+struct Echo;
+
+fn main() {}

@@ -85,7 +85,11 @@ pub(crate) fn migratable_attr(attrs: &[Attribute], ident_span: Span) -> syn::Res
         })?;
     }
     let (version, version_span) = version.ok_or_else(|| {
-        missing(seen, ident_span, "missing `version`: add #[migratable(version = 1)] (1 for a first version)")
+        missing(
+            seen,
+            ident_span,
+            "missing `version`: add #[migratable(version = 1)] (1 for a first version)",
+        )
     })?;
     if from.is_none() {
         if let Some(span) = try_from {

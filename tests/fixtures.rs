@@ -1,0 +1,175 @@
+//! Encoded and sealed bytes of every released version of the example's states decode into the
+//! newest version, forever; a released version's fingerprint never changes.
+//!
+//! To add fixtures for a new version: `MICROKERNEL_WRITE_FIXTURES=1 cargo test --test fixtures`
+//! writes the missing files (existing ones are never overwritten), then commit them.
+
+#[path = "../examples/echo/states.rs"]
+mod states;
+
+use std::path::{Path, PathBuf};
+
+use microkernel::Migratable;
+use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
+use microkernel::state::{self, Fingerprint, StateTag};
+use states::{EchoStateV1, EchoStateV2};
+
+/// The fixed key of the golden sealed fixtures. A test key: never use it for anything else.
+const TEST_KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+/// Fingerprints of released versions. Changing a released struct changes its fingerprint and
+/// fails `released_fingerprints_never_change`: add a new version instead.
+const RELEASED: &[(&str, u32, u64)] = &[
+    ("EchoStateV1", 1, 0xf208_5ab1_25cb_87e4),
+    ("EchoStateV2", 2, 0x3f17_4626_59b9_4fbd),
+];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn sealer(algorithm: Algorithm) -> Sealer {
+    let key = &TEST_KEY_HEX[..2 * algorithm.key_len()];
+    Sealer::new(Keyring::new(7, Key::from_hex(algorithm, key).unwrap()))
+}
+
+fn v1() -> EchoStateV1 {
+    EchoStateV1 { count: 2 }
+}
+
+fn v2() -> EchoStateV2 {
+    EchoStateV2 {
+        count: 10,
+        last_from: "microKernel".into(),
+    }
+}
+
+/// Reads a fixture, writing it first when asked to and it is missing.
+fn fixture(name: &str, make: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
+    let path = fixtures().join(name);
+    if !path.exists() && std::env::var_os("MICROKERNEL_WRITE_FIXTURES").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, make()).unwrap();
+    }
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+fn encoded_v1() -> Vec<u8> {
+    fixture("echo_state_v1.bin", || state::encode(&v1()).unwrap().into_bytes())
+}
+
+fn encoded_v2() -> Vec<u8> {
+    fixture("echo_state_v2.bin", || state::encode(&v2()).unwrap().into_bytes())
+}
+
+#[test]
+fn released_fingerprints_never_change() {
+    let current = [
+        (EchoStateV1::TYPE_NAME, EchoStateV1::VERSION, EchoStateV1::FINGERPRINT),
+        (EchoStateV2::TYPE_NAME, EchoStateV2::VERSION, EchoStateV2::FINGERPRINT),
+    ];
+    for ((name, version, fingerprint), (rname, rversion, rfingerprint)) in current.iter().zip(RELEASED) {
+        assert_eq!((*name, *version), (*rname, *rversion));
+        assert_eq!(
+            *fingerprint,
+            Fingerprint(*rfingerprint),
+            "{name} v{version} changed its schema ({}); released versions are frozen: add a new version",
+            match *name {
+                "EchoStateV1" => EchoStateV1::SCHEMA,
+                _ => EchoStateV2::SCHEMA,
+            }
+        );
+    }
+}
+
+#[test]
+fn encoded_v1_decodes_into_the_newest_version() {
+    let newest: EchoStateV2 = state::decode(&encoded_v1()).unwrap();
+    assert_eq!(
+        newest,
+        EchoStateV2 {
+            count: 2,
+            last_from: String::new()
+        }
+    );
+}
+
+#[test]
+fn encoded_v2_decodes_into_the_newest_version() {
+    assert_eq!(state::decode::<EchoStateV2>(&encoded_v2()).unwrap(), v2());
+}
+
+#[test]
+fn fixtures_are_what_the_encoder_writes_today() {
+    assert_eq!(encoded_v1(), state::encode(&v1()).unwrap().into_bytes());
+    assert_eq!(encoded_v2(), state::encode(&v2()).unwrap().into_bytes());
+}
+
+#[test]
+fn golden_sealed_fixtures_open_under_every_algorithm() {
+    for algorithm in Algorithm::ALL {
+        let sealer = sealer(algorithm);
+        for (version, plain) in [(1, encoded_v1()), (2, encoded_v2())] {
+            let name = format!("sealed/echo_v{version}.{}.bin", algorithm.name());
+            let blob = fixture(&name, || {
+                let encoded = state::EncodedState::from_bytes(plain.clone()).unwrap();
+                sealer.seal_state("echo", encoded).unwrap()
+            });
+            let opened = sealer.open("echo", &blob).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(opened.as_bytes(), plain.as_slice(), "{name}");
+            let newest: EchoStateV2 = state::decode(opened.as_bytes()).unwrap();
+            assert_eq!(newest.count, if version == 1 { 2 } else { 10 });
+        }
+    }
+}
+
+/// docs/FORMAT.md gives the envelope's offsets; read a fixture by them, not by the parser.
+#[test]
+fn format_document_offsets_match_a_fixture() {
+    let blob = fixture("sealed/echo_v2.aes-256-gcm.bin", || unreachable!("written above"));
+    assert_eq!(&blob[0..4], b"MKSE", "magic at 0..4");
+    assert_eq!(blob[4], 1, "format version at 4");
+    assert_eq!(blob[5], 2, "algorithm id at 5 (2 = aes-256-gcm)");
+    assert_eq!(
+        u32::from_le_bytes(blob[6..10].try_into().unwrap()),
+        7,
+        "key id at 6..10"
+    );
+    assert_eq!(
+        u32::from_le_bytes(blob[10..14].try_into().unwrap()),
+        2,
+        "state version at 10..14"
+    );
+    let fingerprint = u64::from_le_bytes(blob[14..22].try_into().unwrap());
+    assert_eq!(
+        Fingerprint(fingerprint),
+        EchoStateV2::FINGERPRINT,
+        "fingerprint at 14..22"
+    );
+    let name_len = usize::from(blob[22]);
+    assert_eq!(&blob[23..23 + name_len], b"echo", "service name at 23..23+L");
+    let nonce_end = 23 + name_len + 12;
+    let body_len = blob.len() - nonce_end - 16;
+    assert_eq!(
+        body_len,
+        encoded_v2().len(),
+        "ciphertext is as long as the encoded state"
+    );
+    // The encoded state inside starts with its own 12-byte tag: version, then fingerprint.
+    let (tag, _) = StateTag::split(&encoded_v2()).unwrap();
+    assert_eq!(tag, StateTag::of::<EchoStateV2>());
+
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/FORMAT.md")).unwrap();
+    for row in [
+        "| 0 | 4 | magic",
+        "| 4 | 1 | format version",
+        "| 5 | 1 | algorithm id",
+        "| 6 | 4 | key id",
+        "| 10 | 4 | state version",
+        "| 14 | 8 | state fingerprint",
+        "| 22 | 1 | name length",
+        "| 23 | L | service name",
+    ] {
+        assert!(doc.contains(row), "docs/FORMAT.md lacks the row `{row}`");
+    }
+}

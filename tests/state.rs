@@ -1,0 +1,196 @@
+//! The versioned encoding and the chain walk.
+
+mod common;
+
+use common::counter::{CounterV1, CounterV2, CounterV3, Unrelated};
+use microkernel::Migratable;
+use microkernel::state::{self, StateError, StateTag};
+use proptest::prelude::*;
+
+#[test]
+fn each_version_decodes_into_v3() {
+    let from_v1: CounterV3 = state::decode(state::encode(&CounterV1 { count: 3 }).unwrap().as_bytes()).unwrap();
+    assert_eq!(
+        from_v1,
+        CounterV3 {
+            count: 3,
+            label: "upgraded".into(),
+            history: vec![3]
+        }
+    );
+    let v2 = CounterV2 {
+        count: 4,
+        label: "x".into(),
+    };
+    let from_v2: CounterV3 = state::decode(state::encode(&v2).unwrap().as_bytes()).unwrap();
+    assert_eq!(
+        from_v2,
+        CounterV3 {
+            count: 4,
+            label: "x".into(),
+            history: vec![4]
+        }
+    );
+    let v3 = CounterV3 {
+        count: 5,
+        label: "y".into(),
+        history: vec![1, 2],
+    };
+    let same: CounterV3 = state::decode(state::encode(&v3).unwrap().as_bytes()).unwrap();
+    assert_eq!(same, v3);
+}
+
+#[test]
+fn downgrade_v3_to_v2_and_v2_to_v1() {
+    let v3 = CounterV3 {
+        count: 9,
+        label: "z".into(),
+        history: vec![],
+    };
+    let v2 = v3.downgrade().unwrap();
+    assert_eq!(
+        v2,
+        CounterV2 {
+            count: 9,
+            label: "z".into()
+        }
+    );
+    assert_eq!(v2.downgrade().unwrap(), CounterV1 { count: 9 });
+    assert!(
+        CounterV1 { count: 1 }.downgrade().is_err(),
+        "a first version has nothing below it"
+    );
+}
+
+#[test]
+fn a_newer_version_is_refused() {
+    let bytes = state::encode(&CounterV3::default()).unwrap();
+    let err = state::decode::<CounterV2>(bytes.as_bytes()).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StateError::TooNew {
+                found: 3,
+                newest: 2,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "state version 3 of CounterV2 is newer than this program's newest, v2"
+    );
+}
+
+#[test]
+fn an_unknown_fingerprint_is_refused() {
+    let bytes = state::encode(&Unrelated { name: "n".into() }).unwrap();
+    let err = state::decode::<CounterV3>(bytes.as_bytes()).unwrap_err();
+    assert!(
+        matches!(err, StateError::FingerprintMismatch { version: 1, .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_version_missing_from_the_chain_is_refused() {
+    let mut bytes = state::encode(&CounterV1 { count: 1 }).unwrap().into_bytes();
+    bytes[..4].copy_from_slice(&0u32.to_le_bytes());
+    let err = state::decode::<CounterV3>(&bytes).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StateError::UnknownVersion {
+                found: 0,
+                newest: 3,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn trailing_bytes_and_truncation_are_refused() {
+    let mut bytes = state::encode(&CounterV2 {
+        count: 1,
+        label: "l".into(),
+    })
+    .unwrap()
+    .into_bytes();
+    bytes.push(0);
+    assert!(matches!(
+        state::decode::<CounterV2>(&bytes),
+        Err(StateError::TrailingBytes { extra: 1, .. })
+    ));
+    bytes.pop();
+    for len in 0..bytes.len() {
+        assert!(
+            state::decode::<CounterV2>(&bytes[..len]).is_err(),
+            "prefix of {len} bytes decoded"
+        );
+    }
+}
+
+#[test]
+fn a_failing_try_from_is_a_migration_error() {
+    let bytes = state::encode(&CounterV2 {
+        count: 1,
+        label: "poison".into(),
+    })
+    .unwrap();
+    let err = state::decode::<CounterV3>(bytes.as_bytes()).unwrap_err();
+    assert_eq!(err.to_string(), "upgrading CounterV2 (v2) to CounterV3 (v3) failed");
+}
+
+#[test]
+fn the_tag_is_version_then_fingerprint() {
+    let bytes = state::encode(&CounterV2::default()).unwrap();
+    let (tag, body) = StateTag::split(bytes.as_bytes()).unwrap();
+    assert_eq!(tag, StateTag::of::<CounterV2>());
+    assert_eq!(&bytes.as_bytes()[..4], &2u32.to_le_bytes());
+    assert_eq!(body.len(), bytes.as_bytes().len() - state::HEADER_LEN);
+}
+
+#[test]
+fn fingerprints_depend_on_names_types_and_version() {
+    assert_eq!(CounterV1::SCHEMA, "CounterV1 { count: u32 }");
+    assert_eq!(
+        CounterV1::FINGERPRINT,
+        state::fingerprint("CounterV1 { count: u32 }", 1)
+    );
+    assert_ne!(CounterV1::FINGERPRINT, Unrelated::FINGERPRINT);
+    assert_eq!(
+        CounterV3::SCHEMA,
+        "CounterV3 { count: u64, label: String, history: Vec<u64> }"
+    );
+}
+
+proptest! {
+    #[test]
+    fn v2_round_trips(count in any::<u64>(), label in ".{0,40}") {
+        let v2 = CounterV2 { count, label: label.replace("unencodable", "") };
+        let back: CounterV2 = state::decode(state::encode(&v2).unwrap().as_bytes()).unwrap();
+        prop_assert_eq!(back, v2);
+    }
+
+    #[test]
+    fn v3_round_trips(count in any::<u64>(), label in ".{0,20}", history in proptest::collection::vec(any::<u64>(), 0..50)) {
+        let v3 = CounterV3 { count, label, history };
+        let back: CounterV3 = state::decode(state::encode(&v3).unwrap().as_bytes()).unwrap();
+        prop_assert_eq!(back, v3);
+    }
+
+    #[test]
+    fn v1_upgrades_like_the_conversions_say(count in any::<u32>()) {
+        let v3: CounterV3 = state::decode(state::encode(&CounterV1 { count }).unwrap().as_bytes()).unwrap();
+        let by_hand = CounterV3::try_from(CounterV2::from(CounterV1 { count })).unwrap();
+        prop_assert_eq!(v3, by_hand);
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let _ = state::decode::<CounterV3>(&bytes);
+    }
+}

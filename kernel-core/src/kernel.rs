@@ -9,6 +9,7 @@ use crate::handle::Handle;
 use crate::message::{Event, KERNEL, Reply};
 use crate::notice::{Notice, Observer};
 use crate::push::{PendingReply, Pusher};
+use crate::reap::Reaper;
 use crate::seal::Sealer;
 use crate::service::{Service, Status};
 use crate::slot::{Lifecycle, Slot};
@@ -120,6 +121,7 @@ impl KernelBuilder {
                 observer: self.observer,
                 pusher: Pusher::new(self.max_push_workers),
                 sealer: self.sealer,
+                reaper: Reaper::default(),
                 #[cfg(feature = "fault-injection")]
                 transit_fault: self.transit_fault,
             }),
@@ -136,6 +138,7 @@ pub(crate) struct Shared {
     observer: Option<Observer>,
     pusher: Pusher,
     sealer: Option<Sealer>,
+    pub(crate) reaper: Reaper,
     #[cfg(feature = "fault-injection")]
     pub(crate) transit_fault: Option<TransitFault>,
 }
@@ -451,8 +454,11 @@ impl Shared {
 
     /// Records a replaced service's dependencies, if they changed.
     pub(crate) fn set_dependencies(&self, service: &str, deps: Vec<String>) {
-        let mut registry = self.write();
-        if let Some(entry) = registry.get_mut(service).filter(|e| e.deps != deps) {
+        // The common case, unchanged dependencies, needs only the read lock.
+        if self.read().get(service).is_some_and(|e| e.deps == deps) {
+            return;
+        }
+        if let Some(entry) = self.write().get_mut(service) {
             entry.deps = deps;
         }
     }
@@ -535,5 +541,6 @@ impl Drop for Shared {
             tracing::warn!(%error, "stopping services while dropping the kernel failed");
         }
         self.pusher.shutdown();
+        self.reaper.shutdown();
     }
 }

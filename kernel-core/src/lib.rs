@@ -16,6 +16,7 @@ mod logger;
 mod message;
 mod notice;
 mod push;
+mod reap;
 pub mod replace;
 pub mod seal;
 mod service;

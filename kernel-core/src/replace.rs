@@ -190,6 +190,9 @@ impl Kernel {
     }
 }
 
+/// Encoded size above which a replaced instance is dropped on the reaper thread.
+const REAP_ABOVE: usize = 64 * 1024;
+
 /// The whole protocol, for one slot.
 fn replace_in_slot<S: Service>(
     shared: &Shared,
@@ -226,6 +229,7 @@ fn replace_in_slot<S: Service>(
             ExportError::Encode(source) => ReplaceError::new(service, Step::Encode, source),
         })?;
     let from = exported.tag();
+    let state_len = exported.as_bytes().len();
     let (bytes, sealed) = shared.transit(service, exported)?;
     let state = guarded(service, Step::Decode, || state::decode::<S::State>(&bytes))?.map_err(|e| match e {
         StateError::Migration(source) => ReplaceError::new(service, Step::Upgrade, source),
@@ -265,6 +269,12 @@ fn replace_in_slot<S: Service>(
     // 4. The new instance is in: release the slot to the waiting calls.
     shared.set_dependencies(service, new_deps);
     drop(entered);
+    // Freeing a large state takes milliseconds; a small one costs less than waking the reaper.
+    if state_len > REAP_ABOVE {
+        shared.reaper.dispose(Box::new(old));
+    } else {
+        drop(old);
+    }
     tracing::info!(service, from = from.version, to = to.version, sealed, "replaced");
     shared.notify(&Notice::Replaced { service });
     Ok(Replaced::Swapped { from, to, sealed })

@@ -91,7 +91,9 @@ pub fn count_and_entries(handle: &Handle) -> (u64, usize) {
 
 /// Fills the table with `entries` entries.
 pub fn fill(handle: &Handle, entries: u64) {
-    handle.call(Event::new("echo", "bench", "fill", entries.to_string())).expect("fill");
+    handle
+        .call(Event::new("echo", "bench", "fill", entries.to_string()))
+        .expect("fill");
 }
 
 pub fn median(mut samples: Vec<Duration>) -> Duration {

@@ -13,7 +13,9 @@ use std::time::Instant;
 use microkernel::Event;
 
 fn arg(i: usize, default: u64) -> u64 {
-    std::env::args().nth(i).map_or(default, |a| a.parse().expect("a number"))
+    std::env::args()
+        .nth(i)
+        .map_or(default, |a| a.parse().expect("a number"))
 }
 
 fn main() {
@@ -31,11 +33,17 @@ fn main() {
     println!("call_ops_per_s {:.0}", calls as f64 / elapsed.as_secs_f64());
 
     let small: Vec<_> = (0..swaps).map(|_| workload::timed_swap(&kernel)).collect();
-    println!("swap_small_median_us {:.2}", workload::median(small).as_nanos() as f64 / 1000.0);
+    println!(
+        "swap_small_median_us {:.2}",
+        workload::median(small).as_nanos() as f64 / 1000.0
+    );
     println!("count_after {}", workload::count_and_entries(&handle).0);
 
     workload::fill(&handle, big);
     let large: Vec<_> = (0..5).map(|_| workload::timed_swap(&kernel)).collect();
-    println!("swap_big_{big}_median_ms {:.2}", workload::median(large).as_micros() as f64 / 1000.0);
+    println!(
+        "swap_big_{big}_median_ms {:.2}",
+        workload::median(large).as_micros() as f64 / 1000.0
+    );
     println!("big_entries_after {}", workload::count_and_entries(&handle).1);
 }

@@ -22,7 +22,10 @@ impl Reaper {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if inner.is_none() {
             let (tx, rx) = mpsc::channel::<Garbage>();
-            match thread::Builder::new().name("microkernel-reaper".into()).spawn(move || rx.into_iter().for_each(drop)) {
+            match thread::Builder::new()
+                .name("microkernel-reaper".into())
+                .spawn(move || rx.into_iter().for_each(drop))
+            {
                 Ok(worker) => *inner = Some((tx, worker)),
                 Err(error) => tracing::warn!(%error, "could not start the reaper thread; dropping inline"),
             }

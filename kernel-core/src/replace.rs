@@ -12,6 +12,7 @@
 //! Any failure in 2–3 leaves the old version in the slot, serving, with its state unchanged, and
 //! returns a [`ReplaceError`] naming the step.
 
+use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::error::{Hook, LifecycleError, panic_message};
@@ -21,7 +22,7 @@ use crate::kernel::{Kernel, Shared, dep_graph};
 use crate::message::{Event, Reply};
 use crate::notice::Notice;
 use crate::service::{BoxError, Service, Status};
-use crate::slot::{ExportError, Slot};
+use crate::slot::{ExportError, Instance, Slot};
 use crate::state::{self, StateError, StateTag};
 
 /// A step of a replacement, as named in [`ReplaceError`].
@@ -220,21 +221,13 @@ fn replace_in_slot<S: Service>(
     let was_running = entered.status() == Status::Running;
 
     // 2. Move the state into the new instance; the old one is only read.
-    let exported = entered
-        .instance
-        .export(direction == Direction::Rollback)
-        .map_err(|e| match e {
-            ExportError::Service(source) => ReplaceError::new(service, Step::Export, source),
-            ExportError::Downgrade(source) => ReplaceError::new(service, Step::Downgrade, source),
-            ExportError::Encode(source) => ReplaceError::new(service, Step::Encode, source),
+    let crossing = shared.transit(service, direction == Direction::Rollback, &**entered.instance)?;
+    let (from, sealed, state_len) = (crossing.tag, crossing.sealed, crossing.bytes().len());
+    let state =
+        guarded(service, Step::Decode, || state::decode::<S::State>(crossing.bytes()))?.map_err(|e| match e {
+            StateError::Migration(source) => ReplaceError::new(service, Step::Upgrade, source),
+            other => ReplaceError::new(service, Step::Decode, other),
         })?;
-    let from = exported.tag();
-    let state_len = exported.as_bytes().len();
-    let (bytes, sealed) = shared.transit(service, exported)?;
-    let state = guarded(service, Step::Decode, || state::decode::<S::State>(&bytes))?.map_err(|e| match e {
-        StateError::Migration(source) => ReplaceError::new(service, Step::Upgrade, source),
-        other => ReplaceError::new(service, Step::Decode, other),
-    })?;
     guarded(service, Step::Import, || new.import_state(state))?
         .map_err(|e| ReplaceError::new(service, Step::Import, e))?;
     let new_deps = check_new_dependencies(shared, service, new.dependencies(), was_running)?;
@@ -327,27 +320,65 @@ fn check_new_dependencies(
     Ok(deps)
 }
 
+/// The exported state after crossing: the buffer holding it and where it lies in it.
+struct Crossing {
+    buffer: Vec<u8>,
+    range: Range<usize>,
+    tag: StateTag,
+    sealed: bool,
+}
+
+impl Crossing {
+    fn bytes(&self) -> &[u8] {
+        &self.buffer[self.range.clone()]
+    }
+}
+
 impl Shared {
-    /// Seals and opens the encoded state when the kernel has a sealer; returns the bytes the new
-    /// version decodes and whether they crossed sealed.
-    fn transit(&self, service: &str, exported: state::EncodedState) -> Result<(Vec<u8>, bool), ReplaceError> {
-        match self.sealer() {
-            None => Ok((exported.into_bytes(), false)),
-            Some(sealer) => {
-                let tag = exported.tag();
-                #[allow(unused_mut)]
-                let mut sealed = sealer
-                    .seal_state(service, exported)
-                    .map_err(|e| ReplaceError::new(service, Step::Seal, e))?;
-                #[cfg(feature = "fault-injection")]
-                if let Some(fault) = &self.transit_fault {
-                    fault(&mut sealed);
-                }
-                let opened = sealer
-                    .open_state(service, tag, &sealed)
-                    .map_err(|e| ReplaceError::new(service, Step::Open, e))?;
-                Ok((opened, true))
-            }
+    /// Export → encode → (seal → open): the state crosses from the old instance to bytes the new
+    /// version decodes. With a sealer the encoding is written straight into the envelope and
+    /// decrypted where it lies, so a large state is never copied.
+    fn transit<Req, Resp>(
+        &self,
+        service: &str,
+        downgrade: bool,
+        old: &dyn Instance<Req, Resp>,
+    ) -> Result<Crossing, ReplaceError> {
+        let fail = |step| move |e| ReplaceError::new(service, step, e);
+        let export = |out: &mut Vec<u8>| {
+            old.export(downgrade, out).map_err(|e| match e {
+                ExportError::Service(source) => ReplaceError::new(service, Step::Export, source),
+                ExportError::Downgrade(source) => ReplaceError::new(service, Step::Downgrade, source),
+                ExportError::Encode(source) => ReplaceError::new(service, Step::Encode, source),
+            })
+        };
+        let Some(sealer) = self.sealer() else {
+            let mut buffer = Vec::new();
+            let tag = export(&mut buffer)?;
+            return Ok(Crossing {
+                range: 0..buffer.len(),
+                buffer,
+                tag,
+                sealed: false,
+            });
+        };
+        let mut envelope = sealer.begin(service, 0).map_err(fail(Step::Seal))?;
+        let tag = export(envelope.body())?;
+        envelope.set_state(tag);
+        #[allow(unused_mut)]
+        let mut blob = sealer.finish(envelope).map_err(fail(Step::Seal))?;
+        #[cfg(feature = "fault-injection")]
+        if let Some(fault) = &self.transit_fault {
+            fault(&mut blob);
         }
+        let (buffer, range) = sealer
+            .open_in_place(service, Some(tag), blob)
+            .map_err(fail(Step::Open))?;
+        Ok(Crossing {
+            buffer,
+            range,
+            tag,
+            sealed: true,
+        })
     }
 }

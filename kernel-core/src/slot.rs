@@ -13,7 +13,7 @@ use crate::context::Context;
 use crate::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::kernel::Shared;
 use crate::service::{BoxError, Service, ServiceMeta, Status};
-use crate::state::{self, EncodedState, Migratable, MigrationError, StateError};
+use crate::state::{self, Migratable, MigrationError, StateError, StateTag};
 use crate::sync::thread_token;
 
 /// A service with its types erased down to its protocol: what a slot holds.
@@ -22,8 +22,9 @@ pub(crate) trait Instance<Req, Resp>: Send {
     fn stop(&mut self, ctx: &Context<'_>) -> Result<(), BoxError>;
     fn handle(&mut self, request: Req, ctx: &Context<'_>) -> Resp;
     fn dependencies(&self) -> Vec<String>;
-    /// Exports and encodes the current state, or its previous version when `downgrade`.
-    fn export(&self, downgrade: bool) -> Result<EncodedState, ExportError>;
+    /// Exports the current state (or its previous version when `downgrade`) and appends its
+    /// encoding to `out`; returns its tag.
+    fn export(&self, downgrade: bool, out: &mut Vec<u8>) -> Result<StateTag, ExportError>;
 }
 
 /// Why an instance could not hand out its state.
@@ -54,13 +55,13 @@ impl<S: Service> Instance<S::Request, S::Response> for S {
             .collect()
     }
 
-    fn export(&self, downgrade: bool) -> Result<EncodedState, ExportError> {
+    fn export(&self, downgrade: bool, out: &mut Vec<u8>) -> Result<StateTag, ExportError> {
         let current = self.export_state().map_err(ExportError::Service)?;
         if downgrade {
             let previous = current.downgrade().map_err(ExportError::Downgrade)?;
-            state::encode(&previous).map_err(ExportError::Encode)
+            state::encode_into(&previous, out).map_err(ExportError::Encode)
         } else {
-            state::encode(current).map_err(ExportError::Encode)
+            state::encode_into(current, out).map_err(ExportError::Encode)
         }
     }
 }

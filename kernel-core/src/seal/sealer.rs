@@ -1,6 +1,7 @@
 //! Sealing and opening envelopes with a keyring.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::{PoisonError, RwLock};
 
@@ -62,6 +63,15 @@ impl Sealer {
 
     /// Seals `plaintext` (an encoded state with tag `state`) for `service`.
     pub fn seal(&self, service: &str, state: StateTag, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        let mut buffer = self.begin(service, plaintext.len())?;
+        buffer.body().extend_from_slice(plaintext);
+        buffer.set_state(state);
+        self.finish(buffer)
+    }
+
+    /// Starts an envelope for `service`: draws the nonce, writes the header (with a state tag to
+    /// be set) and leaves the buffer ready for the plaintext to be written in place.
+    pub(crate) fn begin(&self, service: &str, capacity: usize) -> Result<SealBuffer, SealError> {
         let keyring = self.keyring.read().unwrap_or_else(PoisonError::into_inner);
         let (key_id, key) = keyring.primary_entry();
         let algorithm = key.cipher.algorithm();
@@ -76,54 +86,98 @@ impl Sealer {
         let mut nonce = [0u8; 24];
         let nonce = &mut nonce[..algorithm.nonce_len()];
         rand::rng().fill_bytes(nonce);
+        let unset = StateTag {
+            version: 0,
+            fingerprint: crate::state::Fingerprint(0),
+        };
         let header = Header {
             algorithm,
             key_id: KeyId(key_id),
-            state,
+            state: unset,
             service,
             nonce,
         };
-        let mut out = Vec::with_capacity(header.len() + plaintext.len() + TAG_LEN);
-        header.write(&mut out)?;
-        let body_at = out.len();
-        out.extend_from_slice(plaintext);
-        let (aad, body) = out.split_at_mut(body_at);
+        let mut buf = Vec::with_capacity(header.len() + capacity + TAG_LEN);
+        header.write(&mut buf)?;
+        Ok(SealBuffer {
+            body_at: buf.len(),
+            buf,
+            key_id,
+            algorithm,
+        })
+    }
+
+    /// Encrypts the body in place and appends the tag.
+    pub(crate) fn finish(&self, sealing: SealBuffer) -> Result<Vec<u8>, SealError> {
+        let SealBuffer {
+            mut buf,
+            body_at,
+            key_id,
+            algorithm,
+        } = sealing;
+        let keyring = self.keyring.read().unwrap_or_else(PoisonError::into_inner);
+        // The key may have been retired since `begin`; the envelope names it, so it must exist.
+        let key = keyring.get(key_id).ok_or(SealError::UnknownKey(key_id))?;
+        let (aad, body) = buf.split_at_mut(body_at);
+        let body_len = body.len();
         let tag = key
             .cipher
             .seal(nonce_of(aad, algorithm), aad, body)
-            .map_err(|_| SealError::Seal(plaintext.len()))?;
-        out.extend_from_slice(&tag);
-        Ok(out)
+            .map_err(|_| SealError::Seal(body_len))?;
+        buf.extend_from_slice(&tag);
+        Ok(buf)
     }
 
     /// Opens a blob sealed for `service`, whatever state version it holds; returns the encoded
     /// state (decode it with [`state::decode`](crate::state::decode)).
     pub fn open(&self, service: &str, blob: &[u8]) -> Result<EncodedState, SealError> {
-        let (header, body) = Header::parse(blob)?;
+        self.open_owned(service, blob.to_vec())
+    }
+
+    /// [`open`](Self::open), decrypting in the blob's own buffer.
+    pub fn open_owned(&self, service: &str, blob: Vec<u8>) -> Result<EncodedState, SealError> {
+        let (mut buf, body) = self.open_in_place(service, None, blob)?;
+        buf.truncate(body.end);
+        buf.drain(..body.start);
+        EncodedState::from_bytes(buf).map_err(|_| SealError::InconsistentPlaintext)
+    }
+
+    /// Opens a blob that must hold exactly the state version `expected` for `service`.
+    pub fn open_state(&self, service: &str, expected: StateTag, blob: &[u8]) -> Result<Vec<u8>, SealError> {
+        let (mut buf, body) = self.open_in_place(service, Some(expected), blob.to_vec())?;
+        buf.truncate(body.end);
+        buf.drain(..body.start);
+        Ok(buf)
+    }
+
+    /// Checks the header, decrypts in place and returns the buffer with the plaintext's range.
+    pub(crate) fn open_in_place(
+        &self,
+        service: &str,
+        expected: Option<StateTag>,
+        mut blob: Vec<u8>,
+    ) -> Result<(Vec<u8>, Range<usize>), SealError> {
+        let (header, _) = Header::parse(&blob)?;
         if header.service != service {
             return Err(SealError::WrongService {
                 expected: service.to_owned(),
                 found: header.service.to_owned(),
             });
         }
-        let plaintext = self.decrypt(&header, &blob[..header.len()], body)?;
-        let encoded = EncodedState::from_bytes(plaintext).map_err(|_| SealError::InconsistentPlaintext)?;
-        if encoded.tag() != header.state {
-            return Err(SealError::InconsistentPlaintext);
-        }
-        Ok(encoded)
-    }
-
-    /// Opens a blob that must hold exactly the state version `expected` for `service`.
-    pub fn open_state(&self, service: &str, expected: StateTag, blob: &[u8]) -> Result<Vec<u8>, SealError> {
-        let (header, _) = Header::parse(blob)?;
-        if header.service == service && header.state != expected {
+        if let Some(expected) = expected.filter(|e| *e != header.state) {
             return Err(SealError::WrongState {
                 expected,
                 found: header.state,
             });
         }
-        self.open(service, blob).map(EncodedState::into_bytes)
+        let (state, key_id, algorithm, header_len) = (header.state, header.key_id.0, header.algorithm, header.len());
+        let body = header_len..blob.len() - TAG_LEN;
+        self.decrypt(key_id, algorithm, &mut blob, header_len)?;
+        let (tag, _) = StateTag::split(&blob[body.clone()]).map_err(|_| SealError::InconsistentPlaintext)?;
+        if tag != state {
+            return Err(SealError::InconsistentPlaintext);
+        }
+        Ok((blob, body))
     }
 
     /// Opens a blob with whichever key sealed it and seals it again with the primary key.
@@ -132,24 +186,44 @@ impl Sealer {
         self.seal_state(service, state)
     }
 
-    fn decrypt(&self, header: &Header<'_>, aad: &[u8], body: &[u8]) -> Result<Vec<u8>, SealError> {
+    /// Decrypts `blob[header_len .. len - 16]` in place, authenticating the header.
+    fn decrypt(&self, key_id: u32, algorithm: Algorithm, blob: &mut [u8], header_len: usize) -> Result<(), SealError> {
         let keyring = self.keyring.read().unwrap_or_else(PoisonError::into_inner);
-        let key_id = header.key_id.0;
         let key = keyring.get(key_id).ok_or(SealError::UnknownKey(key_id))?;
         let key_algorithm = key.cipher.algorithm();
-        if key_algorithm != header.algorithm {
+        if key_algorithm != algorithm {
             return Err(SealError::AlgorithmMismatch {
                 key_id,
                 key: key_algorithm,
-                envelope: header.algorithm,
+                envelope: algorithm,
             });
         }
-        let (ciphertext, tag) = body.split_at(body.len() - TAG_LEN);
-        let mut plaintext = ciphertext.to_vec();
+        let (aad, rest) = blob.split_at_mut(header_len);
+        let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
         key.cipher
-            .open(header.nonce, aad, &mut plaintext, tag)
-            .map_err(|_| SealError::Authentication { key_id })?;
-        Ok(plaintext)
+            .open(nonce_of(aad, algorithm), aad, body, tag)
+            .map_err(|_| SealError::Authentication { key_id })
+    }
+}
+
+/// An envelope being written: header done, plaintext going into the body in place.
+pub(crate) struct SealBuffer {
+    buf: Vec<u8>,
+    body_at: usize,
+    key_id: u32,
+    algorithm: Algorithm,
+}
+
+impl SealBuffer {
+    /// The buffer to append the plaintext to (after the header).
+    pub(crate) fn body(&mut self) -> &mut Vec<u8> {
+        &mut self.buf
+    }
+
+    /// Records the state tag in the header (offsets 10..22 of docs/FORMAT.md).
+    pub(crate) fn set_state(&mut self, state: StateTag) {
+        self.buf[10..14].copy_from_slice(&state.version.to_le_bytes());
+        self.buf[14..22].copy_from_slice(&state.fingerprint.0.to_le_bytes());
     }
 }
 

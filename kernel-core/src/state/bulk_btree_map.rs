@@ -35,7 +35,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 const MAX_RESERVE: usize = 1 << 20;
 
 /// Serializes the map as serde does.
-pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(map: &BTreeMap<K, V>, serializer: S) -> Result<S::Ok, S::Error> {
+pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+    map: &BTreeMap<K, V>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     map.serialize(serializer)
 }
 

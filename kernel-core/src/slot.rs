@@ -155,6 +155,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
 
     /// Takes the slot's mutex, unless this thread already holds it. Waits while another thread
     /// holds it (a running handler, a lifecycle change or a replacement).
+    #[inline]
     pub(crate) fn enter(&self) -> Option<Entered<'_, Req, Resp>> {
         let me = thread_token();
         if self.owner.load(Ordering::Relaxed) == me {
@@ -167,34 +168,43 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         Some(Entered { slot: self, instance })
     }
 
-    /// Serves one request on the caller's thread.
+    /// Serves one request on the caller's thread. The failure paths live in cold functions so
+    /// that this one stays small enough to inline into the caller.
+    #[inline]
     pub(crate) fn call(&self, request: Req) -> Result<Resp, CallError> {
         let Some(mut entered) = self.enter() else {
-            return Err(CallError::WouldDeadlock {
-                service: self.name.to_string(),
-            });
+            return Err(self.would_deadlock());
         };
-        let status = self.status();
-        if status != Status::Running {
-            return Err(CallError::NotRunning {
-                service: self.name.to_string(),
-                status,
-            });
+        if self.status.load(Ordering::Acquire) != Status::Running.to_u8() {
+            return Err(self.not_running());
         }
         let ctx = Context::new(&self.kernel, &self.name);
         let instance = &mut **entered.instance;
         match catch_unwind(AssertUnwindSafe(|| instance.handle(request, &ctx))) {
             Ok(response) => Ok(response),
-            Err(panic) => {
-                entered.set_status(Status::Failed);
-                let message = panic_message(&*panic);
-                tracing::error!(service = %self.name, %message, "handler panicked; service marked failed");
-                Err(CallError::Panicked {
-                    service: self.name.to_string(),
-                    message,
-                })
-            }
+            Err(panic) => Err(self.panicked(&entered, &*panic)),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn would_deadlock(&self) -> CallError {
+        CallError::WouldDeadlock { service: self.name.to_string() }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn not_running(&self) -> CallError {
+        CallError::NotRunning { service: self.name.to_string(), status: self.status() }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn panicked(&self, entered: &Entered<'_, Req, Resp>, panic: &(dyn std::any::Any + Send)) -> CallError {
+        entered.set_status(Status::Failed);
+        let message = panic_message(panic);
+        tracing::error!(service = %self.name, %message, "handler panicked; service marked failed");
+        CallError::Panicked { service: self.name.to_string(), message }
     }
 
     /// Runs a lifecycle hook with the slot held.

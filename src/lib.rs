@@ -35,7 +35,7 @@
 pub use kernel_core::*;
 pub use kernel_derive::{Migratable, Service};
 
-#[doc(hidden)]
-pub mod __private {
-    pub use kernel_core::state::{Fingerprint, MigrationError};
-}
+/// The README's examples are compiled and run as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;

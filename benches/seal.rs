@@ -6,11 +6,14 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
 use microkernel::state::{self, StateTag};
 
+/// Seal + open of one buffer in place by a raw crate.
+type RawSealOpen = Box<dyn FnMut(&mut [u8])>;
+
 const SIZES: [usize; 4] = [64, 1024, 64 * 1024, 1 << 20];
 
 /// Seal then open with the raw crate, in place in one reused buffer, key expanded once: the
 /// physical limit our envelope is measured against.
-fn raw<C: AeadInOut + KeyInit>(key: &[u8], nonce_len: usize) -> impl FnMut(&mut [u8]) {
+fn raw<C: AeadInOut + KeyInit + 'static>(key: &[u8], nonce_len: usize) -> impl FnMut(&mut [u8]) + use<C> {
     let cipher = C::new_from_slice(key).unwrap();
     let nonce = aes_gcm::aead::Nonce::<C>::try_from(&[7u8; 24][..nonce_len]).unwrap();
     move |buf| {
@@ -38,7 +41,7 @@ fn throughput(c: &mut Criterion) {
                 })
             });
             let mut buf = plain.clone();
-            let mut raw: Box<dyn FnMut(&mut [u8])> = match algorithm {
+            let mut raw: RawSealOpen = match algorithm {
                 Algorithm::Aes128Gcm => Box::new(raw::<aes_gcm::Aes128Gcm>(&key_bytes, 12)),
                 Algorithm::Aes256Gcm => Box::new(raw::<aes_gcm::Aes256Gcm>(&key_bytes, 12)),
                 Algorithm::ChaCha20Poly1305 => Box::new(raw::<chacha20poly1305::ChaCha20Poly1305>(&key_bytes, 12)),

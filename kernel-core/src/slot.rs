@@ -189,13 +189,18 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
     #[cold]
     #[inline(never)]
     fn would_deadlock(&self) -> CallError {
-        CallError::WouldDeadlock { service: self.name.to_string() }
+        CallError::WouldDeadlock {
+            service: self.name.to_string(),
+        }
     }
 
     #[cold]
     #[inline(never)]
     fn not_running(&self) -> CallError {
-        CallError::NotRunning { service: self.name.to_string(), status: self.status() }
+        CallError::NotRunning {
+            service: self.name.to_string(),
+            status: self.status(),
+        }
     }
 
     #[cold]
@@ -204,7 +209,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         entered.set_status(Status::Failed);
         let message = panic_message(panic);
         tracing::error!(service = %self.name, %message, "handler panicked; service marked failed");
-        CallError::Panicked { service: self.name.to_string(), message }
+        CallError::Panicked {
+            service: self.name.to_string(),
+            message,
+        }
     }
 
     /// Runs a lifecycle hook with the slot held.

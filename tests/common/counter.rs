@@ -162,13 +162,16 @@ pub enum Fail {
     ImportPanic,
 }
 
+/// Reports "entered start" on the sender, then waits for a message on the receiver.
+pub type Gate = (mpsc::Sender<()>, Arc<Mutex<mpsc::Receiver<()>>>);
+
 /// The counter service, "counter", over any state version.
 pub struct Counter<S> {
     pub state: S,
     pub fail: Fail,
     pub deps: Vec<&'static str>,
     /// When set, `start` reports on the first channel and waits on the second.
-    pub gate: Option<(mpsc::Sender<()>, Arc<Mutex<mpsc::Receiver<()>>>)>,
+    pub gate: Option<Gate>,
 }
 
 impl<S: Count> Counter<S> {

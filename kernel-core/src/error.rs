@@ -101,6 +101,36 @@ pub enum LifecycleError {
         /// The panic message.
         message: String,
     },
+    /// The service's state file could not be used; the service is not registered.
+    #[error("cannot restore `{service}` from the store: {source}")]
+    Restore {
+        /// The service.
+        service: String,
+        /// Why (names the file).
+        source: crate::store::StoreError,
+    },
+    /// The service stopped but its state could not be saved.
+    #[error("cannot save the state of `{service}`: {source}")]
+    Save {
+        /// The service.
+        service: String,
+        /// Why (names the file).
+        source: crate::store::StoreError,
+    },
+    /// The service's state could not be exported.
+    #[error("cannot export the state of `{service}`: {source}")]
+    Export {
+        /// The service.
+        service: String,
+        /// Why.
+        source: BoxError,
+    },
+    /// A checkpoint was asked for but the kernel has no store.
+    #[error("cannot save `{service}`: the kernel has no state store (KernelBuilder::store)")]
+    NoStore {
+        /// The service.
+        service: String,
+    },
     /// The hook would run inside a call the same service is already making on this thread.
     #[error("service `{service}` is already busy on this thread (a lifecycle change from its own hook or handler)")]
     Reentrant {

@@ -2,17 +2,20 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
 use crate::error::{CallError, Hook, LifecycleError, StopAllError};
 use crate::graph::{self, DepGraph};
 use crate::handle::Handle;
 use crate::message::{Event, KERNEL, Reply};
 use crate::notice::{Notice, Observer};
+use crate::persist::Checkpointer;
 use crate::push::{PendingReply, Pusher};
 use crate::reap::Reaper;
 use crate::seal::Sealer;
 use crate::service::{Service, Status};
 use crate::slot::{Lifecycle, Slot};
+use crate::store::StateStore;
 use crate::sync::ReentrantLock;
 
 /// The kernel. Cheap to clone (an `Arc`), `Send + Sync`: share it across threads freely.
@@ -63,6 +66,8 @@ pub struct KernelBuilder {
     observer: Option<Observer>,
     max_push_workers: usize,
     sealer: Option<Sealer>,
+    store: Option<StateStore>,
+    checkpoint_every: Option<Duration>,
     #[cfg(feature = "fault-injection")]
     transit_fault: Option<TransitFault>,
 }
@@ -77,6 +82,8 @@ impl Default for KernelBuilder {
             observer: None,
             max_push_workers: 16,
             sealer: None,
+            store: None,
+            checkpoint_every: None,
             #[cfg(feature = "fault-injection")]
             transit_fault: None,
         }
@@ -112,20 +119,36 @@ impl KernelBuilder {
         self
     }
 
+    /// Persists states in `store`: saved when a service stops and on
+    /// [`Kernel::checkpoint`]; a registering service whose file exists starts from it.
+    pub fn store(mut self, store: StateStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Also checkpoints every running service every `interval` (needs a store); failures are
+    /// reported through `tracing` at error level.
+    pub fn checkpoint_every(mut self, interval: Duration) -> Self {
+        self.checkpoint_every = Some(interval);
+        self
+    }
+
     /// Builds the kernel.
     pub fn build(self) -> Kernel {
-        Kernel {
-            shared: Arc::new(Shared {
-                registry: RwLock::new(HashMap::new()),
-                lifecycle: ReentrantLock::default(),
-                observer: self.observer,
-                pusher: Pusher::new(self.max_push_workers),
-                sealer: self.sealer,
-                reaper: Reaper::default(),
-                #[cfg(feature = "fault-injection")]
-                transit_fault: self.transit_fault,
-            }),
-        }
+        let interval = self.checkpoint_every.filter(|_| self.store.is_some());
+        let shared = Arc::new_cyclic(|weak| Shared {
+            registry: RwLock::new(HashMap::new()),
+            lifecycle: ReentrantLock::default(),
+            observer: self.observer,
+            pusher: Pusher::new(self.max_push_workers),
+            sealer: self.sealer,
+            store: self.store,
+            checkpointer: interval.map(|every| Checkpointer::start(weak.clone(), every)),
+            reaper: Reaper::default(),
+            #[cfg(feature = "fault-injection")]
+            transit_fault: self.transit_fault,
+        });
+        Kernel { shared }
     }
 }
 
@@ -138,6 +161,8 @@ pub(crate) struct Shared {
     observer: Option<Observer>,
     pusher: Pusher,
     sealer: Option<Sealer>,
+    store: Option<StateStore>,
+    checkpointer: Option<Checkpointer>,
     pub(crate) reaper: Reaper,
     #[cfg(feature = "fault-injection")]
     pub(crate) transit_fault: Option<TransitFault>,
@@ -176,7 +201,7 @@ impl Kernel {
     where
         S: Service<Request = Event, Response = Reply>,
     {
-        let slot = self.new_slot(service);
+        let slot = self.new_slot(service)?;
         self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, Some(Arc::clone(&slot)))?;
         Ok(Handle::new(slot))
     }
@@ -184,14 +209,25 @@ impl Kernel {
     /// Registers a service with its own request and response types. Only its [`Handle`]
     /// reaches it; events routed to it by name get [`CallError::Unsupported`] (415).
     pub fn register_typed<S: Service>(&self, service: S) -> Result<Handle<S::Request, S::Response>, LifecycleError> {
-        let slot = self.new_slot(service);
+        let slot = self.new_slot(service)?;
         self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, None)?;
         Ok(Handle::new(slot))
     }
 
-    fn new_slot<S: Service>(&self, service: S) -> Arc<Slot<S::Request, S::Response>> {
+    /// The slot for a new service, its state restored from the store if it has a file there.
+    fn new_slot<S: Service>(&self, mut service: S) -> Result<Arc<Slot<S::Request, S::Response>>, LifecycleError> {
+        if self.shared.read().contains_key(service.name()) {
+            return Err(LifecycleError::Duplicate {
+                name: service.name().to_owned(),
+            });
+        }
+        self.restore(&mut service)?;
         let name: Arc<str> = service.name().into();
-        Arc::new(Slot::new(name, Box::new(service), Arc::downgrade(&self.shared)))
+        Ok(Arc::new(Slot::new(
+            name,
+            Box::new(service),
+            Arc::downgrade(&self.shared),
+        )))
     }
 
     fn insert(
@@ -467,6 +503,10 @@ impl Shared {
         self.lifecycle.lock()
     }
 
+    pub(crate) fn store(&self) -> Option<&StateStore> {
+        self.store.as_ref()
+    }
+
     pub(crate) fn sealer(&self) -> Option<&Sealer> {
         self.sealer.as_ref()
     }
@@ -495,6 +535,7 @@ impl Shared {
             (Ok(()), Hook::Stop) => {
                 tracing::debug!(service, "stopped");
                 self.notify(&Notice::Stopped { service });
+                return self.save_after_stop(entry);
             }
             (Ok(()), _) => {
                 tracing::debug!(service, "started");
@@ -539,6 +580,9 @@ impl Drop for Shared {
     fn drop(&mut self) {
         if let Err(error) = self.stop_all() {
             tracing::warn!(%error, "stopping services while dropping the kernel failed");
+        }
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer.shutdown();
         }
         self.pusher.shutdown();
         self.reaper.shutdown();

@@ -13,7 +13,7 @@ use crate::context::Context;
 use crate::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::kernel::Shared;
 use crate::service::{BoxError, Service, ServiceMeta, Status};
-use crate::state::{self, Migratable, MigrationError, StateError, StateTag};
+use crate::state::{self, EncodedState, Migratable, MigrationError, StateError, StateTag};
 use crate::sync::thread_token;
 
 /// A service with its types erased down to its protocol: what a slot holds.
@@ -231,6 +231,8 @@ pub(crate) trait Lifecycle: Send + Sync {
     fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError>;
     /// The current instance's dependencies (takes the slot's mutex).
     fn dependencies(&self) -> Vec<String>;
+    /// The current instance's state, encoded (takes the slot's mutex, so it is consistent).
+    fn export_encoded(&self) -> Result<EncodedState, LifecycleError>;
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
@@ -251,5 +253,28 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .dependencies()
+    }
+
+    fn export_encoded(&self) -> Result<EncodedState, LifecycleError> {
+        let service = || self.name.to_string();
+        let entered = self
+            .enter()
+            .ok_or_else(|| LifecycleError::Reentrant { service: service() })?;
+        let mut bytes = Vec::new();
+        entered
+            .instance
+            .export(false, &mut bytes)
+            .map_err(|e| LifecycleError::Export {
+                service: service(),
+                source: match e {
+                    ExportError::Service(source) => source,
+                    ExportError::Downgrade(source) => source.into(),
+                    ExportError::Encode(source) => source.into(),
+                },
+            })?;
+        EncodedState::from_bytes(bytes).map_err(|e| LifecycleError::Export {
+            service: service(),
+            source: e.into(),
+        })
     }
 }

@@ -1,0 +1,156 @@
+//! The kernel's use of a [`StateStore`]: restore on register, save on stop, checkpoints.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::{Mutex, PoisonError, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crate::error::LifecycleError;
+use crate::kernel::{Entry, Kernel, Shared};
+use crate::service::{Service, Status};
+use crate::state;
+use crate::store::{LoadPolicy, StoreError};
+
+/// Checkpoints failed; each error names its service and file.
+#[derive(Debug, thiserror::Error)]
+#[error("{} checkpoint(s) failed: {}", .0.len(), .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct CheckpointError(pub Vec<LifecycleError>);
+
+impl Kernel {
+    /// Saves the state of every running service to the store; returns the files written.
+    /// Goes on past failures and reports every one.
+    pub fn checkpoint(&self) -> Result<Vec<PathBuf>, CheckpointError> {
+        self.shared().checkpoint_all()
+    }
+
+    /// Saves one service's state to the store, whatever its status.
+    pub fn checkpoint_service(&self, name: &str) -> Result<PathBuf, LifecycleError> {
+        let snapshot = self.shared().snapshot();
+        let entry = snapshot
+            .get(name)
+            .ok_or_else(|| LifecycleError::NotFound { name: name.to_owned() })?;
+        self.shared().save(entry)
+    }
+
+    /// Before a service is registered: if the store holds its file, import the state from it.
+    pub(crate) fn restore<S: Service>(&self, service: &mut S) -> Result<(), LifecycleError> {
+        let Some(store) = self.shared().store() else {
+            return Ok(());
+        };
+        let name = service.name().to_owned();
+        let restore_error = |source: StoreError| LifecycleError::Restore {
+            service: name.clone(),
+            source,
+        };
+        let loaded = match store.load(&name) {
+            Ok(None) => return Ok(()),
+            Ok(Some(loaded)) => Ok(loaded),
+            Err(error) => Err(error),
+        };
+        let outcome = loaded.and_then(|(path, encoded)| {
+            let state = state::decode::<S::State>(encoded.as_bytes()).map_err(|source| StoreError::Decode {
+                path: path.clone(),
+                source,
+            })?;
+            service.import_state(state).map_err(|source| StoreError::Import {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(path)
+        });
+        match outcome {
+            Ok(path) => {
+                tracing::info!(service = %name, path = %path.display(), "restored state from the store");
+                Ok(())
+            }
+            Err(error) if store.policy() == LoadPolicy::StartFreshKeepAside => {
+                let path = store.path(&name).map_err(restore_error)?;
+                if path.exists() {
+                    let aside = store.set_aside(&path).map_err(restore_error)?;
+                    tracing::warn!(service = %name, %error, aside = %aside.display(), "unusable state file set aside; starting fresh");
+                }
+                Ok(())
+            }
+            Err(error) => Err(restore_error(error)),
+        }
+    }
+}
+
+impl Shared {
+    /// Exports a service's state and writes it to the store.
+    pub(crate) fn save(&self, entry: &Entry) -> Result<PathBuf, LifecycleError> {
+        let service = entry.lifecycle.name().to_string();
+        let store = self.store().ok_or_else(|| LifecycleError::NoStore {
+            service: service.clone(),
+        })?;
+        let encoded = entry.lifecycle.export_encoded()?;
+        store
+            .save(&service, &encoded)
+            .map_err(|source| LifecycleError::Save { service, source })
+    }
+
+    /// After a successful stop: save the state if there is a store.
+    pub(crate) fn save_after_stop(&self, entry: &Entry) -> Result<(), LifecycleError> {
+        if self.store().is_none() {
+            return Ok(());
+        }
+        self.save(entry).map(|path| {
+            tracing::debug!(service = %entry.lifecycle.name(), path = %path.display(), "saved state on stop");
+        })
+    }
+
+    fn checkpoint_all(&self) -> Result<Vec<PathBuf>, CheckpointError> {
+        let snapshot = self.snapshot();
+        let mut written = Vec::new();
+        let mut errors = Vec::new();
+        for entry in snapshot.values().filter(|e| e.lifecycle.status() == Status::Running) {
+            match self.save(entry) {
+                Ok(path) => written.push(path),
+                Err(error) => errors.push(error),
+            }
+        }
+        if errors.is_empty() {
+            Ok(written)
+        } else {
+            Err(CheckpointError(errors))
+        }
+    }
+}
+
+/// A thread that checkpoints every interval until the kernel goes.
+pub(crate) struct Checkpointer {
+    stop: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
+}
+
+impl Checkpointer {
+    pub(crate) fn start(shared: Weak<Shared>, every: Duration) -> Self {
+        let (tx, rx) = mpsc::channel::<()>();
+        let worker = thread::Builder::new()
+            .name("microkernel-checkpoint".into())
+            .spawn(move || {
+                while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                    let Some(shared) = shared.upgrade() else { break };
+                    if let Err(error) = shared.checkpoint_all() {
+                        tracing::error!(%error, "periodic checkpoint failed");
+                    }
+                }
+            })
+            .ok();
+        if worker.is_none() {
+            tracing::error!("could not start the checkpoint thread; periodic checkpoints are off");
+        }
+        Self {
+            stop: Mutex::new(worker.map(|w| (tx, w))),
+        }
+    }
+
+    pub(crate) fn shutdown(&self) {
+        if let Some((tx, worker)) = self.stop.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            drop(tx);
+            if worker.thread().id() != thread::current().id() {
+                let _ = worker.join();
+            }
+        }
+    }
+}

@@ -14,7 +14,7 @@ use crate::push::{PendingReply, Pusher};
 use crate::reap::Reaper;
 use crate::seal::Sealer;
 use crate::service::{Service, Status};
-use crate::slot::{Lifecycle, Slot};
+use crate::slot::{Lifecycle, Slot, SlotOf};
 use crate::store::StateStore;
 use crate::sync::ReentrantLock;
 
@@ -215,7 +215,7 @@ impl Kernel {
     }
 
     /// The slot for a new service, its state restored from the store if it has a file there.
-    fn new_slot<S: Service>(&self, mut service: S) -> Result<Arc<Slot<S::Request, S::Response>>, LifecycleError> {
+    fn new_slot<S: Service>(&self, mut service: S) -> Result<Arc<SlotOf<S>>, LifecycleError> {
         if self.shared.read().contains_key(service.name()) {
             return Err(LifecycleError::Duplicate {
                 name: service.name().to_owned(),

@@ -240,24 +240,20 @@ fn replace_in_slot<S: Service>(
     });
 
     // 3. Stop the old instance, start the new one; the old one comes back if either fails.
-    if was_running {
-        if let Err(error) = entered.run_hook(Hook::Stop) {
-            let restarted = entered.run_hook(Hook::Start).is_ok();
-            return Err(ReplaceError {
-                old_restarted: restarted,
-                ..ReplaceError::new(service, Step::StopOld, error)
-            });
-        }
+    if was_running && let Err(error) = entered.run_hook(Hook::Stop) {
+        let restarted = entered.run_hook(Hook::Start).is_ok();
+        return Err(ReplaceError {
+            old_restarted: restarted,
+            ..ReplaceError::new(service, Step::StopOld, error)
+        });
     }
     let old = entered.swap(Box::new(new));
-    if was_running {
-        if let Err(error) = entered.run_hook(Hook::Start) {
-            let restarted = restore(&mut entered, old);
-            return Err(ReplaceError {
-                old_restarted: restarted,
-                ..ReplaceError::new(service, Step::StartNew, error)
-            });
-        }
+    if was_running && let Err(error) = entered.run_hook(Hook::Start) {
+        let restarted = restore(&mut entered, old);
+        return Err(ReplaceError {
+            old_restarted: restarted,
+            ..ReplaceError::new(service, Step::StartNew, error)
+        });
     }
     // 4. The new instance is in: release the slot to the waiting calls.
     shared.set_dependencies(service, new_deps);

@@ -68,6 +68,9 @@ impl<S: Service> Instance<S::Request, S::Response> for S {
 
 pub(crate) type BoxInstance<Req, Resp> = Box<dyn Instance<Req, Resp>>;
 
+/// The slot a service of type `S` lives in.
+pub(crate) type SlotOf<S> = Slot<<S as Service>::Request, <S as Service>::Response>;
+
 /// Where one service lives.
 pub(crate) struct Slot<Req, Resp> {
     name: Arc<str>,

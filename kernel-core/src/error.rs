@@ -125,6 +125,14 @@ pub enum LifecycleError {
         /// Why.
         source: BoxError,
     },
+    /// The `stop` hook did not return within the stop timeout; the service is marked Failed.
+    #[error("service `{service}` did not stop within {timeout:?}; marked failed")]
+    StopTimeout {
+        /// The service.
+        service: String,
+        /// The timeout.
+        timeout: std::time::Duration,
+    },
     /// A checkpoint was asked for but the kernel has no store.
     #[error("cannot save `{service}`: the kernel has no state store (KernelBuilder::store)")]
     NoStore {

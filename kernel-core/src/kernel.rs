@@ -1,7 +1,7 @@
 //! The kernel: a registry of named slots, the lifecycle in dependency order, and routing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use crate::error::{CallError, Hook, LifecycleError, StopAllError};
@@ -16,6 +16,7 @@ use crate::seal::Sealer;
 use crate::service::{Service, Status};
 use crate::slot::{Lifecycle, Slot, SlotOf};
 use crate::store::StateStore;
+use crate::supervise::Supervision;
 use crate::sync::ReentrantLock;
 
 /// The kernel. Cheap to clone (an `Arc`), `Send + Sync`: share it across threads freely.
@@ -68,6 +69,7 @@ pub struct KernelBuilder {
     sealer: Option<Sealer>,
     store: Option<StateStore>,
     checkpoint_every: Option<Duration>,
+    stop_timeout: Option<Duration>,
     #[cfg(feature = "fault-injection")]
     transit_fault: Option<TransitFault>,
 }
@@ -84,6 +86,7 @@ impl Default for KernelBuilder {
             sealer: None,
             store: None,
             checkpoint_every: None,
+            stop_timeout: None,
             #[cfg(feature = "fault-injection")]
             transit_fault: None,
         }
@@ -133,18 +136,29 @@ impl KernelBuilder {
         self
     }
 
+    /// Gives each `stop` hook at most `timeout` (during `stop`, `stop_cascade` and `stop_all`).
+    /// A service that does not stop in time is reported ([`LifecycleError::StopTimeout`]) and
+    /// marked Failed, and the others still stop in order; its hook keeps running on its own
+    /// thread until it returns.
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = Some(timeout);
+        self
+    }
+
     /// Builds the kernel.
     pub fn build(self) -> Kernel {
-        let interval = self.checkpoint_every.filter(|_| self.store.is_some());
-        let shared = Arc::new_cyclic(|weak| Shared {
+        let shared = Arc::new(Shared {
             registry: RwLock::new(HashMap::new()),
             lifecycle: ReentrantLock::default(),
             observer: self.observer,
             pusher: Pusher::new(self.max_push_workers),
             sealer: self.sealer,
+            checkpoint_every: self.checkpoint_every.filter(|_| self.store.is_some()),
             store: self.store,
-            checkpointer: interval.map(|every| Checkpointer::start(weak.clone(), every)),
+            checkpointer: Mutex::new(None),
+            stop_timeout: self.stop_timeout,
             reaper: Reaper::default(),
+            supervision: Supervision::default(),
             #[cfg(feature = "fault-injection")]
             transit_fault: self.transit_fault,
         });
@@ -162,8 +176,12 @@ pub(crate) struct Shared {
     pusher: Pusher,
     sealer: Option<Sealer>,
     store: Option<StateStore>,
-    checkpointer: Option<Checkpointer>,
+    checkpoint_every: Option<Duration>,
+    checkpointer: Mutex<Option<Checkpointer>>,
+    /// Bounds each `stop` hook during `stop_all` (and `stop`); `None` waits for ever.
+    stop_timeout: Option<Duration>,
     pub(crate) reaper: Reaper,
+    pub(crate) supervision: Supervision,
     #[cfg(feature = "fault-injection")]
     pub(crate) transit_fault: Option<TransitFault>,
 }
@@ -326,6 +344,7 @@ impl Kernel {
     /// service does nothing.
     pub fn start(&self, name: &str) -> Result<(), LifecycleError> {
         let _serial = self.shared.lifecycle.lock();
+        self.ensure_checkpointer();
         let snapshot = self.shared.snapshot();
         let entry = snapshot.get(name).ok_or_else(|| not_found(name))?;
         if entry.lifecycle.status() == Status::Running {
@@ -379,6 +398,7 @@ impl Kernel {
     /// start error is returned.
     pub fn start_all(&self) -> Result<(), LifecycleError> {
         let _serial = self.shared.lifecycle.lock();
+        self.ensure_checkpointer();
         let snapshot = self.shared.snapshot();
         let order = graph::start_order(&dep_graph(&snapshot))?;
         let mut started: Vec<&Entry> = Vec::new();
@@ -404,9 +424,21 @@ impl Kernel {
     }
 
     /// Stops every running service in reverse dependency order. Goes on past a failing stop
-    /// (that service is marked Failed) and reports every failure.
+    /// (that service is marked Failed) and reports every failure. When it returns, the
+    /// kernel's own threads (push workers, supervisor, checkpoints, reaper) have ended; they
+    /// start again when needed.
     pub fn stop_all(&self) -> Result<(), StopAllError> {
         self.shared.stop_all()
+    }
+
+    /// Starts the periodic checkpoint thread if one is configured and not running.
+    fn ensure_checkpointer(&self) {
+        if let Some(every) = self.shared.checkpoint_every {
+            let mut checkpointer = self.shared.checkpointer.lock().unwrap_or_else(PoisonError::into_inner);
+            if checkpointer.is_none() {
+                *checkpointer = Some(Checkpointer::start(Arc::downgrade(&self.shared), every));
+            }
+        }
     }
 }
 
@@ -529,8 +561,13 @@ impl Shared {
 
     /// Runs a start or stop hook and reports the outcome.
     fn run_hook(&self, entry: &Entry, hook: Hook) -> Result<(), LifecycleError> {
-        let service = &**entry.lifecycle.name();
         let result = entry.lifecycle.run_hook(hook);
+        self.report_hook(entry, hook, result)
+    }
+
+    /// Notices, logs and follow-ups (save on stop, supervision's good state) of a hook's result.
+    fn report_hook(&self, entry: &Entry, hook: Hook, result: Result<(), LifecycleError>) -> Result<(), LifecycleError> {
+        let service = &**entry.lifecycle.name();
         match (&result, hook) {
             (Ok(()), Hook::Stop) => {
                 tracing::debug!(service, "stopped");
@@ -540,6 +577,7 @@ impl Shared {
             (Ok(()), _) => {
                 tracing::debug!(service, "started");
                 self.notify(&Notice::Started { service });
+                self.supervision.started(service);
             }
             (Err(error), _) => {
                 tracing::warn!(service, %error, "hook failed; service marked failed");
@@ -550,10 +588,35 @@ impl Shared {
     }
 
     fn stop_if_running(&self, entry: &Entry) -> Result<(), LifecycleError> {
-        if entry.lifecycle.status() == Status::Running {
-            self.run_hook(entry, Hook::Stop)
-        } else {
-            Ok(())
+        if entry.lifecycle.status() != Status::Running {
+            return Ok(());
+        }
+        let Some(timeout) = self.stop_timeout else {
+            return self.run_hook(entry, Hook::Stop);
+        };
+        // Run the hook on its own thread so that a hook that never returns cannot hold up the
+        // rest of the shutdown.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lifecycle = Arc::clone(&entry.lifecycle);
+        let spawned = std::thread::Builder::new()
+            .name("microkernel-stop".into())
+            .spawn(move || drop(tx.send(lifecycle.run_hook(Hook::Stop))));
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "no thread for a bounded stop; stopping without a bound");
+            return self.run_hook(entry, Hook::Stop);
+        }
+        let service = &**entry.lifecycle.name();
+        match rx.recv_timeout(timeout) {
+            Ok(result) => self.report_hook(entry, Hook::Stop, result),
+            Err(_) => {
+                entry.lifecycle.mark_failed();
+                tracing::error!(service, ?timeout, "stop did not finish in time; marked failed");
+                self.notify(&Notice::Failed { service });
+                Err(LifecycleError::StopTimeout {
+                    service: service.to_owned(),
+                    timeout,
+                })
+            }
         }
     }
 
@@ -568,6 +631,7 @@ impl Shared {
             .rev()
             .filter_map(|name| self.stop_if_running(&snapshot[name.as_str()]).err())
             .collect();
+        self.stop_threads();
         if errors.is_empty() {
             Ok(())
         } else {
@@ -576,15 +640,23 @@ impl Shared {
     }
 }
 
+impl Shared {
+    /// Ends the kernel's own threads; each starts again when next needed.
+    fn stop_threads(&self) {
+        if let Some(checkpointer) = self.checkpointer.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            checkpointer.shutdown();
+        }
+        self.supervision.shutdown();
+        self.pusher
+            .shutdown(self.stop_timeout.unwrap_or(Duration::from_secs(5)));
+        self.reaper.shutdown();
+    }
+}
+
 impl Drop for Shared {
     fn drop(&mut self) {
         if let Err(error) = self.stop_all() {
             tracing::warn!(%error, "stopping services while dropping the kernel failed");
         }
-        if let Some(checkpointer) = &self.checkpointer {
-            checkpointer.shutdown();
-        }
-        self.pusher.shutdown();
-        self.reaper.shutdown();
     }
 }

@@ -24,6 +24,7 @@ mod service;
 mod slot;
 pub mod state;
 pub mod store;
+pub mod supervise;
 mod sync;
 
 pub use context::{Context, Level};
@@ -40,3 +41,4 @@ pub use seal::Sealer;
 pub use service::{BoxError, Service, ServiceMeta, Status};
 pub use state::{Migratable, Stateless};
 pub use store::{LoadPolicy, StateStore, StoreError};
+pub use supervise::RestartPolicy;

@@ -45,6 +45,23 @@ pub enum Notice<'a> {
         /// Whether the state crossed sealed.
         sealed: bool,
     },
+    /// A service that `service` depends on failed (its handler panicked).
+    DependencyFailed {
+        /// The running dependant being told.
+        service: &'a str,
+        /// The dependency that failed.
+        dependency: &'a str,
+    },
+    /// A supervisor restarted a failed service.
+    Restarted {
+        /// The service.
+        service: &'a str,
+    },
+    /// A supervisor gave up: more failures than its policy allows within its window.
+    GaveUp {
+        /// The service.
+        service: &'a str,
+    },
     /// A replacement completed: the new version serves.
     Replaced {
         /// The service.

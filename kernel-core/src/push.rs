@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::message::{Reply, code};
 
@@ -125,15 +125,22 @@ impl Pusher {
         }
     }
 
-    /// Closes the queue and waits for the workers to finish what they are running.
-    pub(crate) fn shutdown(&self) {
+    /// Closes the queue and waits, at most `grace`, for the workers to finish what they are
+    /// running. A worker still inside a handler after that (a hung handler) is left to finish
+    /// on its own and reported.
+    pub(crate) fn shutdown(&self, grace: Duration) {
         let pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner).take();
         let Some(Pool { jobs, workers, .. }) = pool else { return };
         drop(jobs);
         let me = thread::current().id();
-        for worker in workers {
-            // The kernel may be dropped from inside a pushed handler: never join ourselves.
-            if worker.thread().id() != me && worker.join().is_err() {
+        let deadline = Instant::now() + grace;
+        for worker in workers.into_iter().filter(|w| w.thread().id() != me) {
+            while !worker.is_finished() && Instant::now() < deadline {
+                thread::sleep(Duration::from_millis(1));
+            }
+            if !worker.is_finished() {
+                tracing::error!(thread = ?worker.thread().name(), "a push worker is stuck in a handler; leaving it");
+            } else if worker.join().is_err() {
                 tracing::warn!("a push worker panicked");
             }
         }

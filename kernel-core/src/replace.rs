@@ -265,6 +265,7 @@ fn replace_in_slot<S: Service>(
         drop(old);
     }
     tracing::info!(service, from = from.version, to = to.version, sealed, "replaced");
+    shared.supervision.forget(service);
     shared.notify(&Notice::Replaced { service });
     Ok(Replaced::Swapped { from, to, sealed })
 }

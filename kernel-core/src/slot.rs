@@ -212,6 +212,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         entered.set_status(Status::Failed);
         let message = panic_message(panic);
         tracing::error!(service = %self.name, %message, "handler panicked; service marked failed");
+        if let Some(kernel) = self.kernel.upgrade() {
+            kernel.report_failure(&self.name);
+        }
         CallError::Panicked {
             service: self.name.to_string(),
             message,
@@ -236,6 +239,8 @@ pub(crate) trait Lifecycle: Send + Sync {
     fn dependencies(&self) -> Vec<String>;
     /// The current instance's state, encoded (takes the slot's mutex, so it is consistent).
     fn export_encoded(&self) -> Result<EncodedState, LifecycleError>;
+    /// Marks the service Failed without taking its mutex (a hook holding it did not return).
+    fn mark_failed(&self);
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
@@ -256,6 +261,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .dependencies()
+    }
+
+    fn mark_failed(&self) {
+        self.status.store(Status::Failed.to_u8(), Ordering::Release);
     }
 
     fn export_encoded(&self) -> Result<EncodedState, LifecycleError> {

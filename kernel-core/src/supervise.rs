@@ -1,0 +1,307 @@
+//! Supervision: a failed service is rebuilt from a factory and its last good state, within an
+//! intensity limit, the way OTP supervisors restart children.
+//!
+//! - A service is *failed* when its handler panics or its `start` fails (outside `stop_all`).
+//! - Its running dependants are told at once: a [`Notice::DependencyFailed`] and, for
+//!   `Event`/`Reply` dependants, a pushed event `{to: dependant, from: "kernel",
+//!   kind: "dependency-failed", content: <service>}`. They keep running; their calls to the
+//!   failed service get 404 until it is back.
+//! - With [`RestartPolicy::OnFailure`], a supervisor thread waits the backoff (doubling with each
+//!   restart inside the window), builds a new instance with the factory, imports the last good
+//!   state (the service's state file if the kernel has a store and the file exists, else the
+//!   state exported when the service last started), and starts it. More than `max_restarts`
+//!   failures within `within` and the service stays Failed: [`Notice::GaveUp`] and an error in
+//!   the log.
+//! - A replacement ends the supervision of that service (the factory builds the old version):
+//!   call [`Kernel::supervise`] again with the new version's factory.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crate::error::{Hook, LifecycleError};
+use crate::handle::Handle;
+use crate::kernel::{Kernel, Shared, dep_graph};
+use crate::message::{Event, KERNEL};
+use crate::notice::Notice;
+use crate::service::{Service, Status};
+use crate::slot::SlotOf;
+use crate::{graph, state};
+
+/// What happens when a service fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RestartPolicy {
+    /// Stay Failed (the default).
+    #[default]
+    Never,
+    /// Restart, at most `max_restarts` times within `within`, waiting `backoff` before the first
+    /// restart and twice as long before each further one in the window.
+    OnFailure {
+        /// Restarts allowed within the window.
+        max_restarts: u32,
+        /// The window.
+        within: Duration,
+        /// Wait before the first restart.
+        backoff: Duration,
+    },
+}
+
+/// A supervised service, its type erased.
+trait Restarter: Send + Sync {
+    fn policy(&self) -> RestartPolicy;
+    /// Restarts on the timeline: `Some(n)` when allowed (the n-th in the window), `None` when the
+    /// limit is reached.
+    fn admit(&self, now: Instant) -> Option<u32>;
+    fn remember_good_state(&self);
+    fn restart(&self, shared: &Shared) -> Result<(), LifecycleError>;
+}
+
+struct Supervised<S: Service, F> {
+    slot: Arc<SlotOf<S>>,
+    factory: F,
+    policy: RestartPolicy,
+    last_good: Mutex<Option<Vec<u8>>>,
+    restarts: Mutex<VecDeque<Instant>>,
+}
+
+impl<S: Service, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<S, F> {
+    fn policy(&self) -> RestartPolicy {
+        self.policy
+    }
+
+    fn admit(&self, now: Instant) -> Option<u32> {
+        let RestartPolicy::OnFailure {
+            max_restarts, within, ..
+        } = self.policy
+        else {
+            return None;
+        };
+        let mut restarts = self.restarts.lock().unwrap_or_else(PoisonError::into_inner);
+        while restarts.front().is_some_and(|t| now.duration_since(*t) > within) {
+            restarts.pop_front();
+        }
+        if restarts.len() >= max_restarts as usize {
+            return None;
+        }
+        restarts.push_back(now);
+        Some(restarts.len() as u32)
+    }
+
+    fn remember_good_state(&self) {
+        use crate::slot::Lifecycle;
+        match self.slot.export_encoded() {
+            Ok(encoded) => *self.last_good.lock().unwrap_or_else(PoisonError::into_inner) = Some(encoded.into_bytes()),
+            Err(error) => tracing::warn!(%error, "could not keep the last good state for supervision"),
+        }
+    }
+
+    fn restart(&self, shared: &Shared) -> Result<(), LifecycleError> {
+        let name = self.slot.name().to_string();
+        let mut fresh = (self.factory)();
+        let from_store = match shared.store() {
+            Some(store) => store
+                .load(&name)
+                .map_err(|source| LifecycleError::Restore {
+                    service: name.clone(),
+                    source,
+                })?
+                .map(|(_, encoded)| encoded.into_bytes()),
+            None => None,
+        };
+        let bytes = from_store.or_else(|| self.last_good.lock().unwrap_or_else(PoisonError::into_inner).clone());
+        if let Some(bytes) = bytes {
+            let state = state::decode::<S::State>(&bytes).map_err(|e| LifecycleError::Export {
+                service: name.clone(),
+                source: e.into(),
+            })?;
+            fresh.import_state(state).map_err(|source| LifecycleError::Export {
+                service: name.clone(),
+                source,
+            })?;
+        }
+        let mut entered = self
+            .slot
+            .enter()
+            .ok_or_else(|| LifecycleError::Reentrant { service: name.clone() })?;
+        if entered.status() != Status::Failed {
+            return Ok(()); // someone started or replaced it meanwhile
+        }
+        let broken = entered.swap(Box::new(fresh));
+        let started = entered.run_hook(Hook::Start);
+        drop(entered);
+        drop(broken);
+        started
+    }
+}
+
+/// The kernel's supervisor: supervised services, and the thread that restarts them.
+#[derive(Default)]
+pub(crate) struct Supervision {
+    services: Mutex<HashMap<String, Arc<dyn Restarter>>>,
+    worker: Mutex<Option<(Sender<String>, JoinHandle<()>)>>,
+}
+
+impl Supervision {
+    fn get(&self, name: &str) -> Option<Arc<dyn Restarter>> {
+        self.services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+    }
+
+    /// Ends the supervision of `name` (after a replacement).
+    pub(crate) fn forget(&self, name: &str) {
+        if self
+            .services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name)
+            .is_some()
+        {
+            tracing::warn!(
+                service = name,
+                "replaced: supervision ends; supervise the new version to keep it"
+            );
+        }
+    }
+
+    /// Keeps the state of a supervised service that just started.
+    pub(crate) fn started(&self, name: &str) {
+        if let Some(restarter) = self.get(name) {
+            restarter.remember_good_state();
+        }
+    }
+
+    fn schedule(&self, shared: Weak<Shared>, name: &str) {
+        let mut worker = self.worker.lock().unwrap_or_else(PoisonError::into_inner);
+        if worker.is_none() {
+            let (tx, rx) = mpsc::channel();
+            match thread::Builder::new()
+                .name("microkernel-supervisor".into())
+                .spawn(move || supervise_loop(&shared, &rx))
+            {
+                Ok(handle) => *worker = Some((tx, handle)),
+                Err(error) => {
+                    tracing::error!(%error, service = name, "could not start the supervisor thread; no restart");
+                    return;
+                }
+            }
+        }
+        if let Some((tx, _)) = worker.as_ref() {
+            let _ = tx.send(name.to_owned());
+        }
+    }
+
+    /// Stops the supervisor thread (restarts in progress finish first).
+    pub(crate) fn shutdown(&self) {
+        let worker = self.worker.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some((tx, handle)) = worker {
+            drop(tx);
+            if handle.thread().id() != thread::current().id() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+fn supervise_loop(shared: &Weak<Shared>, failures: &Receiver<String>) {
+    while let Ok(name) = failures.recv() {
+        let Some(kernel) = shared.upgrade() else { return };
+        let Some(restarter) = kernel.supervision.get(&name) else {
+            continue;
+        };
+        let RestartPolicy::OnFailure { backoff, .. } = restarter.policy() else {
+            continue;
+        };
+        let Some(nth) = restarter.admit(Instant::now()) else {
+            tracing::error!(service = %name, "restart limit reached; the service stays failed");
+            kernel.notify(&Notice::GaveUp { service: &name });
+            continue;
+        };
+        drop(kernel);
+        // Wait the backoff, but leave at once when the kernel shuts the supervisor down.
+        let wait = backoff.saturating_mul(1 << (nth - 1).min(16));
+        let deadline = Instant::now() + wait;
+        let mut queued = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match failures.recv_timeout(left) {
+                Ok(other) => queued.push(other),
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+        let Some(kernel) = shared.upgrade() else { return };
+        match restarter.restart(&kernel) {
+            Ok(()) => {
+                tracing::info!(service = %name, restart = nth, "restarted");
+                kernel.notify(&Notice::Restarted { service: &name });
+                kernel.supervision.started(&name);
+            }
+            Err(error) => {
+                tracing::error!(service = %name, %error, "restart failed");
+                kernel.supervision.schedule(Arc::downgrade(&kernel), &name);
+            }
+        }
+        for other in queued {
+            kernel.supervision.schedule(Arc::downgrade(&kernel), &other);
+        }
+    }
+}
+
+impl Kernel {
+    /// Supervises the service behind `handle`: when it fails, it is rebuilt by `factory` and
+    /// restarted with its last good state, per `policy` (see the [module docs](crate::supervise)).
+    pub fn supervise<S, F>(&self, handle: &Handle<S::Request, S::Response>, policy: RestartPolicy, factory: F)
+    where
+        S: Service,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let restarter = Arc::new(Supervised {
+            slot: Arc::clone(&handle.slot),
+            factory,
+            policy,
+            last_good: Mutex::new(None),
+            restarts: Mutex::new(VecDeque::new()),
+        });
+        if handle.status() == Status::Running {
+            restarter.remember_good_state();
+        }
+        let name = handle.name().to_owned();
+        let services = &self.shared().supervision.services;
+        services
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name, restarter);
+    }
+}
+
+impl Shared {
+    /// A service just failed (handler panic, failed start): tell its dependants and, if it is
+    /// supervised, schedule a restart.
+    pub(crate) fn report_failure(self: &Arc<Self>, service: &str) {
+        let snapshot = self.snapshot();
+        let graph = dep_graph(&snapshot);
+        for dependant in graph::dependants(&graph, service) {
+            if snapshot[dependant].lifecycle.status() != Status::Running {
+                continue;
+            }
+            self.notify(&Notice::DependencyFailed {
+                service: dependant,
+                dependency: service,
+            });
+            let event = Event::new(dependant.to_owned(), KERNEL, "dependency-failed", service.to_owned());
+            // Fire and forget: the dependant handles it on a push worker.
+            drop(Kernel::from_shared(Arc::clone(self)).push(event));
+        }
+        if self
+            .supervision
+            .get(service)
+            .is_some_and(|r| r.policy() != RestartPolicy::Never)
+        {
+            self.supervision.schedule(Arc::downgrade(self), service);
+        }
+    }
+}

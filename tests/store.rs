@@ -351,3 +351,44 @@ fn checkpoints_survive_sigkill() {
     assert!(leftovers.len() <= 200);
     assert!(last > 0, "the child never checkpointed");
 }
+
+#[test]
+fn a_failed_checkpoint_leaves_the_service_serving_with_the_same_state() {
+    let dir = TempDir::new("ckpt-fail");
+    let kernel = kernel_on(&dir.0);
+    kernel.register(Counter::<CounterV1>::new()).unwrap();
+    kernel.start_all().unwrap();
+    kernel.call("counter", bump()).unwrap();
+    std::fs::create_dir(dir.0.join("counter.state")).unwrap();
+    let err = kernel.checkpoint().unwrap_err();
+    assert!(err.to_string().contains("counter.state"), "{err}");
+    assert_eq!(count(&kernel), "{0 v1 1}");
+}
+
+#[test]
+fn a_seal_failure_during_a_checkpoint_is_reported_and_changes_nothing() {
+    let dir = TempDir::new("seal-fail");
+    let store = StateStore::open(&dir.0, sealer().with_seal_limit(1)).unwrap();
+    let kernel = Kernel::builder().store(store).build();
+    kernel.register(Counter::<CounterV1>::new()).unwrap();
+    kernel.start_all().unwrap();
+    kernel.checkpoint().unwrap();
+    let before = hash(&dir.0.join("counter.state"));
+    kernel.call("counter", bump()).unwrap();
+    let err = kernel.checkpoint().unwrap_err();
+    assert!(err.to_string().contains("limit"), "{err}");
+    assert_eq!(hash(&dir.0.join("counter.state")), before, "the previous file stays");
+    assert_eq!(count(&kernel), "{0 v1 1}");
+}
+
+#[test]
+fn a_service_refusing_the_stored_state_is_not_registered_and_the_file_stays() {
+    let dir = TempDir::new("import-fail");
+    let path = saved_file(&dir.0);
+    let before = hash(&path);
+    let kernel = kernel_on(&dir.0);
+    let err = kernel.register(Counter::<CounterV1>::failing(common::counter::Fail::Import)).unwrap_err();
+    assert!(matches!(&err, LifecycleError::Restore { source: StoreError::Import { .. }, .. }), "{err}");
+    assert_eq!(hash(&path), before);
+    assert_eq!(kernel.status("counter"), None);
+}

@@ -387,8 +387,19 @@ fn a_service_refusing_the_stored_state_is_not_registered_and_the_file_stays() {
     let path = saved_file(&dir.0);
     let before = hash(&path);
     let kernel = kernel_on(&dir.0);
-    let err = kernel.register(Counter::<CounterV1>::failing(common::counter::Fail::Import)).unwrap_err();
-    assert!(matches!(&err, LifecycleError::Restore { source: StoreError::Import { .. }, .. }), "{err}");
+    let err = kernel
+        .register(Counter::<CounterV1>::failing(common::counter::Fail::Import))
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            LifecycleError::Restore {
+                source: StoreError::Import { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_eq!(hash(&path), before);
     assert_eq!(kernel.status("counter"), None);
 }

@@ -256,7 +256,9 @@ fn replace_in_slot<S: Service>(
         });
     }
     // 4. The new instance is in: release the slot to the waiting calls.
-    shared.set_dependencies(service, new_deps);
+    if let Some(deps) = new_deps {
+        shared.set_dependencies(service, deps);
+    }
     drop(entered);
     // Freeing a large state takes milliseconds; a small one costs less than waking the reaper.
     if state_len > REAP_ABOVE {
@@ -295,26 +297,31 @@ fn guarded<T>(service: &str, step: Step, f: impl FnOnce() -> T) -> Result<T, Rep
 }
 
 /// The new version's dependencies must be registered, form no cycle and, if the service runs,
-/// be running. Returns them for the registry.
+/// be running. Returns them if they differ from the old version's, for the registry.
 fn check_new_dependencies(
     shared: &Shared,
     service: &str,
     deps: &[&str],
     running: bool,
-) -> Result<Vec<String>, ReplaceError> {
-    let deps: Vec<String> = deps.iter().map(|d| (*d).to_owned()).collect();
+) -> Result<Option<Vec<String>>, ReplaceError> {
     let fail = |e: LifecycleError| ReplaceError::new(service, Step::Dependencies, e);
     // The common case, same dependencies as before, needs no copy of the registry: the graph
-    // was acyclic and stays so.
+    // was acyclic and stays so, and the running dependencies were checked when it started.
     let mut snapshot = shared.snapshot_if(|registered| registered.get(service).is_none_or(|e| e.deps != deps));
-    if let Some(snapshot) = &mut snapshot {
-        snapshot.get_mut(service).expect("the service is registered").deps = deps.clone();
-        graph::start_order(&dep_graph(snapshot)).map_err(fail)?;
-    }
+    let Some(snapshot) = &mut snapshot else {
+        if running {
+            let deps: Vec<String> = deps.iter().map(|d| (*d).to_owned()).collect();
+            shared.check_running(service, &deps).map_err(fail)?;
+        }
+        return Ok(None);
+    };
+    let deps: Vec<String> = deps.iter().map(|d| (*d).to_owned()).collect();
+    snapshot.get_mut(service).expect("the service is registered").deps = deps.clone();
+    graph::start_order(&dep_graph(snapshot)).map_err(fail)?;
     if running {
         shared.check_running(service, &deps).map_err(fail)?;
     }
-    Ok(deps)
+    Ok(Some(deps))
 }
 
 /// The exported state after crossing: the buffer holding it and where it lies in it.
@@ -359,7 +366,8 @@ impl Shared {
                 sealed: false,
             });
         };
-        let mut envelope = sealer.begin(service, 0).map_err(fail(Step::Seal))?;
+        // Room for a small state up front; a large one grows the buffer as it is encoded.
+        let mut envelope = sealer.begin(service, 256).map_err(fail(Step::Seal))?;
         let tag = export(envelope.body())?;
         envelope.set_state(tag);
         #[allow(unused_mut)]

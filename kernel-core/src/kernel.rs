@@ -148,7 +148,7 @@ impl KernelBuilder {
     /// Builds the kernel.
     pub fn build(self) -> Kernel {
         let shared = Arc::new(Shared {
-            registry: RwLock::new(HashMap::new()),
+            registry: RwLock::new(HashMap::default()),
             lifecycle: ReentrantLock::default(),
             observer: self.observer,
             pusher: Pusher::new(self.max_push_workers),
@@ -168,7 +168,7 @@ impl KernelBuilder {
 
 /// What the kernel holds; services reach it through a `Weak`, so they never keep it alive.
 pub(crate) struct Shared {
-    registry: RwLock<HashMap<Arc<str>, Entry>>,
+    registry: RwLock<Registry>,
     /// Serializes lifecycle changes (start, stop, replace) kernel-wide; re-entrant so that hooks
     /// may change other services' lifecycles. Calls never take it.
     lifecycle: ReentrantLock,
@@ -460,6 +460,28 @@ fn not_found(name: &str) -> LifecycleError {
 
 pub(crate) type Snapshot = BTreeMap<Arc<str>, Entry>;
 
+/// Hashes service names for the registry with FNV-1a: a name lookup is on the path of every
+/// call by name, names are short and chosen by the program (not by an attacker), and SipHash
+/// cost more than the rest of the lookup.
+#[derive(Default)]
+pub(crate) struct NameHasher(u64);
+
+impl std::hash::Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let start = if self.0 == 0 { crate::state::FNV_OFFSET } else { self.0 };
+        self.0 = crate::state::fnv1a(start, bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Names = std::hash::BuildHasherDefault<NameHasher>;
+
+/// Service name → entry.
+type Registry = HashMap<Arc<str>, Entry, Names>;
+
 pub(crate) fn dep_graph(snapshot: &Snapshot) -> DepGraph<'_> {
     snapshot
         .iter()
@@ -495,11 +517,11 @@ fn dependencies_running<'a>(
 }
 
 impl Shared {
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<Arc<str>, Entry>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
         self.registry.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<Arc<str>, Entry>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
         self.registry.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -509,7 +531,7 @@ impl Shared {
     }
 
     /// A copy of the registry if `wanted` says one is needed, taken under one read lock.
-    pub(crate) fn snapshot_if(&self, wanted: impl FnOnce(&HashMap<Arc<str>, Entry>) -> bool) -> Option<Snapshot> {
+    pub(crate) fn snapshot_if(&self, wanted: impl FnOnce(&Registry) -> bool) -> Option<Snapshot> {
         let registry = self.read();
         wanted(&registry).then(|| registry.iter().map(|(k, v)| (Arc::clone(k), v.clone())).collect())
     }

@@ -28,22 +28,21 @@ impl fmt::Display for Fingerprint {
 /// assert_ne!(fingerprint("S { a: u32 }", 1), fingerprint("S { a: u32 }", 2));
 /// ```
 pub const fn fingerprint(schema: &str, version: u32) -> Fingerprint {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    let hash = fnv1a(FNV_OFFSET, schema.as_bytes());
+    Fingerprint(fnv1a(hash, &version.to_le_bytes()))
+}
+
+/// FNV-1a's starting value.
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Folds `bytes` into an FNV-1a hash.
+pub(crate) const fn fnv1a(mut hash: u64, bytes: &[u8]) -> u64 {
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let bytes = schema.as_bytes();
-    let mut hash = OFFSET;
     let mut i = 0;
     while i < bytes.len() {
         hash ^= bytes[i] as u64;
         hash = hash.wrapping_mul(PRIME);
         i += 1;
     }
-    let v = version.to_le_bytes();
-    let mut j = 0;
-    while j < v.len() {
-        hash ^= v[j] as u64;
-        hash = hash.wrapping_mul(PRIME);
-        j += 1;
-    }
-    Fingerprint(hash)
+    hash
 }

@@ -14,4 +14,5 @@ mod fingerprint;
 pub use chain::{Migratable, Origin, Stateless};
 pub use encoding::{EncodedState, HEADER_LEN, StateTag, decode, encode, encode_into};
 pub use error::{MigrationError, StateError};
+pub(crate) use fingerprint::{FNV_OFFSET, fnv1a};
 pub use fingerprint::{Fingerprint, fingerprint};

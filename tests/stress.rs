@@ -20,7 +20,7 @@ fn env(name: &str, default: u64) -> u64 {
 
 #[test]
 fn calls_and_pushes_survive_repeated_sealed_upgrades_and_rollbacks() {
-    let cycles = env("STRESS_CYCLES", 5_000);
+    let cycles = env("STRESS_CYCLES", 20_000);
     let threads = env("STRESS_THREADS", 4);
     let key = Key::generate(Algorithm::Aes256Gcm).unwrap();
     let kernel = Kernel::builder().sealer(Sealer::new(Keyring::new(1, key))).build();

@@ -326,13 +326,10 @@ impl Kernel {
         if event.to == KERNEL {
             return PendingReply::ready(Reply::ok("Handled by kernel", "ok"));
         }
+        // The status is checked by the worker, under the slot's mutex: a service being replaced
+        // is briefly between its old and new instance, and its events must wait, not get 404.
         let slot = match self.shared.event_slot(&event.to) {
-            Ok(slot) if slot.status() == Status::Running => slot,
-            Ok(slot) => {
-                let status = slot.status();
-                let service = event.to.to_string();
-                return PendingReply::ready(CallError::NotRunning { service, status }.to_reply());
-            }
+            Ok(slot) => slot,
             Err(e) => return PendingReply::ready(e.to_reply()),
         };
         self.shared

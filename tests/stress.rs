@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::counter::{Counter, CounterV1, CounterV2, CounterV3, bump, get};
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
-use microkernel::{Handle, Kernel};
+use microkernel::{Handle, Kernel, Status};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -43,6 +43,12 @@ fn calls_and_pushes_survive_repeated_sealed_upgrades_and_rollbacks() {
                     eprintln!("stress watchdog: no progress for 60 s; deadlock");
                     std::process::abort();
                 }
+            }
+        });
+        // Nobody reading the status without the slot's mutex sees the service stop in between.
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                assert_eq!(handle.status(), Status::Running, "status seen mid-replacement");
             }
         });
         for t in 0..threads {

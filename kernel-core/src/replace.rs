@@ -240,16 +240,18 @@ fn replace_in_slot<S: Service>(
     });
 
     // 3. Stop the old instance, start the new one; the old one comes back if either fails.
-    if was_running && let Err(error) = entered.run_hook(Hook::Stop) {
-        let restarted = entered.run_hook(Hook::Start).is_ok();
+    // The status stays Running throughout (see `Entered::invoke`); only a failure changes it.
+    if was_running && let Err(error) = entered.invoke(Hook::Stop) {
+        let restarted = restart_old(&mut entered);
         return Err(ReplaceError {
             old_restarted: restarted,
             ..ReplaceError::new(service, Step::StopOld, error)
         });
     }
     let old = entered.swap(Box::new(new));
-    if was_running && let Err(error) = entered.run_hook(Hook::Start) {
-        let restarted = restore(&mut entered, old);
+    if was_running && let Err(error) = entered.invoke(Hook::Start) {
+        entered.swap(old);
+        let restarted = restart_old(&mut entered);
         return Err(ReplaceError {
             old_restarted: restarted,
             ..ReplaceError::new(service, Step::StartNew, error)
@@ -272,15 +274,12 @@ fn replace_in_slot<S: Service>(
     Ok(Replaced::Swapped { from, to, sealed })
 }
 
-/// Puts the old instance back and starts it again; whether it is running.
-fn restore<Req: Send + 'static, Resp: Send + 'static>(
-    entered: &mut crate::slot::Entered<'_, Req, Resp>,
-    old: crate::slot::BoxInstance<Req, Resp>,
-) -> bool {
-    entered.swap(old);
-    match entered.run_hook(Hook::Start) {
+/// Starts the old instance again after a failed replacement; whether it is running.
+fn restart_old<Req: Send + 'static, Resp: Send + 'static>(entered: &mut crate::slot::Entered<'_, Req, Resp>) -> bool {
+    match entered.invoke(Hook::Start) {
         Ok(()) => true,
         Err(error) => {
+            entered.set_status(Status::Failed);
             tracing::error!(%error, "restarting the old version after a failed replacement failed");
             false
         }

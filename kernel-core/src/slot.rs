@@ -112,6 +112,19 @@ impl<Req, Resp> Entered<'_, Req, Resp> {
     /// Runs `start` or `stop` on the current instance and records the outcome: Running or
     /// Stopped on success, Failed on an error or a panic.
     pub(crate) fn run_hook(&mut self, hook: Hook) -> Result<(), LifecycleError> {
+        let result = self.invoke(hook);
+        self.set_status(match (&result, hook) {
+            (Ok(()), Hook::Stop) => Status::Stopped,
+            (Ok(()), _) => Status::Running,
+            (Err(_), _) => Status::Failed,
+        });
+        result
+    }
+
+    /// Runs `start` or `stop` on the current instance, panics caught, leaving the status as it
+    /// is: a replacement swaps instances inside one Running period, so that nobody reading the
+    /// status without the mutex sees the service stopped in between.
+    pub(crate) fn invoke(&mut self, hook: Hook) -> Result<(), LifecycleError> {
         let ctx = Context::new(&self.slot.kernel, &self.slot.name);
         let instance = &mut **self.instance;
         let outcome = catch_unwind(AssertUnwindSafe(|| match hook {
@@ -119,7 +132,7 @@ impl<Req, Resp> Entered<'_, Req, Resp> {
             _ => instance.start(&ctx),
         }));
         let service = self.slot.name.to_string();
-        let result = match outcome {
+        match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(LifecycleError::HookFailed { service, hook, source }),
             Err(panic) => Err(LifecycleError::HookPanicked {
@@ -127,13 +140,7 @@ impl<Req, Resp> Entered<'_, Req, Resp> {
                 hook,
                 message: panic_message(&*panic),
             }),
-        };
-        self.set_status(match (&result, hook) {
-            (Ok(()), Hook::Stop) => Status::Stopped,
-            (Ok(()), _) => Status::Running,
-            (Err(_), _) => Status::Failed,
-        });
-        result
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Hot replacement: a running service is swapped for a new version, its state moved across as a
 //! typed value, with no request lost.
 //!
-//! The data path, top to bottom in [`replace_in_slot`]:
+//! The data path, top to bottom in `replace_in_slot` (this file):
 //!
 //! 1. take the slot (calls arriving now wait; they are neither dropped nor failed);
 //! 2. export → encode → seal → open → decode/upgrade → import into the new instance, and check

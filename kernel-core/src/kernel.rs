@@ -620,13 +620,21 @@ impl Shared {
         let spawned = std::thread::Builder::new()
             .name("microkernel-stop".into())
             .spawn(move || drop(tx.send(lifecycle.run_hook(Hook::Stop))));
-        if let Err(error) = spawned {
-            tracing::warn!(%error, "no thread for a bounded stop; stopping without a bound");
-            return self.run_hook(entry, Hook::Stop);
-        }
+        let stopper = match spawned {
+            Ok(stopper) => stopper,
+            Err(error) => {
+                tracing::warn!(%error, "no thread for a bounded stop; stopping without a bound");
+                return self.run_hook(entry, Hook::Stop);
+            }
+        };
         let service = &**entry.lifecycle.name();
         match rx.recv_timeout(timeout) {
-            Ok(result) => self.report_hook(entry, Hook::Stop, result),
+            Ok(result) => {
+                // It has sent its result and is returning: wait for it, so that no kernel
+                // thread outlives `stop_all`.
+                let _ = stopper.join();
+                self.report_hook(entry, Hook::Stop, result)
+            }
             Err(_) => {
                 entry.lifecycle.mark_failed();
                 tracing::error!(service, ?timeout, "stop did not finish in time; marked failed");

@@ -28,6 +28,11 @@ fn swap_big(c: &mut Criterion) {
     workload::fill(&handle, 100_000);
     group.bench_function("sealed aes-256-gcm", |b| b.iter(|| workload::timed_swap(&sealed)));
     assert_eq!(workload::count_and_entries(&handle).1, 100_000);
+    let plain = Kernel::new();
+    let handle = plain.register(workload::BenchEcho::default()).unwrap();
+    plain.start_all().unwrap();
+    workload::fill(&handle, 100_000);
+    group.bench_function("unsealed", |b| b.iter(|| workload::timed_swap(&plain)));
     group.finish();
 }
 

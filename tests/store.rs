@@ -226,7 +226,10 @@ fn start_fresh_policy_sets_the_bad_file_aside() {
 #[test]
 fn a_read_only_directory_gives_a_clear_error() {
     if unsafe_is_root() {
-        // root ignores directory permissions; nothing to test there.
+        // Root ignores permission bits; /proc is read-only even for root.
+        let err = StateStore::open("/proc/self/fdinfo", sealer()).unwrap_err();
+        assert!(matches!(err, StoreError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("/proc/self/fdinfo/.lock"), "{err}");
         return;
     }
     let dir = TempDir::new("readonly");

@@ -33,7 +33,7 @@
 #![forbid(unsafe_code)]
 
 pub use kernel_core::*;
-pub use kernel_derive::{Migratable, Service};
+pub use kernel_derive::{Migratable, Schema, Service};
 
 /// The README's examples are compiled and run as doc tests.
 #[doc = include_str!("../README.md")]

@@ -1,8 +1,13 @@
 //! Encoded and sealed bytes of every released version of the example's states decode into the
 //! newest version, forever; a released version's fingerprint never changes.
 //!
+//! Two sets, both tested forever: `tests/fixtures/` holds what was written before structural
+//! fingerprints (the state tag carries the legacy fingerprint), `tests/fixtures/structural/`
+//! what is written now.
+//!
 //! To add fixtures for a new version: `MICROKERNEL_WRITE_FIXTURES=1 cargo test --test fixtures`
-//! writes the missing files (existing ones are never overwritten), then commit them.
+//! writes the missing files of the current set (existing ones are never overwritten), then
+//! commit them; `MICROKERNEL_SCHEMA_LOCK=add` records the new version in `tests/echo-state.lock`.
 
 #[path = "../examples/echo/states.rs"]
 mod states;
@@ -17,9 +22,9 @@ use states::{EchoStateV1, EchoStateV2};
 /// The fixed key of the golden sealed fixtures. A test key: never use it for anything else.
 const TEST_KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
-/// Fingerprints of released versions. Changing a released struct changes its fingerprint and
-/// fails `released_fingerprints_never_change`: add a new version instead.
-const RELEASED: &[(&str, u32, u64)] = &[
+/// Legacy (declaration text) fingerprints of released versions, as the files of the first set
+/// carry them. The structural fingerprints are pinned by the schema lock.
+const RELEASED_LEGACY: &[(&str, u32, u64)] = &[
     ("EchoStateV1", 1, 0xf208_5ab1_25cb_87e4),
     ("EchoStateV2", 2, 0x3f17_4626_59b9_4fbd),
 ];
@@ -54,62 +59,104 @@ fn fixture(name: &str, make: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
-fn encoded_v1() -> Vec<u8> {
-    fixture("echo_state_v1.bin", || state::encode(&v1()).unwrap().into_bytes())
+/// The two fixture sets: the folder (under `tests/fixtures/`) and whether it is written today.
+const SETS: [(&str, bool); 2] = [("", false), ("structural/", true)];
+
+/// A fixture of a set; only the current set is ever written.
+fn fixture_in(set: &str, current: bool, name: &str, make: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
+    let path = format!("{set}{name}");
+    if current {
+        fixture(&path, make)
+    } else {
+        fixture(&path, || {
+            panic!("the legacy fixture {path} is missing; it is never rewritten")
+        })
+    }
 }
 
-fn encoded_v2() -> Vec<u8> {
-    fixture("echo_state_v2.bin", || state::encode(&v2()).unwrap().into_bytes())
+fn encoded_v1(set: &str, current: bool) -> Vec<u8> {
+    fixture_in(set, current, "echo_state_v1.bin", || {
+        state::encode(&v1()).unwrap().into_bytes()
+    })
+}
+
+fn encoded_v2(set: &str, current: bool) -> Vec<u8> {
+    fixture_in(set, current, "echo_state_v2.bin", || {
+        state::encode(&v2()).unwrap().into_bytes()
+    })
 }
 
 #[test]
-fn released_fingerprints_never_change() {
-    let current = [
-        (EchoStateV1::TYPE_NAME, EchoStateV1::VERSION, EchoStateV1::FINGERPRINT),
-        (EchoStateV2::TYPE_NAME, EchoStateV2::VERSION, EchoStateV2::FINGERPRINT),
+fn released_schemas_never_change() {
+    microkernel::state::assert_schema_lock::<EchoStateV2>("tests/echo-state.lock");
+}
+
+#[test]
+fn legacy_fingerprints_of_released_versions_stay_recognised() {
+    let legacy = [
+        (
+            EchoStateV1::TYPE_NAME,
+            EchoStateV1::VERSION,
+            EchoStateV1::LEGACY_FINGERPRINT,
+        ),
+        (
+            EchoStateV2::TYPE_NAME,
+            EchoStateV2::VERSION,
+            EchoStateV2::LEGACY_FINGERPRINT,
+        ),
     ];
-    for ((name, version, fingerprint), (rname, rversion, rfingerprint)) in current.iter().zip(RELEASED) {
+    for ((name, version, fingerprint), (rname, rversion, rfingerprint)) in legacy.iter().zip(RELEASED_LEGACY) {
         assert_eq!((*name, *version), (*rname, *rversion));
+        assert_eq!(*fingerprint, Some(Fingerprint(*rfingerprint)), "{name} v{version}");
+    }
+}
+
+#[test]
+fn encoded_fixtures_decode_into_the_newest_version() {
+    for (set, current) in SETS {
+        let newest: EchoStateV2 = state::decode(&encoded_v1(set, current)).unwrap();
         assert_eq!(
-            *fingerprint,
-            Fingerprint(*rfingerprint),
-            "{name} v{version} changed its schema ({}); released versions are frozen: add a new version",
-            match *name {
-                "EchoStateV1" => EchoStateV1::SCHEMA,
-                _ => EchoStateV2::SCHEMA,
-            }
+            newest,
+            EchoStateV2 {
+                count: 2,
+                last_from: String::new()
+            },
+            "set `{set}`"
+        );
+        assert_eq!(
+            state::decode::<EchoStateV2>(&encoded_v2(set, current)).unwrap(),
+            v2(),
+            "set `{set}`"
         );
     }
 }
 
 #[test]
-fn encoded_v1_decodes_into_the_newest_version() {
-    let newest: EchoStateV2 = state::decode(&encoded_v1()).unwrap();
+fn current_fixtures_are_what_the_encoder_writes_today() {
     assert_eq!(
-        newest,
-        EchoStateV2 {
-            count: 2,
-            last_from: String::new()
-        }
+        encoded_v1("structural/", true),
+        state::encode(&v1()).unwrap().into_bytes()
+    );
+    assert_eq!(
+        encoded_v2("structural/", true),
+        state::encode(&v2()).unwrap().into_bytes()
     );
 }
 
 #[test]
-fn encoded_v2_decodes_into_the_newest_version() {
-    assert_eq!(state::decode::<EchoStateV2>(&encoded_v2()).unwrap(), v2());
-}
-
-#[test]
-fn fixtures_are_what_the_encoder_writes_today() {
-    assert_eq!(encoded_v1(), state::encode(&v1()).unwrap().into_bytes());
-    assert_eq!(encoded_v2(), state::encode(&v2()).unwrap().into_bytes());
+fn legacy_fixtures_carry_the_legacy_fingerprints() {
+    let (tag, _) = StateTag::split(&encoded_v1("", false)).unwrap();
+    assert_eq!(Some(tag.fingerprint), EchoStateV1::LEGACY_FINGERPRINT);
+    assert_ne!(tag.fingerprint, EchoStateV1::FINGERPRINT);
+    let (tag, _) = StateTag::split(&encoded_v2("", false)).unwrap();
+    assert_eq!(Some(tag.fingerprint), EchoStateV2::LEGACY_FINGERPRINT);
 }
 
 #[test]
 fn golden_sealed_fixtures_open_under_every_algorithm() {
     for algorithm in Algorithm::ALL {
         let sealer = sealer(algorithm);
-        for (version, plain) in [(1, encoded_v1()), (2, encoded_v2())] {
+        for (version, plain) in [(1, encoded_v1("", false)), (2, encoded_v2("", false))] {
             let name = format!("sealed/echo_v{version}.{}.bin", algorithm.name());
             let blob = fixture(&name, || {
                 let encoded = state::EncodedState::from_bytes(plain.clone()).unwrap();
@@ -143,8 +190,8 @@ fn format_document_offsets_match_a_fixture() {
     let fingerprint = u64::from_le_bytes(blob[14..22].try_into().unwrap());
     assert_eq!(
         Fingerprint(fingerprint),
-        EchoStateV2::FINGERPRINT,
-        "fingerprint at 14..22"
+        EchoStateV2::LEGACY_FINGERPRINT.unwrap(),
+        "fingerprint at 14..22 (a fixture written before structural fingerprints)"
     );
     let name_len = usize::from(blob[22]);
     assert_eq!(&blob[23..23 + name_len], b"echo", "service name at 23..23+L");
@@ -152,12 +199,12 @@ fn format_document_offsets_match_a_fixture() {
     let body_len = blob.len() - nonce_end - 16;
     assert_eq!(
         body_len,
-        encoded_v2().len(),
+        encoded_v2("", false).len(),
         "ciphertext is as long as the encoded state"
     );
     // The encoded state inside starts with its own 12-byte tag: version, then fingerprint.
-    let (tag, _) = StateTag::split(&encoded_v2()).unwrap();
-    assert_eq!(tag, StateTag::of::<EchoStateV2>());
+    let (tag, _) = StateTag::split(&encoded_v2("", false)).unwrap();
+    assert_eq!(tag.version, 2);
 
     let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/FORMAT.md")).unwrap();
     for row in [

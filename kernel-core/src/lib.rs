@@ -39,6 +39,6 @@ pub use push::PendingReply;
 pub use replace::{ReplaceError, Replaced, Step};
 pub use seal::Sealer;
 pub use service::{BoxError, Service, ServiceMeta, Status};
-pub use state::{Migratable, Stateless};
+pub use state::{Migratable, Schema, Stateless};
 pub use store::{LoadPolicy, StateStore, StoreError};
 pub use supervise::RestartPolicy;

@@ -175,3 +175,23 @@ fn string_list(meta: &ParseNestedMeta<'_>) -> syn::Result<Vec<LitStr>> {
         })
         .collect()
 }
+
+/// `#[schema(as = Type)]` on a field or a container: the type whose schema stands for it (what
+/// its customised encoding encodes as).
+pub(crate) fn schema_as(attrs: &[Attribute]) -> syn::Result<Option<syn::Type>> {
+    let mut found = None;
+    for attr in attrs.iter().filter(|a| a.path().is_ident("schema")) {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("as") {
+                if found.is_some() {
+                    return Err(meta.error("duplicate `as`: give one type"));
+                }
+                found = Some(meta.value()?.parse::<syn::Type>()?);
+                Ok(())
+            } else {
+                Err(unknown(&meta, "schema", &["as"]))
+            }
+        })?;
+    }
+    Ok(found)
+}

@@ -13,6 +13,7 @@ extern crate proc_macro;
 mod attr;
 mod migratable;
 mod schema;
+mod serde_attr;
 mod service;
 mod suggest;
 
@@ -32,10 +33,27 @@ pub fn derive_service(input: TokenStream) -> TokenStream {
 /// Implements `Migratable`: `#[migratable(version = N)]` for a first version,
 /// `#[migratable(version = N, from = Prev)]` (upgrade by `From<Prev>`, or `TryFrom<Prev>` with
 /// `try_from`), and optionally `down = path::to::fn` (a `fn(&Self) -> Prev` for rollbacks).
-#[proc_macro_derive(Migratable, attributes(migratable))]
+///
+/// It also implements `Schema` (the type's whole structure, which the fingerprint hashes): each
+/// field's type must have one — `#[derive(Schema)]` on nested types of your own,
+/// `#[schema(as = T)]` on a field whose encoding is customised or whose type is foreign.
+#[proc_macro_derive(Migratable, attributes(migratable, schema))]
 pub fn derive_migratable(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     migratable::expand(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+/// Implements `Schema` for a type nested in a state: its structure in postcard's data model,
+/// which the state's fingerprint includes. `#[schema(as = T)]` on a field says what a field with
+/// a customised encoding (`#[serde(with = ...)]`) or a foreign type encodes as. Serde attributes
+/// that postcard cannot read back (`flatten`, `skip_serializing_if`, untagged or internally
+/// tagged enums) are refused.
+#[proc_macro_derive(Schema, attributes(schema))]
+pub fn derive_schema(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    schema::schema_impl(&input)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }

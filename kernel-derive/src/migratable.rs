@@ -6,7 +6,7 @@ use syn::spanned::Spanned;
 use syn::{DeriveInput, Path};
 
 use crate::attr::{MigratableAttr, migratable_attr};
-use crate::schema::schema_text;
+use crate::schema::{legacy_text, schema_impl};
 
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     if !input.generics.params.is_empty() {
@@ -17,7 +17,8 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         ));
     }
     let attr = migratable_attr(&input.attrs, input.ident.span())?;
-    let schema = schema_text(input)?;
+    let legacy = legacy_text(input)?;
+    let schema = schema_impl(input)?;
     let ident = &input.ident;
     let type_name = ident.to_string();
     let version = attr.version;
@@ -30,14 +31,15 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         #[automatically_derived]
         impl ::microkernel::Migratable for #ident {
             const VERSION: u32 = #version_lit;
-            const FINGERPRINT: ::microkernel::state::Fingerprint =
-                ::microkernel::state::fingerprint(#schema, #version);
-            const SCHEMA: &'static str = #schema;
+            const LEGACY_FINGERPRINT: ::core::option::Option<::microkernel::state::Fingerprint> =
+                ::core::option::Option::Some(::microkernel::state::legacy_fingerprint(#legacy, #version));
             const TYPE_NAME: &'static str = #type_name;
             #chain
         }
 
         #order_check
+
+        #schema
     })
 }
 

@@ -1,19 +1,214 @@
-//! The schema text a fingerprint is computed from: the type's name, field names and field
-//! types, e.g. `EchoStateV2 { count: u64, greeting: String }`. Whitespace is dropped from types
-//! so that formatting never changes a fingerprint.
+//! Code generation for a type's `Schema`: its structure in postcard's data model, built at
+//! compile time from the schemas of its fields, so nested types are seen at any depth. Used by
+//! `#[derive(Schema)]` and by `#[derive(Migratable)]`, which implements it too.
+//!
+//! Also the legacy schema text (type name, field names and field types as written), whose hash
+//! was the fingerprint before structural fingerprints; it is still emitted so older files load.
 
-use quote::ToTokens;
-use syn::{Data, DeriveInput, Fields};
+use proc_macro2::{TokenStream, TokenTree};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Data, DeriveInput, Field, Fields, Ident, Type};
 
-pub(crate) fn schema_text(input: &DeriveInput) -> syn::Result<String> {
+use crate::attr::schema_as;
+use crate::serde_attr;
+
+/// `impl Schema for #ident`, with `T: Schema` bounds for type parameters.
+pub(crate) fn schema_impl(input: &DeriveInput) -> syn::Result<TokenStream> {
+    let ident = &input.ident;
+    let shape = container_shape(input)?;
+    let mut generics = input.generics.clone();
+    for param in generics.type_params_mut() {
+        param.bounds.push(syn::parse_quote!(::microkernel::state::Schema));
+    }
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    Ok(quote! {
+        #[automatically_derived]
+        impl #impl_generics ::microkernel::state::Schema for #ident #ty_generics #where_clause {
+            const SCHEMA: &'static ::microkernel::state::NamedType = #shape;
+        }
+    })
+}
+
+/// The `&'static NamedType` expression of the whole type.
+fn container_shape(input: &DeriveInput) -> syn::Result<TokenStream> {
+    if let Some(ty) = schema_as(&input.attrs)? {
+        return Ok(schema_of(&ty));
+    }
+    let serde = serde_attr::container(&input.attrs)?;
     let name = input.ident.to_string();
     match &input.data {
-        Data::Struct(data) => Ok(format!("{name}{}", fields_text(&data.fields))),
+        Data::Struct(data) if serde.transparent => transparent_shape(input, &data.fields),
+        Data::Struct(data) => {
+            let model = fields_model(&input.ident, &data.fields, Kind::Struct)?;
+            Ok(named(&name, model))
+        }
+        Data::Enum(data) => {
+            let variants = data
+                .variants
+                .iter()
+                .map(|variant| {
+                    let member = serde_attr::member(&variant.attrs, "variant")?;
+                    if member.skipped {
+                        return Err(syn::Error::new_spanned(
+                            &variant.ident,
+                            "a skipped variant is not supported in state: postcard numbers variants by \
+                             position; remove #[serde(skip)] (or the variant)",
+                        ));
+                    }
+                    if let Some((span, _)) = member.custom {
+                        return Err(syn::Error::new(
+                            span,
+                            "a variant encoded by user code is not supported in state: the schema cannot see it",
+                        ));
+                    }
+                    let model = fields_model(&input.ident, &variant.fields, Kind::Variant)?;
+                    let name = variant.ident.to_string();
+                    Ok(quote! {
+                        &::microkernel::state::NamedVariant { name: #name, ty: &#model }
+                    })
+                })
+                .collect::<syn::Result<Vec<_>>>()?;
+            Ok(named(
+                &name,
+                quote!(::microkernel::state::DataModelType::Enum(&[#(#variants),*])),
+            ))
+        }
+        Data::Union(u) => Err(syn::Error::new_spanned(
+            u.union_token,
+            "unions are not supported in state: use a struct or an enum",
+        )),
+    }
+}
+
+fn named(name: &str, model: TokenStream) -> TokenStream {
+    quote!(&::microkernel::state::NamedType { name: #name, ty: &#model })
+}
+
+/// `<T as Schema>::SCHEMA`, spanned at `T` so that a missing impl is reported there.
+fn schema_of(ty: &Type) -> TokenStream {
+    quote_spanned!(ty.span()=> <#ty as ::microkernel::state::Schema>::SCHEMA)
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Struct,
+    Variant,
+}
+
+/// The data model of a struct's or a variant's fields (skipped fields left out).
+fn fields_model(owner: &Ident, fields: &Fields, kind: Kind) -> syn::Result<TokenStream> {
+    let (d, v) = (
+        quote!(::microkernel::state::DataModelType),
+        quote!(::microkernel::state::DataModelVariant),
+    );
+    let kept = kept_fields(owner, fields)?;
+    let shapes = kept.iter().map(|(_, shape)| shape);
+    Ok(match (fields, kind) {
+        (Fields::Unit, Kind::Struct) => quote!(#d::UnitStruct),
+        (Fields::Unit, Kind::Variant) => quote!(#v::UnitVariant),
+        (Fields::Named(_), _) => {
+            let values = kept.iter().map(|(field, shape)| {
+                let name = field.ident.as_ref().expect("named field").to_string();
+                quote!(&::microkernel::state::NamedValue { name: #name, ty: #shape })
+            });
+            match kind {
+                Kind::Struct => quote!(#d::Struct(&[#(#values),*])),
+                Kind::Variant => quote!(#v::StructVariant(&[#(#values),*])),
+            }
+        }
+        // serde encodes a one-field tuple struct (or variant) as a newtype.
+        (Fields::Unnamed(unnamed), _) if unnamed.unnamed.len() == 1 && kept.len() == 1 => {
+            let shape = &kept[0].1;
+            match kind {
+                Kind::Struct => quote!(#d::NewtypeStruct(#shape)),
+                Kind::Variant => quote!(#v::NewtypeVariant(#shape)),
+            }
+        }
+        (Fields::Unnamed(_), Kind::Struct) => quote!(#d::TupleStruct(&[#(#shapes),*])),
+        (Fields::Unnamed(_), Kind::Variant) => quote!(#v::TupleVariant(&[#(#shapes),*])),
+    })
+}
+
+/// `#[serde(transparent)]`: the schema of the one field that is encoded.
+fn transparent_shape(input: &DeriveInput, fields: &Fields) -> syn::Result<TokenStream> {
+    let kept = kept_fields(&input.ident, fields)?;
+    match kept.as_slice() {
+        [(_, shape)] => Ok(shape.clone()),
+        _ => Err(syn::Error::new_spanned(
+            &input.ident,
+            "#[serde(transparent)] needs exactly one field that is not skipped",
+        )),
+    }
+}
+
+/// The fields that are encoded, each with the expression of its schema.
+fn kept_fields<'a>(owner: &Ident, fields: &'a Fields) -> syn::Result<Vec<(&'a Field, TokenStream)>> {
+    let mut kept = Vec::new();
+    for field in fields {
+        let serde = serde_attr::member(&field.attrs, "field")?;
+        let declared = schema_as(&field.attrs)?;
+        if serde.skipped {
+            continue;
+        }
+        let shape = match (declared, serde.custom) {
+            (Some(ty), _) => schema_of(&ty),
+            (None, Some((_, path))) if is_bulk_btree_map(&path) => field_schema(owner, field)?,
+            (None, Some((span, path))) => {
+                return Err(syn::Error::new(
+                    span,
+                    format!(
+                        "this field is encoded by `{path}`, so its type does not say what its bytes are: \
+                         add #[schema(as = T)] naming a type that serde encodes the same way"
+                    ),
+                ));
+            }
+            (None, None) => field_schema(owner, field)?,
+        };
+        kept.push((field, shape));
+    }
+    Ok(kept)
+}
+
+/// `state::bulk_btree_map` encodes exactly as the map itself does.
+fn is_bulk_btree_map(path: &str) -> bool {
+    let path = path.replace(' ', "");
+    path.trim_start_matches("::").ends_with("state::bulk_btree_map")
+}
+
+/// The schema of a field's own type; a type that contains itself has no finite schema.
+fn field_schema(owner: &Ident, field: &Field) -> syn::Result<TokenStream> {
+    if mentions(field.ty.to_token_stream(), owner) {
+        return Err(syn::Error::new_spanned(
+            &field.ty,
+            format!(
+                "`{owner}` contains itself: a recursive type has no finite schema, so it cannot be part of a \
+                 state; store it flat (e.g. nodes in a Vec, linked by index)"
+            ),
+        ));
+    }
+    Ok(schema_of(&field.ty))
+}
+
+fn mentions(tokens: TokenStream, owner: &Ident) -> bool {
+    tokens.into_iter().any(|token| match token {
+        TokenTree::Ident(ident) => ident == *owner || ident == "Self",
+        TokenTree::Group(group) => mentions(group.stream(), owner),
+        _ => false,
+    })
+}
+
+/// The legacy schema text: `EchoStateV2 { count: u64, greeting: String }`, whitespace dropped
+/// from types.
+pub(crate) fn legacy_text(input: &DeriveInput) -> syn::Result<String> {
+    let name = input.ident.to_string();
+    match &input.data {
+        Data::Struct(data) => Ok(format!("{name}{}", legacy_fields(&data.fields))),
         Data::Enum(data) => {
             let variants: Vec<String> = data
                 .variants
                 .iter()
-                .map(|v| format!("{}{}", v.ident, fields_text(&v.fields)))
+                .map(|v| format!("{}{}", v.ident, legacy_fields(&v.fields)))
                 .collect();
             Ok(format!("enum {name} {{ {} }}", variants.join(", ")))
         }
@@ -24,8 +219,8 @@ pub(crate) fn schema_text(input: &DeriveInput) -> syn::Result<String> {
     }
 }
 
-fn fields_text(fields: &Fields) -> String {
-    let ty = |f: &syn::Field| compact(&f.ty.to_token_stream().to_string());
+fn legacy_fields(fields: &Fields) -> String {
+    let ty = |f: &Field| compact(&f.ty.to_token_stream().to_string());
     match fields {
         Fields::Named(named) => {
             let list: Vec<String> = named

@@ -19,6 +19,7 @@ pub struct CounterV1 {
 pub struct CounterV2 {
     pub count: u64,
     #[serde(serialize_with = "refuse_unencodable")]
+    #[schema(as = String)]
     pub label: String,
 }
 

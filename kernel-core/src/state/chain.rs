@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::{Fingerprint, MigrationError, StateError, StateTag, fingerprint};
+use super::schema::{DataModelType, NamedType, Schema};
+use super::{Fingerprint, MigrationError, StateError, StateTag, fingerprint, schema_text};
 
 /// One version of a service's state. Derive it with `#[derive(Migratable)]`:
 ///
@@ -30,18 +31,24 @@ use super::{Fingerprint, MigrationError, StateError, StateTag, fingerprint};
 ///
 /// The chain is checked at compile time: `from` must be `Migratable`, have a lower version and
 /// convert into `Self` (`From`, or `TryFrom` with `try_from`).
+///
+/// The derive also implements [`Schema`] for the type: its whole structure, nested types
+/// included (each derives `microkernel::Schema`), which [`FINGERPRINT`](Self::FINGERPRINT)
+/// hashes.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a versioned state type",
     label = "not `Migratable`",
     note = "add `#[derive(Serialize, Deserialize, Migratable)]` and `#[migratable(version = N)]` to `{Self}`"
 )]
-pub trait Migratable: Serialize + DeserializeOwned + Send + 'static {
+pub trait Migratable: Schema + Serialize + DeserializeOwned + Send + 'static {
     /// This version's number, ≥ 1, strictly greater than `Previous::VERSION`.
     const VERSION: u32;
-    /// Fingerprint of the schema text and the version.
-    const FINGERPRINT: Fingerprint;
-    /// The schema text the fingerprint was computed from, e.g. `EchoStateV1 { count: u32 }`.
-    const SCHEMA: &'static str;
+    /// Fingerprint of the whole structure ([`Schema::SCHEMA`]) and the version.
+    const FINGERPRINT: Fingerprint = fingerprint(<Self as Schema>::SCHEMA, Self::VERSION);
+    /// The fingerprint this version had before structural fingerprints (a hash of its
+    /// declaration's text), still accepted when decoding so that older files load; `None` for
+    /// a type that never had one. See docs/FORMAT.md.
+    const LEGACY_FINGERPRINT: Option<Fingerprint> = None;
     /// The type's name, for messages.
     const TYPE_NAME: &'static str;
 
@@ -59,6 +66,14 @@ pub trait Migratable: Serialize + DeserializeOwned + Send + 'static {
         })
     }
 
+    /// Appends every version of the chain, oldest first, ending with this one. Not meant to be
+    /// overridden; call [`chain_of`](super::chain_of).
+    #[doc(hidden)]
+    fn describe_chain(out: &mut Vec<VersionSchema>) {
+        Self::Previous::describe_chain(out);
+        out.push(VersionSchema::of::<Self>());
+    }
+
     /// Decodes a body tagged `tag` as this type, walking the chain down to the tagged version
     /// and upgrading back up. Not meant to be overridden; call [`decode`](super::decode).
     #[doc(hidden)]
@@ -74,6 +89,59 @@ pub trait Migratable: Serialize + DeserializeOwned + Send + 'static {
     }
 }
 
+/// One version of a chain: its type, number, fingerprint and structure.
+#[derive(Debug, Clone, Copy)]
+pub struct VersionSchema {
+    /// The type's name.
+    pub type_name: &'static str,
+    /// The version number.
+    pub version: u32,
+    /// The fingerprint of the structure and the version.
+    pub fingerprint: Fingerprint,
+    /// The structure.
+    pub schema: &'static NamedType,
+}
+
+impl VersionSchema {
+    /// The entry of `T`.
+    pub fn of<T: Migratable>() -> Self {
+        Self {
+            type_name: T::TYPE_NAME,
+            version: T::VERSION,
+            fingerprint: T::FINGERPRINT,
+            schema: <T as Schema>::SCHEMA,
+        }
+    }
+
+    /// The structure as readable text ([`schema_text`]).
+    pub fn text(&self) -> String {
+        schema_text(self.schema)
+    }
+}
+
+/// Every version of `T`'s chain, oldest first, `T` last.
+///
+/// ```
+/// # use microkernel::{Migratable, state};
+/// # use serde::{Deserialize, Serialize};
+/// #[derive(Serialize, Deserialize, Migratable)]
+/// #[migratable(version = 1)]
+/// struct V1 { n: u32 }
+/// #[derive(Serialize, Deserialize, Migratable)]
+/// #[migratable(version = 2, from = V1)]
+/// struct V2 { n: u64 }
+/// impl From<V1> for V2 { fn from(v: V1) -> Self { Self { n: v.n.into() } } }
+///
+/// let chain = state::chain_of::<V2>();
+/// assert_eq!(chain.iter().map(|v| v.version).collect::<Vec<_>>(), [1, 2]);
+/// assert_eq!(chain[0].text(), "V1 { n: u32 }");
+/// ```
+pub fn chain_of<T: Migratable>() -> Vec<VersionSchema> {
+    let mut out = Vec::new();
+    T::describe_chain(&mut out);
+    out
+}
+
 pub(super) fn unknown_version<T: Migratable>(found: u32) -> StateError {
     StateError::UnknownVersion {
         ty: T::TYPE_NAME,
@@ -87,16 +155,23 @@ pub(super) fn unknown_version<T: Migratable>(found: u32) -> StateError {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Origin {}
 
+impl Schema for Origin {
+    const SCHEMA: &'static NamedType = &NamedType {
+        name: "Origin",
+        ty: &DataModelType::Enum(&[]),
+    };
+}
+
 impl Migratable for Origin {
     const VERSION: u32 = 0;
-    const FINGERPRINT: Fingerprint = fingerprint("Origin", 0);
-    const SCHEMA: &'static str = "Origin";
     const TYPE_NAME: &'static str = "Origin";
     type Previous = Origin;
 
     fn upgrade(previous: Origin) -> Result<Self, MigrationError> {
         match previous {}
     }
+
+    fn describe_chain(_: &mut Vec<VersionSchema>) {}
 
     fn decode_tagged(tag: StateTag, _body: &[u8]) -> Result<Self, StateError> {
         Err(unknown_version::<Self>(tag.version))
@@ -107,10 +182,16 @@ impl Migratable for Origin {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stateless;
 
+impl Schema for Stateless {
+    const SCHEMA: &'static NamedType = &NamedType {
+        name: "Stateless",
+        ty: &DataModelType::UnitStruct,
+    };
+}
+
 impl Migratable for Stateless {
     const VERSION: u32 = 1;
-    const FINGERPRINT: Fingerprint = fingerprint(Self::SCHEMA, 1);
-    const SCHEMA: &'static str = "Stateless";
+    const LEGACY_FINGERPRINT: Option<Fingerprint> = Some(super::legacy_fingerprint("Stateless", 1));
     const TYPE_NAME: &'static str = "Stateless";
     type Previous = Origin;
 

@@ -131,7 +131,8 @@ pub fn decode<T: Migratable>(bytes: &[u8]) -> Result<T, StateError> {
 
 /// Decodes a body whose tag has `T`'s version: the fingerprint must match and nothing may follow.
 pub(super) fn decode_exact<T: Migratable>(tag: StateTag, body: &[u8]) -> Result<T, StateError> {
-    if tag.fingerprint != T::FINGERPRINT {
+    let known = tag.fingerprint == T::FINGERPRINT || Some(tag.fingerprint) == T::LEGACY_FINGERPRINT;
+    if !known {
         return Err(StateError::FingerprintMismatch {
             ty: T::TYPE_NAME,
             version: T::VERSION,

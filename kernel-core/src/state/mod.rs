@@ -10,9 +10,13 @@ mod chain;
 mod encoding;
 mod error;
 mod fingerprint;
+mod lock;
+mod schema;
 
-pub use chain::{Migratable, Origin, Stateless};
+pub use chain::{Migratable, Origin, Stateless, VersionSchema, chain_of};
 pub use encoding::{EncodedState, HEADER_LEN, StateTag, decode, encode, encode_into};
 pub use error::{MigrationError, StateError};
 pub(crate) use fingerprint::{FNV_OFFSET, fnv1a};
-pub use fingerprint::{Fingerprint, fingerprint};
+pub use fingerprint::{Fingerprint, fingerprint, legacy_fingerprint};
+pub use lock::{LOCK_ENV, Problem, SchemaLockError, assert_schema_lock, check_schema_lock};
+pub use schema::{DataModelType, DataModelVariant, NamedType, NamedValue, NamedVariant, Schema, schema_text};

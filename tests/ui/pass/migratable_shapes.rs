@@ -49,5 +49,10 @@ fn main() {
     for b in [state::encode(&Tuple(1, "x".into())).unwrap(), state::encode(&Unit).unwrap(), state::encode(&Mode::Custom { level: 3 }).unwrap()] {
         assert!(!b.as_bytes().is_empty());
     }
-    assert_eq!(<Mode as Migratable>::SCHEMA, "enum Mode { Off, On(u8), Custom { level: u16 } }");
+    assert_eq!(
+        state::schema_text(<Mode as state::Schema>::SCHEMA),
+        "enum Mode { Off, On(u8), Custom { level: u16 } }"
+    );
+    assert_eq!(state::schema_text(<Tuple as state::Schema>::SCHEMA), "Tuple(u32, String)");
+    assert_eq!(state::schema_text(<Unit as state::Schema>::SCHEMA), "Unit");
 }

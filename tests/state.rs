@@ -197,3 +197,46 @@ proptest! {
         let _ = state::decode::<CounterV3>(&bytes);
     }
 }
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, microkernel::Migratable)]
+#[migratable(version = 1)]
+struct Table {
+    #[serde(with = "microkernel::state::bulk_btree_map")]
+    entries: std::collections::BTreeMap<String, u64>,
+}
+
+/// 32 KiB per value.
+type Block = [[[u64; 32]; 32]; 4];
+
+#[derive(serde::Serialize, serde::Deserialize, microkernel::Migratable)]
+#[migratable(version = 1)]
+struct Blocks {
+    #[serde(with = "microkernel::state::bulk_btree_map")]
+    entries: std::collections::BTreeMap<u64, Block>,
+}
+
+/// A short body claiming 2^60 entries once made `bulk_btree_map` reserve 2^20 of them — 32 GiB
+/// for this type, more than this machine has: the process aborted. What it reserves is now
+/// bounded by the input's bytes.
+#[test]
+fn a_lying_map_length_costs_no_memory() {
+    let mut bytes = StateTag::of::<Blocks>().to_bytes().to_vec();
+    bytes.extend(postcard::to_allocvec(&(1u64 << 60)).unwrap());
+    bytes.extend([1, 5]);
+    let err = state::decode::<Blocks>(&bytes).map(|_| ()).unwrap_err();
+    assert!(matches!(err, StateError::Decode { .. }), "{err}");
+    let mut bytes = StateTag::of::<Table>().to_bytes().to_vec();
+    bytes.extend(postcard::to_allocvec(&(1u64 << 60)).unwrap());
+    bytes.extend([1, b'a', 5]);
+    let err = state::decode::<Table>(&bytes).unwrap_err();
+    assert!(matches!(err, StateError::Decode { .. }), "{err}");
+}
+
+#[test]
+fn a_large_honest_map_decodes_whole() {
+    let table = Table {
+        entries: (0..20_000u64).map(|i| (format!("key-{i}"), i)).collect(),
+    };
+    let bytes = state::encode(&table).unwrap();
+    assert_eq!(state::decode::<Table>(bytes.as_bytes()).unwrap(), table);
+}

@@ -42,7 +42,27 @@ pub(crate) fn service_attr(attrs: &[Attribute], ident_span: Span) -> syn::Result
     if name.value().is_empty() {
         return Err(syn::Error::new_spanned(&name, "the service name must not be empty"));
     }
+    check_deps(&name, &deps)?;
     Ok(ServiceAttr { name, deps })
+}
+
+/// Each dependency once, and not the service itself.
+fn check_deps(name: &LitStr, deps: &[LitStr]) -> syn::Result<()> {
+    for (i, dep) in deps.iter().enumerate() {
+        if dep.value() == name.value() {
+            return Err(syn::Error::new_spanned(
+                dep,
+                format!("`{}` cannot depend on itself: remove it from `deps`", name.value()),
+            ));
+        }
+        if deps[..i].iter().any(|d| d.value() == dep.value()) {
+            return Err(syn::Error::new_spanned(
+                dep,
+                format!("`{}` is listed twice in `deps`: list each dependency once", dep.value()),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `#[migratable(version = N, from = Prev, try_from, down = path)]`.

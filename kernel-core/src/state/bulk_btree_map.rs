@@ -5,7 +5,9 @@
 //! tree from its root and comparing keys it has to fetch from memory. An encoded `BTreeMap` is
 //! already sorted, so collecting its entries and building the tree in one pass (what
 //! `BTreeMap::from_iter` does with sorted input) is about twice as fast for large maps of
-//! strings. The encoding is unchanged: a field can switch to this without a new version.
+//! strings. The encoding is unchanged: a field can switch to this without a new version (and
+//! the schema fingerprint stays the map's). Room for the entries is reserved up front, but never
+//! for more entries than the input has bytes left, whatever length the input claims.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -30,9 +32,6 @@ use std::marker::PhantomData;
 
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
-/// Most entries reserved up front, whatever the encoded length claims.
-const MAX_RESERVE: usize = 1 << 20;
 
 /// Serializes the map as serde does.
 pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
@@ -59,7 +58,7 @@ where
         }
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0).min(MAX_RESERVE));
+            let mut entries = Vec::with_capacity(super::budget::reserve_bound(map.size_hint().unwrap_or(0)));
             while let Some(entry) = map.next_entry()? {
                 entries.push(entry);
             }

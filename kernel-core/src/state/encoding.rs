@@ -140,7 +140,8 @@ pub(super) fn decode_exact<T: Migratable>(tag: StateTag, body: &[u8]) -> Result<
             found: tag.fingerprint,
         });
     }
-    let (value, rest) = postcard::take_from_bytes::<T>(body).map_err(|source| StateError::Decode {
+    let decoded = super::budget::with_input_len(body.len(), || postcard::take_from_bytes::<T>(body));
+    let (value, rest) = decoded.map_err(|source| StateError::Decode {
         ty: T::TYPE_NAME,
         version: T::VERSION,
         source,

@@ -5,6 +5,7 @@
 //! fingerprint, so [`decode`] knows which type the bytes are and walks the chain up to the type the
 //! caller asked for. No `Any`, no downcast: the chain is a chain of types, resolved at compile time.
 
+mod budget;
 pub mod bulk_btree_map;
 mod chain;
 mod encoding;

@@ -1,0 +1,5 @@
+#[derive(microkernel::Service)]
+#[service(name = "api", deps = ["api"])]
+struct Api;
+
+fn main() {}

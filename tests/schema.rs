@@ -281,10 +281,9 @@ mod lock {
     #[test]
     fn a_missing_lock_is_an_error_until_added_then_it_holds() {
         let path = temp_lock("missing");
-        assert!(matches!(
-            check_schema_lock::<released::Acct>(&path, false),
-            Err(SchemaLockError::Io { .. })
-        ));
+        let err = check_schema_lock::<released::Acct>(&path, false).unwrap_err();
+        assert!(matches!(err, SchemaLockError::NoLock { .. }), "{err}");
+        assert!(err.to_string().contains("MICROKERNEL_SCHEMA_LOCK=add"), "{err}");
         assert_eq!(check_schema_lock::<released::Acct>(&path, true).unwrap(), [1]);
         assert_eq!(
             check_schema_lock::<released::Acct>(&path, false).unwrap(),

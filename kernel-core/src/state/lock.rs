@@ -63,6 +63,12 @@ pub fn check_schema_lock<T: Migratable>(path: impl AsRef<Path>, add_new: bool) -
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && add_new => String::new(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(SchemaLockError::NoLock {
+                path: path.to_owned(),
+                newest: T::TYPE_NAME,
+            });
+        }
         Err(source) => {
             return Err(SchemaLockError::Io {
                 path: path.to_owned(),
@@ -128,6 +134,14 @@ pub enum SchemaLockError {
         path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
+    },
+    /// There is no lock file yet.
+    #[error("schema lock `{}` does not exist: run the tests once with {LOCK_ENV}=add to record the chain of {newest}, then commit the file", path.display())]
+    NoLock {
+        /// The lock file.
+        path: PathBuf,
+        /// The newest type of the chain checked.
+        newest: &'static str,
     },
     /// The lock file is not in the lock format.
     #[error("schema lock `{}`, line {line}: {reason}", path.display())]

@@ -20,4 +20,4 @@ pub use error::{MigrationError, StateError};
 pub(crate) use fingerprint::{FNV_OFFSET, fnv1a};
 pub use fingerprint::{Fingerprint, fingerprint, legacy_fingerprint};
 pub use lock::{LOCK_ENV, Problem, SchemaLockError, assert_schema_lock, check_schema_lock};
-pub use schema::{DataModelType, DataModelVariant, NamedType, NamedValue, NamedVariant, Schema, schema_text};
+pub use schema::{Bytes, DataModelType, DataModelVariant, NamedType, NamedValue, NamedVariant, Schema, schema_text};

@@ -88,6 +88,15 @@ const fn named(name: &'static str, ty: &'static DataModelType) -> NamedType {
     NamedType { name, ty }
 }
 
+/// Stands for a byte string (serde's `serialize_bytes`, e.g. `serde_bytes` or a UUID in a
+/// binary format) in `#[schema(as = microkernel::state::Bytes)]`; it has no values.
+#[derive(Debug, Clone, Copy)]
+pub enum Bytes {}
+
+impl Schema for Bytes {
+    const SCHEMA: &'static NamedType = &named("bytes", &DataModelType::ByteArray);
+}
+
 impl<T: Schema> Schema for Option<T> {
     const SCHEMA: &'static NamedType = &named("Option", &DataModelType::Option(T::SCHEMA));
 }

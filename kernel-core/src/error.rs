@@ -174,8 +174,12 @@ pub enum CallError {
         status: Status,
     },
     /// The call would wait on itself: the service is already handling a call further up this
-    /// thread's stack (a self-call, or A → B → A).
-    #[error("call to `{service}` would deadlock: `{service}` is already handling a call on this thread")]
+    /// thread's stack (a self-call, or A → B → A), or the thread holding it waits, directly or
+    /// through other services, for one this thread holds (A → B on one thread while B → A on
+    /// another).
+    #[error(
+        "call to `{service}` would deadlock: `{service}` is busy with a call that waits, directly or through other services, on this thread"
+    )]
     WouldDeadlock {
         /// The service.
         service: String,

@@ -241,11 +241,7 @@ impl Kernel {
         }
         self.restore(&mut service)?;
         let name: Arc<str> = service.name().into();
-        Ok(Arc::new(Slot::new(
-            name,
-            Box::new(service),
-            Arc::downgrade(&self.shared),
-        )))
+        Ok(Slot::new(name, Box::new(service), Arc::downgrade(&self.shared)))
     }
 
     fn insert(

@@ -26,6 +26,7 @@ pub mod state;
 pub mod store;
 pub mod supervise;
 mod sync;
+mod wait;
 
 pub use context::{Context, Level};
 pub use error::{CallError, Cycle, Hook, LifecycleError, StopAllError};

@@ -7,7 +7,7 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
 
 use crate::context::Context;
 use crate::error::{CallError, Hook, LifecycleError, panic_message};
@@ -15,6 +15,7 @@ use crate::kernel::Shared;
 use crate::service::{BoxError, Service, ServiceMeta, Status};
 use crate::state::{self, EncodedState, Migratable, MigrationError, StateError, StateTag};
 use crate::sync::thread_token;
+use crate::wait::{self, Held};
 
 /// A service with its types erased down to its protocol: what a slot holds.
 pub(crate) trait Instance<Req, Resp>: Send {
@@ -81,7 +82,23 @@ pub(crate) struct Slot<Req, Resp> {
     status: AtomicU8,
     instance: Mutex<BoxInstance<Req, Resp>>,
     kernel: Weak<Shared>,
+    /// The slot itself, for the wait table when a caller has to wait (see `wait`).
+    this: Weak<Self>,
 }
+
+/// Why a thread cannot take a slot.
+#[derive(Debug)]
+pub(crate) enum Blocked {
+    /// This thread already holds it (a self-call, or A → B → A on one thread).
+    Reentry,
+    /// Waiting would close a cycle of threads each waiting for a slot another holds; the
+    /// services along it.
+    Cycle(Vec<String>),
+}
+
+/// Times a waiting caller retries at once before it registers its wait: most holders are short
+/// handlers, and registering takes a process-wide lock.
+const SPINS: u32 = 64;
 
 /// The slot's mutex, held by the current thread; clears the owner when dropped.
 pub(crate) struct Entered<'a, Req, Resp> {
@@ -145,14 +162,15 @@ impl<Req, Resp> Entered<'_, Req, Resp> {
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
-    pub(crate) fn new(name: Arc<str>, instance: BoxInstance<Req, Resp>, kernel: Weak<Shared>) -> Self {
-        Self {
+    pub(crate) fn new(name: Arc<str>, instance: BoxInstance<Req, Resp>, kernel: Weak<Shared>) -> Arc<Self> {
+        Arc::new_cyclic(|this| Self {
             name,
             owner: AtomicU64::new(0),
             status: AtomicU8::new(Status::Created.to_u8()),
             instance: Mutex::new(instance),
             kernel,
-        }
+            this: Weak::clone(this),
+        })
     }
 
     pub(crate) fn name(&self) -> &Arc<str> {
@@ -163,27 +181,74 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         Status::from_u8(self.status.load(Ordering::Acquire))
     }
 
-    /// Takes the slot's mutex, unless this thread already holds it. Waits while another thread
-    /// holds it (a running handler, a lifecycle change or a replacement).
+    /// Takes the slot's mutex, unless this thread already holds it or waiting for it would
+    /// deadlock. Waits while another thread holds it (a running handler, a lifecycle change or
+    /// a replacement).
     #[inline]
     pub(crate) fn enter(&self) -> Option<Entered<'_, Req, Resp>> {
+        self.try_enter().ok()
+    }
+
+    /// [`enter`](Self::enter), saying why it could not.
+    #[inline]
+    pub(crate) fn try_enter(&self) -> Result<Entered<'_, Req, Resp>, Blocked> {
         let me = thread_token();
         if self.owner.load(Ordering::Relaxed) == me {
-            return None;
+            return Err(Blocked::Reentry);
         }
         // A panic inside the lock is caught before it unwinds through the guard, so poisoning
         // only happens if the kernel itself panicked; the instance is still consistent then.
-        let instance = self.instance.lock().unwrap_or_else(PoisonError::into_inner);
+        let instance = match self.instance.try_lock() {
+            Ok(instance) => instance,
+            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+            Err(TryLockError::WouldBlock) => self.wait_to_enter(me)?,
+        };
         self.owner.store(me, Ordering::Relaxed);
-        Some(Entered { slot: self, instance })
+        Ok(Entered { slot: self, instance })
+    }
+
+    /// The contended path: retry briefly, then register the wait (refused if it would close a
+    /// cycle) and block until the holder leaves.
+    #[cold]
+    #[inline(never)]
+    fn wait_to_enter(&self, me: u64) -> Result<MutexGuard<'_, BoxInstance<Req, Resp>>, Blocked> {
+        for _ in 0..SPINS {
+            std::hint::spin_loop();
+            if let Some(instance) = self.try_lock_now() {
+                return Ok(instance);
+            }
+        }
+        let Some(this) = self.this.upgrade() else {
+            // Unreachable while a caller holds a reference: the slot lives in an `Arc`.
+            return Ok(self.instance.lock().unwrap_or_else(PoisonError::into_inner));
+        };
+        let waiting = match wait::begin(me, this) {
+            Ok(waiting) => waiting,
+            Err(cycle) => {
+                // The walk may have read a holder that was just leaving: one last try.
+                return self.try_lock_now().ok_or(Blocked::Cycle(cycle));
+            }
+        };
+        let instance = self.instance.lock().unwrap_or_else(PoisonError::into_inner);
+        drop(waiting);
+        Ok(instance)
+    }
+
+    fn try_lock_now(&self) -> Option<MutexGuard<'_, BoxInstance<Req, Resp>>> {
+        match self.instance.try_lock() {
+            Ok(instance) => Some(instance),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 
     /// Serves one request on the caller's thread. The failure paths live in cold functions so
     /// that this one stays small enough to inline into the caller.
     #[inline]
     pub(crate) fn call(&self, request: Req) -> Result<Resp, CallError> {
-        let Some(mut entered) = self.enter() else {
-            return Err(self.would_deadlock());
+        let mut entered = match self.try_enter() {
+            Ok(entered) => entered,
+            Err(blocked) => return Err(self.would_deadlock(blocked)),
         };
         if self.status.load(Ordering::Acquire) != Status::Running.to_u8() {
             return Err(self.not_running());
@@ -198,7 +263,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
 
     #[cold]
     #[inline(never)]
-    fn would_deadlock(&self) -> CallError {
+    fn would_deadlock(&self, blocked: Blocked) -> CallError {
+        if let Blocked::Cycle(cycle) = &blocked {
+            tracing::warn!(
+                service = %self.name,
+                cycle = %cycle.join(" -> "),
+                "call refused: its holder waits, through the services named, for one this thread holds"
+            );
+        }
         CallError::WouldDeadlock {
             service: self.name.to_string(),
         }
@@ -234,6 +306,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
             service: self.name.to_string(),
         })?;
         entered.run_hook(hook)
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Held for Slot<Req, Resp> {
+    fn holder(&self) -> u64 {
+        self.owner.load(Ordering::Relaxed)
+    }
+
+    fn service(&self) -> &str {
+        &self.name
     }
 }
 

@@ -1,0 +1,126 @@
+//! Calls never deadlock across threads: N threads each inside service `s<i>` call `s<i+1>` at
+//! the same moment, closing a cycle of waits. At least one caller gets `WouldDeadlock`, none
+//! hangs, every call is answered. A watchdog turns a hang into a failure (no timed assertion).
+
+use std::sync::mpsc;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+use microkernel::{BoxError, Context, Event, Kernel, Reply, Service, ServiceMeta, Stateless, code};
+
+/// One service of the ring: on "ring" it waits until every thread is inside its own service,
+/// then calls the next one ("leaf", answered at once).
+struct Link {
+    name: &'static str,
+    next: &'static str,
+    barrier: Arc<Barrier>,
+}
+
+impl ServiceMeta for Link {
+    type State = Stateless;
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn dependencies(&self) -> &[&str] {
+        &[]
+    }
+    fn export_state(&self) -> Result<&Stateless, BoxError> {
+        Ok(&Stateless)
+    }
+    fn import_state(&mut self, _: Stateless) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl Service for Link {
+    type Request = Event;
+    type Response = Reply;
+    fn handle(&mut self, event: Event, ctx: &Context<'_>) -> Reply {
+        if event.kind != "ring" {
+            return Reply::ok("leaf", self.name);
+        }
+        self.barrier.wait();
+        match ctx.call(self.next, Event::new(self.next, self.name, "leaf", "")) {
+            Ok(reply) => reply,
+            Err(error) => error.to_reply(),
+        }
+    }
+}
+
+fn leak(name: String) -> &'static str {
+    Box::leak(name.into_boxed_str())
+}
+
+/// Runs one round of an `n`-service cycle across `n` threads; returns how many callers were
+/// refused with `WouldDeadlock`.
+fn ring_round(n: usize) -> usize {
+    let barrier = Arc::new(Barrier::new(n));
+    let kernel = Kernel::new();
+    let names: Vec<&'static str> = (0..n).map(|i| leak(format!("s{i}"))).collect();
+    for i in 0..n {
+        kernel
+            .register(Link {
+                name: names[i],
+                next: names[(i + 1) % n],
+                barrier: Arc::clone(&barrier),
+            })
+            .unwrap();
+    }
+    kernel.start_all().unwrap();
+    let replies: Vec<Reply> = thread::scope(|s| {
+        let callers: Vec<_> = names
+            .iter()
+            .map(|name| {
+                let kernel = kernel.clone();
+                s.spawn(move || kernel.call(name, Event::new(*name, "test", "ring", "")).unwrap())
+            })
+            .collect();
+        callers.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    assert_eq!(replies.len(), n, "every call is answered once");
+    let refused = replies.iter().filter(|r| r.code == code::LOOP).count();
+    for reply in &replies {
+        assert!(
+            reply.code == code::LOOP || (reply.is_ok() && reply.message == "leaf"),
+            "unexpected reply {reply}"
+        );
+    }
+    kernel.stop_all().unwrap();
+    refused
+}
+
+/// Runs `rounds` rounds of an `n`-cycle under a watchdog.
+fn rings(n: usize, rounds: usize) {
+    let (done, finished) = mpsc::channel();
+    let worker = thread::spawn(move || {
+        for _ in 0..rounds {
+            let refused = ring_round(n);
+            assert!(refused >= 1, "a cycle of {n} closed and nobody was refused");
+            assert!(
+                refused < n,
+                "all {n} callers were refused: at least one could have waited"
+            );
+        }
+        done.send(()).unwrap();
+    });
+    if finished.recv_timeout(Duration::from_secs(120)).is_err() {
+        panic!("deadlock: a {n}-service cycle across {n} threads hung (watchdog)");
+    }
+    worker.join().unwrap();
+}
+
+#[test]
+fn a_two_service_cycle_across_two_threads_never_hangs() {
+    rings(2, 100);
+}
+
+#[test]
+fn a_three_service_cycle_across_three_threads_never_hangs() {
+    rings(3, 60);
+}
+
+#[test]
+fn an_eight_service_cycle_across_eight_threads_never_hangs() {
+    rings(8, 30);
+}

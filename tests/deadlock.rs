@@ -124,3 +124,65 @@ fn a_three_service_cycle_across_three_threads_never_hangs() {
 fn an_eight_service_cycle_across_eight_threads_never_hangs() {
     rings(8, 30);
 }
+
+/// A service whose handler holds the slot until the test lets it go.
+#[derive(microkernel::Service)]
+#[service(name = "busy")]
+struct Busy {
+    entered: mpsc::Sender<()>,
+    release: Arc<std::sync::Mutex<mpsc::Receiver<()>>>,
+    served: u32,
+}
+
+impl Service for Busy {
+    type Request = Event;
+    type Response = Reply;
+    fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
+        self.served += 1;
+        if event.kind == "hold" {
+            self.entered.send(()).unwrap();
+            self.release.lock().unwrap().recv().unwrap();
+        }
+        Reply::ok("served", self.served.to_string())
+    }
+}
+
+#[test]
+fn call_timeout_bounds_the_wait_to_enter_and_delivers_nothing_past_it() {
+    let (entered_tx, entered) = mpsc::channel();
+    let (release, release_rx) = mpsc::channel();
+    let kernel = Kernel::new();
+    let busy = kernel
+        .register(Busy {
+            entered: entered_tx,
+            release: Arc::new(std::sync::Mutex::new(release_rx)),
+            served: 0,
+        })
+        .unwrap();
+    kernel.start_all().unwrap();
+    let holder = {
+        let busy = busy.clone();
+        thread::spawn(move || busy.call(Event::new("busy", "t", "hold", "")).unwrap())
+    };
+    entered.recv().unwrap();
+    // The handler is running: a bounded call gives up instead of waiting for it.
+    let err = busy
+        .call_timeout(Event::new("busy", "t", "hi", ""), Duration::from_millis(20))
+        .unwrap_err();
+    assert!(
+        matches!(err, microkernel::CallError::Timeout { ref service, .. } if service == "busy"),
+        "{err}"
+    );
+    assert_eq!(err.to_reply().code, code::TIMEOUT);
+    let err = kernel
+        .call_timeout("busy", Event::new("busy", "t", "hi", ""), Duration::from_millis(20))
+        .unwrap_err();
+    assert!(matches!(err, microkernel::CallError::Timeout { .. }), "{err}");
+    // The running handler was not interrupted, and the refused requests were never delivered.
+    release.send(()).unwrap();
+    assert_eq!(holder.join().unwrap().data, "1");
+    let reply = busy
+        .call_timeout(Event::new("busy", "t", "hi", ""), Duration::from_millis(20))
+        .unwrap();
+    assert_eq!(reply.data, "2");
+}

@@ -81,6 +81,14 @@ impl<'a> Context<'a> {
         self.kernel().ok_or(CallError::KernelGone)?.call(to, event)
     }
 
+    /// [`call`](Self::call), waiting at most `timeout` to enter the service `to` (see
+    /// [`Handle::call_timeout`](crate::Handle::call_timeout)).
+    pub fn call_timeout(&self, to: &str, event: Event, timeout: Duration) -> Result<Reply, CallError> {
+        self.kernel()
+            .ok_or(CallError::KernelGone)?
+            .call_timeout(to, event, timeout)
+    }
+
     /// Pushes an event to the kernel and waits at most `timeout` for its reply: the Go design's
     /// `Push`. Failures come back as reply codes (404, 408, 500…).
     pub fn push(&self, event: Event, timeout: Duration) -> Reply {

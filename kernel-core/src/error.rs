@@ -184,6 +184,17 @@ pub enum CallError {
         /// The service.
         service: String,
     },
+    /// The service stayed busy longer than the caller's `call_timeout` allowed; the request
+    /// was not delivered.
+    #[error(
+        "service `{service}` stayed busy for longer than the call's timeout of {timeout:?}; the request was not delivered"
+    )]
+    Timeout {
+        /// The service.
+        service: String,
+        /// The bound the caller gave.
+        timeout: std::time::Duration,
+    },
     /// The handler panicked; the service is now Failed.
     #[error("service `{service}` panicked while handling a call: {message}")]
     Panicked {
@@ -205,12 +216,13 @@ pub enum CallError {
 
 impl CallError {
     /// The Go design's reply for this failure: 404 for an unknown or stopped target, 508 for a
-    /// call loop, 500 for a panic, 415 for a protocol mismatch, 503 when the kernel is gone.
+    /// call loop, 408 for a call timeout, 500 for a panic, 415 for a protocol mismatch, 503 when the kernel is gone.
     pub fn to_reply(&self) -> Reply {
         let (code, message) = match self {
             CallError::NotFound { .. } => (code::NOT_FOUND, "Not found service"),
             CallError::NotRunning { .. } => (code::NOT_FOUND, "Service not running"),
             CallError::WouldDeadlock { .. } => (code::LOOP, "Call loop detected"),
+            CallError::Timeout { .. } => (code::TIMEOUT, "Service busy past the timeout"),
             CallError::Panicked { .. } => (code::FAILED, "Service failed"),
             CallError::Unsupported { .. } => (code::UNSUPPORTED, "Unsupported request type"),
             CallError::KernelGone => (code::UNAVAILABLE, "Kernel unavailable"),

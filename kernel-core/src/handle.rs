@@ -1,6 +1,7 @@
 //! Typed handles: a service reached without a name lookup, across replacements.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::CallError;
 use crate::message::{Event, Reply};
@@ -25,6 +26,33 @@ impl<Req: Send + 'static, Resp: Send + 'static> Handle<Req, Resp> {
     #[inline]
     pub fn call(&self, request: Req) -> Result<Resp, CallError> {
         self.slot.call(request)
+    }
+
+    /// Like [`call`](Self::call), but waits at most `timeout` to enter the service while
+    /// another caller, a lifecycle change or a replacement holds it; past it the request is not
+    /// delivered and [`CallError::Timeout`] is returned. The bound is on entering: a handler that
+    /// has started is not interrupted, so the whole call can take longer than `timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # use microkernel::{Context, Event, Kernel, Reply, Service};
+    /// # #[derive(microkernel::Service)]
+    /// # #[service(name = "echo")]
+    /// # struct Echo;
+    /// # impl Service for Echo {
+    /// #     type Request = Event;
+    /// #     type Response = Reply;
+    /// #     fn handle(&mut self, ev: Event, _: &Context<'_>) -> Reply { Reply::ok("echo", ev.content) }
+    /// # }
+    /// let kernel = Kernel::new();
+    /// let echo = kernel.register(Echo)?;
+    /// kernel.start_all()?;
+    /// let reply = echo.call_timeout(Event::new("echo", "me", "say", "hi"), Duration::from_millis(50))?;
+    /// assert_eq!(reply.data, "hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn call_timeout(&self, request: Req, timeout: Duration) -> Result<Resp, CallError> {
+        self.slot.call_within(request, timeout)
     }
 
     /// The service's name.

@@ -304,6 +304,12 @@ impl Kernel {
         self.shared.event_slot(to)?.call(event)
     }
 
+    /// [`call`](Self::call), waiting at most `timeout` to enter the service (see
+    /// [`Handle::call_timeout`]: a handler that has started is not interrupted).
+    pub fn call_timeout(&self, to: &str, event: Event, timeout: Duration) -> Result<Reply, CallError> {
+        self.shared.event_slot(to)?.call_within(event, timeout)
+    }
+
     /// Routes `event` to the service named by `event.to` and returns its reply; failures
     /// become replies with their codes (404 for an unknown or stopped service).
     pub fn send(&self, event: Event) -> Reply {

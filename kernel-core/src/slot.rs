@@ -7,7 +7,10 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError, Weak};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::context::Context;
 use crate::error::{CallError, Hook, LifecycleError, panic_message};
@@ -94,6 +97,8 @@ pub(crate) enum Blocked {
     /// Waiting would close a cycle of threads each waiting for a slot another holds; the
     /// services along it.
     Cycle(Vec<String>),
+    /// The caller's bound on the wait passed.
+    TimedOut(Duration),
 }
 
 /// Times a waiting caller retries at once before it registers its wait: most holders are short
@@ -192,64 +197,82 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
     /// [`enter`](Self::enter), saying why it could not.
     #[inline]
     pub(crate) fn try_enter(&self) -> Result<Entered<'_, Req, Resp>, Blocked> {
+        self.try_enter_within(None)
+    }
+
+    /// [`try_enter`](Self::try_enter), waiting at most `timeout` for another holder to leave.
+    #[inline]
+    pub(crate) fn try_enter_within(&self, timeout: Option<Duration>) -> Result<Entered<'_, Req, Resp>, Blocked> {
         let me = thread_token();
         if self.owner.load(Ordering::Relaxed) == me {
             return Err(Blocked::Reentry);
         }
-        // A panic inside the lock is caught before it unwinds through the guard, so poisoning
-        // only happens if the kernel itself panicked; the instance is still consistent then.
         let instance = match self.instance.try_lock() {
-            Ok(instance) => instance,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
-            Err(TryLockError::WouldBlock) => self.wait_to_enter(me)?,
+            Some(instance) => instance,
+            None => self.wait_to_enter(me, timeout)?,
         };
         self.owner.store(me, Ordering::Relaxed);
         Ok(Entered { slot: self, instance })
     }
 
     /// The contended path: retry briefly, then register the wait (refused if it would close a
-    /// cycle) and block until the holder leaves.
+    /// cycle) and block until the holder leaves or the timeout passes.
     #[cold]
     #[inline(never)]
-    fn wait_to_enter(&self, me: u64) -> Result<MutexGuard<'_, BoxInstance<Req, Resp>>, Blocked> {
+    fn wait_to_enter(
+        &self,
+        me: u64,
+        timeout: Option<Duration>,
+    ) -> Result<MutexGuard<'_, BoxInstance<Req, Resp>>, Blocked> {
+        let started = Instant::now();
         for _ in 0..SPINS {
             std::hint::spin_loop();
-            if let Some(instance) = self.try_lock_now() {
+            if let Some(instance) = self.instance.try_lock() {
                 return Ok(instance);
             }
         }
         let Some(this) = self.this.upgrade() else {
             // Unreachable while a caller holds a reference: the slot lives in an `Arc`.
-            return Ok(self.instance.lock().unwrap_or_else(PoisonError::into_inner));
+            return Ok(self.instance.lock());
         };
         let waiting = match wait::begin(me, this) {
             Ok(waiting) => waiting,
-            Err(cycle) => {
-                // The walk may have read a holder that was just leaving: one last try.
-                return self.try_lock_now().ok_or(Blocked::Cycle(cycle));
+            // The walk may have read a holder that was just leaving: one last try.
+            Err(cycle) => return self.instance.try_lock().ok_or(Blocked::Cycle(cycle)),
+        };
+        let instance = match timeout {
+            None => self.instance.lock(),
+            Some(timeout) => {
+                let left = timeout.saturating_sub(started.elapsed());
+                self.instance.try_lock_for(left).ok_or(Blocked::TimedOut(timeout))?
             }
         };
-        let instance = self.instance.lock().unwrap_or_else(PoisonError::into_inner);
         drop(waiting);
         Ok(instance)
-    }
-
-    fn try_lock_now(&self) -> Option<MutexGuard<'_, BoxInstance<Req, Resp>>> {
-        match self.instance.try_lock() {
-            Ok(instance) => Some(instance),
-            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
-            Err(TryLockError::WouldBlock) => None,
-        }
     }
 
     /// Serves one request on the caller's thread. The failure paths live in cold functions so
     /// that this one stays small enough to inline into the caller.
     #[inline]
     pub(crate) fn call(&self, request: Req) -> Result<Resp, CallError> {
-        let mut entered = match self.try_enter() {
-            Ok(entered) => entered,
-            Err(blocked) => return Err(self.would_deadlock(blocked)),
-        };
+        match self.try_enter() {
+            Ok(entered) => self.serve(entered, request),
+            Err(blocked) => Err(self.refused(blocked)),
+        }
+    }
+
+    /// [`call`](Self::call), waiting at most `timeout` to enter the service (a handler that is
+    /// already running is not interrupted).
+    pub(crate) fn call_within(&self, request: Req, timeout: Duration) -> Result<Resp, CallError> {
+        match self.try_enter_within(Some(timeout)) {
+            Ok(entered) => self.serve(entered, request),
+            Err(blocked) => Err(self.refused(blocked)),
+        }
+    }
+
+    /// Runs the handler on the entered slot, its panics caught.
+    #[inline]
+    fn serve(&self, mut entered: Entered<'_, Req, Resp>, request: Req) -> Result<Resp, CallError> {
         if self.status.load(Ordering::Acquire) != Status::Running.to_u8() {
             return Err(self.not_running());
         }
@@ -263,16 +286,19 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
 
     #[cold]
     #[inline(never)]
-    fn would_deadlock(&self, blocked: Blocked) -> CallError {
-        if let Blocked::Cycle(cycle) = &blocked {
-            tracing::warn!(
-                service = %self.name,
-                cycle = %cycle.join(" -> "),
-                "call refused: its holder waits, through the services named, for one this thread holds"
-            );
-        }
-        CallError::WouldDeadlock {
-            service: self.name.to_string(),
+    fn refused(&self, blocked: Blocked) -> CallError {
+        let service = self.name.to_string();
+        match blocked {
+            Blocked::Reentry => CallError::WouldDeadlock { service },
+            Blocked::Cycle(cycle) => {
+                tracing::warn!(
+                    service,
+                    cycle = %cycle.join(" -> "),
+                    "call refused: its holder waits, through the services named, for one this thread holds"
+                );
+                CallError::WouldDeadlock { service }
+            }
+            Blocked::TimedOut(timeout) => CallError::Timeout { service, timeout },
         }
     }
 
@@ -346,10 +372,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
     }
 
     fn dependencies(&self) -> Vec<String> {
-        self.instance
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .dependencies()
+        self.instance.lock().dependencies()
     }
 
     fn mark_failed(&self) {

@@ -133,9 +133,10 @@ impl Pusher {
         let Some(Pool { jobs, workers, .. }) = pool else { return };
         drop(jobs);
         let me = thread::current().id();
-        let deadline = Instant::now() + grace;
+        // `None`: a grace too long to represent, i.e. wait as long as it takes.
+        let deadline = Instant::now().checked_add(grace);
         for worker in workers.into_iter().filter(|w| w.thread().id() != me) {
-            while !worker.is_finished() && Instant::now() < deadline {
+            while !worker.is_finished() && deadline.is_none_or(|d| Instant::now() < d) {
                 thread::sleep(Duration::from_millis(1));
             }
             if !worker.is_finished() {

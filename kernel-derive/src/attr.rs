@@ -12,13 +12,48 @@ use crate::suggest::unknown_key;
 pub(crate) struct ServiceAttr {
     pub(crate) name: LitStr,
     pub(crate) deps: Vec<LitStr>,
+    pub(crate) krate: Krate,
 }
 
-const SERVICE_KEYS: &[&str] = &["name", "deps"];
+const SERVICE_KEYS: &[&str] = &["name", "deps", "crate"];
+
+/// The path generated code names the facade by: `::microkernel`, or what `crate = path` says
+/// (for a crate that re-exports microkernel under another name).
+#[derive(Clone)]
+pub(crate) struct Krate(proc_macro2::TokenStream);
+
+impl Default for Krate {
+    fn default() -> Self {
+        Self(quote::quote!(::microkernel))
+    }
+}
+
+impl quote::ToTokens for Krate {
+    fn to_tokens(&self, tokens: &mut proc_macro2::TokenStream) {
+        self.0.to_tokens(tokens);
+    }
+}
+
+/// `crate = path` or `crate = "path"`.
+fn crate_value(meta: &ParseNestedMeta<'_>) -> syn::Result<Krate> {
+    let expr: Expr = meta.value()?.parse()?;
+    let path: Path = match &expr {
+        Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => s.parse()?,
+        Expr::Path(p) => p.path.clone(),
+        other => {
+            return Err(syn::Error::new_spanned(
+                other,
+                "expected a path to the microkernel crate, e.g. `crate = my_crate::microkernel`",
+            ));
+        }
+    };
+    Ok(Krate(quote::quote!(#path)))
+}
 
 pub(crate) fn service_attr(attrs: &[Attribute], ident_span: Span) -> syn::Result<ServiceAttr> {
     let mut name = None;
     let mut deps = Vec::new();
+    let mut krate = Krate::default();
     let mut seen = None;
     for attr in attrs.iter().filter(|a| a.path().is_ident("service")) {
         if seen.replace(attr).is_some() {
@@ -32,6 +67,8 @@ pub(crate) fn service_attr(attrs: &[Attribute], ident_span: Span) -> syn::Result
                 name = Some(string_value(&meta, "name = \"echo\"")?);
             } else if meta.path.is_ident("deps") {
                 deps = string_list(&meta)?;
+            } else if meta.path.is_ident("crate") {
+                krate = crate_value(&meta)?;
             } else {
                 return Err(unknown(&meta, "service", SERVICE_KEYS));
             }
@@ -43,7 +80,7 @@ pub(crate) fn service_attr(attrs: &[Attribute], ident_span: Span) -> syn::Result
         return Err(syn::Error::new_spanned(&name, "the service name must not be empty"));
     }
     check_deps(&name, &deps)?;
-    Ok(ServiceAttr { name, deps })
+    Ok(ServiceAttr { name, deps, krate })
 }
 
 /// Each dependency once, and not the service itself.
@@ -72,15 +109,17 @@ pub(crate) struct MigratableAttr {
     pub(crate) from: Option<Path>,
     pub(crate) try_from: Option<Span>,
     pub(crate) down: Option<Path>,
+    pub(crate) krate: Krate,
 }
 
-const MIGRATABLE_KEYS: &[&str] = &["version", "from", "try_from", "down"];
+const MIGRATABLE_KEYS: &[&str] = &["version", "from", "try_from", "down", "crate"];
 
 pub(crate) fn migratable_attr(attrs: &[Attribute], ident_span: Span) -> syn::Result<MigratableAttr> {
     let mut version = None;
     let mut from = None;
     let mut try_from = None;
     let mut down = None;
+    let mut krate = Krate::default();
     let mut seen = None;
     for attr in attrs.iter().filter(|a| a.path().is_ident("migratable")) {
         if seen.replace(attr).is_some() {
@@ -98,6 +137,8 @@ pub(crate) fn migratable_attr(attrs: &[Attribute], ident_span: Span) -> syn::Res
                 try_from = Some(meta.path.span());
             } else if meta.path.is_ident("down") {
                 down = Some(meta.value()?.parse::<Path>()?);
+            } else if meta.path.is_ident("crate") {
+                krate = crate_value(&meta)?;
             } else {
                 return Err(unknown(&meta, "migratable", MIGRATABLE_KEYS));
             }
@@ -128,6 +169,7 @@ pub(crate) fn migratable_attr(attrs: &[Attribute], ident_span: Span) -> syn::Res
         from,
         try_from,
         down,
+        krate,
     })
 }
 
@@ -197,21 +239,33 @@ fn string_list(meta: &ParseNestedMeta<'_>) -> syn::Result<Vec<LitStr>> {
 }
 
 /// `#[schema(as = Type)]` on a field or a container: the type whose schema stands for it (what
-/// its customised encoding encodes as).
-pub(crate) fn schema_as(attrs: &[Attribute]) -> syn::Result<Option<syn::Type>> {
-    let mut found = None;
+/// its customised encoding encodes as); on a container also `crate = path`.
+pub(crate) struct SchemaAttr {
+    pub(crate) as_type: Option<syn::Type>,
+    pub(crate) krate: Option<Krate>,
+}
+
+pub(crate) fn schema_attr(attrs: &[Attribute], container: bool) -> syn::Result<SchemaAttr> {
+    let mut out = SchemaAttr {
+        as_type: None,
+        krate: None,
+    };
+    let known: &[&str] = if container { &["as", "crate"] } else { &["as"] };
     for attr in attrs.iter().filter(|a| a.path().is_ident("schema")) {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("as") {
-                if found.is_some() {
+                if out.as_type.is_some() {
                     return Err(meta.error("duplicate `as`: give one type"));
                 }
-                found = Some(meta.value()?.parse::<syn::Type>()?);
+                out.as_type = Some(meta.value()?.parse::<syn::Type>()?);
+                Ok(())
+            } else if container && meta.path.is_ident("crate") {
+                out.krate = Some(crate_value(&meta)?);
                 Ok(())
             } else {
-                Err(unknown(&meta, "schema", &["as"]))
+                Err(unknown(&meta, "schema", known))
             }
         })?;
     }
-    Ok(found)
+    Ok(out)
 }

@@ -53,7 +53,37 @@ pub fn derive_migratable(input: TokenStream) -> TokenStream {
 #[proc_macro_derive(Schema, attributes(schema))]
 pub fn derive_schema(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    schema::schema_impl(&input)
+    schema::schema_impl(&input, None)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use syn::parse_quote;
+
+    /// `crate = path` makes every path in the generated code start at `path`.
+    #[test]
+    fn crate_paths_replace_the_facade_everywhere() {
+        let migratable: syn::DeriveInput = parse_quote! {
+            #[migratable(version = 2, from = V1, crate = outer::mk)]
+            struct V2 { inner: Inner }
+        };
+        let service: syn::DeriveInput = parse_quote! {
+            #[service(name = "echo", crate = "outer::mk")]
+            struct Echo { #[state] state: V2 }
+        };
+        let schema: syn::DeriveInput = parse_quote! {
+            #[schema(crate = outer::mk)]
+            enum Inner { A(u8), B { b: u16 } }
+        };
+        for code in [
+            super::migratable::expand(&migratable).unwrap().to_string(),
+            super::service::expand(&service).unwrap().to_string(),
+            super::schema::schema_impl(&schema, None).unwrap().to_string(),
+        ] {
+            assert!(code.contains("outer :: mk ::"), "{code}");
+            assert!(!code.contains(":: microkernel"), "{code}");
+        }
+    }
 }

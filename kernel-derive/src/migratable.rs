@@ -5,7 +5,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{DeriveInput, Path};
 
-use crate::attr::{MigratableAttr, migratable_attr};
+use crate::attr::{Krate, MigratableAttr, migratable_attr};
 use crate::schema::{legacy_text, schema_impl};
 
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
@@ -18,21 +18,22 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     }
     let attr = migratable_attr(&input.attrs, input.ident.span())?;
     let legacy = legacy_text(input)?;
-    let schema = schema_impl(input)?;
+    let krate = &attr.krate;
+    let schema = schema_impl(input, Some(krate))?;
     let ident = &input.ident;
     let type_name = ident.to_string();
     let version = attr.version;
     let version_lit = quote_spanned!(attr.version_span=> #version);
     let (chain, order_check) = match &attr.from {
         Some(from) => link(input, &attr, from),
-        None => (first_version(), TokenStream::new()),
+        None => (first_version(krate), TokenStream::new()),
     };
     Ok(quote! {
         #[automatically_derived]
-        impl ::microkernel::Migratable for #ident {
+        impl #krate::Migratable for #ident {
             const VERSION: u32 = #version_lit;
-            const LEGACY_FINGERPRINT: ::core::option::Option<::microkernel::state::Fingerprint> =
-                ::core::option::Option::Some(::microkernel::state::legacy_fingerprint(#legacy, #version));
+            const LEGACY_FINGERPRINT: ::core::option::Option<#krate::state::Fingerprint> =
+                ::core::option::Option::Some(#krate::state::legacy_fingerprint(#legacy, #version));
             const TYPE_NAME: &'static str = #type_name;
             #chain
         }
@@ -43,12 +44,12 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     })
 }
 
-fn first_version() -> TokenStream {
+fn first_version(krate: &Krate) -> TokenStream {
     quote! {
-        type Previous = ::microkernel::state::Origin;
+        type Previous = #krate::state::Origin;
 
-        fn upgrade(previous: ::microkernel::state::Origin)
-            -> ::core::result::Result<Self, ::microkernel::state::MigrationError>
+        fn upgrade(previous: #krate::state::Origin)
+            -> ::core::result::Result<Self, #krate::state::MigrationError>
         {
             match previous {}
         }
@@ -59,6 +60,7 @@ fn first_version() -> TokenStream {
 /// that the previous version is lower. Each piece is spanned at the attribute part it comes from.
 fn link(input: &DeriveInput, attr: &MigratableAttr, from: &Path) -> (TokenStream, TokenStream) {
     let ident = &input.ident;
+    let krate = &attr.krate;
     let version = attr.version;
     let span = from.span();
     let order_message = format!(
@@ -73,10 +75,10 @@ fn link(input: &DeriveInput, attr: &MigratableAttr, from: &Path) -> (TokenStream
         },
         Some(_) => quote_spanned! {span=>
             <Self as ::core::convert::TryFrom<#from>>::try_from(previous).map_err(|error| {
-                ::microkernel::state::MigrationError::Upgrade {
-                    from: <#from as ::microkernel::Migratable>::TYPE_NAME,
-                    from_version: <#from as ::microkernel::Migratable>::VERSION,
-                    to: <Self as ::microkernel::Migratable>::TYPE_NAME,
+                #krate::state::MigrationError::Upgrade {
+                    from: <#from as #krate::Migratable>::TYPE_NAME,
+                    from_version: <#from as #krate::Migratable>::VERSION,
+                    to: <Self as #krate::Migratable>::TYPE_NAME,
                     to_version: #version,
                     source: ::core::convert::Into::into(error),
                 }
@@ -85,7 +87,7 @@ fn link(input: &DeriveInput, attr: &MigratableAttr, from: &Path) -> (TokenStream
     };
     let downgrade = attr.down.as_ref().map(|down| {
         quote_spanned! {down.span()=>
-            fn downgrade(&self) -> ::core::result::Result<Self::Previous, ::microkernel::state::MigrationError> {
+            fn downgrade(&self) -> ::core::result::Result<Self::Previous, #krate::state::MigrationError> {
                 let down: fn(&Self) -> Self::Previous = #down;
                 ::core::result::Result::Ok(down(self))
             }
@@ -95,7 +97,7 @@ fn link(input: &DeriveInput, attr: &MigratableAttr, from: &Path) -> (TokenStream
         type Previous = #previous;
 
         fn upgrade(previous: Self::Previous)
-            -> ::core::result::Result<Self, ::microkernel::state::MigrationError>
+            -> ::core::result::Result<Self, #krate::state::MigrationError>
         {
             #upgrade
         }
@@ -104,7 +106,7 @@ fn link(input: &DeriveInput, attr: &MigratableAttr, from: &Path) -> (TokenStream
     };
     let order_check = quote_spanned! {span=>
         const _: () = ::core::assert!(
-            <<#ident as ::microkernel::Migratable>::Previous as ::microkernel::Migratable>::VERSION < #version,
+            <<#ident as #krate::Migratable>::Previous as #krate::Migratable>::VERSION < #version,
             #order_message
         );
     };

@@ -10,38 +10,46 @@ use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Data, DeriveInput, Field, Fields, Ident, Type};
 
-use crate::attr::schema_as;
+use crate::attr::{Krate, schema_attr};
 use crate::serde_attr;
 
-/// `impl Schema for #ident`, with `T: Schema` bounds for type parameters.
-pub(crate) fn schema_impl(input: &DeriveInput) -> syn::Result<TokenStream> {
+/// `impl Schema for #ident`, with `T: Schema` bounds for type parameters. `krate` is the
+/// facade's path when the caller (`Migratable`) already knows it; else `#[schema(crate = ..)]`.
+pub(crate) fn schema_impl(input: &DeriveInput, krate: Option<&Krate>) -> syn::Result<TokenStream> {
     let ident = &input.ident;
-    let shape = container_shape(input)?;
+    let container = schema_attr(&input.attrs, true)?;
+    let krate = match (krate, container.krate) {
+        (Some(krate), _) => krate.clone(),
+        (None, Some(krate)) => krate,
+        (None, None) => Krate::default(),
+    };
+    let krate = &krate;
+    let shape = match &container.as_type {
+        Some(ty) => schema_of(krate, ty),
+        None => container_shape(input, krate)?,
+    };
     let mut generics = input.generics.clone();
     for param in generics.type_params_mut() {
-        param.bounds.push(syn::parse_quote!(::microkernel::state::Schema));
+        param.bounds.push(syn::parse_quote!(#krate::state::Schema));
     }
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     Ok(quote! {
         #[automatically_derived]
-        impl #impl_generics ::microkernel::state::Schema for #ident #ty_generics #where_clause {
-            const SCHEMA: &'static ::microkernel::state::NamedType = #shape;
+        impl #impl_generics #krate::state::Schema for #ident #ty_generics #where_clause {
+            const SCHEMA: &'static #krate::state::NamedType = #shape;
         }
     })
 }
 
 /// The `&'static NamedType` expression of the whole type.
-fn container_shape(input: &DeriveInput) -> syn::Result<TokenStream> {
-    if let Some(ty) = schema_as(&input.attrs)? {
-        return Ok(schema_of(&ty));
-    }
+fn container_shape(input: &DeriveInput, krate: &Krate) -> syn::Result<TokenStream> {
     let serde = serde_attr::container(&input.attrs)?;
     let name = input.ident.to_string();
     match &input.data {
-        Data::Struct(data) if serde.transparent => transparent_shape(input, &data.fields),
+        Data::Struct(data) if serde.transparent => transparent_shape(input, &data.fields, krate),
         Data::Struct(data) => {
-            let model = fields_model(&input.ident, &data.fields, Kind::Struct)?;
-            Ok(named(&name, model))
+            let model = fields_model(&input.ident, &data.fields, Kind::Struct, krate)?;
+            Ok(named(krate, &name, model))
         }
         Data::Enum(data) => {
             let variants = data
@@ -62,16 +70,17 @@ fn container_shape(input: &DeriveInput) -> syn::Result<TokenStream> {
                             "a variant encoded by user code is not supported in state: the schema cannot see it",
                         ));
                     }
-                    let model = fields_model(&input.ident, &variant.fields, Kind::Variant)?;
+                    let model = fields_model(&input.ident, &variant.fields, Kind::Variant, krate)?;
                     let name = variant.ident.to_string();
                     Ok(quote! {
-                        &::microkernel::state::NamedVariant { name: #name, ty: &#model }
+                        &#krate::state::NamedVariant { name: #name, ty: &#model }
                     })
                 })
                 .collect::<syn::Result<Vec<_>>>()?;
             Ok(named(
+                krate,
                 &name,
-                quote!(::microkernel::state::DataModelType::Enum(&[#(#variants),*])),
+                quote!(#krate::state::DataModelType::Enum(&[#(#variants),*])),
             ))
         }
         Data::Union(u) => Err(syn::Error::new_spanned(
@@ -81,13 +90,13 @@ fn container_shape(input: &DeriveInput) -> syn::Result<TokenStream> {
     }
 }
 
-fn named(name: &str, model: TokenStream) -> TokenStream {
-    quote!(&::microkernel::state::NamedType { name: #name, ty: &#model })
+fn named(krate: &Krate, name: &str, model: TokenStream) -> TokenStream {
+    quote!(&#krate::state::NamedType { name: #name, ty: &#model })
 }
 
 /// `<T as Schema>::SCHEMA`, spanned at `T` so that a missing impl is reported there.
-fn schema_of(ty: &Type) -> TokenStream {
-    quote_spanned!(ty.span()=> <#ty as ::microkernel::state::Schema>::SCHEMA)
+fn schema_of(krate: &Krate, ty: &Type) -> TokenStream {
+    quote_spanned!(ty.span()=> <#ty as #krate::state::Schema>::SCHEMA)
 }
 
 #[derive(Clone, Copy)]
@@ -97,12 +106,12 @@ enum Kind {
 }
 
 /// The data model of a struct's or a variant's fields (skipped fields left out).
-fn fields_model(owner: &Ident, fields: &Fields, kind: Kind) -> syn::Result<TokenStream> {
+fn fields_model(owner: &Ident, fields: &Fields, kind: Kind, krate: &Krate) -> syn::Result<TokenStream> {
     let (d, v) = (
-        quote!(::microkernel::state::DataModelType),
-        quote!(::microkernel::state::DataModelVariant),
+        quote!(#krate::state::DataModelType),
+        quote!(#krate::state::DataModelVariant),
     );
-    let kept = kept_fields(owner, fields)?;
+    let kept = kept_fields(owner, fields, krate)?;
     let shapes = kept.iter().map(|(_, shape)| shape);
     Ok(match (fields, kind) {
         (Fields::Unit, Kind::Struct) => quote!(#d::UnitStruct),
@@ -110,7 +119,7 @@ fn fields_model(owner: &Ident, fields: &Fields, kind: Kind) -> syn::Result<Token
         (Fields::Named(_), _) => {
             let values = kept.iter().map(|(field, shape)| {
                 let name = field.ident.as_ref().expect("named field").to_string();
-                quote!(&::microkernel::state::NamedValue { name: #name, ty: #shape })
+                quote!(&#krate::state::NamedValue { name: #name, ty: #shape })
             });
             match kind {
                 Kind::Struct => quote!(#d::Struct(&[#(#values),*])),
@@ -131,8 +140,8 @@ fn fields_model(owner: &Ident, fields: &Fields, kind: Kind) -> syn::Result<Token
 }
 
 /// `#[serde(transparent)]`: the schema of the one field that is encoded.
-fn transparent_shape(input: &DeriveInput, fields: &Fields) -> syn::Result<TokenStream> {
-    let kept = kept_fields(&input.ident, fields)?;
+fn transparent_shape(input: &DeriveInput, fields: &Fields, krate: &Krate) -> syn::Result<TokenStream> {
+    let kept = kept_fields(&input.ident, fields, krate)?;
     match kept.as_slice() {
         [(_, shape)] => Ok(shape.clone()),
         _ => Err(syn::Error::new_spanned(
@@ -143,17 +152,17 @@ fn transparent_shape(input: &DeriveInput, fields: &Fields) -> syn::Result<TokenS
 }
 
 /// The fields that are encoded, each with the expression of its schema.
-fn kept_fields<'a>(owner: &Ident, fields: &'a Fields) -> syn::Result<Vec<(&'a Field, TokenStream)>> {
+fn kept_fields<'a>(owner: &Ident, fields: &'a Fields, krate: &Krate) -> syn::Result<Vec<(&'a Field, TokenStream)>> {
     let mut kept = Vec::new();
     for field in fields {
         let serde = serde_attr::member(&field.attrs, "field")?;
-        let declared = schema_as(&field.attrs)?;
+        let declared = schema_attr(&field.attrs, false)?.as_type;
         if serde.skipped {
             continue;
         }
         let shape = match (declared, serde.custom) {
-            (Some(ty), _) => schema_of(&ty),
-            (None, Some((_, path))) if is_bulk_btree_map(&path) => field_schema(owner, field)?,
+            (Some(ty), _) => schema_of(krate, &ty),
+            (None, Some((_, path))) if is_bulk_btree_map(&path) => field_schema(owner, field, krate)?,
             (None, Some((span, path))) => {
                 return Err(syn::Error::new(
                     span,
@@ -163,7 +172,7 @@ fn kept_fields<'a>(owner: &Ident, fields: &'a Fields) -> syn::Result<Vec<(&'a Fi
                     ),
                 ));
             }
-            (None, None) => field_schema(owner, field)?,
+            (None, None) => field_schema(owner, field, krate)?,
         };
         kept.push((field, shape));
     }
@@ -177,7 +186,7 @@ fn is_bulk_btree_map(path: &str) -> bool {
 }
 
 /// The schema of a field's own type; a type that contains itself has no finite schema.
-fn field_schema(owner: &Ident, field: &Field) -> syn::Result<TokenStream> {
+fn field_schema(owner: &Ident, field: &Field, krate: &Krate) -> syn::Result<TokenStream> {
     if mentions(field.ty.to_token_stream(), owner) {
         return Err(syn::Error::new_spanned(
             &field.ty,
@@ -187,7 +196,7 @@ fn field_schema(owner: &Ident, field: &Field) -> syn::Result<TokenStream> {
             ),
         ));
     }
-    Ok(schema_of(&field.ty))
+    Ok(schema_of(krate, &field.ty))
 }
 
 fn mentions(tokens: TokenStream, owner: &Ident) -> bool {

@@ -14,6 +14,7 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let name = &attr.name;
     let deps = &attr.deps;
+    let krate = &attr.krate;
     let (state_ty, export, import) = match state {
         Some((member, field)) => {
             let ty = &field.ty;
@@ -26,14 +27,14 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
             )
         }
         None => (
-            quote!(::microkernel::Stateless),
-            quote!(::core::result::Result::Ok(&::microkernel::Stateless)),
+            quote!(#krate::Stateless),
+            quote!(::core::result::Result::Ok(&#krate::Stateless)),
             quote!(let _ = state;),
         ),
     };
     Ok(quote! {
         #[automatically_derived]
-        impl #impl_generics ::microkernel::ServiceMeta for #ident #ty_generics #where_clause {
+        impl #impl_generics #krate::ServiceMeta for #ident #ty_generics #where_clause {
             type State = #state_ty;
 
             fn name(&self) -> &str {
@@ -44,11 +45,11 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 &[#(#deps),*]
             }
 
-            fn export_state(&self) -> ::core::result::Result<&Self::State, ::microkernel::BoxError> {
+            fn export_state(&self) -> ::core::result::Result<&Self::State, #krate::BoxError> {
                 #export
             }
 
-            fn import_state(&mut self, state: Self::State) -> ::core::result::Result<(), ::microkernel::BoxError> {
+            fn import_state(&mut self, state: Self::State) -> ::core::result::Result<(), #krate::BoxError> {
                 #import
                 ::core::result::Result::Ok(())
             }

@@ -32,12 +32,19 @@ fn main() {
     println!("call_round_trip_ns {:.1}", elapsed.as_nanos() as f64 / calls as f64);
     println!("call_ops_per_s {:.0}", calls as f64 / elapsed.as_secs_f64());
 
+    contention(&kernel, &handle, calls);
+
     let small: Vec<_> = (0..swaps).map(|_| workload::timed_swap(&kernel)).collect();
     println!(
         "swap_small_median_us {:.2}",
         workload::median(small).as_nanos() as f64 / 1000.0
     );
     println!("count_after {}", workload::count_and_entries(&handle).0);
+    assert_eq!(
+        workload::count_and_entries(&handle).0,
+        calls + calls / 4 * 4 * 3,
+        "every call of W1, W1c and the two sampled W1c runs was answered exactly once"
+    );
 
     workload::fill(&handle, big);
     let large: Vec<_> = (0..5).map(|_| workload::timed_swap(&kernel)).collect();
@@ -46,4 +53,51 @@ fn main() {
         workload::median(large).as_micros() as f64 / 1000.0
     );
     println!("big_entries_after {}", workload::count_and_entries(&handle).1);
+}
+
+/// W1c and its tails (issue: calls under contention), with the bare-`Mutex` limit of the same
+/// run beside them.
+fn contention(kernel: &microkernel::Kernel, handle: &microkernel::Handle, calls: u64) {
+    const THREADS: u64 = 4;
+    println!(
+        "call_concurrent_ops_per_s {:.0}",
+        workload::concurrent_calls(handle, THREADS, calls)
+    );
+    println!(
+        "limit_mutex_concurrent_ops_per_s {:.0}",
+        workload::bare_mutex_calls(THREADS, calls, true)
+    );
+    let mut quiet = workload::sampled_concurrent_calls(handle, THREADS, calls, 64, |_| {});
+    quiet.sort();
+    for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p999", 0.999), ("max", 1.0)] {
+        println!("call_concurrent_{name}_ns {}", workload::quantile(&quiet, q).as_nanos());
+    }
+    let swaps = std::sync::atomic::AtomicU64::new(0);
+    let mut swapping = workload::sampled_concurrent_calls(handle, THREADS, calls, 64, |done| {
+        while !done.load(std::sync::atomic::Ordering::Acquire) {
+            workload::timed_swap(kernel);
+            swaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    swapping.sort();
+    for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p999", 0.999), ("max", 1.0)] {
+        println!(
+            "call_during_swaps_{name}_ns {}",
+            workload::quantile(&swapping, q).as_nanos()
+        );
+    }
+    println!("swaps_during_calls {}", swaps.into_inner());
+    let own = microkernel::Kernel::new();
+    println!(
+        "call_independent_handle_ops_per_s {:.0}",
+        workload::independent_calls(&own, THREADS, calls, false)
+    );
+    println!(
+        "call_independent_name_ops_per_s {:.0}",
+        workload::independent_calls(&own, THREADS, calls, true)
+    );
+    println!(
+        "limit_mutex_independent_ops_per_s {:.0}",
+        workload::bare_mutex_calls(THREADS, calls, false)
+    );
 }

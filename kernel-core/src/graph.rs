@@ -41,7 +41,7 @@ pub(crate) fn start_order(graph: &DepGraph<'_>) -> Result<Vec<String>, Lifecycle
 }
 
 /// Each dependency once, in the order first listed.
-fn distinct<'a>(deps: &'a [String]) -> Vec<&'a str> {
+fn distinct(deps: &[String]) -> Vec<&str> {
     let mut seen = BTreeSet::new();
     deps.iter().map(String::as_str).filter(|d| seen.insert(*d)).collect()
 }

@@ -2,53 +2,83 @@
 //! `examples/bench_peers.rs` so both measure exactly the same work.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
 use microkernel::{BoxError, Context, Event, Handle, Kernel, Migratable, Reply, Service};
 use serde::{Deserialize, Serialize};
 
-/// The echo state of the benchmarks: a counter and, for W3, a table. The table is an ordered
-/// map decoded in one pass (see `state::bulk_btree_map` and BENCHMARKS.md for the figures of a
-/// plain `HashMap`).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, Migratable)]
-#[migratable(version = 1)]
-pub struct BenchState {
-    pub count: u64,
-    #[serde(with = "microkernel::state::bulk_btree_map")]
-    pub table: BTreeMap<String, u64>,
-}
-
-/// The benchmark's echo: adds 1 per request, replies with a freshly built reply.
-#[derive(microkernel::Service, Default)]
-#[service(name = "echo")]
-pub struct BenchEcho {
-    #[state]
-    pub state: BenchState,
-}
-
-impl Service for BenchEcho {
-    type Request = Event;
-    type Response = Reply;
-
-    fn start(&mut self, _: &Context<'_>) -> Result<(), BoxError> {
-        Ok(())
-    }
-
-    fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
-        match &*event.kind {
-            // Control requests of the harness; they do not count.
-            "count" => return Reply::ok("count", format!("{} {}", self.state.count, self.state.table.len())),
-            "fill" => {
-                self.state.table = table(event.content.parse().expect("an entry count"));
-                return Reply::ok("filled", "");
-            }
-            _ => {}
+/// An echo service over a state holding a counter and, for W3, a table of type `$table`: the
+/// same handler for every table type, so that only the state's encoding differs.
+macro_rules! bench_echo {
+    ($(#[$doc:meta])* $state:ident, $echo:ident, $table:ty $(, #[$field:meta])?) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, Serialize, Deserialize, Migratable)]
+        #[migratable(version = 1)]
+        pub struct $state {
+            pub count: u64,
+            $(#[$field])?
+            pub table: $table,
         }
-        echo(&mut self.state.count, &event)
-    }
+
+        /// The benchmark's echo: adds 1 per request, replies with a freshly built reply.
+        #[derive(microkernel::Service, Default)]
+        #[service(name = "echo")]
+        pub struct $echo {
+            #[state]
+            pub state: $state,
+        }
+
+        impl Service for $echo {
+            type Request = Event;
+            type Response = Reply;
+
+            fn start(&mut self, _: &Context<'_>) -> Result<(), BoxError> {
+                Ok(())
+            }
+
+            fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
+                match &*event.kind {
+                    // Control requests of the harness; they do not count.
+                    "count" => {
+                        return Reply::ok("count", format!("{} {}", self.state.count, self.state.table.len()));
+                    }
+                    "fill" => {
+                        let entries = event.content.parse().expect("an entry count");
+                        self.state.table = table(entries).into_iter().collect();
+                        return Reply::ok("filled", "");
+                    }
+                    _ => {}
+                }
+                echo(&mut self.state.count, &event)
+            }
+        }
+    };
 }
+
+bench_echo!(
+    /// The headline state: what a user writes, a plain `HashMap<String, u64>` (the Go
+    /// design's `map[string]uint64`, OTP's map).
+    BenchState,
+    BenchEcho,
+    HashMap<String, u64>
+);
+
+bench_echo!(
+    /// An ordered map decoded by serde entry by entry.
+    TreeState,
+    TreeEcho,
+    BTreeMap<String, u64>
+);
+
+bench_echo!(
+    /// An ordered map decoded in one pass by `state::bulk_btree_map`.
+    BulkTreeState,
+    BulkTreeEcho,
+    BTreeMap<String, u64>,
+    #[serde(with = "microkernel::state::bulk_btree_map")]
+);
 
 /// The W1 handler's work: count, and build a fresh reply.
 pub fn echo(count: &mut u64, event: &Event) -> Reply {
@@ -99,9 +129,17 @@ pub fn request() -> Event {
 
 /// A kernel sealing with a fresh AES-256-GCM key, serving the bench echo.
 pub fn kernel() -> (Kernel, Handle) {
+    kernel_with::<BenchEcho>()
+}
+
+/// [`kernel`] serving the echo `E`.
+pub fn kernel_with<E>() -> (Kernel, Handle)
+where
+    E: Service<Request = Event, Response = Reply> + Default,
+{
     let key = Key::generate(Algorithm::Aes256Gcm).expect("OS RNG");
     let kernel = Kernel::builder().sealer(Sealer::new(Keyring::new(1, key))).build();
-    let handle = kernel.register(BenchEcho::default()).expect("register");
+    let handle = kernel.register(E::default()).expect("register");
     kernel.start_all().expect("start");
     (kernel, handle)
 }
@@ -113,8 +151,16 @@ pub fn table(entries: u64) -> BTreeMap<String, u64> {
 
 /// Replaces echo by a new instance, timing the replace call.
 pub fn timed_swap(kernel: &Kernel) -> Duration {
+    timed_swap_with::<BenchEcho>(kernel)
+}
+
+/// [`timed_swap`] to a new `E`.
+pub fn timed_swap_with<E>(kernel: &Kernel) -> Duration
+where
+    E: Service<Request = Event, Response = Reply> + Default,
+{
     let started = Instant::now();
-    kernel.replace(BenchEcho::default()).expect("replace");
+    kernel.replace(E::default()).expect("replace");
     started.elapsed()
 }
 

@@ -53,6 +53,27 @@ fn main() {
         workload::median(large).as_micros() as f64 / 1000.0
     );
     println!("big_entries_after {}", workload::count_and_entries(&handle).1);
+    big_variant::<workload::TreeEcho>("btreemap", big);
+    big_variant::<workload::BulkTreeEcho>("btreemap_bulk", big);
+}
+
+/// W3 with another table type, as an extra line.
+fn big_variant<E>(label: &str, big: u64)
+where
+    E: microkernel::Service<Request = Event, Response = microkernel::Reply> + Default,
+{
+    let (kernel, handle) = workload::kernel_with::<E>();
+    workload::fill(&handle, big);
+    let large: Vec<_> = (0..5).map(|_| workload::timed_swap_with::<E>(&kernel)).collect();
+    println!(
+        "swap_big_{label}_{big}_median_ms {:.2}",
+        workload::median(large).as_micros() as f64 / 1000.0
+    );
+    assert_eq!(
+        workload::count_and_entries(&handle).1,
+        big as usize,
+        "the {label} table arrived whole"
+    );
 }
 
 /// W1c and its tails (issue: calls under contention), with the bare-`Mutex` limit of the same

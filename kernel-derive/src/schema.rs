@@ -162,7 +162,7 @@ fn kept_fields<'a>(owner: &Ident, fields: &'a Fields, krate: &Krate) -> syn::Res
         }
         let shape = match (declared, serde.custom) {
             (Some(ty), _) => schema_of(krate, &ty),
-            (None, Some((_, path))) if is_bulk_btree_map(&path) => field_schema(owner, field, krate)?,
+            (None, Some((_, path))) if is_bulk_map(&path) => field_schema(owner, field, krate)?,
             (None, Some((span, path))) => {
                 return Err(syn::Error::new(
                     span,
@@ -180,9 +180,8 @@ fn kept_fields<'a>(owner: &Ident, fields: &'a Fields, krate: &Krate) -> syn::Res
 }
 
 /// `state::bulk_btree_map` encodes exactly as the map itself does.
-fn is_bulk_btree_map(path: &str) -> bool {
-    let path = path.replace(' ', "");
-    path.trim_start_matches("::").ends_with("state::bulk_btree_map")
+fn is_bulk_map(path: &str) -> bool {
+    path.replace(' ', "").ends_with("state::bulk_btree_map")
 }
 
 /// The schema of a field's own type; a type that contains itself has no finite schema.

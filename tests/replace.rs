@@ -10,6 +10,7 @@ use std::thread;
 use common::counter::{Counter, CounterV1, CounterV2, CounterV3, Fail, OneWayV2, Unrelated, bump, get, set_label};
 use common::{Journal, Probe};
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
+use microkernel::state::StateTag;
 use microkernel::{Kernel, Replaced, Status, Step};
 
 fn sealer() -> Sealer {
@@ -148,19 +149,35 @@ fn a_newer_state_is_refused_when_replacing_with_an_older_version() {
 
 #[test]
 fn upgrade_failure_is_reported_at_upgrade() {
+    // A conversion that refuses and one that panics are both upgrades that failed.
+    for (label, says) in [
+        ("poison", "failed"),
+        ("panic", "panicked: the conversion of label `panic` panics"),
+    ] {
+        let kernel = Kernel::new();
+        kernel.register(Counter::<CounterV2>::new()).unwrap();
+        kernel.start_all().unwrap();
+        kernel.call("counter", set_label(label)).unwrap();
+        let err = kernel.replace(Counter::<CounterV3>::new()).unwrap_err();
+        assert_eq!(err.step(), Step::Upgrade, "{label}: {err}");
+        let source = std::error::Error::source(&err).unwrap().to_string();
+        assert!(source.contains("CounterV2 (v2) to CounterV3 (v3)"), "{source}");
+        assert!(source.contains(says), "{source}");
+        assert_eq!(served(&kernel), "{0 v2 0}");
+    }
+}
+
+#[test]
+fn a_rollback_reports_the_version_it_came_from() {
     let kernel = Kernel::new();
-    kernel.register(Counter::<CounterV2>::new()).unwrap();
-    kernel.start_all().unwrap();
-    kernel.call("counter", set_label("poison")).unwrap();
-    let err = kernel.replace(Counter::<CounterV3>::new()).unwrap_err();
-    assert_eq!(err.step(), Step::Upgrade);
-    assert!(
-        std::error::Error::source(&err)
-            .unwrap()
-            .to_string()
-            .contains("CounterV2")
-    );
-    assert_eq!(served(&kernel), "{0 v2 0}");
+    counting_to_five(&kernel);
+    kernel.replace(Counter::<CounterV2>::new()).unwrap();
+    let outcome = kernel.rollback(Counter::<CounterV1>::new()).unwrap();
+    let Replaced::Swapped { from, to, .. } = outcome else {
+        panic!("expected a swap, got {outcome:?}")
+    };
+    assert_eq!(from, StateTag::of::<CounterV2>(), "from is what the old instance held");
+    assert_eq!(to, StateTag::of::<CounterV1>());
 }
 
 #[test]

@@ -15,6 +15,7 @@ mod kernel;
 mod logger;
 mod message;
 mod notice;
+mod panic;
 mod persist;
 mod push;
 mod reap;

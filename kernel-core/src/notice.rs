@@ -38,7 +38,8 @@ pub enum Notice<'a> {
     StateMigrated {
         /// The service.
         service: &'a str,
-        /// Version and fingerprint the old instance exported.
+        /// Version and fingerprint of the state the old instance held (on a rollback, the newer
+        /// version; it crosses downgraded).
         from: StateTag,
         /// Version and fingerprint the new instance imported.
         to: StateTag,

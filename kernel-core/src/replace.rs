@@ -109,10 +109,10 @@ impl ReplaceError {
 /// What a successful [`Kernel::replace`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Replaced {
-    /// The new version took over the slot; `from` is what the old one exported, `to` what the
-    /// new one imported.
+    /// The new version took over the slot; `from` is the state the old one held, `to` what the
+    /// new one imported (on a rollback, `from` is the newer version).
     Swapped {
-        /// Version and fingerprint exported.
+        /// Version and fingerprint of the old instance's state.
         from: StateTag,
         /// Version and fingerprint imported.
         to: StateTag,
@@ -222,7 +222,9 @@ fn replace_in_slot<S: Service>(
 
     // 2. Move the state into the new instance; the old one is only read.
     let crossing = shared.transit(service, direction == Direction::Rollback, &**entered.instance)?;
-    let (from, sealed, state_len) = (crossing.tag, crossing.sealed, crossing.bytes().len());
+    // What the old instance held (a rollback exports it downgraded: that is not where it came from).
+    let from = entered.instance.state_tag();
+    let (sealed, state_len) = (crossing.sealed, crossing.bytes().len());
     let state =
         guarded(service, Step::Decode, || state::decode::<S::State>(crossing.bytes()))?.map_err(|e| match e {
             StateError::Migration(source) => ReplaceError::new(service, Step::Upgrade, source),

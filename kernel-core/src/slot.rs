@@ -29,6 +29,8 @@ pub(crate) trait Instance<Req, Resp>: Send {
     /// Exports the current state (or its previous version when `downgrade`) and appends its
     /// encoding to `out`; returns its tag.
     fn export(&self, downgrade: bool, out: &mut Vec<u8>) -> Result<StateTag, ExportError>;
+    /// The version and fingerprint of the state type it holds.
+    fn state_tag(&self) -> StateTag;
 }
 
 /// Why an instance could not hand out its state.
@@ -57,6 +59,10 @@ impl<S: Service> Instance<S::Request, S::Response> for S {
             .iter()
             .map(|d| (*d).to_owned())
             .collect()
+    }
+
+    fn state_tag(&self) -> StateTag {
+        StateTag::of::<S::State>()
     }
 
     fn export(&self, downgrade: bool, out: &mut Vec<u8>) -> Result<StateTag, ExportError> {

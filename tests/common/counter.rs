@@ -66,6 +66,9 @@ impl TryFrom<CounterV2> for CounterV3 {
         if v2.label == "poison" {
             return Err("label `poison` cannot be upgraded".into());
         }
+        if v2.label == "panic" {
+            panic!("the conversion of label `panic` panics");
+        }
         Ok(Self {
             count: v2.count,
             label: v2.label,

@@ -82,7 +82,16 @@ pub trait Migratable: Schema + Serialize + DeserializeOwned + Send + 'static {
             super::encoding::decode_exact::<Self>(tag, body)
         } else if tag.version < Self::VERSION {
             let previous = Self::Previous::decode_tagged(tag, body)?;
-            Ok(Self::upgrade(previous)?)
+            // A panicking conversion is an upgrade's failure like a refusing one.
+            let upgraded =
+                crate::panic::catch(|| Self::upgrade(previous)).map_err(|message| MigrationError::UpgradePanicked {
+                    from: <Self::Previous as Migratable>::TYPE_NAME,
+                    from_version: <Self::Previous as Migratable>::VERSION,
+                    to: Self::TYPE_NAME,
+                    to_version: Self::VERSION,
+                    message,
+                })?;
+            Ok(upgraded?)
         } else {
             Err(unknown_version::<Self>(tag.version))
         }

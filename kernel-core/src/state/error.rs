@@ -21,6 +21,20 @@ pub enum MigrationError {
         #[source]
         source: BoxError,
     },
+    /// An upgrade conversion (`From` or `TryFrom`) panicked.
+    #[error("upgrading {from} (v{from_version}) to {to} (v{to_version}) panicked: {message}")]
+    UpgradePanicked {
+        /// Type upgraded from.
+        from: &'static str,
+        /// Its version.
+        from_version: u32,
+        /// Type upgraded to.
+        to: &'static str,
+        /// Its version.
+        to_version: u32,
+        /// The panic's message.
+        message: String,
+    },
     /// A downgrade failed or is not declared.
     #[error("downgrading {from} (v{from_version}) failed")]
     Downgrade {

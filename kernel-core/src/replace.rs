@@ -329,7 +329,6 @@ fn check_new_dependencies(
 struct Crossing {
     buffer: Vec<u8>,
     range: Range<usize>,
-    tag: StateTag,
     sealed: bool,
 }
 
@@ -359,11 +358,10 @@ impl Shared {
         };
         let Some(sealer) = self.sealer() else {
             let mut buffer = Vec::new();
-            let tag = export(&mut buffer)?;
+            export(&mut buffer)?;
             return Ok(Crossing {
                 range: 0..buffer.len(),
                 buffer,
-                tag,
                 sealed: false,
             });
         };
@@ -383,7 +381,6 @@ impl Shared {
         Ok(Crossing {
             buffer,
             range,
-            tag,
             sealed: true,
         })
     }

@@ -131,7 +131,11 @@ pub enum SealError {
     /// The service name is longer than 255 bytes.
     #[error("service name `{0}` is longer than 255 bytes")]
     ServiceNameTooLong(String),
-    /// The AEAD refused (message too long).
+    /// The OS random number generator failed when a forked process reseeded its nonce
+    /// generator; nothing was sealed.
+    #[error("the OS random number generator failed while reseeding the nonce generator: {0}")]
+    Rng(String),
+    /// The AEAD refused to seal (the plaintext is too long for the algorithm).
     #[error("the AEAD refused to seal ({0} bytes)")]
     Seal(usize),
 }

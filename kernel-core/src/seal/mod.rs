@@ -28,6 +28,7 @@ pub mod envelope;
 mod error;
 mod key;
 mod keyring;
+mod nonce;
 mod sealer;
 
 pub use algorithm::{Aes128Gcm, Aes256Gcm, Algorithm, AlgorithmKind, ChaCha20Poly1305, XChaCha20Poly1305};

@@ -5,8 +5,6 @@ use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::{PoisonError, RwLock};
 
-use rand::Rng as _;
-
 use super::envelope::{Header, TAG_LEN};
 use super::{Algorithm, KeyId, Keyring, SealError};
 use crate::state::{EncodedState, StateTag};
@@ -23,8 +21,8 @@ pub const fn random_nonce_limit(algorithm: Algorithm) -> u64 {
 
 /// Seals and opens state envelopes. Thread-safe; the keyring can be rotated while in use.
 ///
-/// Nonces come from `rand`'s thread-local CSPRNG (ChaCha, seeded and reseeded from the OS), so a
-/// seal costs no system call.
+/// Nonces come from `rand`'s thread-local CSPRNG (ChaCha, seeded and reseeded from the OS), reseeded
+/// in a forked child before its first seal, so nonces never repeat across processes either.
 pub struct Sealer {
     keyring: RwLock<Keyring>,
     limit_override: Option<u64>,
@@ -85,7 +83,10 @@ impl Sealer {
         }
         let mut nonce = [0u8; 24];
         let nonce = &mut nonce[..algorithm.nonce_len()];
-        rand::rng().fill_bytes(nonce);
+        if let Err(error) = super::nonce::fill(nonce) {
+            key.seals.fetch_sub(1, Ordering::Relaxed);
+            return Err(error);
+        }
         let unset = StateTag {
             version: 0,
             fingerprint: crate::state::Fingerprint(0),

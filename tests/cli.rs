@@ -34,6 +34,8 @@ fn inspect_prints_the_header_without_a_key() {
         "service:            echo",
         "state version:      2",
         "schema fingerprint: 3f17462659b94fbd",
+        "format version:     1",
+        "generation:         none (format version 1)",
     ] {
         assert!(out.contains(line), "missing `{line}` in:\n{out}");
     }

@@ -152,27 +152,89 @@ fn legacy_fixtures_carry_the_legacy_fingerprints() {
     assert_eq!(Some(tag.fingerprint), EchoStateV2::LEGACY_FINGERPRINT);
 }
 
+/// The generation the current set's sealed fixtures carry.
+const FIXTURE_GENERATION: u64 = 7;
+
 #[test]
 fn golden_sealed_fixtures_open_under_every_algorithm() {
-    for algorithm in Algorithm::ALL {
-        let sealer = sealer(algorithm);
-        for (version, plain) in [(1, encoded_v1("", false)), (2, encoded_v2("", false))] {
-            let name = format!("sealed/echo_v{version}.{}.bin", algorithm.name());
-            let blob = fixture(&name, || {
-                let encoded = state::EncodedState::from_bytes(plain.clone()).unwrap();
-                sealer.seal_state("echo", encoded).unwrap()
-            });
-            let opened = sealer.open("echo", &blob).unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(opened.as_bytes(), plain.as_slice(), "{name}");
-            let newest: EchoStateV2 = state::decode(opened.as_bytes()).unwrap();
-            assert_eq!(newest.count, if version == 1 { 2 } else { 10 });
+    for (set, current) in SETS {
+        for algorithm in Algorithm::ALL {
+            let sealer = sealer(algorithm);
+            for (version, plain) in [(1, encoded_v1(set, current)), (2, encoded_v2(set, current))] {
+                let name = format!("sealed/echo_v{version}.{}.bin", algorithm.name());
+                let blob = fixture_in(set, current, &name, || {
+                    let encoded = state::EncodedState::from_bytes(plain.clone()).unwrap();
+                    sealer.seal_state_at("echo", encoded, FIXTURE_GENERATION).unwrap()
+                });
+                let (opened, generation) = sealer
+                    .open_generation("echo", blob)
+                    .unwrap_or_else(|e| panic!("{set}{name}: {e}"));
+                assert_eq!(opened.as_bytes(), plain.as_slice(), "{set}{name}");
+                // Envelopes of format version 1 carry no generation.
+                assert_eq!(generation, if current { FIXTURE_GENERATION } else { 0 }, "{set}{name}");
+                let newest: EchoStateV2 = state::decode(opened.as_bytes()).unwrap();
+                assert_eq!(newest.count, if version == 1 { 2 } else { 10 });
+            }
         }
     }
 }
 
-/// docs/FORMAT.md gives the envelope's offsets; read a fixture by them, not by the parser.
+/// docs/FORMAT.md gives the offsets of format version 2; read a current fixture by them.
 #[test]
-fn format_document_offsets_match_a_fixture() {
+fn format_document_offsets_match_a_current_fixture() {
+    let blob = fixture("structural/sealed/echo_v2.aes-256-gcm.bin", || {
+        unreachable!("written above")
+    });
+    assert_eq!(&blob[0..4], b"MKSE", "magic at 0..4");
+    assert_eq!(blob[4], 2, "format version at 4");
+    assert_eq!(blob[5], 2, "algorithm id at 5 (2 = aes-256-gcm)");
+    assert_eq!(
+        u32::from_le_bytes(blob[6..10].try_into().unwrap()),
+        7,
+        "key id at 6..10"
+    );
+    assert_eq!(
+        u32::from_le_bytes(blob[10..14].try_into().unwrap()),
+        2,
+        "state version at 10..14"
+    );
+    assert_eq!(
+        Fingerprint(u64::from_le_bytes(blob[14..22].try_into().unwrap())),
+        EchoStateV2::FINGERPRINT,
+        "fingerprint at 14..22"
+    );
+    assert_eq!(
+        u64::from_le_bytes(blob[22..30].try_into().unwrap()),
+        FIXTURE_GENERATION,
+        "generation at 22..30"
+    );
+    let name_len = usize::from(blob[30]);
+    assert_eq!(&blob[31..31 + name_len], b"echo", "service name at 31..31+L");
+    let nonce_end = 31 + name_len + 12;
+    assert_eq!(
+        blob.len() - nonce_end - 16,
+        encoded_v2("structural/", true).len(),
+        "ciphertext length"
+    );
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/FORMAT.md")).unwrap();
+    for row in [
+        "| 0 | 4 | magic",
+        "| 4 | 1 | format version",
+        "| 5 | 1 | algorithm id",
+        "| 6 | 4 | key id",
+        "| 10 | 4 | state version",
+        "| 14 | 8 | state fingerprint",
+        "| 22 | 8 | generation",
+        "| 30 | 1 | name length",
+        "| 31 | L | service name",
+    ] {
+        assert!(doc.contains(row), "docs/FORMAT.md lacks the row `{row}`");
+    }
+}
+
+/// docs/FORMAT.md gives the offsets of format version 1 too; read a legacy fixture by them.
+#[test]
+fn format_document_offsets_match_a_legacy_fixture() {
     let blob = fixture("sealed/echo_v2.aes-256-gcm.bin", || unreachable!("written above"));
     assert_eq!(&blob[0..4], b"MKSE", "magic at 0..4");
     assert_eq!(blob[4], 1, "format version at 4");
@@ -207,16 +269,7 @@ fn format_document_offsets_match_a_fixture() {
     assert_eq!(tag.version, 2);
 
     let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/FORMAT.md")).unwrap();
-    for row in [
-        "| 0 | 4 | magic",
-        "| 4 | 1 | format version",
-        "| 5 | 1 | algorithm id",
-        "| 6 | 4 | key id",
-        "| 10 | 4 | state version",
-        "| 14 | 8 | state fingerprint",
-        "| 22 | 1 | name length",
-        "| 23 | L | service name",
-    ] {
+    for row in ["| 22 | 1 | name length (v1)", "| 23 | L | service name (v1)"] {
         assert!(doc.contains(row), "docs/FORMAT.md lacks the row `{row}`");
     }
 }

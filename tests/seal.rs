@@ -81,15 +81,44 @@ fn header_errors_come_before_decryption() {
         sealer.open("echo", &b).unwrap_err()
     };
     assert!(matches!(with(0, b'X'), SealError::BadMagic));
-    assert!(matches!(with(4, 2), SealError::UnsupportedVersion(2)));
+    assert!(matches!(with(4, 3), SealError::UnsupportedVersion(3)));
+    assert!(matches!(with(4, 0), SealError::UnsupportedVersion(0)));
     assert!(matches!(with(5, 9), SealError::UnknownAlgorithm(9)));
-    assert!(matches!(with(22, 0), SealError::BadServiceName));
+    assert!(matches!(with(30, 0), SealError::BadServiceName));
     assert!(matches!(
         sealer.open("echo", &blob[..5]),
         Err(SealError::Truncated { len: 5, .. })
     ));
     // Claiming XChaCha makes the nonce 24 bytes and the key the wrong kind.
     assert!(matches!(with(5, 4), SealError::AlgorithmMismatch { .. }));
+    // Relabelling a version 2 envelope as version 1 moves every field: authentication fails.
+    assert!(
+        sealer
+            .open("echo", &{
+                let mut b = blob.clone();
+                b[4] = 1;
+                b
+            })
+            .is_err()
+    );
+}
+
+#[test]
+fn the_generation_is_authenticated_and_survives_a_reseal() {
+    let sealer = sealer(Algorithm::Aes256Gcm);
+    let encoded = state::encode(&EchoStateV1 { count: 3 }).unwrap();
+    let blob = sealer.seal_state_at("echo", encoded, 41).unwrap();
+    assert_eq!(Header::parse(&blob).unwrap().0.generation, 41);
+    assert_eq!(sealer.open_generation("echo", blob.clone()).unwrap().1, 41);
+    // A newer generation written into the clear header does not open.
+    let mut bumped = blob.clone();
+    bumped[22..30].copy_from_slice(&42u64.to_le_bytes());
+    assert!(matches!(
+        sealer.open("echo", &bumped),
+        Err(SealError::Authentication { .. })
+    ));
+    let resealed = sealer.reseal("echo", &blob).unwrap();
+    assert_eq!(sealer.open_generation("echo", resealed).unwrap().1, 41);
 }
 
 #[test]

@@ -320,6 +320,7 @@ fn checkpoints_survive_sigkill() {
     let dir = TempDir::new("sigkill");
     let exe = std::env::current_exe().unwrap();
     let mut last = 0u64;
+    let mut last_generation = 0u64;
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64 ^ u64::from(std::process::id());
     for round in 0..200 {
         let mut child = Command::new(&exe)
@@ -336,14 +337,20 @@ fn checkpoints_survive_sigkill() {
         child.kill().unwrap();
         child.wait().unwrap();
         let store = StateStore::open(&dir.0, sealer()).unwrap();
-        let Some((path, encoded)) = store.load("counter").unwrap_or_else(|e| panic!("round {round}: {e}")) else {
+        let Some(loaded) = store.load("counter").unwrap_or_else(|e| panic!("round {round}: {e}")) else {
             continue; // killed before the first checkpoint
         };
-        let state: CounterV1 = microkernel::state::decode(encoded.as_bytes())
-            .unwrap_or_else(|e| panic!("round {round}: {} does not decode: {e}", path.display()));
+        let state: CounterV1 = microkernel::state::decode(loaded.state.as_bytes())
+            .unwrap_or_else(|e| panic!("round {round}: {} does not decode: {e}", loaded.path.display()));
         let now = u64::from(state.count);
         assert!(now >= last, "round {round}: count went back from {last} to {now}");
+        assert!(
+            loaded.generation >= last_generation,
+            "round {round}: generation went back from {last_generation} to {}",
+            loaded.generation
+        );
         last = now;
+        last_generation = loaded.generation;
     }
     let leftovers: Vec<_> = std::fs::read_dir(&dir.0)
         .unwrap()

@@ -239,9 +239,14 @@ impl Kernel {
                 name: service.name().to_owned(),
             });
         }
-        self.restore(&mut service)?;
+        let generation = self.restore(&mut service)?;
         let name: Arc<str> = service.name().into();
-        Ok(Slot::new(name, Box::new(service), Arc::downgrade(&self.shared)))
+        Ok(Slot::new(
+            name,
+            Box::new(service),
+            Arc::downgrade(&self.shared),
+            generation,
+        ))
     }
 
     fn insert(

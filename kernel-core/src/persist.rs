@@ -34,9 +34,11 @@ impl Kernel {
     }
 
     /// Before a service is registered: if the store holds its file, import the state from it.
-    pub(crate) fn restore<S: Service>(&self, service: &mut S) -> Result<(), LifecycleError> {
+    /// Returns the generation of the state imported (0 if none), where the service's saves go on
+    /// from.
+    pub(crate) fn restore<S: Service>(&self, service: &mut S) -> Result<u64, LifecycleError> {
         let Some(store) = self.shared().store() else {
-            return Ok(());
+            return Ok(0);
         };
         let name = service.name().to_owned();
         let restore_error = |source: StoreError| LifecycleError::Restore {
@@ -44,12 +46,13 @@ impl Kernel {
             source,
         };
         let loaded = match store.load(&name) {
-            Ok(None) => return Ok(()),
+            Ok(None) => return Ok(0),
             Ok(Some(loaded)) => Ok(loaded),
             Err(error) => Err(error),
         };
-        let outcome = loaded.and_then(|(path, encoded)| {
-            let state = state::decode::<S::State>(encoded.as_bytes()).map_err(|source| StoreError::Decode {
+        let outcome = loaded.and_then(|loaded| {
+            let path = loaded.path;
+            let state = state::decode::<S::State>(loaded.state.as_bytes()).map_err(|source| StoreError::Decode {
                 path: path.clone(),
                 source,
             })?;
@@ -57,12 +60,12 @@ impl Kernel {
                 path: path.clone(),
                 source,
             })?;
-            Ok(path)
+            Ok((path, loaded.generation))
         });
         match outcome {
-            Ok(path) => {
-                tracing::info!(service = %name, path = %path.display(), "restored state from the store");
-                Ok(())
+            Ok((path, generation)) => {
+                tracing::info!(service = %name, path = %path.display(), generation, "restored state from the store");
+                Ok(generation)
             }
             Err(error) if store.policy() == LoadPolicy::StartFreshKeepAside => {
                 let path = store.path(&name).map_err(restore_error)?;
@@ -70,7 +73,7 @@ impl Kernel {
                     let aside = store.set_aside(&path).map_err(restore_error)?;
                     tracing::warn!(service = %name, %error, aside = %aside.display(), "unusable state file set aside; starting fresh");
                 }
-                Ok(())
+                Ok(0)
             }
             Err(error) => Err(restore_error(error)),
         }
@@ -78,16 +81,34 @@ impl Kernel {
 }
 
 impl Shared {
-    /// Exports a service's state and writes it to the store.
+    /// Exports a service's state and writes it to the store. If a save of a later export wins
+    /// the race to the file, this one is not written (the file holds the newer state) and the
+    /// call succeeds.
     pub(crate) fn save(&self, entry: &Entry) -> Result<PathBuf, LifecycleError> {
         let service = entry.lifecycle.name().to_string();
         let store = self.store().ok_or_else(|| LifecycleError::NoStore {
             service: service.clone(),
         })?;
-        let encoded = entry.lifecycle.export_encoded()?;
-        store
-            .save(&service, &encoded)
-            .map_err(|source| LifecycleError::Save { service, source })
+        let (encoded, generation) = entry.lifecycle.export_encoded()?;
+        match store.save(&service, &encoded, generation) {
+            Ok(path) => Ok(path),
+            // Another save exported later and wrote first: the file already holds a newer state
+            // than this one, which is what a save promises.
+            Err(StoreError::Stale {
+                path,
+                generation,
+                newest,
+            }) => {
+                tracing::debug!(
+                    service,
+                    generation,
+                    newest,
+                    "a newer state was saved meanwhile; this older one is not written"
+                );
+                Ok(path)
+            }
+            Err(source) => Err(LifecycleError::Save { service, source }),
+        }
     }
 
     /// After a successful stop: save the state if there is a store.

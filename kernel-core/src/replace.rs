@@ -221,7 +221,13 @@ fn replace_in_slot<S: Service>(
     let was_running = entered.status() == Status::Running;
 
     // 2. Move the state into the new instance; the old one is only read.
-    let crossing = shared.transit(service, direction == Direction::Rollback, &**entered.instance)?;
+    let generation = entered.next_generation();
+    let crossing = shared.transit(
+        service,
+        direction == Direction::Rollback,
+        &**entered.instance,
+        generation,
+    )?;
     // What the old instance held (a rollback exports it downgraded: that is not where it came from).
     let from = entered.instance.state_tag();
     let (sealed, state_len) = (crossing.sealed, crossing.bytes().len());
@@ -347,6 +353,7 @@ impl Shared {
         service: &str,
         downgrade: bool,
         old: &dyn Instance<Req, Resp>,
+        generation: u64,
     ) -> Result<Crossing, ReplaceError> {
         let fail = |step| move |e| ReplaceError::new(service, step, e);
         let export = |out: &mut Vec<u8>| {
@@ -366,7 +373,7 @@ impl Shared {
             });
         };
         // Room for a small state up front; a large one grows the buffer as it is encoded.
-        let mut envelope = sealer.begin(service, 256).map_err(fail(Step::Seal))?;
+        let mut envelope = sealer.begin(service, generation, 256).map_err(fail(Step::Seal))?;
         let tag = export(envelope.body())?;
         envelope.set_state(tag);
         #[allow(unused_mut)]
@@ -375,7 +382,7 @@ impl Shared {
         if let Some(fault) = &self.transit_fault {
             fault(&mut blob);
         }
-        let (buffer, range) = sealer
+        let (buffer, range, _) = sealer
             .open_in_place(service, Some(tag), blob)
             .map_err(fail(Step::Open))?;
         Ok(Crossing {

@@ -93,6 +93,9 @@ pub(crate) struct Slot<Req, Resp> {
     kernel: Weak<Shared>,
     /// The slot itself, for the wait table when a caller has to wait (see `wait`).
     this: Weak<Self>,
+    /// The generation of the last state exported (saved or moved across a replacement): each
+    /// export takes the next one, under the slot's mutex, so generations follow export order.
+    generation: AtomicU64,
 }
 
 /// Why a thread cannot take a slot.
@@ -124,6 +127,12 @@ impl<Req, Resp> Drop for Entered<'_, Req, Resp> {
 }
 
 impl<Req, Resp> Entered<'_, Req, Resp> {
+    /// The generation of a state exported now: one more than the last (the mutex is held, so
+    /// generations follow the order of exports).
+    pub(crate) fn next_generation(&self) -> u64 {
+        self.slot.generation.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     pub(crate) fn status(&self) -> Status {
         Status::from_u8(self.slot.status.load(Ordering::Acquire))
     }
@@ -173,8 +182,15 @@ impl<Req, Resp> Entered<'_, Req, Resp> {
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
-    pub(crate) fn new(name: Arc<str>, instance: BoxInstance<Req, Resp>, kernel: Weak<Shared>) -> Arc<Self> {
+    /// A slot for `instance`, whose state was last saved at `generation` (0 if never).
+    pub(crate) fn new(
+        name: Arc<str>,
+        instance: BoxInstance<Req, Resp>,
+        kernel: Weak<Shared>,
+        generation: u64,
+    ) -> Arc<Self> {
         Arc::new_cyclic(|this| Self {
+            generation: AtomicU64::new(generation),
             name,
             owner: AtomicU64::new(0),
             status: AtomicU8::new(Status::Created.to_u8()),
@@ -358,8 +374,9 @@ pub(crate) trait Lifecycle: Send + Sync {
     fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError>;
     /// The current instance's dependencies (takes the slot's mutex).
     fn dependencies(&self) -> Vec<String>;
-    /// The current instance's state, encoded (takes the slot's mutex, so it is consistent).
-    fn export_encoded(&self) -> Result<EncodedState, LifecycleError>;
+    /// The current instance's state, encoded, with the generation it was exported at (takes
+    /// the slot's mutex, so it is consistent and generations follow export order).
+    fn export_encoded(&self) -> Result<(EncodedState, u64), LifecycleError>;
     /// Marks the service Failed without taking its mutex (a hook holding it did not return).
     fn mark_failed(&self);
 }
@@ -385,7 +402,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
         self.status.store(Status::Failed.to_u8(), Ordering::Release);
     }
 
-    fn export_encoded(&self) -> Result<EncodedState, LifecycleError> {
+    fn export_encoded(&self) -> Result<(EncodedState, u64), LifecycleError> {
         let service = || self.name.to_string();
         let entered = self
             .enter()
@@ -402,9 +419,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
                     ExportError::Encode(source) => source.into(),
                 },
             })?;
-        EncodedState::from_bytes(bytes).map_err(|e| LifecycleError::Export {
+        let generation = entered.next_generation();
+        drop(entered);
+        let encoded = EncodedState::from_bytes(bytes).map_err(|e| LifecycleError::Export {
             service: service(),
             source: e.into(),
-        })
+        })?;
+        Ok((encoded, generation))
     }
 }

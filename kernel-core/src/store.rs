@@ -12,11 +12,13 @@
 //! was. Two kernels cannot share a directory: the store holds an exclusive lock on
 //! `<dir>/.lock` (released by the OS if the process dies).
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::seal::{SealError, Sealer};
 use crate::state::{EncodedState, StateError, StateTag};
@@ -75,6 +77,29 @@ pub enum StoreError {
         /// The service's error.
         source: crate::service::BoxError,
     },
+    /// A save would replace the file by an older state: its generation is not above the newest
+    /// this store has written or loaded for the service. The file is left as it is (it holds the
+    /// newer state).
+    #[error("state file `{}` holds generation {newest}; refusing to replace it by the older generation {generation}", path.display())]
+    Stale {
+        /// The file.
+        path: PathBuf,
+        /// The generation refused.
+        generation: u64,
+        /// The newest generation written or loaded.
+        newest: u64,
+    },
+    /// The file holds an older generation than this store has already written or loaded for
+    /// the service: an older copy was put back (a replay). The file is left untouched.
+    #[error("state file `{}` holds generation {found}, older than generation {newest} this store already wrote or loaded: refusing a replayed state", path.display())]
+    Replayed {
+        /// The file.
+        path: PathBuf,
+        /// The generation in the file.
+        found: u64,
+        /// The newest generation written or loaded.
+        newest: u64,
+    },
     /// The service name cannot be a file name.
     #[error("service name `{0}` cannot name a state file (empty, or contains `/`, NUL, or starts with `.`)")]
     BadName(String),
@@ -85,8 +110,23 @@ pub struct StateStore {
     dir: PathBuf,
     sealer: Sealer,
     policy: LoadPolicy,
+    /// Per service, the newest generation written or loaded while the store is open. Held
+    /// while a file is compared and written (or read), so that no interleaving of saves can put
+    /// an older state over a newer one.
+    newest: Mutex<HashMap<String, u64>>,
     /// Held open for its lock.
     _lock: File,
+}
+
+/// A state read from the store.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The state, opened (decode it with [`state::decode`](crate::state::decode)).
+    pub state: EncodedState,
+    /// Its generation (0 for a file written before generations).
+    pub generation: u64,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -130,6 +170,7 @@ impl StateStore {
             dir,
             sealer,
             policy: LoadPolicy::Fail,
+            newest: Mutex::new(HashMap::new()),
             _lock: lock,
         })
     }
@@ -164,23 +205,39 @@ impl StateStore {
         Ok(self.dir.join(format!("{service}.state")))
     }
 
-    /// Seals `state` for `service` and writes it atomically.
-    pub fn save(&self, service: &str, state: &EncodedState) -> Result<PathBuf, StoreError> {
+    /// Seals `state` for `service` at `generation` and writes it atomically, unless the store
+    /// has already written or loaded a generation at least as new for it
+    /// ([`StoreError::Stale`]: the file keeps the newer state).
+    pub fn save(&self, service: &str, state: &EncodedState, generation: u64) -> Result<PathBuf, StoreError> {
         let path = self.path(service)?;
         let blob = self
             .sealer
-            .seal(service, state.tag(), state.as_bytes())
+            .seal_at(service, state.tag(), generation, state.as_bytes())
             .map_err(|source| StoreError::Seal {
                 path: path.clone(),
                 source,
             })?;
+        let mut newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(&known) = newest.get(service)
+            && generation <= known
+        {
+            return Err(StoreError::Stale {
+                path,
+                generation,
+                newest: known,
+            });
+        }
         write_atomically(&self.dir, &path, &blob)?;
+        newest.insert(service.to_owned(), generation);
         Ok(path)
     }
 
-    /// Reads and opens a service's file; `None` if there is none. The file is never modified.
-    pub fn load(&self, service: &str) -> Result<Option<(PathBuf, EncodedState)>, StoreError> {
+    /// Reads and opens a service's file; `None` if there is none. Refuses a file older than
+    /// what this store has written or loaded for the service ([`StoreError::Replayed`]). The
+    /// file is never modified.
+    pub fn load(&self, service: &str) -> Result<Option<Loaded>, StoreError> {
         let path = self.path(service)?;
+        let mut newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
         let blob = match fs::read(&path) {
             Ok(blob) => blob,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -192,14 +249,27 @@ impl StateStore {
                 });
             }
         };
-        let state = self
+        let (state, generation) = self
             .sealer
-            .open_owned(service, blob)
+            .open_generation(service, blob)
             .map_err(|source| StoreError::Seal {
                 path: path.clone(),
                 source,
             })?;
-        Ok(Some((path, state)))
+        let known = newest.get(service).copied().unwrap_or(0);
+        if generation < known {
+            return Err(StoreError::Replayed {
+                path,
+                found: generation,
+                newest: known,
+            });
+        }
+        newest.insert(service.to_owned(), generation);
+        Ok(Some(Loaded {
+            path,
+            state,
+            generation,
+        }))
     }
 
     /// Moves an unusable file aside (for [`LoadPolicy::StartFreshKeepAside`]); returns the new
@@ -280,7 +350,8 @@ fn sync_dir(dir: &Path) -> Result<(), StoreError> {
         })
 }
 
-/// Reads the state tag of a stored file without a key (for tools): the envelope header is clear.
+/// Reads the state tag of a stored file without a key (for tools): the envelope header is clear
+/// (and not yet authenticated).
 pub fn peek_tag(blob: &[u8]) -> Result<StateTag, SealError> {
     crate::seal::envelope::Header::parse(blob).map(|(h, _)| h.state)
 }

@@ -92,7 +92,9 @@ impl<S: Service, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
     fn remember_good_state(&self) {
         use crate::slot::Lifecycle;
         match self.slot.export_encoded() {
-            Ok(encoded) => *self.last_good.lock().unwrap_or_else(PoisonError::into_inner) = Some(encoded.into_bytes()),
+            Ok((encoded, _)) => {
+                *self.last_good.lock().unwrap_or_else(PoisonError::into_inner) = Some(encoded.into_bytes());
+            }
             Err(error) => tracing::warn!(%error, "could not keep the last good state for supervision"),
         }
     }
@@ -107,7 +109,7 @@ impl<S: Service, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
                     service: name.clone(),
                     source,
                 })?
-                .map(|(_, encoded)| encoded.into_bytes()),
+                .map(|loaded| loaded.state.into_bytes()),
             None => None,
         };
         let bytes = from_store.or_else(|| self.last_good.lock().unwrap_or_else(PoisonError::into_inner).clone());

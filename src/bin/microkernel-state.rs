@@ -45,9 +45,14 @@ fn read(file: &Path) -> Result<Vec<u8>, String> {
 fn inspect(file: &Path) -> Result<String, String> {
     let blob = read(file)?;
     let (header, body) = Header::parse(&blob).map_err(|e| format!("`{}`: {e}", file.display()))?;
+    let generation = match header.format {
+        1 => "none (format version 1)".to_owned(),
+        _ => header.generation.to_string(),
+    };
     Ok(format!(
-        "file:               {}\nformat version:     1\nalgorithm:          {}\nkey id:             {}\nservice:            {}\nstate version:      {}\nschema fingerprint: {}\nheader bytes:       {}\nciphertext bytes:   {}\ntag bytes:          {TAG_LEN}\ntotal bytes:        {}",
+        "file:               {}\nformat version:     {}\nalgorithm:          {}\nkey id:             {}\nservice:            {}\nstate version:      {}\nschema fingerprint: {}\ngeneration:         {generation}\nheader bytes:       {}\nciphertext bytes:   {}\ntag bytes:          {TAG_LEN}\ntotal bytes:        {}",
         file.display(),
+        header.format,
         header.algorithm,
         header.key_id,
         header.service,
@@ -64,11 +69,11 @@ fn verify(file: &Path, var: &str) -> Result<String, String> {
     let (header, _) = Header::parse(&blob).map_err(|e| format!("`{}`: {e}", file.display()))?;
     let key = Key::from_env(header.algorithm, var).map_err(|e| e.to_string())?;
     let sealer = Sealer::new(Keyring::new(header.key_id.0, key));
-    let state = sealer
-        .open(header.service, &blob)
+    let (state, generation) = sealer
+        .open_generation(header.service, blob.clone())
         .map_err(|e| format!("`{}`: {e}", file.display()))?;
     Ok(format!(
-        "ok: `{}` opens with the key in {var}: service {}, state v{} ({} bytes)",
+        "ok: `{}` opens with the key in {var}: service {}, state v{}, generation {generation} ({} bytes)",
         file.display(),
         header.service,
         state.tag().version,

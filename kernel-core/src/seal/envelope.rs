@@ -1,45 +1,59 @@
-//! The sealed envelope, format version 1 (specified in `docs/FORMAT.md`):
+//! The sealed envelope, format version 2 (specified in `docs/FORMAT.md`):
 //!
 //! ```text
 //! offset   size  field
 //! 0        4     magic             "MKSE"
-//! 4        1     format version    1
+//! 4        1     format version    2
 //! 5        1     algorithm id      1 aes-128-gcm, 2 aes-256-gcm, 3 chacha20-poly1305, 4 xchacha20-poly1305
 //! 6        4     key id            u32, little endian
 //! 10       4     state version     u32, little endian
 //! 14       8     state fingerprint u64, little endian
-//! 22       1     name length L     1..=255
-//! 23       L     service name      UTF-8
-//! 23+L     N     nonce             N = 12, or 24 for xchacha20-poly1305
-//! 23+L+N   ..    ciphertext        the encoded state (its 12-byte tag, then postcard)
+//! 22       8     generation        u64, little endian: the service's save counter
+//! 30       1     name length L     1..=255
+//! 31       L     service name      UTF-8
+//! 31+L     N     nonce             N = 12, or 24 for xchacha20-poly1305
+//! 31+L+N   ..    ciphertext        the encoded state (its 12-byte tag, then postcard)
 //! end-16   16    tag               AEAD authentication tag
 //! ```
 //!
-//! The associated data is the whole header, bytes `0 .. 23+L+N`: the service name, state
-//! version and fingerprint are bound to the ciphertext, so a blob cannot be opened as another
-//! service's state or relabelled as another version.
+//! The associated data is the whole header, bytes `0 .. 31+L+N`: the service name, state
+//! version, fingerprint and generation are bound to the ciphertext, so a blob cannot be opened
+//! as another service's state, relabelled as another version, or passed off as a newer save.
+//!
+//! Format version 1 (written before generations) is still read: the same header without the
+//! generation field (the name length at 22, the name at 23); its generation reads as 0.
 
 use super::{Algorithm, KeyId, SealError};
 use crate::state::{Fingerprint, StateTag};
 
 /// The four magic bytes.
 pub const MAGIC: [u8; 4] = *b"MKSE";
-/// The format version this program writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
-/// Bytes before the service name.
-pub const FIXED_LEN: usize = 23;
+/// The format version this program writes.
+pub const FORMAT_VERSION: u8 = 2;
+/// The oldest format version this program reads.
+pub const OLDEST_FORMAT_VERSION: u8 = 1;
+/// Bytes before the service name (format version 2).
+pub const FIXED_LEN: usize = 31;
+/// Bytes before the service name in format version 1.
+pub const FIXED_LEN_V1: usize = 23;
+/// Offset of the generation field (format version 2).
+pub const GENERATION_AT: usize = 22;
 /// The AEAD tag length.
 pub const TAG_LEN: usize = 16;
 
 /// A parsed envelope header (everything before the ciphertext).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header<'a> {
+    /// The format version it was written in (1 or 2).
+    pub format: u8,
     /// The algorithm.
     pub algorithm: Algorithm,
     /// The sealing key's id.
     pub key_id: KeyId,
     /// Version and fingerprint of the sealed state.
     pub state: StateTag,
+    /// The service's save counter when the state was exported (0 in format version 1).
+    pub generation: u64,
     /// The service the state belongs to.
     pub service: &'a str,
     /// The nonce.
@@ -49,7 +63,7 @@ pub struct Header<'a> {
 impl<'a> Header<'a> {
     /// Length of the header in bytes: the associated data.
     pub fn len(&self) -> usize {
-        FIXED_LEN + self.service.len() + self.nonce.len()
+        fixed_len(self.format) + self.service.len() + self.nonce.len()
     }
 
     /// Whether the header is empty (never: kept for the `len` convention).
@@ -57,7 +71,7 @@ impl<'a> Header<'a> {
         false
     }
 
-    /// Parses and checks the header, strictly, before any decryption: magic, version,
+    /// Parses and checks the header, strictly, before any decryption: magic, format version,
     /// algorithm, name, nonce length, and room for the tag.
     pub fn parse(blob: &'a [u8]) -> Result<(Self, &'a [u8]), SealError> {
         let need = |n: usize| {
@@ -74,49 +88,76 @@ impl<'a> Header<'a> {
         if blob[..4] != MAGIC {
             return Err(SealError::BadMagic);
         }
-        if blob[4] != FORMAT_VERSION {
-            return Err(SealError::UnsupportedVersion(blob[4]));
+        let format = blob[4];
+        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&format) {
+            return Err(SealError::UnsupportedVersion(format));
         }
         let algorithm = Algorithm::from_id(blob[5]).ok_or(SealError::UnknownAlgorithm(blob[5]))?;
-        need(FIXED_LEN)?;
-        let key_id = KeyId(u32::from_le_bytes(blob[6..10].try_into().expect("4 bytes")));
+        let fixed = fixed_len(format);
+        need(fixed)?;
+        let key_id = KeyId(read_u32(blob, 6));
         let state = StateTag {
-            version: u32::from_le_bytes(blob[10..14].try_into().expect("4 bytes")),
-            fingerprint: Fingerprint(u64::from_le_bytes(blob[14..22].try_into().expect("8 bytes"))),
+            version: read_u32(blob, 10),
+            fingerprint: Fingerprint(read_u64(blob, 14)),
         };
-        let name_len = usize::from(blob[22]);
+        let generation = if format >= 2 { read_u64(blob, GENERATION_AT) } else { 0 };
+        let name_len = usize::from(blob[fixed - 1]);
         if name_len == 0 {
             return Err(SealError::BadServiceName);
         }
-        let nonce_at = FIXED_LEN + name_len;
+        let nonce_at = fixed + name_len;
         let body_at = nonce_at + algorithm.nonce_len();
         need(body_at + TAG_LEN)?;
-        let service = std::str::from_utf8(&blob[FIXED_LEN..nonce_at]).map_err(|_| SealError::BadServiceName)?;
+        let service = std::str::from_utf8(&blob[fixed..nonce_at]).map_err(|_| SealError::BadServiceName)?;
         let header = Header {
+            format,
             algorithm,
             key_id,
             state,
+            generation,
             service,
             nonce: &blob[nonce_at..body_at],
         };
         Ok((header, &blob[body_at..]))
     }
 
-    /// Appends the header to `out`.
+    /// Appends the header to `out`, in the format version it names (2 for every new envelope).
     pub fn write(&self, out: &mut Vec<u8>) -> Result<(), SealError> {
         let name_len = u8::try_from(self.service.len())
             .ok()
             .filter(|n| *n > 0)
             .ok_or_else(|| SealError::ServiceNameTooLong(self.service.to_owned()))?;
         out.extend_from_slice(&MAGIC);
-        out.push(FORMAT_VERSION);
+        out.push(self.format);
         out.push(self.algorithm.id());
         out.extend_from_slice(&self.key_id.0.to_le_bytes());
         out.extend_from_slice(&self.state.version.to_le_bytes());
         out.extend_from_slice(&self.state.fingerprint.0.to_le_bytes());
+        if self.format >= 2 {
+            out.extend_from_slice(&self.generation.to_le_bytes());
+        }
         out.push(name_len);
         out.extend_from_slice(self.service.as_bytes());
         out.extend_from_slice(self.nonce);
         Ok(())
     }
+}
+
+/// Bytes before the service name in format version `format`.
+fn fixed_len(format: u8) -> usize {
+    if format >= 2 { FIXED_LEN } else { FIXED_LEN_V1 }
+}
+
+/// The little-endian u32 at `at`; the caller checked the length.
+fn read_u32(blob: &[u8], at: usize) -> u32 {
+    let mut bytes = [0; 4];
+    bytes.copy_from_slice(&blob[at..at + 4]);
+    u32::from_le_bytes(bytes)
+}
+
+/// The little-endian u64 at `at`; the caller checked the length.
+fn read_u64(blob: &[u8], at: usize) -> u64 {
+    let mut bytes = [0; 8];
+    bytes.copy_from_slice(&blob[at..at + 8]);
+    u64::from_le_bytes(bytes)
 }

@@ -74,7 +74,7 @@ pub enum SealError {
     #[error("not a sealed state (bad magic bytes)")]
     BadMagic,
     /// A format version this program does not read.
-    #[error("unsupported envelope format version {0} (this program reads version 1)")]
+    #[error("unsupported envelope format version {0} (this program reads versions 1 and 2)")]
     UnsupportedVersion(u8),
     /// An algorithm byte that names no algorithm.
     #[error("unknown algorithm id {0} in the envelope")]

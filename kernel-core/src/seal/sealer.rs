@@ -53,15 +53,33 @@ impl Sealer {
         f(&self.keyring.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// Seals an encoded state for `service` with the primary key.
+    /// Seals an encoded state for `service` with the primary key, with generation 0 (no save
+    /// counter; the store and replacements use [`seal_state_at`](Self::seal_state_at)).
     pub fn seal_state(&self, service: &str, state: EncodedState) -> Result<Vec<u8>, SealError> {
-        let tag = state.tag();
-        self.seal(service, tag, state.as_bytes())
+        self.seal_state_at(service, state, 0)
     }
 
-    /// Seals `plaintext` (an encoded state with tag `state`) for `service`.
+    /// Seals an encoded state for `service`, recording `generation` (the service's save counter)
+    /// in the authenticated header.
+    pub fn seal_state_at(&self, service: &str, state: EncodedState, generation: u64) -> Result<Vec<u8>, SealError> {
+        let tag = state.tag();
+        self.seal_at(service, tag, generation, state.as_bytes())
+    }
+
+    /// Seals `plaintext` (an encoded state with tag `state`) for `service`, with generation 0.
     pub fn seal(&self, service: &str, state: StateTag, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
-        let mut buffer = self.begin(service, plaintext.len())?;
+        self.seal_at(service, state, 0, plaintext)
+    }
+
+    /// Seals `plaintext` (an encoded state with tag `state`) for `service` at `generation`.
+    pub fn seal_at(
+        &self,
+        service: &str,
+        state: StateTag,
+        generation: u64,
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
+        let mut buffer = self.begin(service, generation, plaintext.len())?;
         buffer.body().extend_from_slice(plaintext);
         buffer.set_state(state);
         self.finish(buffer)
@@ -69,7 +87,7 @@ impl Sealer {
 
     /// Starts an envelope for `service`: draws the nonce, writes the header (with a state tag to
     /// be set) and leaves the buffer ready for the plaintext to be written in place.
-    pub(crate) fn begin(&self, service: &str, capacity: usize) -> Result<SealBuffer, SealError> {
+    pub(crate) fn begin(&self, service: &str, generation: u64, capacity: usize) -> Result<SealBuffer, SealError> {
         let keyring = self.keyring.read().unwrap_or_else(PoisonError::into_inner);
         let (key_id, key) = keyring.primary_entry();
         let algorithm = key.cipher.algorithm();
@@ -92,9 +110,11 @@ impl Sealer {
             fingerprint: crate::state::Fingerprint(0),
         };
         let header = Header {
+            format: super::envelope::FORMAT_VERSION,
             algorithm,
             key_id: KeyId(key_id),
             state: unset,
+            generation,
             service,
             nonce,
         };
@@ -137,27 +157,35 @@ impl Sealer {
 
     /// [`open`](Self::open), decrypting in the blob's own buffer.
     pub fn open_owned(&self, service: &str, blob: Vec<u8>) -> Result<EncodedState, SealError> {
-        let (mut buf, body) = self.open_in_place(service, None, blob)?;
+        self.open_generation(service, blob).map(|(state, _)| state)
+    }
+
+    /// [`open_owned`](Self::open_owned), also returning the authenticated generation (0 for a
+    /// format version 1 envelope).
+    pub fn open_generation(&self, service: &str, blob: Vec<u8>) -> Result<(EncodedState, u64), SealError> {
+        let (mut buf, body, generation) = self.open_in_place(service, None, blob)?;
         buf.truncate(body.end);
         buf.drain(..body.start);
-        EncodedState::from_bytes(buf).map_err(|_| SealError::InconsistentPlaintext)
+        let state = EncodedState::from_bytes(buf).map_err(|_| SealError::InconsistentPlaintext)?;
+        Ok((state, generation))
     }
 
     /// Opens a blob that must hold exactly the state version `expected` for `service`.
     pub fn open_state(&self, service: &str, expected: StateTag, blob: &[u8]) -> Result<Vec<u8>, SealError> {
-        let (mut buf, body) = self.open_in_place(service, Some(expected), blob.to_vec())?;
+        let (mut buf, body, _) = self.open_in_place(service, Some(expected), blob.to_vec())?;
         buf.truncate(body.end);
         buf.drain(..body.start);
         Ok(buf)
     }
 
-    /// Checks the header, decrypts in place and returns the buffer with the plaintext's range.
+    /// Checks the header, decrypts in place and returns the buffer with the plaintext's range
+    /// and the (now authenticated) generation.
     pub(crate) fn open_in_place(
         &self,
         service: &str,
         expected: Option<StateTag>,
         mut blob: Vec<u8>,
-    ) -> Result<(Vec<u8>, Range<usize>), SealError> {
+    ) -> Result<(Vec<u8>, Range<usize>, u64), SealError> {
         let (header, _) = Header::parse(&blob)?;
         if header.service != service {
             return Err(SealError::WrongService {
@@ -172,19 +200,21 @@ impl Sealer {
             });
         }
         let (state, key_id, algorithm, header_len) = (header.state, header.key_id.0, header.algorithm, header.len());
+        let generation = header.generation;
         let body = header_len..blob.len() - TAG_LEN;
         self.decrypt(key_id, algorithm, &mut blob, header_len)?;
         let (tag, _) = StateTag::split(&blob[body.clone()]).map_err(|_| SealError::InconsistentPlaintext)?;
         if tag != state {
             return Err(SealError::InconsistentPlaintext);
         }
-        Ok((blob, body))
+        Ok((blob, body, generation))
     }
 
-    /// Opens a blob with whichever key sealed it and seals it again with the primary key.
+    /// Opens a blob with whichever key sealed it and seals it again with the primary key,
+    /// keeping its generation.
     pub fn reseal(&self, service: &str, blob: &[u8]) -> Result<Vec<u8>, SealError> {
-        let state = self.open(service, blob)?;
-        self.seal_state(service, state)
+        let (state, generation) = self.open_generation(service, blob.to_vec())?;
+        self.seal_state_at(service, state, generation)
     }
 
     /// Decrypts `blob[header_len .. len - 16]` in place, authenticating the header.
@@ -221,7 +251,7 @@ impl SealBuffer {
         &mut self.buf
     }
 
-    /// Records the state tag in the header (offsets 10..22 of docs/FORMAT.md).
+    /// Records the state tag in the header (offsets 10..22 of docs/FORMAT.md, in both formats).
     pub(crate) fn set_state(&mut self, state: StateTag) {
         self.buf[10..14].copy_from_slice(&state.version.to_le_bytes());
         self.buf[14..22].copy_from_slice(&state.fingerprint.0.to_le_bytes());

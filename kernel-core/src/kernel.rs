@@ -72,11 +72,18 @@ pub struct KernelBuilder {
     stop_timeout: Option<Duration>,
     #[cfg(feature = "fault-injection")]
     transit_fault: Option<TransitFault>,
+    #[cfg(feature = "fault-injection")]
+    save_pause: Option<SavePause>,
 }
 
 /// Alters sealed state between seal and open (fault-injection builds only).
 #[cfg(feature = "fault-injection")]
 pub(crate) type TransitFault = Box<dyn Fn(&mut Vec<u8>) + Send + Sync>;
+
+/// Runs between a save's export and its write, with the service and the generation exported
+/// (fault-injection builds only): lets a test force an interleaving of saves.
+#[cfg(feature = "fault-injection")]
+pub(crate) type SavePause = Box<dyn Fn(&str, u64) + Send + Sync>;
 
 impl Default for KernelBuilder {
     fn default() -> Self {
@@ -89,6 +96,8 @@ impl Default for KernelBuilder {
             stop_timeout: None,
             #[cfg(feature = "fault-injection")]
             transit_fault: None,
+            #[cfg(feature = "fault-injection")]
+            save_pause: None,
         }
     }
 }
@@ -119,6 +128,14 @@ impl KernelBuilder {
     #[cfg(feature = "fault-injection")]
     pub fn fault_in_transit(mut self, fault: impl Fn(&mut Vec<u8>) + Send + Sync + 'static) -> Self {
         self.transit_fault = Some(Box::new(fault));
+        self
+    }
+
+    /// Calls `pause(service, generation)` after a save exported a state and before it writes it
+    /// (only with the `fault-injection` feature), to force interleavings of saves in tests.
+    #[cfg(feature = "fault-injection")]
+    pub fn pause_before_save(mut self, pause: impl Fn(&str, u64) + Send + Sync + 'static) -> Self {
+        self.save_pause = Some(Box::new(pause));
         self
     }
 
@@ -161,6 +178,8 @@ impl KernelBuilder {
             supervision: Supervision::default(),
             #[cfg(feature = "fault-injection")]
             transit_fault: self.transit_fault,
+            #[cfg(feature = "fault-injection")]
+            save_pause: self.save_pause,
         });
         Kernel { shared }
     }
@@ -184,6 +203,8 @@ pub(crate) struct Shared {
     pub(crate) supervision: Supervision,
     #[cfg(feature = "fault-injection")]
     pub(crate) transit_fault: Option<TransitFault>,
+    #[cfg(feature = "fault-injection")]
+    pub(crate) save_pause: Option<SavePause>,
 }
 
 #[derive(Clone)]

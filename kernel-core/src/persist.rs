@@ -90,6 +90,10 @@ impl Shared {
             service: service.clone(),
         })?;
         let (encoded, generation) = entry.lifecycle.export_encoded()?;
+        #[cfg(feature = "fault-injection")]
+        if let Some(pause) = &self.save_pause {
+            pause(&service, generation);
+        }
         match store.save(&service, &encoded, generation) {
             Ok(path) => Ok(path),
             // Another save exported later and wrote first: the file already holds a newer state

@@ -1,8 +1,8 @@
 //! What the fuzz targets run, shared with the regression test (tests/fuzz_regressions.rs) so
 //! that every crasher found stays a test.
 //!
-//! - `envelope`: parse the header, then open with the fixtures' key (so inputs derived from the
-//!   golden fixtures reach decryption), then decode the opened state.
+//! - `envelope`: parse the header (format 1 or 2), then open with the fixtures' key (so inputs
+//!   derived from the golden fixtures reach decryption), then decode the opened state.
 //! - `state`: decode versioned state bytes into the newest echo state and into a state with
 //!   nested collections and a bulk-decoded map.
 #![allow(dead_code)]
@@ -43,7 +43,7 @@ pub fn envelope(data: &[u8]) {
     let Ok((header, _)) = Header::parse(data) else { return };
     let key = Key::from_hex(header.algorithm, &TEST_KEY_HEX[..2 * header.algorithm.key_len()]).unwrap();
     let sealer = Sealer::new(Keyring::new(header.key_id.0, key));
-    if let Ok(opened) = sealer.open(header.service, data) {
+    if let Ok((opened, _generation)) = sealer.open_generation(header.service, data.to_vec()) {
         let _ = state::decode::<states::EchoStateV2>(opened.as_bytes());
     }
     let _ = Algorithm::from_id(data.first().copied().unwrap_or(0));

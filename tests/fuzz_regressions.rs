@@ -22,6 +22,7 @@ fn inputs(dir: &str) -> Vec<(String, Vec<u8>)> {
 fn envelope_regressions_and_fixtures_do_not_panic() {
     let mut all = inputs("tests/fuzz-regressions/envelope");
     all.extend(inputs("tests/fixtures/sealed"));
+    all.extend(inputs("tests/fixtures/structural/sealed"));
     assert!(!all.is_empty());
     for (name, data) in all {
         let outcome = std::panic::catch_unwind(|| targets::envelope(&data));
@@ -33,6 +34,7 @@ fn envelope_regressions_and_fixtures_do_not_panic() {
 fn state_regressions_and_fixtures_do_not_panic() {
     let mut all = inputs("tests/fuzz-regressions/state");
     all.extend(inputs("tests/fixtures"));
+    all.extend(inputs("tests/fixtures/structural"));
     assert!(!all.is_empty());
     for (name, data) in all {
         let outcome = std::panic::catch_unwind(|| targets::state(&data));

@@ -139,6 +139,24 @@ pub enum LifecycleError {
         /// The service.
         service: String,
     },
+    /// A lifecycle change (start, stop, replace, ...) made from inside a service would wait for
+    /// the kernel's lifecycle lock while the change holding it waits for that service: refused
+    /// instead of deadlocking. Retry it after the handler returns (e.g. from another thread).
+    #[error("{operation} would deadlock: the lifecycle change in progress waits for a service this thread is inside ({})", cycle.join(" -> "))]
+    WouldDeadlock {
+        /// The operation refused.
+        operation: &'static str,
+        /// The services (and the lifecycle lock) along the cycle of waits.
+        cycle: Vec<String>,
+    },
+    /// A supervisor's factory panicked while building a new instance for a restart.
+    #[error("the factory of `{service}` panicked while building a restart: {message}")]
+    FactoryPanicked {
+        /// The service.
+        service: String,
+        /// The panic's message.
+        message: String,
+    },
     /// The hook would run inside a call the same service is already making on this thread.
     #[error("service `{service}` is already busy on this thread (a lifecycle change from its own hook or handler)")]
     Reentrant {

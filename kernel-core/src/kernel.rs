@@ -1,7 +1,8 @@
 //! The kernel: a registry of named slots, the lifecycle in dependency order, and routing.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use crate::error::{CallError, Hook, LifecycleError, StopAllError};
@@ -14,7 +15,7 @@ use crate::push::{PendingReply, Pusher};
 use crate::reap::Reaper;
 use crate::seal::Sealer;
 use crate::service::{Service, Status};
-use crate::slot::{Lifecycle, Slot, SlotOf};
+use crate::slot::{Lifecycle, Slot, SlotOf, StopRace};
 use crate::store::StateStore;
 use crate::supervise::Supervision;
 use crate::sync::ReentrantLock;
@@ -164,9 +165,11 @@ impl KernelBuilder {
 
     /// Builds the kernel.
     pub fn build(self) -> Kernel {
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|this| Shared {
+            stops: AtomicU64::new(0),
+            this: Weak::clone(this),
             registry: RwLock::new(HashMap::default()),
-            lifecycle: ReentrantLock::default(),
+            lifecycle: Arc::default(),
             observer: self.observer,
             pusher: Pusher::new(self.max_push_workers),
             sealer: self.sealer,
@@ -190,7 +193,7 @@ pub(crate) struct Shared {
     registry: RwLock<Registry>,
     /// Serializes lifecycle changes (start, stop, replace) kernel-wide; re-entrant so that hooks
     /// may change other services' lifecycles. Calls never take it.
-    lifecycle: ReentrantLock,
+    lifecycle: Arc<ReentrantLock>,
     observer: Option<Observer>,
     pusher: Pusher,
     sealer: Option<Sealer>,
@@ -201,6 +204,10 @@ pub(crate) struct Shared {
     stop_timeout: Option<Duration>,
     pub(crate) reaper: Reaper,
     pub(crate) supervision: Supervision,
+    /// How many times `stop_all` began: a restart scheduled before the latest is dropped.
+    stops: AtomicU64,
+    /// The `Arc` this lives in, for threads that must not keep the kernel alive.
+    this: Weak<Shared>,
     #[cfg(feature = "fault-injection")]
     pub(crate) transit_fault: Option<TransitFault>,
     #[cfg(feature = "fault-injection")]
@@ -368,7 +375,7 @@ impl Kernel {
     /// Starts one service. Its dependencies must be registered and running. Starting a running
     /// service does nothing.
     pub fn start(&self, name: &str) -> Result<(), LifecycleError> {
-        let _serial = self.shared.lifecycle.lock();
+        let _serial = self.shared.lifecycle_lock("start")?;
         self.ensure_checkpointer();
         let snapshot = self.shared.snapshot();
         let entry = snapshot.get(name).ok_or_else(|| not_found(name))?;
@@ -383,7 +390,7 @@ impl Kernel {
     /// [`stop_cascade`](Self::stop_cascade) to stop them first. Stopping a service that is not
     /// running does nothing.
     pub fn stop(&self, name: &str) -> Result<(), LifecycleError> {
-        let _serial = self.shared.lifecycle.lock();
+        let _serial = self.shared.lifecycle_lock("stop")?;
         let snapshot = self.shared.snapshot();
         let entry = snapshot.get(name).ok_or_else(|| not_found(name))?;
         let graph = dep_graph(&snapshot);
@@ -404,7 +411,7 @@ impl Kernel {
     /// Stops a service after every running service that depends on it, directly or not,
     /// dependants first. Stops at the first failure, leaving the rest running.
     pub fn stop_cascade(&self, name: &str) -> Result<(), LifecycleError> {
-        let _serial = self.shared.lifecycle.lock();
+        let _serial = self.shared.lifecycle_lock("stop_cascade")?;
         let snapshot = self.shared.snapshot();
         snapshot.get(name).ok_or_else(|| not_found(name))?;
         let graph = dep_graph(&snapshot);
@@ -422,7 +429,7 @@ impl Kernel {
     /// Failed, the services this call started are stopped again in reverse order, and the
     /// start error is returned.
     pub fn start_all(&self) -> Result<(), LifecycleError> {
-        let _serial = self.shared.lifecycle.lock();
+        let _serial = self.shared.lifecycle_lock("start_all")?;
         self.ensure_checkpointer();
         let snapshot = self.shared.snapshot();
         let order = graph::start_order(&dep_graph(&snapshot))?;
@@ -578,8 +585,24 @@ impl Shared {
         }
     }
 
-    pub(crate) fn lifecycle_lock(&self) -> crate::sync::ReentrantGuard<'_> {
-        self.lifecycle.lock()
+    /// Takes the kernel's lifecycle lock for `operation`, unless waiting for it would deadlock.
+    pub(crate) fn lifecycle_lock(
+        &self,
+        operation: &'static str,
+    ) -> Result<crate::sync::ReentrantGuard<'_>, LifecycleError> {
+        self.lifecycle
+            .lock()
+            .map_err(|cycle| LifecycleError::WouldDeadlock { operation, cycle })
+    }
+
+    /// A reference to the kernel that does not keep it alive.
+    pub(crate) fn weak_self(&self) -> Weak<Shared> {
+        Weak::clone(&self.this)
+    }
+
+    /// How many times `stop_all` has begun.
+    pub(crate) fn stops(&self) -> u64 {
+        self.stops.load(Ordering::SeqCst)
     }
 
     pub(crate) fn store(&self) -> Option<&StateStore> {
@@ -600,9 +623,12 @@ impl Shared {
         })
     }
 
+    /// Tells the observer; a panicking observer (user code) is logged and the kernel goes on.
     pub(crate) fn notify(&self, notice: &Notice<'_>) {
-        if let Some(observer) = &self.observer {
-            observer(notice);
+        if let Some(observer) = &self.observer
+            && let Err(message) = crate::panic::catch(|| observer(notice))
+        {
+            tracing::error!(%message, ?notice, "the observer panicked");
         }
     }
 
@@ -642,12 +668,23 @@ impl Shared {
             return self.run_hook(entry, Hook::Stop);
         };
         // Run the hook on its own thread so that a hook that never returns cannot hold up the
-        // rest of the shutdown.
+        // rest of the shutdown. The stopper and this thread agree, under `race`, whether the
+        // stop finished in time: a stop that finishes later leaves the service Failed (as
+        // reported) and saves its state then, so that nothing the hook did is lost.
         let (tx, rx) = std::sync::mpsc::channel();
-        let lifecycle = Arc::clone(&entry.lifecycle);
+        let race = Arc::new(Mutex::new(StopRace::Waiting));
+        let (late_entry, late_race) = (entry.clone(), Arc::clone(&race));
+        let kernel = self.weak_self();
         let spawned = std::thread::Builder::new()
             .name("microkernel-stop".into())
-            .spawn(move || drop(tx.send(lifecycle.run_hook(Hook::Stop))));
+            .spawn(move || {
+                let (result, late) = late_entry.lifecycle.stop_bounded(&late_race);
+                if late {
+                    stopped_late(kernel.upgrade().as_deref(), &late_entry, result);
+                } else {
+                    drop(tx.send(result));
+                }
+            });
         let stopper = match spawned {
             Ok(stopper) => stopper,
             Err(error) => {
@@ -656,14 +693,28 @@ impl Shared {
             }
         };
         let service = &**entry.lifecycle.name();
-        match rx.recv_timeout(timeout) {
-            Ok(result) => {
+        let in_time = match rx.recv_timeout(timeout) {
+            Ok(result) => Some(result),
+            Err(_) => {
+                let mut race = race.lock().unwrap_or_else(PoisonError::into_inner);
+                if *race == StopRace::Done {
+                    // It finished just now: its result is on the way.
+                    drop(race);
+                    rx.recv().ok()
+                } else {
+                    *race = StopRace::Abandoned;
+                    None
+                }
+            }
+        };
+        match in_time {
+            Some(result) => {
                 // It has sent its result and is returning: wait for it, so that no kernel
                 // thread outlives `stop_all`.
                 let _ = stopper.join();
                 self.report_hook(entry, Hook::Stop, result)
             }
-            Err(_) => {
+            None => {
                 entry.lifecycle.mark_failed();
                 tracing::error!(service, ?timeout, "stop did not finish in time; marked failed");
                 self.notify(&Notice::Failed { service });
@@ -676,7 +727,9 @@ impl Shared {
     }
 
     fn stop_all(&self) -> Result<(), StopAllError> {
-        let _serial = self.lifecycle.lock();
+        let serial = self.lifecycle_lock("stop_all").map_err(|e| StopAllError(vec![e]))?;
+        // Restarts scheduled before this point are dropped: after `stop_all`, nothing runs.
+        self.stops.fetch_add(1, Ordering::SeqCst);
         let snapshot = self.snapshot();
         // A cycle cannot have started, but stop everything anyway: reverse name order then.
         let order = graph::start_order(&dep_graph(&snapshot))
@@ -686,6 +739,8 @@ impl Shared {
             .rev()
             .filter_map(|name| self.stop_if_running(&snapshot[name.as_str()]).err())
             .collect();
+        // The supervisor may be waiting for the lock to drop a restart: release it first.
+        drop(serial);
         self.stop_threads();
         if errors.is_empty() {
             Ok(())
@@ -712,6 +767,24 @@ impl Drop for Shared {
     fn drop(&mut self) {
         if let Err(error) = self.stop_all() {
             tracing::warn!(%error, "stopping services while dropping the kernel failed");
+        }
+    }
+}
+
+/// A stop that finished after its timeout: the service stays Failed (as `stop` reported), and
+/// the state the hook left is saved, so that nothing it did is lost.
+fn stopped_late(kernel: Option<&Shared>, entry: &Entry, result: Result<(), LifecycleError>) {
+    let service = &**entry.lifecycle.name();
+    tracing::warn!(
+        service,
+        ok = result.is_ok(),
+        "a stop finished after its timeout; the service stays failed"
+    );
+    let Some(kernel) = kernel else { return };
+    if result.is_ok() && kernel.store().is_some() {
+        match kernel.save(entry) {
+            Ok(path) => tracing::info!(service, path = %path.display(), "saved the state of a late stop"),
+            Err(error) => tracing::error!(service, %error, "saving the state of a late stop failed"),
         }
     }
 }

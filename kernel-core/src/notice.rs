@@ -63,6 +63,16 @@ pub enum Notice<'a> {
         /// The service.
         service: &'a str,
     },
+    /// User code panicked where the kernel could not return an error to a caller (dropping a
+    /// replaced instance, a periodic checkpoint, a supervisor's factory); the kernel went on.
+    Panicked {
+        /// The service whose code panicked.
+        service: &'a str,
+        /// What the kernel was doing: `"drop"`, `"checkpoint"`, `"restart"`.
+        during: &'static str,
+        /// The panic's message.
+        message: &'a str,
+    },
     /// A replacement completed: the new version serves.
     Replaced {
         /// The service.

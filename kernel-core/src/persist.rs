@@ -156,8 +156,12 @@ impl Checkpointer {
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
                     let Some(shared) = shared.upgrade() else { break };
-                    if let Err(error) = shared.checkpoint_all() {
-                        tracing::error!(%error, "periodic checkpoint failed");
+                    // User code (a state's `Serialize`, `export_state`) is guarded inside; this
+                    // keeps the thread alive whatever else unwinds.
+                    match crate::panic::catch(|| shared.checkpoint_all()) {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => tracing::error!(%error, "periodic checkpoint failed"),
+                        Err(message) => tracing::error!(%message, "periodic checkpoint panicked; checkpoints go on"),
                     }
                 }
             })

@@ -14,6 +14,7 @@
 
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 
 use crate::error::{Hook, LifecycleError, panic_message};
 use crate::graph;
@@ -206,7 +207,9 @@ fn replace_in_slot<S: Service>(
         let error = format!("the new version is named `{}`", new.name());
         return Err(ReplaceError::new(service, Step::Enter, error));
     }
-    let _serial = shared.lifecycle_lock();
+    let _serial = shared
+        .lifecycle_lock("replace")
+        .map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
 
     // 1. Take the slot: calls arriving from now on wait.
     let mut entered = slot.enter().ok_or_else(|| {
@@ -271,10 +274,14 @@ fn replace_in_slot<S: Service>(
     }
     drop(entered);
     // Freeing a large state takes milliseconds; a small one costs less than waking the reaper.
+    // Either way a panicking `Drop` is reported, not unwound into the caller of a replacement
+    // that succeeded.
     if state_len > REAP_ABOVE {
-        shared.reaper.dispose(Box::new(old));
+        shared
+            .reaper
+            .dispose(slot.kernel().clone(), Arc::clone(slot.name()), Box::new(old));
     } else {
-        drop(old);
+        crate::reap::drop_reporting(Some(shared), service, Box::new(old));
     }
     tracing::info!(service, from = from.version, to = to.version, sealed, "replaced");
     shared.supervision.forget(service);

@@ -16,7 +16,7 @@ use crate::context::Context;
 use crate::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::kernel::Shared;
 use crate::service::{BoxError, Service, ServiceMeta, Status};
-use crate::state::{self, EncodedState, Migratable, MigrationError, StateError, StateTag};
+use crate::state::{self, EncodedState, Migratable, StateTag};
 use crate::sync::thread_token;
 use crate::wait::{self, Held};
 
@@ -33,12 +33,33 @@ pub(crate) trait Instance<Req, Resp>: Send {
     fn state_tag(&self) -> StateTag;
 }
 
-/// Why an instance could not hand out its state.
+/// Why an instance could not hand out its state: user code failed or panicked at one of the
+/// three steps (each a [`Step`](crate::Step) of a replacement).
 #[derive(Debug)]
 pub(crate) enum ExportError {
+    /// `export_state` failed or panicked.
     Service(BoxError),
-    Downgrade(MigrationError),
-    Encode(StateError),
+    /// The downgrade conversion failed or panicked.
+    Downgrade(BoxError),
+    /// The state's `Serialize` failed or panicked.
+    Encode(BoxError),
+}
+
+impl ExportError {
+    /// The underlying error, whichever the step.
+    pub(crate) fn into_source(self) -> BoxError {
+        match self {
+            ExportError::Service(source) | ExportError::Downgrade(source) | ExportError::Encode(source) => source,
+        }
+    }
+}
+
+/// Runs a step of user code, a panic becoming an error that says so.
+fn guarded<T, E: Into<BoxError>>(f: impl FnOnce() -> Result<T, E>) -> Result<T, BoxError> {
+    match crate::panic::catch(f) {
+        Ok(result) => result.map_err(Into::into),
+        Err(message) => Err(format!("panicked: {message}").into()),
+    }
 }
 
 impl<S: Service> Instance<S::Request, S::Response> for S {
@@ -66,12 +87,14 @@ impl<S: Service> Instance<S::Request, S::Response> for S {
     }
 
     fn export(&self, downgrade: bool, out: &mut Vec<u8>) -> Result<StateTag, ExportError> {
-        let current = self.export_state().map_err(ExportError::Service)?;
+        // Each step is user code (`export_state`, the `down` conversion, `Serialize`): a panic
+        // in any of them is that step's failure, and the instance is left as it was.
+        let current = guarded(|| self.export_state()).map_err(ExportError::Service)?;
         if downgrade {
-            let previous = current.downgrade().map_err(ExportError::Downgrade)?;
-            state::encode_into(&previous, out).map_err(ExportError::Encode)
+            let previous = guarded(|| current.downgrade()).map_err(ExportError::Downgrade)?;
+            guarded(|| state::encode_into(&previous, out)).map_err(ExportError::Encode)
         } else {
-            state::encode_into(current, out).map_err(ExportError::Encode)
+            guarded(|| state::encode_into(current, out)).map_err(ExportError::Encode)
         }
     }
 }
@@ -96,6 +119,9 @@ pub(crate) struct Slot<Req, Resp> {
     /// The generation of the last state exported (saved or moved across a replacement): each
     /// export takes the next one, under the slot's mutex, so generations follow export order.
     generation: AtomicU64,
+    /// Which instance the slot holds: one more at every swap (replacement, restart), so that a
+    /// restart planned for a failed instance can tell it is no longer there.
+    epoch: AtomicU64,
 }
 
 /// Why a thread cannot take a slot.
@@ -139,7 +165,13 @@ impl<Req, Resp> Entered<'_, Req, Resp> {
 
     /// Puts `instance` in the slot and returns the one it replaces.
     pub(crate) fn swap(&mut self, instance: BoxInstance<Req, Resp>) -> BoxInstance<Req, Resp> {
+        self.slot.epoch.fetch_add(1, Ordering::Release);
         std::mem::replace(&mut *self.instance, instance)
+    }
+
+    /// Which instance the slot holds (see `Slot::epoch`).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.slot.epoch.load(Ordering::Acquire)
     }
 
     pub(crate) fn set_status(&self, status: Status) {
@@ -191,6 +223,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
     ) -> Arc<Self> {
         Arc::new_cyclic(|this| Self {
             generation: AtomicU64::new(generation),
+            epoch: AtomicU64::new(0),
             name,
             owner: AtomicU64::new(0),
             status: AtomicU8::new(Status::Created.to_u8()),
@@ -202,6 +235,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
 
     pub(crate) fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// Which instance the slot holds: one more at every swap.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// The kernel the slot belongs to.
+    pub(crate) fn kernel(&self) -> &Weak<Shared> {
+        &self.kernel
     }
 
     pub(crate) fn status(&self) -> Status {
@@ -340,7 +383,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         let message = panic_message(panic);
         tracing::error!(service = %self.name, %message, "handler panicked; service marked failed");
         if let Some(kernel) = self.kernel.upgrade() {
-            kernel.report_failure(&self.name);
+            kernel.report_failure(&self.name, entered.epoch());
         }
         CallError::Panicked {
             service: self.name.to_string(),
@@ -367,6 +410,17 @@ impl<Req: Send + 'static, Resp: Send + 'static> Held for Slot<Req, Resp> {
     }
 }
 
+/// How a stop bounded by a timeout ended, agreed between the stopping thread and the waiting one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopRace {
+    /// The hook is running and the waiter still waits.
+    Waiting,
+    /// The hook finished before the waiter gave up.
+    Done,
+    /// The waiter gave up (timeout): the service was reported Failed.
+    Abandoned,
+}
+
 /// The kernel's view of any slot, whatever its protocol.
 pub(crate) trait Lifecycle: Send + Sync {
     fn name(&self) -> &Arc<str>;
@@ -379,6 +433,10 @@ pub(crate) trait Lifecycle: Send + Sync {
     fn export_encoded(&self) -> Result<(EncodedState, u64), LifecycleError>;
     /// Marks the service Failed without taking its mutex (a hook holding it did not return).
     fn mark_failed(&self);
+    /// Runs the stop hook for a waiter bounded by a timeout; the status becomes Stopped (or
+    /// Failed on an error) if the waiter has not given up by then, and stays Failed if it has.
+    /// Returns the hook's result and whether it finished late.
+    fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool);
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
@@ -402,6 +460,26 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
         self.status.store(Status::Failed.to_u8(), Ordering::Release);
     }
 
+    fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool) {
+        let Some(mut entered) = self.enter() else {
+            let error = LifecycleError::Reentrant {
+                service: self.name.to_string(),
+            };
+            return (Err(error), false);
+        };
+        let result = entered.invoke(Hook::Stop);
+        let mut race = race.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let late = *race == StopRace::Abandoned;
+        if !late {
+            *race = StopRace::Done;
+        }
+        entered.set_status(match (&result, late) {
+            (Ok(()), false) => Status::Stopped,
+            _ => Status::Failed,
+        });
+        (result, late)
+    }
+
     fn export_encoded(&self) -> Result<(EncodedState, u64), LifecycleError> {
         let service = || self.name.to_string();
         let entered = self
@@ -413,11 +491,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
             .export(false, &mut bytes)
             .map_err(|e| LifecycleError::Export {
                 service: service(),
-                source: match e {
-                    ExportError::Service(source) => source,
-                    ExportError::Downgrade(source) => source.into(),
-                    ExportError::Encode(source) => source.into(),
-                },
+                source: e.into_source(),
             })?;
         let generation = entered.next_generation();
         drop(entered);

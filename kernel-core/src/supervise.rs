@@ -55,7 +55,19 @@ trait Restarter: Send + Sync {
     /// limit is reached.
     fn admit(&self, now: Instant) -> Option<u32>;
     fn remember_good_state(&self);
-    fn restart(&self, shared: &Shared) -> Result<(), LifecycleError>;
+    /// Restarts the failed instance `failure` names, with the lifecycle lock held by the
+    /// caller; `Ok(false)` when there is nothing to do any more (it was replaced or restarted
+    /// meanwhile).
+    fn restart(&self, shared: &Shared, failure: &Failure) -> Result<bool, LifecycleError>;
+}
+
+/// A failure to act on: which service, which of its instances failed, and how many times
+/// `stop_all` had begun then.
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    name: String,
+    epoch: u64,
+    stops: u64,
 }
 
 struct Supervised<S: Service, F> {
@@ -99,9 +111,19 @@ impl<S: Service, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
         }
     }
 
-    fn restart(&self, shared: &Shared) -> Result<(), LifecycleError> {
+    fn restart(&self, shared: &Shared, failure: &Failure) -> Result<bool, LifecycleError> {
+        use crate::slot::Lifecycle;
         let name = self.slot.name().to_string();
-        let mut fresh = (self.factory)();
+        // Nothing to do if the failed instance is gone (replaced, or restarted by `start`).
+        if self.slot.status() != Status::Failed || self.slot_epoch() != failure.epoch {
+            return Ok(false);
+        }
+        // The same rules as `start`: every dependency registered and running.
+        shared.check_running(&name, &self.slot.dependencies())?;
+        let mut fresh = crate::panic::catch(&self.factory).map_err(|message| LifecycleError::FactoryPanicked {
+            service: name.clone(),
+            message,
+        })?;
         let from_store = match shared.store() {
             Some(store) => store
                 .load(&name)
@@ -114,27 +136,40 @@ impl<S: Service, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
         };
         let bytes = from_store.or_else(|| self.last_good.lock().unwrap_or_else(PoisonError::into_inner).clone());
         if let Some(bytes) = bytes {
-            let state = state::decode::<S::State>(&bytes).map_err(|e| LifecycleError::Export {
-                service: name.clone(),
-                source: e.into(),
-            })?;
-            fresh.import_state(state).map_err(|source| LifecycleError::Export {
+            let imported = crate::panic::catch(|| {
+                let state = state::decode::<S::State>(&bytes)?;
+                fresh
+                    .import_state(state)
+                    .map_err(|e| e as Box<dyn std::error::Error + Send + Sync>)
+            });
+            let failed = |source: crate::service::BoxError| LifecycleError::Export {
                 service: name.clone(),
                 source,
-            })?;
+            };
+            match imported {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return Err(failed(error)),
+                Err(message) => return Err(failed(format!("panicked: {message}").into())),
+            }
         }
         let mut entered = self
             .slot
             .enter()
             .ok_or_else(|| LifecycleError::Reentrant { service: name.clone() })?;
-        if entered.status() != Status::Failed {
-            return Ok(()); // someone started or replaced it meanwhile
+        if entered.status() != Status::Failed || entered.epoch() != failure.epoch {
+            return Ok(false); // someone started or replaced it meanwhile
         }
         let broken = entered.swap(Box::new(fresh));
         let started = entered.run_hook(Hook::Start);
         drop(entered);
-        drop(broken);
-        started
+        crate::reap::drop_reporting(Some(shared), &name, Box::new(broken));
+        started.map(|()| true)
+    }
+}
+
+impl<S: Service, F> Supervised<S, F> {
+    fn slot_epoch(&self) -> u64 {
+        self.slot.epoch()
     }
 }
 
@@ -142,7 +177,7 @@ impl<S: Service, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
 #[derive(Default)]
 pub(crate) struct Supervision {
     services: Mutex<HashMap<String, Arc<dyn Restarter>>>,
-    worker: Mutex<Option<(Sender<String>, JoinHandle<()>)>>,
+    worker: Mutex<Option<(Sender<Failure>, JoinHandle<()>)>>,
 }
 
 impl Supervision {
@@ -177,7 +212,7 @@ impl Supervision {
         }
     }
 
-    fn schedule(&self, shared: Weak<Shared>, name: &str) {
+    fn schedule(&self, shared: Weak<Shared>, failure: Failure) {
         let mut worker = self.worker.lock().unwrap_or_else(PoisonError::into_inner);
         if worker.is_none() {
             let (tx, rx) = mpsc::channel();
@@ -187,13 +222,13 @@ impl Supervision {
             {
                 Ok(handle) => *worker = Some((tx, handle)),
                 Err(error) => {
-                    tracing::error!(%error, service = name, "could not start the supervisor thread; no restart");
+                    tracing::error!(%error, service = failure.name, "could not start the supervisor thread; no restart");
                     return;
                 }
             }
         }
         if let Some((tx, _)) = worker.as_ref() {
-            let _ = tx.send(name.to_owned());
+            let _ = tx.send(failure);
         }
     }
 
@@ -209,15 +244,16 @@ impl Supervision {
     }
 }
 
-fn supervise_loop(shared: &Weak<Shared>, failures: &Receiver<String>) {
-    while let Ok(name) = failures.recv() {
+fn supervise_loop(shared: &Weak<Shared>, failures: &Receiver<Failure>) {
+    while let Ok(failure) = failures.recv() {
         let Some(kernel) = shared.upgrade() else { return };
-        let Some(restarter) = kernel.supervision.get(&name) else {
+        let Some(restarter) = kernel.supervision.get(&failure.name) else {
             continue;
         };
         let RestartPolicy::OnFailure { backoff, .. } = restarter.policy() else {
             continue;
         };
+        let name = failure.name.clone();
         let Some(nth) = restarter.admit(Instant::now()) else {
             tracing::error!(service = %name, "restart limit reached; the service stays failed");
             kernel.notify(&Notice::GaveUp { service: &name });
@@ -226,9 +262,16 @@ fn supervise_loop(shared: &Weak<Shared>, failures: &Receiver<String>) {
         drop(kernel);
         // Wait the backoff, but leave at once when the kernel shuts the supervisor down.
         let wait = backoff.saturating_mul(1 << (nth - 1).min(16));
-        let deadline = Instant::now() + wait;
+        let deadline = Instant::now().checked_add(wait);
         let mut queued = Vec::new();
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        loop {
+            let left = match deadline {
+                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) => left,
+                    None => break,
+                },
+                None => Duration::MAX,
+            };
             match failures.recv_timeout(left) {
                 Ok(other) => queued.push(other),
                 Err(RecvTimeoutError::Timeout) => break,
@@ -236,19 +279,49 @@ fn supervise_loop(shared: &Weak<Shared>, failures: &Receiver<String>) {
             }
         }
         let Some(kernel) = shared.upgrade() else { return };
-        match restarter.restart(&kernel) {
-            Ok(()) => {
-                tracing::info!(service = %name, restart = nth, "restarted");
-                kernel.notify(&Notice::Restarted { service: &name });
-                kernel.supervision.started(&name);
-            }
-            Err(error) => {
-                tracing::error!(service = %name, %error, "restart failed");
-                kernel.supervision.schedule(Arc::downgrade(&kernel), &name);
-            }
+        // Any panic of user code is caught inside; this guards the thread itself.
+        if let Err(message) = crate::panic::catch(|| act(&kernel, &failure, nth)) {
+            tracing::error!(service = %name, %message, "supervising a restart panicked");
         }
         for other in queued {
-            kernel.supervision.schedule(Arc::downgrade(&kernel), &other);
+            kernel.supervision.schedule(Arc::downgrade(&kernel), other);
+        }
+    }
+}
+
+/// Restarts the failed instance, under the lifecycle lock, unless a replacement, a `start` or
+/// a `stop_all` came first; a failed restart is tried again (counting against the limit).
+fn act(kernel: &Arc<Shared>, failure: &Failure, nth: u32) {
+    let name = &failure.name;
+    let Ok(_serial) = kernel.lifecycle_lock("restart") else {
+        return; // unreachable: the supervisor holds no slot that could close a cycle
+    };
+    // A replacement ends supervision: what this restarter would build is the old version.
+    let Some(restarter) = kernel.supervision.get(name) else {
+        tracing::info!(service = %name, "restart dropped: the service is no longer supervised");
+        return;
+    };
+    if kernel.stops() != failure.stops {
+        tracing::info!(service = %name, "restart dropped: stop_all ran since the failure");
+        return;
+    }
+    match restarter.restart(kernel, failure) {
+        Ok(true) => {
+            tracing::info!(service = %name, restart = nth, "restarted");
+            kernel.notify(&Notice::Restarted { service: name });
+            kernel.supervision.started(name);
+        }
+        Ok(false) => tracing::info!(service = %name, "restart dropped: replaced or started meanwhile"),
+        Err(error) => {
+            tracing::error!(service = %name, %error, "restart failed");
+            if let LifecycleError::FactoryPanicked { message, .. } = &error {
+                kernel.notify(&Notice::Panicked {
+                    service: name,
+                    during: "restart",
+                    message,
+                });
+            }
+            kernel.supervision.schedule(Arc::downgrade(kernel), failure.clone());
         }
     }
 }
@@ -281,9 +354,9 @@ impl Kernel {
 }
 
 impl Shared {
-    /// A service just failed (handler panic, failed start): tell its dependants and, if it is
-    /// supervised, schedule a restart.
-    pub(crate) fn report_failure(self: &Arc<Self>, service: &str) {
+    /// A service's instance `epoch` just failed (a handler panic): tell its dependants and, if
+    /// it is supervised, schedule a restart of that instance.
+    pub(crate) fn report_failure(self: &Arc<Self>, service: &str, epoch: u64) {
         let snapshot = self.snapshot();
         let graph = dep_graph(&snapshot);
         for dependant in graph::dependants(&graph, service) {
@@ -303,7 +376,12 @@ impl Shared {
             .get(service)
             .is_some_and(|r| r.policy() != RestartPolicy::Never)
         {
-            self.supervision.schedule(Arc::downgrade(self), service);
+            let failure = Failure {
+                name: service.to_owned(),
+                epoch,
+                stops: self.stops(),
+            };
+            self.supervision.schedule(Arc::downgrade(self), failure);
         }
     }
 }

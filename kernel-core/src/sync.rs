@@ -2,7 +2,7 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 /// A number naming the current thread, never 0, cheap to read (one thread-local access).
 pub(crate) fn thread_token() -> u64 {
@@ -20,6 +20,10 @@ pub(crate) fn thread_token() -> u64 {
 
 /// A mutex the holding thread may take again: lifecycle changes are serialized kernel-wide,
 /// yet a service's `start` may itself start or register another service.
+///
+/// A thread that has to wait for it registers its wait in the wait table (`crate::wait`), like
+/// a caller waiting for a slot: a handler that starts a lifecycle change while a replacement of
+/// its own service holds the lock and waits for the handler's slot is refused, not deadlocked.
 #[derive(Default)]
 pub(crate) struct ReentrantLock {
     /// (owner token, depth); owner 0 when free.
@@ -30,15 +34,39 @@ pub(crate) struct ReentrantLock {
 pub(crate) struct ReentrantGuard<'a>(&'a ReentrantLock);
 
 impl ReentrantLock {
-    pub(crate) fn lock(&self) -> ReentrantGuard<'_> {
+    /// Takes the lock, waiting while another thread holds it — unless that wait would close a
+    /// cycle of waits, then the services along it are returned.
+    pub(crate) fn lock(self: &Arc<Self>) -> Result<ReentrantGuard<'_>, Vec<String>> {
         let me = thread_token();
+        {
+            let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
+            if held.0 == 0 || held.0 == me {
+                held.0 = me;
+                held.1 += 1;
+                return Ok(ReentrantGuard(self));
+            }
+        }
+        // Contended: register the wait (outside `held`: the wait table reads holders under its
+        // own lock, so taking it inside `held` would invert the order).
+        let waiting = crate::wait::begin(me, Arc::clone(self) as Arc<dyn crate::wait::Held>)?;
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         while held.0 != 0 && held.0 != me {
             held = self.freed.wait(held).unwrap_or_else(PoisonError::into_inner);
         }
         held.0 = me;
         held.1 += 1;
-        ReentrantGuard(self)
+        drop(waiting);
+        Ok(ReentrantGuard(self))
+    }
+}
+
+impl crate::wait::Held for ReentrantLock {
+    fn holder(&self) -> u64 {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).0
+    }
+
+    fn service(&self) -> &str {
+        "(the kernel's lifecycle lock)"
     }
 }
 

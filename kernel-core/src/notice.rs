@@ -58,6 +58,22 @@ pub enum Notice<'a> {
         /// The service.
         service: &'a str,
     },
+    /// A planned restart was not carried out: the failed instance was replaced or started
+    /// meanwhile, `stop_all` ran since the failure, or the service is no longer supervised.
+    RestartDropped {
+        /// The service.
+        service: &'a str,
+        /// Why, in words.
+        reason: &'static str,
+    },
+    /// A restart was tried and failed (a dependency not running, the factory or the import
+    /// failing); it is tried again after the next backoff, within the policy's limit.
+    RestartFailed {
+        /// The service.
+        service: &'a str,
+        /// The error, in words.
+        error: &'a str,
+    },
     /// A supervisor gave up: more failures than its policy allows within its window.
     GaveUp {
         /// The service.

@@ -244,10 +244,16 @@ impl Supervision {
     }
 }
 
+const NOT_SUPERVISED: &str = "the service is no longer supervised (a replacement ends supervision)";
+
 fn supervise_loop(shared: &Weak<Shared>, failures: &Receiver<Failure>) {
     while let Ok(failure) = failures.recv() {
         let Some(kernel) = shared.upgrade() else { return };
         let Some(restarter) = kernel.supervision.get(&failure.name) else {
+            kernel.notify(&Notice::RestartDropped {
+                service: &failure.name,
+                reason: NOT_SUPERVISED,
+            });
             continue;
         };
         let RestartPolicy::OnFailure { backoff, .. } = restarter.policy() else {
@@ -297,13 +303,15 @@ fn act(kernel: &Arc<Shared>, failure: &Failure, nth: u32) {
         return; // unreachable: the supervisor holds no slot that could close a cycle
     };
     // A replacement ends supervision: what this restarter would build is the old version.
+    let dropped = |reason: &'static str| {
+        tracing::info!(service = %name, reason, "restart dropped");
+        kernel.notify(&Notice::RestartDropped { service: name, reason });
+    };
     let Some(restarter) = kernel.supervision.get(name) else {
-        tracing::info!(service = %name, "restart dropped: the service is no longer supervised");
-        return;
+        return dropped(NOT_SUPERVISED);
     };
     if kernel.stops() != failure.stops {
-        tracing::info!(service = %name, "restart dropped: stop_all ran since the failure");
-        return;
+        return dropped("stop_all ran since the failure");
     }
     match restarter.restart(kernel, failure) {
         Ok(true) => {
@@ -311,7 +319,7 @@ fn act(kernel: &Arc<Shared>, failure: &Failure, nth: u32) {
             kernel.notify(&Notice::Restarted { service: name });
             kernel.supervision.started(name);
         }
-        Ok(false) => tracing::info!(service = %name, "restart dropped: replaced or started meanwhile"),
+        Ok(false) => dropped("the failed instance was replaced or started meanwhile"),
         Err(error) => {
             tracing::error!(service = %name, %error, "restart failed");
             if let LifecycleError::FactoryPanicked { message, .. } = &error {
@@ -321,6 +329,10 @@ fn act(kernel: &Arc<Shared>, failure: &Failure, nth: u32) {
                     message,
                 });
             }
+            kernel.notify(&Notice::RestartFailed {
+                service: name,
+                error: &error.to_string(),
+            });
             kernel.supervision.schedule(Arc::downgrade(kernel), failure.clone());
         }
     }

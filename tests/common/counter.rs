@@ -256,6 +256,7 @@ impl<S: Count> Service for Counter<S> {
     fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
         match &*event.kind {
             "bump" => self.state.bump(),
+            "panic" => panic!("the counter exploded on request"),
             "label" => {
                 if let Some(label) = self.state.label() {
                     *label = event.content.to_string();
@@ -269,6 +270,10 @@ impl<S: Count> Service for Counter<S> {
 
 pub fn bump() -> Event {
     Event::new("counter", "test", "bump", "")
+}
+
+pub fn explode() -> Event {
+    Event::new("counter", "test", "panic", "")
 }
 
 pub fn get() -> Event {

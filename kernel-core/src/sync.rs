@@ -26,9 +26,20 @@ pub(crate) fn thread_token() -> u64 {
 /// its own service holds the lock and waits for the handler's slot is refused, not deadlocked.
 #[derive(Default)]
 pub(crate) struct ReentrantLock {
-    /// (owner token, depth); owner 0 when free.
-    held: Mutex<(u64, usize)>,
+    held: Mutex<LockState>,
     freed: Condvar,
+}
+
+/// The lock's state.
+#[derive(Default)]
+struct LockState {
+    /// Token of the holding thread, 0 when free.
+    owner: u64,
+    /// How many times the owner took it.
+    depth: usize,
+    /// Threads waiting for it: the unlock wakes one only if there is one (a wake is a system
+    /// call, and most lifecycle changes meet no contention).
+    waiters: usize,
 }
 
 pub(crate) struct ReentrantGuard<'a>(&'a ReentrantLock);
@@ -40,9 +51,9 @@ impl ReentrantLock {
         let me = thread_token();
         {
             let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-            if held.0 == 0 || held.0 == me {
-                held.0 = me;
-                held.1 += 1;
+            if held.owner == 0 || held.owner == me {
+                held.owner = me;
+                held.depth += 1;
                 return Ok(ReentrantGuard(self));
             }
         }
@@ -50,11 +61,14 @@ impl ReentrantLock {
         // own lock, so taking it inside `held` would invert the order).
         let waiting = crate::wait::begin(me, Arc::clone(self) as Arc<dyn crate::wait::Held>)?;
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
-        while held.0 != 0 && held.0 != me {
+        held.waiters += 1;
+        while held.owner != 0 && held.owner != me {
             held = self.freed.wait(held).unwrap_or_else(PoisonError::into_inner);
         }
-        held.0 = me;
-        held.1 += 1;
+        held.waiters -= 1;
+        held.owner = me;
+        held.depth += 1;
+        drop(held);
         drop(waiting);
         Ok(ReentrantGuard(self))
     }
@@ -62,7 +76,7 @@ impl ReentrantLock {
 
 impl crate::wait::Held for ReentrantLock {
     fn holder(&self) -> u64 {
-        self.held.lock().unwrap_or_else(PoisonError::into_inner).0
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).owner
     }
 
     fn service(&self) -> &str {
@@ -73,10 +87,12 @@ impl crate::wait::Held for ReentrantLock {
 impl Drop for ReentrantGuard<'_> {
     fn drop(&mut self) {
         let mut held = self.0.held.lock().unwrap_or_else(PoisonError::into_inner);
-        held.1 -= 1;
-        if held.1 == 0 {
-            held.0 = 0;
-            self.0.freed.notify_one();
+        held.depth -= 1;
+        if held.depth == 0 {
+            held.owner = 0;
+            if held.waiters > 0 {
+                self.0.freed.notify_one();
+            }
         }
     }
 }

@@ -290,17 +290,23 @@ pub fn independent_calls(kernel: &Kernel, threads: u64, total: u64, by_name: boo
 /// `std::sync::Mutex`, either one shared by `threads` callers or one per caller.
 pub fn bare_mutex_calls(threads: u64, total: u64, shared: bool) -> f64 {
     use std::sync::Mutex;
-    let locks: Vec<Mutex<u64>> = (0..threads).map(|_| Mutex::new(0)).collect();
+    /// One lock per cache line, so that independent locks share nothing (as slots do).
+    #[repr(align(128))]
+    struct Padded(Mutex<u64>);
+    let locks: Vec<Padded> = (0..threads).map(|_| Padded(Mutex::new(0))).collect();
     let started = Instant::now();
     std::thread::scope(|s| {
         for t in 0..threads as usize {
-            let lock = if shared { &locks[0] } else { &locks[t] };
+            let lock = if shared { &locks[0].0 } else { &locks[t].0 };
             s.spawn(move || {
                 let request = request();
                 for _ in 0..total / threads {
                     let event = request.clone();
-                    let mut count = lock.lock().expect("lock");
-                    std::hint::black_box(echo(&mut count, &event));
+                    let reply = {
+                        let mut count = lock.lock().expect("lock");
+                        echo(&mut count, &event)
+                    };
+                    std::hint::black_box(reply);
                 }
             });
         }

@@ -105,6 +105,9 @@ pub(crate) type BoxInstance<Req, Resp> = Box<dyn Instance<Req, Resp>>;
 pub(crate) type SlotOf<S> = Slot<<S as Service>::Request, <S as Service>::Response>;
 
 /// Where one service lives.
+/// Aligned to its own cache lines: slots of different services, allocated side by side, must
+/// not share one (two threads calling two services would otherwise slow each other down).
+#[repr(align(128))]
 pub(crate) struct Slot<Req, Resp> {
     name: Arc<str>,
     /// Token of the thread inside the slot's mutex, so that a thread calling back into a slot it

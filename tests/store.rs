@@ -229,7 +229,7 @@ fn a_read_only_directory_gives_a_clear_error() {
         // Root ignores permission bits; /proc is read-only even for root.
         let err = StateStore::open("/proc/self/fdinfo", sealer()).unwrap_err();
         assert!(matches!(err, StoreError::Io { .. }), "{err}");
-        assert!(err.to_string().contains("/proc/self/fdinfo/.lock"), "{err}");
+        assert!(err.to_string().contains("cannot create `/proc/self/fdinfo/"), "{err}");
         return;
     }
     let dir = TempDir::new("readonly");

@@ -149,6 +149,23 @@ pub enum LifecycleError {
         /// The services (and the lifecycle lock) along the cycle of waits.
         cycle: Vec<String>,
     },
+    /// The service's name cannot be carried by the configured store or sealer (too long, or
+    /// not a file name); the first 64 characters are given.
+    #[error("service name `{service}` cannot be registered: {reason}")]
+    InvalidName {
+        /// The name (its first 64 characters).
+        service: String,
+        /// Why, naming the limit.
+        reason: String,
+    },
+    /// A dependency is listed twice.
+    #[error("service `{service}` lists `{dependency}` twice in its dependencies; list each once")]
+    DuplicateDependency {
+        /// The service.
+        service: String,
+        /// The dependency listed twice.
+        dependency: String,
+    },
     /// A supervisor's factory panicked while building a new instance for a restart.
     #[error("the factory of `{service}` panicked while building a restart: {message}")]
     FactoryPanicked {

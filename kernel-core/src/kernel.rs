@@ -267,6 +267,7 @@ impl Kernel {
                 name: service.name().to_owned(),
             });
         }
+        self.check_registrable(service.name(), service.dependencies())?;
         let generation = self.restore(&mut service)?;
         let name: Arc<str> = service.name().into();
         Ok(Slot::new(
@@ -275,6 +276,33 @@ impl Kernel {
             Arc::downgrade(&self.shared),
             generation,
         ))
+    }
+
+    /// A name the configured store and sealer can carry, and each dependency listed once.
+    fn check_registrable(&self, name: &str, deps: &[&str]) -> Result<(), LifecycleError> {
+        let invalid = |reason: String| LifecycleError::InvalidName {
+            service: name.chars().take(64).collect(),
+            reason,
+        };
+        if let Some(store) = self.shared.store() {
+            store.path(name).map_err(|e| invalid(e.to_string()))?;
+        }
+        if self.shared.sealer().is_some() && name.len() > crate::seal::envelope::MAX_NAME_LEN {
+            return Err(invalid(format!(
+                "{} bytes; a sealed state's header holds at most {} bytes of service name",
+                name.len(),
+                crate::seal::envelope::MAX_NAME_LEN
+            )));
+        }
+        for (i, dependency) in deps.iter().enumerate() {
+            if deps[..i].contains(dependency) {
+                return Err(LifecycleError::DuplicateDependency {
+                    service: name.to_owned(),
+                    dependency: (*dependency).to_owned(),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn insert(

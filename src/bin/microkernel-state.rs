@@ -1,30 +1,56 @@
 //! Inspects and verifies sealed state files (docs/FORMAT.md).
 //!
 //! ```text
-//! microkernel-state inspect FILE                     # the envelope header; no key needed
-//! microkernel-state verify FILE --key-env VAR        # opens FILE with the key in $VAR
+//! microkernel-state inspect FILE [--max-bytes N]                  # the envelope header; no key needed
+//! microkernel-state verify FILE --key-env VAR [--max-bytes N]     # opens FILE with the key in $VAR
+//! microkernel-state --help
 //! ```
 //!
 //! `verify` reads the key as hex or base64 for the file's algorithm and uses the file's key id.
-//! Exit code 0 on success, 1 on a bad file or key, 2 on bad usage.
+//! Only regular files are read (not links, FIFOs, devices or directories), and none larger than
+//! `--max-bytes` (default 256 MiB). Every field read from the file is printed escaped, so a
+//! hostile file cannot forge lines or terminal sequences. Exit code 0 on success (and for
+//! `--help`), 1 on a bad file or key, 2 on bad usage.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use microkernel::seal::envelope::{Header, TAG_LEN};
 use microkernel::seal::{Key, Keyring, Sealer};
+use microkernel::store::{DEFAULT_MAX_STATE_BYTES, read_state_file};
 
-const USAGE: &str = "usage: microkernel-state inspect FILE\n       microkernel-state verify FILE --key-env VAR";
+const USAGE: &str = "\
+usage: microkernel-state inspect FILE [--max-bytes N]
+       microkernel-state verify FILE --key-env VAR [--max-bytes N]
+       microkernel-state --help
+
+inspect  prints a sealed state file's envelope header (no key needed)
+verify   opens the file with the key in environment variable VAR (hex or base64)
+--max-bytes N  refuse files larger than N bytes (default 268435456)";
+
+/// What the command line asks for.
+enum Command {
+    Help,
+    Inspect { file: PathBuf, limit: u64 },
+    Verify { file: PathBuf, var: String, limit: u64 },
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let outcome = match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
-        ["inspect", file] => inspect(Path::new(file)),
-        ["verify", file, "--key-env", var] => verify(Path::new(file), var),
-        _ => {
-            eprintln!("{USAGE}");
+    let command = match parse(std::env::args_os().skip(1).collect()) {
+        Ok(command) => command,
+        Err(problem) => {
+            eprintln!("error: {problem}\n{USAGE}");
             return ExitCode::from(2);
         }
+    };
+    let outcome = match command {
+        Command::Help => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Command::Inspect { file, limit } => inspect(&file, limit),
+        Command::Verify { file, var, limit } => verify(&file, &var, limit),
     };
     match outcome {
         Ok(report) => {
@@ -38,12 +64,47 @@ fn main() -> ExitCode {
     }
 }
 
-fn read(file: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(file).map_err(|e| format!("cannot read `{}`: {e}", file.display()))
+/// Parses the arguments (which need not be UTF-8: a file name may not be).
+fn parse(args: Vec<OsString>) -> Result<Command, String> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        return Ok(Command::Help);
+    }
+    let mut args = args.into_iter();
+    let verb = args.next().ok_or("no command given")?;
+    let file = PathBuf::from(args.next().ok_or("no FILE given")?);
+    let (mut var, mut limit) = (None, DEFAULT_MAX_STATE_BYTES);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .ok_or_else(|| format!("{} needs a value", flag.to_string_lossy()))?;
+        let value = value
+            .into_string()
+            .map_err(|v| format!("the value {:?} is not valid UTF-8", v))?;
+        match flag.to_str() {
+            Some("--key-env") => var = Some(value),
+            Some("--max-bytes") => {
+                limit = value
+                    .parse()
+                    .map_err(|_| format!("--max-bytes takes a number of bytes, not `{}`", value.escape_debug()))?;
+            }
+            _ => return Err(format!("unknown option {:?}", flag.to_string_lossy())),
+        }
+    }
+    match (verb.to_str(), var) {
+        (Some("inspect"), None) => Ok(Command::Inspect { file, limit }),
+        (Some("verify"), Some(var)) => Ok(Command::Verify { file, var, limit }),
+        (Some("verify"), None) => Err("verify needs --key-env VAR".into()),
+        (Some("inspect"), Some(_)) => Err("inspect takes no key".into()),
+        _ => Err(format!("unknown command {:?}", verb.to_string_lossy())),
+    }
 }
 
-fn inspect(file: &Path) -> Result<String, String> {
-    let blob = read(file)?;
+fn read(file: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    read_state_file(file, limit).map_err(|e| e.to_string())
+}
+
+fn inspect(file: &Path, limit: u64) -> Result<String, String> {
+    let blob = read(file, limit)?;
     let (header, body) = Header::parse(&blob).map_err(|e| format!("`{}`: {e}", file.display()))?;
     let generation = match header.format {
         1 => "none (format version 1)".to_owned(),
@@ -55,7 +116,7 @@ fn inspect(file: &Path) -> Result<String, String> {
         header.format,
         header.algorithm,
         header.key_id,
-        header.service,
+        header.service.escape_debug(),
         header.state.version,
         header.state.fingerprint,
         header.len(),
@@ -64,18 +125,18 @@ fn inspect(file: &Path) -> Result<String, String> {
     ))
 }
 
-fn verify(file: &Path, var: &str) -> Result<String, String> {
-    let blob = read(file)?;
+fn verify(file: &Path, var: &str, limit: u64) -> Result<String, String> {
+    let blob = read(file, limit)?;
     let (header, _) = Header::parse(&blob).map_err(|e| format!("`{}`: {e}", file.display()))?;
     let key = Key::from_env(header.algorithm, var).map_err(|e| e.to_string())?;
     let sealer = Sealer::new(Keyring::new(header.key_id.0, key));
+    let service = header.service.escape_debug().to_string();
     let (state, generation) = sealer
         .open_generation(header.service, blob.clone())
-        .map_err(|e| format!("`{}`: {e}", file.display()))?;
+        .map_err(|e| format!("`{}`: {}", file.display(), e.to_string().escape_debug()))?;
     Ok(format!(
-        "ok: `{}` opens with the key in {var}: service {}, state v{}, generation {generation} ({} bytes)",
+        "ok: `{}` opens with the key in {var}: service {service}, state v{}, generation {generation} ({} bytes)",
         file.display(),
-        header.service,
         state.tag().version,
         state.as_bytes().len()
     ))

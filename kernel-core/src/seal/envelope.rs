@@ -40,6 +40,8 @@ pub const FIXED_LEN_V1: usize = 23;
 pub const GENERATION_AT: usize = 22;
 /// The AEAD tag length.
 pub const TAG_LEN: usize = 16;
+/// The longest service name an envelope holds (its length is one byte).
+pub const MAX_NAME_LEN: usize = 255;
 
 /// A parsed envelope header (everything before the ciphertext).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,17 +7,24 @@
 //! binary takes over the state of the old one across a restart.
 //!
 //! Writes go to a temporary file in the same directory, are fsynced, renamed over the old file,
-//! and the directory is fsynced: a crash leaves either the old or the new file, never a torn one.
-//! A file that does not open or decode is an error naming the file, and the file is left as it
-//! was. Two kernels cannot share a directory: the store holds an exclusive lock on
-//! `<dir>/.lock` (released by the OS if the process dies).
+//! and the directory is fsynced: a crash leaves either the old or the new file, never a torn one
+//! (a temporary file a killed process left is removed when the store next opens). A file that
+//! does not open or decode is an error naming the file, and the file is left as it was.
+//!
+//! The store trusts nothing it did not create: the directory must belong to this process's user
+//! and be writable by nobody else ([`StoreOptions::allow_insecure_directory`] to allow it); a
+//! state file that is a link, a FIFO, a device or a directory is refused, and so is one larger
+//! than [`StoreOptions::max_state_bytes`] (default 256 MiB), before it is read. Two kernels
+//! cannot share a directory: the store holds an exclusive lock on the directory itself (which
+//! cannot be unlinked from under it) and on `<dir>/.lock` (released by the OS if the process
+//! dies).
+
+mod files;
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::seal::{SealError, Sealer};
@@ -103,6 +110,83 @@ pub enum StoreError {
     /// The service name cannot be a file name.
     #[error("service name `{0}` cannot name a state file (empty, or contains `/`, NUL, or starts with `.`)")]
     BadName(String),
+    /// The service name is too long for a state file: `<name>.state` must fit in 255 bytes.
+    #[error(
+        "service name of {len} bytes is too long for the state store: at most {max} bytes (`<name>.state` must fit in a 255-byte file name)"
+    )]
+    NameTooLong {
+        /// The name's length in bytes.
+        len: usize,
+        /// The longest name the store takes.
+        max: usize,
+    },
+    /// The path is not a regular file (a link, a FIFO, a device, a directory), or was replaced
+    /// while being opened. Nothing was read from it.
+    #[error("`{}` is {kind}; the store reads and writes regular files only", path.display())]
+    NotRegular {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// The file is larger than the store's limit; nothing was read.
+    #[error("state file `{}` is {size} bytes, over the limit of {limit} bytes (StoreOptions::max_state_bytes)", path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size (or the bytes read before giving up).
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The directory could be written by someone else than this process's user.
+    #[error("state directory `{}` is not private: {reason}", dir.display())]
+    InsecureDirectory {
+        /// The directory.
+        dir: PathBuf,
+        /// Why, and how to fix it.
+        reason: String,
+    },
+}
+
+/// The longest service name a store takes: `<name>.state` fits in a 255-byte file name.
+pub const MAX_NAME_LEN: usize = 255 - ".state".len();
+
+/// The default of [`StoreOptions::max_state_bytes`]: 256 MiB.
+pub const DEFAULT_MAX_STATE_BYTES: u64 = 256 << 20;
+
+/// How a [`StateStore`] opens its directory and which files it accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub struct StoreOptions {
+    max_state_bytes: u64,
+    allow_insecure_directory: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_state_bytes: DEFAULT_MAX_STATE_BYTES,
+            allow_insecure_directory: false,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// The largest state file read or written, in bytes (default [`DEFAULT_MAX_STATE_BYTES`]);
+    /// raise it for large states (a 1 GB state needs `1 << 30` or more).
+    pub fn max_state_bytes(mut self, limit: u64) -> Self {
+        self.max_state_bytes = limit;
+        self
+    }
+
+    /// Accepts a directory that another user owns, or that group or others may write. Anyone
+    /// who can write the directory can delete or replace state files: only for directories
+    /// protected otherwise.
+    pub fn allow_insecure_directory(mut self) -> Self {
+        self.allow_insecure_directory = true;
+        self
+    }
 }
 
 /// A directory of sealed state files, locked for one kernel.
@@ -114,8 +198,9 @@ pub struct StateStore {
     /// while a file is compared and written (or read), so that no interleaving of saves can put
     /// an older state over a newer one.
     newest: Mutex<HashMap<String, u64>>,
-    /// Held open for its lock.
-    _lock: File,
+    options: StoreOptions,
+    /// Held open for their locks: the directory itself, and `.lock`.
+    _locks: [File; 2],
 }
 
 /// A state read from the store.
@@ -129,11 +214,15 @@ pub struct Loaded {
     pub generation: u64,
 }
 
-static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 impl StateStore {
-    /// Opens (creating it `0700` if missing) and locks `dir`; files are sealed with `sealer`.
+    /// Opens (creating it `0700` if missing) and locks `dir`, with the default
+    /// [`StoreOptions`]; files are sealed with `sealer`.
     pub fn open(dir: impl Into<PathBuf>, sealer: Sealer) -> Result<Self, StoreError> {
+        Self::open_with(dir, sealer, StoreOptions::default())
+    }
+
+    /// [`open`](Self::open) with `options`.
+    pub fn open_with(dir: impl Into<PathBuf>, sealer: Sealer, options: StoreOptions) -> Result<Self, StoreError> {
         let dir = dir.into();
         if !dir.exists() {
             fs::DirBuilder::new()
@@ -146,32 +235,41 @@ impl StateStore {
                     source,
                 })?;
         }
-        let lock_path = dir.join(".lock");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(&lock_path)
-            .map_err(|source| StoreError::Io {
-                op: "open lock file",
-                path: lock_path.clone(),
-                source,
-            })?;
-        lock_briefly(&lock).map_err(|e| match e {
-            fs::TryLockError::WouldBlock => StoreError::Locked { dir: dir.clone() },
-            fs::TryLockError::Error(source) => StoreError::Io {
-                op: "lock",
-                path: lock_path,
-                source,
-            },
+        if !options.allow_insecure_directory {
+            files::check_private(&dir)?;
+        }
+        let locked = |file: &File, path: &Path| {
+            lock_briefly(file).map_err(|e| match e {
+                fs::TryLockError::WouldBlock => StoreError::Locked { dir: dir.clone() },
+                fs::TryLockError::Error(source) => StoreError::Io {
+                    op: "lock",
+                    path: path.to_owned(),
+                    source,
+                },
+            })
+        };
+        // The directory itself cannot be unlinked from under its lock; `.lock` keeps kernels
+        // of earlier versions (which lock only it) out too.
+        let dir_lock = File::open(&dir).map_err(|source| StoreError::Io {
+            op: "open directory",
+            path: dir.clone(),
+            source,
         })?;
+        locked(&dir_lock, &dir)?;
+        let lock_path = dir.join(".lock");
+        let file_lock = files::open_lock_file(&lock_path)?;
+        locked(&file_lock, &lock_path)?;
+        let removed = files::remove_stale_temps(&dir)?;
+        if removed > 0 {
+            tracing::info!(dir = %dir.display(), removed, "removed temporary files a killed process left");
+        }
         Ok(Self {
             dir,
             sealer,
             policy: LoadPolicy::Fail,
             newest: Mutex::new(HashMap::new()),
-            _lock: lock,
+            options,
+            _locks: [dir_lock, file_lock],
         })
     }
 
@@ -196,12 +294,15 @@ impl StateStore {
         &self.sealer
     }
 
-    /// The file a service's state lives in.
+    /// The options the store was opened with.
+    pub fn options(&self) -> StoreOptions {
+        self.options
+    }
+
+    /// The file a service's state lives in. Refuses a name that cannot be a file name, or is
+    /// longer than [`MAX_NAME_LEN`] bytes.
     pub fn path(&self, service: &str) -> Result<PathBuf, StoreError> {
-        let bad = service.is_empty() || service.starts_with('.') || service.contains(['/', '\0']);
-        if bad {
-            return Err(StoreError::BadName(service.to_owned()));
-        }
+        check_name(service)?;
         Ok(self.dir.join(format!("{service}.state")))
     }
 
@@ -217,6 +318,14 @@ impl StateStore {
                 path: path.clone(),
                 source,
             })?;
+        let limit = self.options.max_state_bytes;
+        if blob.len() as u64 > limit {
+            return Err(StoreError::TooLarge {
+                path,
+                size: blob.len() as u64,
+                limit,
+            });
+        }
         let mut newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(&known) = newest.get(service)
             && generation <= known
@@ -227,7 +336,7 @@ impl StateStore {
                 newest: known,
             });
         }
-        write_atomically(&self.dir, &path, &blob)?;
+        files::write_atomically(&self.dir, &path, &blob)?;
         newest.insert(service.to_owned(), generation);
         Ok(path)
     }
@@ -238,17 +347,11 @@ impl StateStore {
     pub fn load(&self, service: &str) -> Result<Option<Loaded>, StoreError> {
         let path = self.path(service)?;
         let mut newest = self.newest.lock().unwrap_or_else(PoisonError::into_inner);
-        let blob = match fs::read(&path) {
-            Ok(blob) => blob,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(StoreError::Io {
-                    op: "read",
-                    path,
-                    source,
-                });
-            }
+        let limit = self.options.max_state_bytes;
+        let Some((file, size)) = files::open_regular(&path, limit)? else {
+            return Ok(None);
         };
+        let blob = files::read_bounded(&path, file, size, limit)?;
         let (state, generation) = self
             .sealer
             .open_generation(service, blob)
@@ -275,18 +378,39 @@ impl StateStore {
     /// Moves an unusable file aside (for [`LoadPolicy::StartFreshKeepAside`]); returns the new
     /// path.
     pub fn set_aside(&self, path: &Path) -> Result<PathBuf, StoreError> {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        let aside = PathBuf::from(format!("{}.rejected-{secs}", path.display()));
-        fs::rename(path, &aside).map_err(|source| StoreError::Io {
-            op: "set aside",
-            path: path.to_owned(),
-            source,
-        })?;
-        sync_dir(&self.dir)?;
+        let aside = files::set_aside(path)?;
+        files::sync_dir(&self.dir)?;
         Ok(aside)
     }
+}
+
+/// Reads a state file the way the store does: a regular file (not a link, FIFO, device or
+/// directory) of at most `limit` bytes, refused before it is read otherwise. For tools that
+/// read state files.
+pub fn read_state_file(path: &Path, limit: u64) -> Result<Vec<u8>, StoreError> {
+    let Some((file, size)) = files::open_regular(path, limit)? else {
+        return Err(StoreError::Io {
+            op: "read",
+            path: path.to_owned(),
+            source: std::io::ErrorKind::NotFound.into(),
+        });
+    };
+    files::read_bounded(path, file, size, limit)
+}
+
+/// A service name the store can keep a file for.
+pub fn check_name(service: &str) -> Result<(), StoreError> {
+    let bad = service.is_empty() || service.starts_with('.') || service.contains(['/', '\0']);
+    if bad {
+        return Err(StoreError::BadName(service.to_owned()));
+    }
+    if service.len() > MAX_NAME_LEN {
+        return Err(StoreError::NameTooLong {
+            len: service.len(),
+            max: MAX_NAME_LEN,
+        });
+    }
+    Ok(())
 }
 
 impl std::fmt::Debug for StateStore {
@@ -311,43 +435,6 @@ fn lock_briefly(lock: &File) -> Result<(), fs::TryLockError> {
             other => return other,
         }
     }
-}
-
-/// temp file in the same directory → write → fsync → rename over `path` → fsync the directory.
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
-    let temp = dir.join(format!(".{file_name}.tmp-{}-{n}", std::process::id()));
-    let io = |op: &'static str, p: &Path| {
-        let path = p.to_owned();
-        move |source| StoreError::Io { op, path, source }
-    };
-    let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&temp)
-            .map_err(io("create", &temp))?;
-        file.write_all(bytes).map_err(io("write", &temp))?;
-        file.sync_all().map_err(io("fsync", &temp))?;
-        fs::rename(&temp, path).map_err(io("rename into place", path))
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    written?;
-    sync_dir(dir)
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| StoreError::Io {
-            op: "fsync directory",
-            path: dir.to_owned(),
-            source,
-        })
 }
 
 /// Reads the state tag of a stored file without a key (for tools): the envelope header is clear

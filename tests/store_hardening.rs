@@ -1,0 +1,253 @@
+//! The directory store trusts nothing it did not create, and names are checked when a service
+//! registers (issue: hardening).
+
+mod common;
+
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::PathBuf;
+
+use common::counter::{Counter, CounterV1};
+use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
+use microkernel::state::{self, Stateless};
+use microkernel::store::{MAX_NAME_LEN, StoreOptions};
+use microkernel::{BoxError, Event, Kernel, LifecycleError, Reply, Service, ServiceMeta, StateStore, StoreError};
+
+fn sealer() -> Sealer {
+    Sealer::new(Keyring::new(
+        1,
+        Key::from_hex(Algorithm::Aes256Gcm, &"3c".repeat(32)).unwrap(),
+    ))
+}
+
+fn fresh(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("microkernel-hard-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
+/// A service with a name chosen at run time.
+struct Named(&'static str, Vec<&'static str>);
+
+impl ServiceMeta for Named {
+    type State = Stateless;
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn dependencies(&self) -> &[&str] {
+        &self.1
+    }
+    fn export_state(&self) -> Result<&Stateless, BoxError> {
+        Ok(&Stateless)
+    }
+    fn import_state(&mut self, _: Stateless) -> Result<(), BoxError> {
+        Ok(())
+    }
+}
+
+impl Service for Named {
+    type Request = Event;
+    type Response = Reply;
+    fn handle(&mut self, _: Event, _: &microkernel::Context<'_>) -> Reply {
+        Reply::ok("ok", "")
+    }
+}
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+#[test]
+fn names_too_long_for_the_store_or_the_envelope_are_refused_at_registration() {
+    let dir = fresh("names");
+    let kernel = Kernel::builder()
+        .store(StateStore::open(&dir, sealer()).unwrap())
+        .build();
+    // The longest name the store takes registers, saves and restores.
+    let longest = leak("n".repeat(MAX_NAME_LEN));
+    kernel.register(Named(longest, vec![])).unwrap();
+    kernel.start_all().unwrap();
+    kernel.stop_all().unwrap();
+    assert!(dir.join(format!("{longest}.state")).exists());
+    let err = kernel
+        .register(Named(leak("n".repeat(MAX_NAME_LEN + 1)), vec![]))
+        .unwrap_err();
+    assert!(matches!(err, LifecycleError::InvalidName { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&format!("at most {MAX_NAME_LEN} bytes")),
+        "{err}"
+    );
+    drop(kernel);
+    // With a sealer and no store, the envelope's one-byte length is the limit.
+    let sealed = Kernel::builder().sealer(sealer()).build();
+    sealed.register(Named(leak("s".repeat(255)), vec![])).unwrap();
+    let err = sealed.register(Named(leak("s".repeat(256)), vec![])).unwrap_err();
+    assert!(err.to_string().contains("at most 255 bytes"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_dependency_listed_twice_is_refused_at_registration() {
+    let kernel = Kernel::new();
+    kernel.register(Named("db", vec![])).unwrap();
+    let err = kernel.register(Named("api", vec!["db", "db"])).unwrap_err();
+    assert!(
+        matches!(&err, LifecycleError::DuplicateDependency { service, dependency } if service == "api" && dependency == "db"),
+        "{err}"
+    );
+    // Nothing panics afterwards.
+    kernel.start_all().unwrap();
+    kernel.stop_all().unwrap();
+}
+
+#[test]
+fn stale_temporary_files_of_ours_are_removed_when_the_store_opens_and_nothing_else() {
+    let dir = fresh("temps");
+    for name in [
+        ".mk-tmp-4242-7",
+        "keep.txt",
+        ".mk-tmp-not-ours",
+        ".counter.state.tmp-1-2",
+    ] {
+        std::fs::write(dir.join(name), b"x").unwrap();
+    }
+    drop(StateStore::open(&dir, sealer()).unwrap());
+    assert!(!dir.join(".mk-tmp-4242-7").exists(), "our stale temporary file stayed");
+    for kept in ["keep.txt", ".mk-tmp-not-ours", ".counter.state.tmp-1-2"] {
+        assert!(dir.join(kept).exists(), "{kept} was removed");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_symlinked_lock_or_state_file_is_refused_and_its_target_untouched() {
+    let dir = fresh("links");
+    let outside = fresh("links-outside");
+    symlink(outside.join("created-by-lock"), dir.join(".lock")).unwrap();
+    let err = StateStore::open(&dir, sealer()).unwrap_err();
+    assert!(matches!(err, StoreError::NotRegular { .. }), "{err}");
+    assert!(!outside.join("created-by-lock").exists(), "the lock followed the link");
+    std::fs::remove_file(dir.join(".lock")).unwrap();
+
+    std::fs::write(outside.join("secret"), b"not a state").unwrap();
+    symlink(outside.join("secret"), dir.join("counter.state")).unwrap();
+    let kernel = Kernel::builder()
+        .store(StateStore::open(&dir, sealer()).unwrap())
+        .build();
+    let err = kernel.register(Counter::<CounterV1>::new()).unwrap_err();
+    assert!(err.to_string().contains("a symbolic link"), "{err}");
+    assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"not a state");
+    assert!(
+        std::fs::symlink_metadata(dir.join("counter.state"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    drop(kernel);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&outside);
+}
+
+#[test]
+fn a_fifo_or_a_directory_as_a_state_file_is_refused_without_reading() {
+    let dir = fresh("fifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(dir.join("counter.state"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let store = StateStore::open(&dir, sealer()).unwrap();
+    let err = store.load("counter").unwrap_err(); // would hang if it read the FIFO
+    assert!(err.to_string().contains("a FIFO"), "{err}");
+    std::fs::create_dir(dir.join("db.state")).unwrap();
+    assert!(store.load("db").unwrap_err().to_string().contains("a directory"));
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn files_over_the_size_limit_are_refused_before_they_are_read() {
+    let dir = fresh("size");
+    let options = StoreOptions::default().max_state_bytes(100);
+    let store = StateStore::open_with(&dir, sealer(), options).unwrap();
+    std::fs::write(dir.join("big.state"), vec![0u8; 101]).unwrap();
+    let err = store.load("big").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::TooLarge {
+                size: 101,
+                limit: 100,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("over the limit of 100 bytes"), "{err}");
+    let large = state::encode(&CounterV1 { count: 1 }).unwrap();
+    let err = StateStore::open_with(
+        fresh("size-save"),
+        sealer(),
+        StoreOptions::default().max_state_bytes(10),
+    )
+    .unwrap()
+    .save("counter", &large, 1)
+    .unwrap_err();
+    assert!(matches!(err, StoreError::TooLarge { limit: 10, .. }), "{err}");
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_directory_others_can_write_is_refused_unless_allowed() {
+    let dir = fresh("perms");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = StateStore::open(&dir, sealer()).unwrap_err();
+    assert!(matches!(err, StoreError::InsecureDirectory { .. }), "{err}");
+    assert!(err.to_string().contains("chmod go-w"), "{err}");
+    StateStore::open_with(&dir, sealer(), StoreOptions::default().allow_insecure_directory()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_directory_owned_by_another_user_is_refused() {
+    let dir = fresh("owner");
+    // Only root can give a directory away; others check what they can.
+    let given = std::process::Command::new("chown").arg("65534").arg(&dir).status();
+    if !given.is_ok_and(|s| s.success()) {
+        return;
+    }
+    let err = StateStore::open(&dir, sealer()).unwrap_err();
+    assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn deleting_the_lock_file_does_not_let_a_second_kernel_in() {
+    let dir = fresh("unlink");
+    let first = StateStore::open(&dir, sealer()).unwrap();
+    std::fs::remove_file(dir.join(".lock")).unwrap();
+    let err = StateStore::open(&dir, sealer()).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err}");
+    drop(first);
+    StateStore::open(&dir, sealer()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn files_set_aside_in_the_same_second_never_overwrite_each_other() {
+    let dir = fresh("aside");
+    let store = StateStore::open(&dir, sealer()).unwrap();
+    let path = dir.join("counter.state");
+    let mut asides = Vec::new();
+    for content in [b"first".as_slice(), b"second", b"third"] {
+        std::fs::write(&path, content).unwrap();
+        asides.push(store.set_aside(&path).unwrap());
+    }
+    let kept: Vec<Vec<u8>> = asides.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert_eq!(kept, [b"first".to_vec(), b"second".to_vec(), b"third".to_vec()]);
+    assert!(!path.exists());
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}

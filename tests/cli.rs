@@ -66,3 +66,76 @@ fn bad_files_and_bad_usage_exit_non_zero() {
     assert_eq!(code, 2);
     assert!(err.contains("usage"), "{err}");
 }
+
+#[test]
+fn help_goes_to_stdout_and_exits_0() {
+    for flag in ["--help", "-h"] {
+        let (code, out, err) = run(&[flag], None);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.starts_with("usage: microkernel-state inspect FILE"), "{out}");
+        assert!(err.is_empty(), "{err}");
+    }
+    let (code, _, err) = run(&[], None);
+    assert_eq!(code, 2);
+    assert!(err.contains("usage"), "{err}");
+    let (code, _, err) = run(&["inspect", FIXTURE, "--key-env", "X"], None);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[test]
+fn a_non_utf8_argument_is_an_error_not_a_panic() {
+    use std::os::unix::ffi::OsStrExt;
+    let name = std::ffi::OsStr::from_bytes(b"/tmp/no-such-\xff-file");
+    let out = Command::new(TOOL).arg("inspect").arg(name).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(TOOL).arg(name).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn special_files_and_oversized_files_are_refused_without_reading() {
+    let dir = std::env::temp_dir().join(format!("microkernel-cli-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo.state");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let link = dir.join("link.state");
+    std::os::unix::fs::symlink(FIXTURE, &link).unwrap();
+    for (path, says) in [
+        (fifo.to_str().unwrap(), "a FIFO"),
+        ("/dev/zero", "a device"),
+        (dir.to_str().unwrap(), "a directory"),
+        (link.to_str().unwrap(), "a symbolic link"),
+    ] {
+        let (code, _, err) = run(&["inspect", path], None);
+        assert_eq!(code, 1, "{path}: {err}");
+        assert!(err.contains(says), "{path}: {err}");
+    }
+    let (code, _, err) = run(&["inspect", FIXTURE, "--max-bytes", "10"], None);
+    assert_eq!(code, 1);
+    assert!(err.contains("over the limit of 10 bytes"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A file whose service name holds a newline and a terminal escape cannot forge output lines.
+#[test]
+fn fields_read_from_the_file_are_printed_escaped() {
+    use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
+    let sealer = Sealer::new(Keyring::new(
+        1,
+        Key::from_hex(Algorithm::Aes256Gcm, TEST_KEY_HEX).unwrap(),
+    ));
+    let service = "echo\nkey id:             666\n\x1b[31mred";
+    let blob = sealer
+        .seal_state(service, microkernel::state::encode(&microkernel::Stateless).unwrap())
+        .unwrap();
+    let path = std::env::temp_dir().join(format!("microkernel-cli-forge-{}.state", std::process::id()));
+    std::fs::write(&path, blob).unwrap();
+    let (code, out, _) = run(&["inspect", path.to_str().unwrap()], None);
+    assert_eq!(code, 0);
+    assert!(!out.contains('\x1b'), "an escape sequence was printed: {out:?}");
+    let key_lines = out.lines().filter(|l| l.starts_with("key id:")).count();
+    assert_eq!(key_lines, 1, "a forged line was printed: {out}");
+    assert!(out.contains(r"service:            echo\nkey id:"), "{out}");
+    let _ = std::fs::remove_file(&path);
+}

@@ -138,7 +138,10 @@ where
     E: Service<Request = Event, Response = Reply> + Default,
 {
     let key = Key::generate(Algorithm::Aes256Gcm).expect("OS RNG");
-    let kernel = Kernel::builder().sealer(Sealer::new(Keyring::new(1, key))).build();
+    let kernel = Kernel::builder()
+        .sealer(Sealer::new(Keyring::new(1, key)))
+        .build()
+        .unwrap();
     let handle = kernel.register(E::default()).expect("register");
     kernel.start_all().expect("start");
     (kernel, handle)

@@ -83,7 +83,7 @@ fn main() -> ExitCode {
 fn run(version: &str, dir: &str) -> Result<(), Box<dyn std::error::Error>> {
     let key = Key::from_env(Algorithm::Aes256Gcm, KEY_VAR)?;
     let store = StateStore::open(dir, Sealer::new(Keyring::new(1, key)))?;
-    let kernel = Kernel::builder().store(store).build();
+    let kernel = Kernel::builder().store(store).build()?;
     let requests = match version {
         "v1" => {
             kernel.register(EchoV1::default())?;

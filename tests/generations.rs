@@ -51,7 +51,8 @@ fn an_older_export_that_writes_last_never_replaces_a_newer_file() {
                 release_rx.lock().unwrap().recv().unwrap();
             }
         })
-        .build();
+        .build()
+        .unwrap();
     kernel.register(Counter::<CounterV1>::new()).unwrap();
     kernel.start_all().unwrap();
     kernel.call("counter", bump()).unwrap();
@@ -143,7 +144,8 @@ fn a_restored_service_counts_on_from_the_generation_it_was_saved_at() {
     let path = {
         let kernel = Kernel::builder()
             .store(StateStore::open(&dir, sealer()).unwrap())
-            .build();
+            .build()
+            .unwrap();
         kernel.register(Counter::<CounterV1>::new()).unwrap();
         kernel.start_all().unwrap();
         for _ in 0..3 {
@@ -157,7 +159,8 @@ fn a_restored_service_counts_on_from_the_generation_it_was_saved_at() {
     // A new kernel (a new process, as far as the store can tell) goes on from there.
     let kernel = Kernel::builder()
         .store(StateStore::open(&dir, sealer()).unwrap())
-        .build();
+        .build()
+        .unwrap();
     kernel.register(Counter::<CounterV1>::new()).unwrap();
     let after = kernel.checkpoint_service("counter").unwrap();
     assert!(

@@ -243,7 +243,7 @@ fn next(decisions: &Receiver<String>) -> String {
 #[test]
 fn a_replacement_during_a_restart_backoff_is_never_undone() {
     let (observer, decisions) = decisions();
-    let kernel = Kernel::builder().observer(observer).build();
+    let kernel = Kernel::builder().observer(observer).build().unwrap();
     let handle = kernel.register(Flex::<FlexV1>::new("v1")).unwrap();
     kernel.start_all().unwrap();
     kernel.supervise(&handle, policy(500), || Flex::<FlexV1>::new("v1"));
@@ -262,7 +262,7 @@ fn a_replacement_during_a_restart_backoff_is_never_undone() {
 #[test]
 fn stop_all_during_a_restart_leaves_nothing_running() {
     let (observer, decisions) = decisions();
-    let kernel = Kernel::builder().observer(observer).build();
+    let kernel = Kernel::builder().observer(observer).build().unwrap();
     let handle = kernel.register(Flex::<FlexV1>::new("v1")).unwrap();
     kernel.start_all().unwrap();
     let (entered_tx, entered) = mpsc::channel::<()>();
@@ -295,7 +295,7 @@ fn stop_all_during_a_restart_leaves_nothing_running() {
 #[test]
 fn a_restart_scheduled_before_stop_all_is_dropped() {
     let (observer, decisions) = decisions();
-    let kernel = Kernel::builder().observer(observer).build();
+    let kernel = Kernel::builder().observer(observer).build().unwrap();
     let handle = kernel.register(Flex::<FlexV1>::new("v1")).unwrap();
     kernel.start_all().unwrap();
     kernel.supervise(&handle, policy(300), || Flex::<FlexV1>::new("v1"));
@@ -340,7 +340,7 @@ impl Service for Api {
 #[test]
 fn a_restart_obeys_the_rules_of_start_its_dependency_must_run() {
     let (observer, decisions) = decisions();
-    let kernel = Kernel::builder().observer(observer).build();
+    let kernel = Kernel::builder().observer(observer).build().unwrap();
     kernel.register(Db).unwrap();
     let starts = Arc::new(AtomicU32::new(0));
     let api = kernel
@@ -371,7 +371,7 @@ fn a_restart_obeys_the_rules_of_start_its_dependency_must_run() {
 #[test]
 fn start_racing_a_restart_never_starts_an_instance_twice() {
     let (observer, decisions) = decisions();
-    let kernel = Kernel::builder().observer(observer).build();
+    let kernel = Kernel::builder().observer(observer).build().unwrap();
     let knobs = Knobs::default();
     let starts = Arc::clone(&knobs.starts);
     let handle = kernel.register(Flex::<FlexV1>::with("v1", knobs.clone())).unwrap();
@@ -486,7 +486,8 @@ fn a_stop_finishing_after_its_timeout_stays_failed_and_saves_its_state() {
     let kernel = Kernel::builder()
         .store(StateStore::open(&dir, sealer()).unwrap())
         .stop_timeout(Duration::from_millis(20))
-        .build();
+        .build()
+        .unwrap();
     kernel.register(Flex::<FlexV1>::with("v1", knobs)).unwrap();
     kernel.start_all().unwrap();
     kernel.call("flex", Event::new("flex", "t", "set", "42")).unwrap();
@@ -540,7 +541,7 @@ fn panics_in_export_serialize_and_downgrade_fail_the_replacement_at_their_step()
 #[test]
 fn a_panicking_drop_of_the_replaced_instance_does_not_fail_the_replacement() {
     let (observer, decisions) = decisions();
-    let kernel = Kernel::builder().observer(observer).build();
+    let kernel = Kernel::builder().observer(observer).build().unwrap();
     kernel.register(Flex::<FlexV1>::new("v1")).unwrap();
     kernel.start_all().unwrap();
     kernel.call("flex", ev("panic-drop")).unwrap();
@@ -567,7 +568,8 @@ fn stop_all_goes_on_past_a_panicking_save_and_stops_everything() {
     let dir = temp_dir("stop-all-panic");
     let kernel = Kernel::builder()
         .store(StateStore::open(&dir, sealer()).unwrap())
-        .build();
+        .build()
+        .unwrap();
     kernel.register(Flex::<FlexV1>::new("v1")).unwrap();
     kernel.register(Last).unwrap();
     kernel.start_all().unwrap();
@@ -592,7 +594,8 @@ fn the_periodic_checkpoint_survives_a_panicking_save() {
     let kernel = Kernel::builder()
         .store(StateStore::open(&dir, sealer()).unwrap())
         .checkpoint_every(Duration::from_millis(2))
-        .build();
+        .build()
+        .unwrap();
     kernel.register(Flex::<FlexV1>::with("v1", knobs)).unwrap();
     kernel.start_all().unwrap();
     kernel.call("flex", ev("arm")).unwrap();
@@ -619,7 +622,7 @@ fn the_periodic_checkpoint_survives_a_panicking_save() {
 #[test]
 fn a_panicking_factory_leaves_the_supervisor_alive_for_other_services() {
     let (observer, decisions) = decisions();
-    let kernel = Kernel::builder().observer(observer).build();
+    let kernel = Kernel::builder().observer(observer).build().unwrap();
     let flex = kernel.register(Flex::<FlexV1>::new("v1")).unwrap();
     let api_starts = Arc::new(AtomicU32::new(0));
     kernel.register(Db).unwrap();
@@ -657,7 +660,8 @@ fn a_panicking_observer_does_not_stop_the_kernel() {
                 panic!("the observer exploded")
             }
         })
-        .build();
+        .build()
+        .unwrap();
     kernel.register(Flex::<FlexV1>::new("v1")).unwrap();
     kernel.start_all().unwrap();
     assert_eq!(served(&kernel), "{0 v1 0}");

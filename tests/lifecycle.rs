@@ -240,7 +240,8 @@ fn observer_sees_lifecycle_notices_in_order() {
             Notice::Failed { service } => sink.note(format!("failed {service}")),
             _ => {}
         })
-        .build();
+        .build()
+        .unwrap();
     let j = Journal::default();
     kernel
         .register(Probe::new("b", &["a"], &j).failing_stop(Fault::Error))

@@ -78,7 +78,7 @@ fn a_panicking_handler_answers_500_to_a_push_and_others_keep_serving() {
 #[test]
 fn a_supervised_service_restarts_with_its_last_good_state() {
     let (seen, observer) = notices();
-    let kernel = Kernel::builder().observer(observer).build();
+    let kernel = Kernel::builder().observer(observer).build().unwrap();
     let handle = kernel.register(Fragile::default()).unwrap();
     kernel.start_all().unwrap();
     for _ in 0..3 {
@@ -109,7 +109,10 @@ fn a_supervised_service_restarts_from_its_last_checkpoint_when_there_is_a_store(
     let dir = std::env::temp_dir().join(format!("microkernel-supervise-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let sealer = Sealer::new(Keyring::new(1, Key::generate(Algorithm::Aes256Gcm).unwrap()));
-    let kernel = Kernel::builder().store(StateStore::open(&dir, sealer).unwrap()).build();
+    let kernel = Kernel::builder()
+        .store(StateStore::open(&dir, sealer).unwrap())
+        .build()
+        .unwrap();
     let handle = kernel.register(Fragile::default()).unwrap();
     kernel.start_all().unwrap();
     let policy = RestartPolicy::OnFailure {
@@ -133,7 +136,7 @@ fn a_supervised_service_restarts_from_its_last_checkpoint_when_there_is_a_store(
 #[test]
 fn past_the_restart_limit_the_service_stays_failed() {
     let (seen, observer) = notices();
-    let kernel = Kernel::builder().observer(observer).build();
+    let kernel = Kernel::builder().observer(observer).build().unwrap();
     let handle = kernel.register(Fragile::default()).unwrap();
     kernel.start_all().unwrap();
     let policy = RestartPolicy::OnFailure {
@@ -176,7 +179,7 @@ fn unsupervised_services_stay_failed_and_dependants_are_told() {
     }
     let (seen, observer) = notices();
     let told = Arc::new(Mutex::new(Vec::new()));
-    let kernel = Kernel::builder().observer(observer).build();
+    let kernel = Kernel::builder().observer(observer).build().unwrap();
     kernel.register(Fragile::default()).unwrap();
     kernel.register(Watcher(Arc::clone(&told))).unwrap();
     kernel.start_all().unwrap();
@@ -215,7 +218,10 @@ fn a_stop_that_hangs_is_reported_and_the_rest_still_stop_in_order() {
     }
     let j = Journal::default();
     let gate = Arc::new(Mutex::new(()));
-    let kernel = Kernel::builder().stop_timeout(Duration::from_millis(100)).build();
+    let kernel = Kernel::builder()
+        .stop_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
     kernel.register(Probe::new("base", &[], &j)).unwrap();
     kernel.register(Stuck(Arc::clone(&gate))).unwrap();
     kernel.register(Probe::new("top", &["stuck"], &j)).unwrap();

@@ -46,7 +46,7 @@ fn state_moves_across_and_is_upgraded() {
 
 #[test]
 fn sealed_replacement_reports_sealed_and_keeps_the_count() {
-    let kernel = Kernel::builder().sealer(sealer()).build();
+    let kernel = Kernel::builder().sealer(sealer()).build().unwrap();
     counting_to_five(&kernel);
     let outcome = kernel.replace(Counter::<CounterV3>::new()).unwrap();
     assert!(matches!(outcome, Replaced::Swapped { sealed: true, .. }));
@@ -260,7 +260,8 @@ fn tampered_state_in_transit_fails_at_open() {
             let last = blob.len() - 1;
             blob[last] ^= 1;
         })
-        .build();
+        .build()
+        .unwrap();
     counting_to_five(&kernel);
     let err = kernel.replace(Counter::<CounterV2>::new()).unwrap_err();
     assert_eq!(err.step(), Step::Open);
@@ -327,7 +328,7 @@ use microkernel::Event;
 #[test]
 fn four_threads_calling_through_a_thousand_replacements_lose_nothing() {
     const SWAPS: usize = 1_000;
-    let kernel = Kernel::builder().sealer(sealer()).build();
+    let kernel = Kernel::builder().sealer(sealer()).build().unwrap();
     kernel.register(Counter::<CounterV1>::new()).unwrap();
     kernel.start_all().unwrap();
     let handle = kernel.handle("counter").unwrap();

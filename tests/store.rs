@@ -46,6 +46,7 @@ fn kernel_on(dir: &Path) -> Kernel {
     Kernel::builder()
         .store(StateStore::open(dir, sealer()).unwrap())
         .build()
+        .unwrap()
 }
 
 fn count(kernel: &Kernel) -> String {
@@ -175,7 +176,8 @@ fn an_unknown_key_and_a_newer_version_are_refused() {
     let other = Sealer::new(Keyring::new(9, Key::generate(Algorithm::Aes256Gcm).unwrap()));
     let kernel = Kernel::builder()
         .store(StateStore::open(&dir.0, other).unwrap())
-        .build();
+        .build()
+        .unwrap();
     let err = kernel.register(Counter::<CounterV1>::new()).unwrap_err();
     assert!(err.to_string().contains("no key with id 1"), "{err}");
     drop(kernel);
@@ -210,7 +212,7 @@ fn start_fresh_policy_sets_the_bad_file_aside() {
     let store = StateStore::open(&dir.0, sealer())
         .unwrap()
         .with_policy(LoadPolicy::StartFreshKeepAside);
-    let kernel = Kernel::builder().store(store).build();
+    let kernel = Kernel::builder().store(store).build().unwrap();
     kernel.register(Counter::<CounterV1>::new()).unwrap();
     kernel.start_all().unwrap();
     assert_eq!(count(&kernel), "{0 v1 0}");
@@ -282,7 +284,8 @@ fn periodic_checkpoints_write_the_file() {
     let kernel = Kernel::builder()
         .store(StateStore::open(&dir.0, sealer()).unwrap())
         .checkpoint_every(Duration::from_millis(20))
-        .build();
+        .build()
+        .unwrap();
     kernel.register(Counter::<CounterV1>::new()).unwrap();
     kernel.start_all().unwrap();
     kernel.call("counter", bump()).unwrap();
@@ -379,7 +382,7 @@ fn a_failed_checkpoint_leaves_the_service_serving_with_the_same_state() {
 fn a_seal_failure_during_a_checkpoint_is_reported_and_changes_nothing() {
     let dir = TempDir::new("seal-fail");
     let store = StateStore::open(&dir.0, sealer().with_seal_limit(1)).unwrap();
-    let kernel = Kernel::builder().store(store).build();
+    let kernel = Kernel::builder().store(store).build().unwrap();
     kernel.register(Counter::<CounterV1>::new()).unwrap();
     kernel.start_all().unwrap();
     kernel.checkpoint().unwrap();

@@ -63,7 +63,8 @@ fn names_too_long_for_the_store_or_the_envelope_are_refused_at_registration() {
     let dir = fresh("names");
     let kernel = Kernel::builder()
         .store(StateStore::open(&dir, sealer()).unwrap())
-        .build();
+        .build()
+        .unwrap();
     // The longest name the store takes registers, saves and restores.
     let longest = leak("n".repeat(MAX_NAME_LEN));
     kernel.register(Named(longest, vec![])).unwrap();
@@ -80,7 +81,7 @@ fn names_too_long_for_the_store_or_the_envelope_are_refused_at_registration() {
     );
     drop(kernel);
     // With a sealer and no store, the envelope's one-byte length is the limit.
-    let sealed = Kernel::builder().sealer(sealer()).build();
+    let sealed = Kernel::builder().sealer(sealer()).build().unwrap();
     sealed.register(Named(leak("s".repeat(255)), vec![])).unwrap();
     let err = sealed.register(Named(leak("s".repeat(256)), vec![])).unwrap_err();
     assert!(err.to_string().contains("at most 255 bytes"), "{err}");
@@ -134,7 +135,8 @@ fn a_symlinked_lock_or_state_file_is_refused_and_its_target_untouched() {
     symlink(outside.join("secret"), dir.join("counter.state")).unwrap();
     let kernel = Kernel::builder()
         .store(StateStore::open(&dir, sealer()).unwrap())
-        .build();
+        .build()
+        .unwrap();
     let err = kernel.register(Counter::<CounterV1>::new()).unwrap_err();
     assert!(err.to_string().contains("a symbolic link"), "{err}");
     assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"not a state");

@@ -23,7 +23,10 @@ fn calls_and_pushes_survive_repeated_sealed_upgrades_and_rollbacks() {
     let cycles = env("STRESS_CYCLES", 20_000);
     let threads = env("STRESS_THREADS", 4);
     let key = Key::generate(Algorithm::Aes256Gcm).unwrap();
-    let kernel = Kernel::builder().sealer(Sealer::new(Keyring::new(1, key))).build();
+    let kernel = Kernel::builder()
+        .sealer(Sealer::new(Keyring::new(1, key)))
+        .build()
+        .unwrap();
     let handle: Handle = kernel.register(Counter::<CounterV1>::new()).unwrap();
     kernel.start_all().unwrap();
 
@@ -108,7 +111,8 @@ fn lifecycle_chaos_keeps_every_promise() {
     let kernel = Kernel::builder()
         .sealer(Sealer::new(keyring()))
         .store(StateStore::open(&dir, Sealer::new(keyring())).unwrap())
-        .build();
+        .build()
+        .unwrap();
     let handle: Handle = kernel.register(Counter::<CounterV1>::new()).unwrap();
     kernel.start_all().unwrap();
     let policy = RestartPolicy::OnFailure {

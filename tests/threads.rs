@@ -41,7 +41,8 @@ fn stop_all_leaves_no_kernel_thread_running() {
         .store(StateStore::open(&dir, sealer).unwrap())
         .checkpoint_every(Duration::from_millis(5))
         .stop_timeout(Duration::from_secs(1))
-        .build();
+        .build()
+        .unwrap();
     let handle = kernel.register(Echo).unwrap();
     kernel.start_all().unwrap();
     let policy = RestartPolicy::OnFailure {

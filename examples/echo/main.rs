@@ -153,7 +153,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_max_level(level.unwrap_or(tracing::Level::WARN))
         .with_writer(std::io::stderr)
         .init();
-    let kernel = Kernel::builder().observer(print_notice).sealer(sealer()?).build();
+    let kernel = Kernel::builder().observer(print_notice).sealer(sealer()?).build()?;
 
     kernel.register(GreetingLogger)?;
     println!("Registered: logger");

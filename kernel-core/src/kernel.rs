@@ -163,8 +163,37 @@ impl KernelBuilder {
         self
     }
 
-    /// Builds the kernel.
-    pub fn build(self) -> Kernel {
+    /// Builds the kernel, refusing settings that could not mean anything: no push workers,
+    /// periodic checkpoints without a store, a zero checkpoint interval or stop timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use microkernel::{BuildError, Kernel};
+    ///
+    /// let kernel = Kernel::builder().stop_timeout(Duration::from_secs(5)).build()?;
+    /// let refused = Kernel::builder().checkpoint_every(Duration::from_secs(1)).build();
+    /// assert!(matches!(refused, Err(BuildError::CheckpointsWithoutStore)));
+    /// # drop(kernel);
+    /// # Ok::<(), BuildError>(())
+    /// ```
+    pub fn build(self) -> Result<Kernel, BuildError> {
+        if self.max_push_workers == 0 {
+            return Err(BuildError::NoPushWorkers);
+        }
+        match self.checkpoint_every {
+            Some(_) if self.store.is_none() => return Err(BuildError::CheckpointsWithoutStore),
+            Some(interval) if interval.is_zero() => {
+                return Err(BuildError::ZeroDuration {
+                    setting: "checkpoint_every",
+                });
+            }
+            _ => {}
+        }
+        if self.stop_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(BuildError::ZeroDuration {
+                setting: "stop_timeout",
+            });
+        }
         let shared = Arc::new_cyclic(|this| Shared {
             stops: AtomicU64::new(0),
             this: Weak::clone(this),
@@ -173,7 +202,7 @@ impl KernelBuilder {
             observer: self.observer,
             pusher: Pusher::new(self.max_push_workers),
             sealer: self.sealer,
-            checkpoint_every: self.checkpoint_every.filter(|_| self.store.is_some()),
+            checkpoint_every: self.checkpoint_every,
             store: self.store,
             checkpointer: Mutex::new(None),
             stop_timeout: self.stop_timeout,
@@ -184,8 +213,26 @@ impl KernelBuilder {
             #[cfg(feature = "fault-injection")]
             save_pause: self.save_pause,
         });
-        Kernel { shared }
+        Ok(Kernel { shared })
     }
+}
+
+/// A [`KernelBuilder`] setting that cannot mean anything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `max_push_workers(0)`: no pushed event could ever be handled.
+    #[error("max_push_workers(0): pushed events need at least one worker")]
+    NoPushWorkers,
+    /// `checkpoint_every` without a `store`: nowhere to write the checkpoints.
+    #[error("checkpoint_every needs a store: add .store(StateStore::open(..)?)")]
+    CheckpointsWithoutStore,
+    /// A duration of zero where a positive one is needed.
+    #[error("{setting}(Duration::ZERO): give a positive duration")]
+    ZeroDuration {
+        /// The builder method.
+        setting: &'static str,
+    },
 }
 
 /// What the kernel holds; services reach it through a `Weak`, so they never keep it alive.
@@ -225,7 +272,17 @@ pub(crate) struct Entry {
 impl Kernel {
     /// A kernel with no observer and default limits.
     pub fn new() -> Self {
-        KernelBuilder::default().build()
+        Self::from_builder_defaults()
+    }
+
+    /// The default builder's kernel, which is always valid.
+    fn from_builder_defaults() -> Self {
+        match KernelBuilder::default().build() {
+            Ok(kernel) => kernel,
+            // Unreachable: the defaults (16 push workers, no checkpoints, no stop timeout) are
+            // all valid, and `build` refuses only invalid settings.
+            Err(error) => unreachable!("the default kernel settings are valid: {error}"),
+        }
     }
 
     /// Starts building a kernel.

@@ -32,7 +32,7 @@ mod wait;
 pub use context::{Context, Level};
 pub use error::{CallError, Cycle, Hook, LifecycleError, StopAllError};
 pub use handle::Handle;
-pub use kernel::{Kernel, KernelBuilder};
+pub use kernel::{BuildError, Kernel, KernelBuilder};
 pub use logger::{LevelControl, LogLine, Logger};
 pub use message::{Event, KERNEL, Reply, Text, code};
 pub use notice::Notice;

@@ -330,7 +330,11 @@ fn check_new_dependencies(
         return Ok(None);
     };
     let deps: Vec<String> = deps.iter().map(|d| (*d).to_owned()).collect();
-    snapshot.get_mut(service).expect("the service is registered").deps = deps.clone();
+    // Services are never unregistered, so the entry is there; if it were not, the graph
+    // without it is still checked.
+    if let Some(entry) = snapshot.get_mut(service) {
+        entry.deps = deps.clone();
+    }
     graph::start_order(&dep_graph(snapshot)).map_err(fail)?;
     if running {
         shared.check_running(service, &deps).map_err(fail)?;

@@ -44,11 +44,12 @@ impl StateTag {
         let (Some(version), Some(fingerprint)) = (bytes.get(..4), bytes.get(4..HEADER_LEN)) else {
             return Err(StateError::Truncated { len: bytes.len() });
         };
+        // The two slices are 4 and 8 bytes long (taken above), so the conversions cannot fail.
         let tag = Self {
             version: u32::from_le_bytes(version.try_into().expect("4 bytes")),
             fingerprint: Fingerprint(u64::from_le_bytes(fingerprint.try_into().expect("8 bytes"))),
         };
-        Ok((tag, &bytes[HEADER_LEN..]))
+        Ok((tag, &bytes[HEADER_LEN..])) // `bytes` is at least HEADER_LEN long (checked above)
     }
 }
 

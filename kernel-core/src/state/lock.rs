@@ -51,6 +51,7 @@ const HEADER: &str = "\
 pub fn assert_schema_lock<T: Migratable>(path: impl AsRef<Path>) {
     let add = std::env::var(LOCK_ENV).is_ok_and(|v| v == "add");
     if let Err(error) = check_schema_lock::<T>(path.as_ref(), add) {
+        // An assertion, for tests (as `assert!`): failing loudly is its purpose.
         panic!("{error}");
     }
 }

@@ -426,6 +426,7 @@ impl std::fmt::Debug for StateStore {
 /// of every descriptor, the lock's too, until it execs, so a lock just released may still be
 /// held for a few milliseconds.
 fn lock_briefly(lock: &File) -> Result<(), fs::TryLockError> {
+    // 250 ms from now cannot overflow an `Instant`.
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(250);
     loop {
         match lock.try_lock() {

@@ -5,6 +5,10 @@
 //!   derived from the golden fixtures reach decryption), then decode the opened state.
 //! - `state`: decode versioned state bytes into the newest echo state and into a state with
 //!   nested collections and a bulk-decoded map.
+//! - `store_load`: the bytes as a state file in a store's directory, loaded as the store does
+//!   (file checks, size limit, opening, generation check) and decoded.
+//! - `describe`: what `microkernel-state inspect` prints for the bytes; no field may carry a
+//!   raw control character (escaping holds).
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -56,4 +60,35 @@ pub fn state(data: &[u8]) {
     let mut tagged = state::StateTag::of::<Nested>().to_bytes().to_vec();
     tagged.extend_from_slice(data);
     let _ = state::decode::<Nested>(&tagged);
+}
+
+/// A store over a directory of its own per fuzzing process, reused across inputs.
+fn fuzz_store() -> &'static (std::path::PathBuf, microkernel::StateStore) {
+    static STORE: std::sync::OnceLock<(std::path::PathBuf, microkernel::StateStore)> = std::sync::OnceLock::new();
+    STORE.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("microkernel-fuzz-store-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let key = Key::from_hex(Algorithm::Aes256Gcm, TEST_KEY_HEX).unwrap();
+        let options = microkernel::store::StoreOptions::default().max_state_bytes(1 << 20);
+        let store = microkernel::StateStore::open_with(&dir, Sealer::new(Keyring::new(7, key)), options).unwrap();
+        (dir, store)
+    })
+}
+
+pub fn store_load(data: &[u8]) {
+    let (dir, store) = fuzz_store();
+    std::fs::write(dir.join("echo.state"), data).unwrap();
+    if let Ok(Some(loaded)) = store.load("echo") {
+        let _ = state::decode::<states::EchoStateV2>(loaded.state.as_bytes());
+    }
+}
+
+pub fn describe(data: &[u8]) {
+    if let Ok(text) = microkernel::seal::envelope::describe(data) {
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "a control character from the file reached the output: {text:?}"
+        );
+        assert_eq!(text.lines().count(), 11, "a field spans lines: {text:?}");
+    }
 }

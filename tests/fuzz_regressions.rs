@@ -41,3 +41,19 @@ fn state_regressions_and_fixtures_do_not_panic() {
         assert!(outcome.is_ok(), "{name} panics");
     }
 }
+
+#[test]
+fn store_and_describe_regressions_and_fixtures_do_not_panic() {
+    let mut all = inputs("tests/fuzz-regressions/store_load");
+    all.extend(inputs("tests/fuzz-regressions/describe"));
+    all.extend(inputs("tests/fixtures/sealed"));
+    all.extend(inputs("tests/fixtures/structural/sealed"));
+    assert!(!all.is_empty());
+    for (name, data) in all {
+        let outcome = std::panic::catch_unwind(|| {
+            targets::store_load(&data);
+            targets::describe(&data);
+        });
+        assert!(outcome.is_ok(), "{name} panics");
+    }
+}

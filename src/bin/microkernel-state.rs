@@ -16,7 +16,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use microkernel::seal::envelope::{Header, TAG_LEN};
+use microkernel::seal::envelope::{Header, describe};
 use microkernel::seal::{Key, Keyring, Sealer};
 use microkernel::store::{DEFAULT_MAX_STATE_BYTES, read_state_file};
 
@@ -105,24 +105,8 @@ fn read(file: &Path, limit: u64) -> Result<Vec<u8>, String> {
 
 fn inspect(file: &Path, limit: u64) -> Result<String, String> {
     let blob = read(file, limit)?;
-    let (header, body) = Header::parse(&blob).map_err(|e| format!("`{}`: {e}", file.display()))?;
-    let generation = match header.format {
-        1 => "none (format version 1)".to_owned(),
-        _ => header.generation.to_string(),
-    };
-    Ok(format!(
-        "file:               {}\nformat version:     {}\nalgorithm:          {}\nkey id:             {}\nservice:            {}\nstate version:      {}\nschema fingerprint: {}\ngeneration:         {generation}\nheader bytes:       {}\nciphertext bytes:   {}\ntag bytes:          {TAG_LEN}\ntotal bytes:        {}",
-        file.display(),
-        header.format,
-        header.algorithm,
-        header.key_id,
-        header.service.escape_debug(),
-        header.state.version,
-        header.state.fingerprint,
-        header.len(),
-        body.len() - TAG_LEN,
-        blob.len(),
-    ))
+    let header = describe(&blob).map_err(|e| format!("`{}`: {e}", file.display()))?;
+    Ok(format!("file:               {}\n{header}", file.display()))
 }
 
 fn verify(file: &Path, var: &str, limit: u64) -> Result<String, String> {

@@ -163,3 +163,32 @@ fn read_u64(blob: &[u8], at: usize) -> u64 {
     bytes.copy_from_slice(&blob[at..at + 8]);
     u64::from_le_bytes(bytes)
 }
+
+/// A sealed state's header described for people, one field a line, without a key: what
+/// `microkernel-state inspect` prints. Fields read from the blob are escaped, so a hostile
+/// blob cannot forge lines or terminal sequences.
+///
+/// ```
+/// use microkernel::seal::envelope::describe;
+/// assert!(describe(b"not an envelope").is_err());
+/// ```
+pub fn describe(blob: &[u8]) -> Result<String, SealError> {
+    let (header, body) = Header::parse(blob)?;
+    let generation = match header.format {
+        1 => "none (format version 1)".to_owned(),
+        _ => header.generation.to_string(),
+    };
+    // `parse` checked that the body holds at least the tag.
+    let ciphertext = body.len() - TAG_LEN;
+    Ok(format!(
+        "format version:     {}\nalgorithm:          {}\nkey id:             {}\nservice:            {}\nstate version:      {}\nschema fingerprint: {}\ngeneration:         {generation}\nheader bytes:       {}\nciphertext bytes:   {ciphertext}\ntag bytes:          {TAG_LEN}\ntotal bytes:        {}",
+        header.format,
+        header.algorithm,
+        header.key_id,
+        header.service.escape_debug(),
+        header.state.version,
+        header.state.fingerprint,
+        header.len(),
+        blob.len(),
+    ))
+}

@@ -575,6 +575,8 @@ fn not_found(name: &str) -> LifecycleError {
     LifecycleError::NotFound { name: name.to_owned() }
 }
 
+/// A copy of the registry. Indexing it (`snapshot[name]`) is done only with names taken from
+/// it or from a graph built from it, so the key is always there.
 pub(crate) type Snapshot = BTreeMap<Arc<str>, Entry>;
 
 /// Hashes service names for the registry with FNV-1a: a name lookup is on the path of every

@@ -372,6 +372,7 @@ impl Shared {
         let snapshot = self.snapshot();
         let graph = dep_graph(&snapshot);
         for dependant in graph::dependants(&graph, service) {
+            // `dependants` names keys of the graph built from this snapshot.
             if snapshot[dependant].lifecycle.status() != Status::Running {
                 continue;
             }

@@ -86,6 +86,7 @@ impl<'a> Header<'a> {
                 Ok(())
             }
         };
+        // Every slice below is preceded by a `need` of its end: none can be out of bounds.
         need(6)?;
         if blob[..4] != MAGIC {
             return Err(SealError::BadMagic);

@@ -100,7 +100,7 @@ impl Sealer {
             return Err(SealError::KeyExhausted { key_id, limit });
         }
         let mut nonce = [0u8; 24];
-        let nonce = &mut nonce[..algorithm.nonce_len()];
+        let nonce = &mut nonce[..algorithm.nonce_len()]; // nonce_len is 12 or 24
         if let Err(error) = super::nonce::fill(nonce) {
             key.seals.fetch_sub(1, Ordering::Relaxed);
             return Err(error);
@@ -139,7 +139,7 @@ impl Sealer {
         let keyring = self.keyring.read().unwrap_or_else(PoisonError::into_inner);
         // The key may have been retired since `begin`; the envelope names it, so it must exist.
         let key = keyring.get(key_id).ok_or(SealError::UnknownKey(key_id))?;
-        let (aad, body) = buf.split_at_mut(body_at);
+        let (aad, body) = buf.split_at_mut(body_at); // the header was written: len >= body_at
         let body_len = body.len();
         let tag = key
             .cipher
@@ -229,6 +229,7 @@ impl Sealer {
                 envelope: algorithm,
             });
         }
+        // `Header::parse` checked that the blob holds the header and a tag after it.
         let (aad, rest) = blob.split_at_mut(header_len);
         let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
         key.cipher
@@ -253,6 +254,7 @@ impl SealBuffer {
 
     /// Records the state tag in the header (offsets 10..22 of docs/FORMAT.md, in both formats).
     pub(crate) fn set_state(&mut self, state: StateTag) {
+        // The buffer starts with a written header, longer than 22 bytes.
         self.buf[10..14].copy_from_slice(&state.version.to_le_bytes());
         self.buf[14..22].copy_from_slice(&state.fingerprint.0.to_le_bytes());
     }
@@ -260,7 +262,7 @@ impl SealBuffer {
 
 /// The nonce is the last bytes of the header.
 fn nonce_of(header: &[u8], algorithm: Algorithm) -> &[u8] {
-    &header[header.len() - algorithm.nonce_len()..]
+    &header[header.len() - algorithm.nonce_len()..] // the header ends with the nonce
 }
 
 impl fmt::Debug for Sealer {

@@ -82,6 +82,8 @@ struct Knobs {
     starts: Arc<AtomicU32>,
     /// Counts the exports (`export_state` calls).
     exports: Arc<AtomicU32>,
+    /// `import_state` panics.
+    panic_import: bool,
 }
 
 /// Generic over its state so that one service type serves as v1 and v2.
@@ -154,6 +156,7 @@ impl<S: FlexState> microkernel::ServiceMeta for Flex<S> {
         Ok(&self.state)
     }
     fn import_state(&mut self, state: S) -> Result<(), BoxError> {
+        assert!(!self.knobs.panic_import, "import_state exploded");
         self.state = state;
         Ok(())
     }
@@ -184,6 +187,12 @@ impl<S: FlexState + Send + 'static> Service for Flex<S> {
             "panic-export" => self.panic_export = true,
             "panic-drop" => self.panic_drop = true,
             "panic" => panic!("the handler exploded"),
+            "stop-self" => {
+                return match ctx.kernel().unwrap().stop("flex") {
+                    Ok(()) => Reply::ok("stopped itself", ""),
+                    Err(error) => Reply::new(508, "refused", error.to_string()),
+                };
+            }
             "go" => {
                 self.knobs.inside.as_ref().unwrap().send(()).unwrap();
                 let _ = self.knobs.go_gate.as_ref().unwrap().lock().unwrap().recv();
@@ -666,4 +675,130 @@ fn a_panicking_observer_does_not_stop_the_kernel() {
     kernel.start_all().unwrap();
     assert_eq!(served(&kernel), "{0 v1 0}");
     kernel.stop_all().unwrap();
+}
+
+// ---- Found by review: each once lost state, hung, or let a panic escape ----
+
+/// A file set aside at registration (it did not decode) must not leave the service's saves
+/// below the generation the store saw: they would be refused as stale for ever.
+#[test]
+fn a_service_starting_fresh_after_a_set_aside_file_still_saves() {
+    let dir = temp_dir("fresh-after-aside");
+    let store = StateStore::open(&dir, sealer()).unwrap();
+    // A state of another type (it shares no chain), at a high generation.
+    #[derive(Serialize, Deserialize, Migratable)]
+    #[migratable(version = 1)]
+    struct Other {
+        name: String,
+    }
+    store
+        .save("flex", &state::encode(&Other { name: "x".into() }).unwrap(), 10)
+        .unwrap();
+    let kernel = Kernel::builder()
+        .store(store.with_policy(microkernel::LoadPolicy::StartFreshKeepAside))
+        .build()
+        .unwrap();
+    kernel.register(Flex::<FlexV1>::new("v1")).unwrap();
+    kernel.start_all().unwrap();
+    kernel.call("flex", Event::new("flex", "t", "set", "5")).unwrap();
+    kernel.checkpoint().unwrap();
+    assert_eq!(stored_count(&dir), Some(5), "the checkpoint was silently dropped");
+    drop(kernel);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_handler_stopping_its_own_service_with_a_stop_timeout_is_refused_not_hung() {
+    let kernel = Kernel::builder().stop_timeout(Duration::MAX).build().unwrap();
+    kernel.register(Flex::<FlexV1>::new("v1")).unwrap();
+    kernel.start_all().unwrap();
+    let reply = within("a handler stopping its own service", {
+        let kernel = kernel.clone();
+        move || kernel.call("flex", ev("stop-self")).unwrap()
+    });
+    assert_eq!(reply.code, 508, "{reply}");
+    assert!(reply.data.contains("already busy"), "{reply}");
+    assert_eq!(served(&kernel), "{0 v1 0}");
+}
+
+#[test]
+fn after_a_stop_outlives_its_timeout_lifecycle_changes_are_refused_not_queued() {
+    let (open_gate, gate) = mpsc::channel();
+    let knobs = Knobs {
+        stop_gate: Some(Arc::new(Mutex::new(gate))),
+        ..Knobs::default()
+    };
+    let kernel = Kernel::builder()
+        .stop_timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    kernel.register(Flex::<FlexV1>::with("v1", knobs)).unwrap();
+    kernel.register(B).unwrap();
+    kernel.start_all().unwrap();
+    assert!(matches!(kernel.stop("flex"), Err(LifecycleError::StopTimeout { .. })));
+    // The hook still holds flex: starting, replacing or saving it is refused at once...
+    let err = within("start", {
+        let kernel = kernel.clone();
+        move || kernel.start("flex")
+    })
+    .unwrap_err();
+    assert!(matches!(err, LifecycleError::StopInProgress { .. }), "{err}");
+    let err = within("replace", {
+        let kernel = kernel.clone();
+        move || kernel.replace(Flex::<FlexV2>::new("v2"))
+    })
+    .unwrap_err();
+    assert_eq!(err.step(), Step::Enter, "{err}");
+    // ...and other services' lifecycles go on.
+    within("stop of another service", {
+        let kernel = kernel.clone();
+        move || kernel.stop("b")
+    })
+    .unwrap();
+    open_gate.send(()).unwrap();
+    within("start once the hook returned", move || {
+        loop {
+            match kernel.start("flex") {
+                Ok(()) => return,
+                Err(LifecycleError::StopInProgress { .. }) => thread::sleep(Duration::from_millis(2)),
+                Err(other) => panic!("{other}"),
+            }
+        }
+    });
+}
+
+#[test]
+fn a_long_backoff_never_delays_another_services_restart() {
+    let (observer, decisions) = decisions();
+    let kernel = Kernel::builder().observer(observer).build().unwrap();
+    let slow = kernel.register(Flex::<FlexV1>::new("v1")).unwrap();
+    kernel.register(Db).unwrap();
+    let api = kernel.register(Api::default()).unwrap();
+    kernel.start_all().unwrap();
+    kernel.supervise(&slow, policy(3_600_000), || Flex::<FlexV1>::new("v1"));
+    kernel.supervise(&api, policy(0), Api::default);
+    assert!(kernel.call("flex", ev("panic")).is_err()); // waits an hour
+    assert!(kernel.call("api", Event::new("api", "t", "x", "")).is_err());
+    assert_eq!(next(&decisions), "restarted", "api waited behind flex's backoff");
+    assert_eq!(kernel.status("api"), Some(Status::Running));
+    assert_eq!(kernel.status("flex"), Some(Status::Failed));
+}
+
+#[test]
+fn a_panicking_import_of_a_stored_state_fails_the_registration_not_the_caller() {
+    let dir = temp_dir("import-panic");
+    let store = StateStore::open(&dir, sealer()).unwrap();
+    store
+        .save("flex", &state::encode(&FlexV1::default()).unwrap(), 1)
+        .unwrap();
+    let kernel = Kernel::builder().store(store).build().unwrap();
+    let knobs = Knobs {
+        panic_import: true,
+        ..Knobs::default()
+    };
+    let err = kernel.register(Flex::<FlexV1>::with("v1", knobs)).unwrap_err();
+    assert!(matches!(err, LifecycleError::Restore { .. }), "{err}");
+    assert!(err.to_string().contains("flex.state"), "{err}");
+    drop(kernel);
+    let _ = std::fs::remove_dir_all(&dir);
 }

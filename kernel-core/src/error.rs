@@ -166,6 +166,13 @@ pub enum LifecycleError {
         /// The dependency listed twice.
         dependency: String,
     },
+    /// A stop hook that outlived its `stop_timeout` is still running and holds the service:
+    /// starting, replacing, restarting or saving it would wait for that hook.
+    #[error("`{service}` is still running a stop hook that outlived its timeout; try again once it returns")]
+    StopInProgress {
+        /// The service.
+        service: String,
+    },
     /// A supervisor's factory panicked while building a new instance for a restart.
     #[error("the factory of `{service}` panicked while building a restart: {message}")]
     FactoryPanicked {

@@ -754,6 +754,13 @@ impl Shared {
         let Some(timeout) = self.stop_timeout else {
             return self.run_hook(entry, Hook::Stop);
         };
+        // The stop runs on another thread: from inside the service it would wait for this
+        // thread's own slot. Refuse, as an unbounded stop does.
+        if entry.lifecycle.held_here() {
+            return Err(LifecycleError::Reentrant {
+                service: entry.lifecycle.name().to_string(),
+            });
+        }
         // Run the hook on its own thread so that a hook that never returns cannot hold up the
         // rest of the shutdown. The stopper and this thread agree, under `race`, whether the
         // stop finished in time: a stop that finishes later leaves the service Failed (as
@@ -790,6 +797,7 @@ impl Shared {
                     rx.recv().ok()
                 } else {
                     *race = StopRace::Abandoned;
+                    entry.lifecycle.abandon_stop();
                     None
                 }
             }
@@ -802,7 +810,6 @@ impl Shared {
                 self.report_hook(entry, Hook::Stop, result)
             }
             None => {
-                entry.lifecycle.mark_failed();
                 tracing::error!(service, ?timeout, "stop did not finish in time; marked failed");
                 self.notify(&Notice::Failed { service });
                 Err(LifecycleError::StopTimeout {

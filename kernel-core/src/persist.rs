@@ -45,27 +45,20 @@ impl Kernel {
             service: name.clone(),
             source,
         };
-        let loaded = match store.load(&name) {
-            Ok(None) => return Ok(0),
-            Ok(Some(loaded)) => Ok(loaded),
+        let outcome = match store.load(&name) {
+            Ok(None) => Ok(None),
+            Ok(Some(loaded)) => import_loaded(service, loaded).map(Some),
             Err(error) => Err(error),
         };
-        let outcome = loaded.and_then(|loaded| {
-            let path = loaded.path;
-            let state = state::decode::<S::State>(loaded.state.as_bytes()).map_err(|source| StoreError::Decode {
-                path: path.clone(),
-                source,
-            })?;
-            service.import_state(state).map_err(|source| StoreError::Import {
-                path: path.clone(),
-                source,
-            })?;
-            Ok((path, loaded.generation))
-        });
+        // Saves go on above everything the store has seen of this service — also when the file
+        // was set aside or refused (or removed since): a lower generation would be refused as
+        // stale for ever.
+        let generation = |restored: u64| restored.max(store.known_generation(&name));
         match outcome {
-            Ok((path, generation)) => {
-                tracing::info!(service = %name, path = %path.display(), generation, "restored state from the store");
-                Ok(generation)
+            Ok(None) => Ok(generation(0)),
+            Ok(Some((path, restored))) => {
+                tracing::info!(service = %name, path = %path.display(), generation = restored, "restored state from the store");
+                Ok(generation(restored))
             }
             Err(error) if store.policy() == LoadPolicy::StartFreshKeepAside => {
                 let path = store.path(&name).map_err(restore_error)?;
@@ -73,10 +66,35 @@ impl Kernel {
                     let aside = store.set_aside(&path).map_err(restore_error)?;
                     tracing::warn!(service = %name, %error, aside = %aside.display(), "unusable state file set aside; starting fresh");
                 }
-                Ok(0)
+                Ok(generation(0))
             }
             Err(error) => Err(restore_error(error)),
         }
+    }
+}
+
+/// Decodes a loaded state into the service's type and imports it; panics of user code
+/// (`Deserialize`, conversions, `import_state`) become errors naming the file.
+fn import_loaded<S: Service>(service: &mut S, loaded: crate::store::Loaded) -> Result<(PathBuf, u64), StoreError> {
+    let path = loaded.path;
+    let bytes = loaded.state;
+    let imported = crate::panic::catch(|| {
+        let state = state::decode::<S::State>(bytes.as_bytes()).map_err(|source| StoreError::Decode {
+            path: path.clone(),
+            source,
+        })?;
+        service.import_state(state).map_err(|source| StoreError::Import {
+            path: path.clone(),
+            source,
+        })
+    });
+    match imported {
+        Ok(Ok(())) => Ok((path, loaded.generation)),
+        Ok(Err(error)) => Err(error),
+        Err(message) => Err(StoreError::Import {
+            path,
+            source: format!("panicked: {message}").into(),
+        }),
     }
 }
 

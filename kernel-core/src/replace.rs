@@ -211,6 +211,9 @@ fn replace_in_slot<S: Service>(
         .lifecycle_lock("replace")
         .map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
 
+    slot.check_no_late_stop()
+        .map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
+
     // 1. Take the slot: calls arriving from now on wait.
     let mut entered = slot.enter().ok_or_else(|| {
         ReplaceError::new(

@@ -125,6 +125,9 @@ pub(crate) struct Slot<Req, Resp> {
     /// Which instance the slot holds: one more at every swap (replacement, restart), so that a
     /// restart planned for a failed instance can tell it is no longer there.
     epoch: AtomicU64,
+    /// A stop hook outlived its timeout and still holds the slot: lifecycle changes are refused
+    /// (instead of waiting for it) until it returns.
+    late_stop: std::sync::atomic::AtomicBool,
 }
 
 /// Why a thread cannot take a slot.
@@ -227,6 +230,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         Arc::new_cyclic(|this| Self {
             generation: AtomicU64::new(generation),
             epoch: AtomicU64::new(0),
+            late_stop: std::sync::atomic::AtomicBool::new(false),
             name,
             owner: AtomicU64::new(0),
             status: AtomicU8::new(Status::Created.to_u8()),
@@ -238,6 +242,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
 
     pub(crate) fn name(&self) -> &Arc<str> {
         &self.name
+    }
+
+    /// Refuses a lifecycle change while a stop hook that outlived its timeout holds the slot.
+    pub(crate) fn check_no_late_stop(&self) -> Result<(), LifecycleError> {
+        if self.late_stop.load(Ordering::Acquire) {
+            return Err(LifecycleError::StopInProgress {
+                service: self.name.to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// Which instance the slot holds: one more at every swap.
@@ -396,6 +410,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
 
     /// Runs a lifecycle hook with the slot held.
     pub(crate) fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError> {
+        self.check_no_late_stop()?;
         let mut entered = self.enter().ok_or_else(|| LifecycleError::Reentrant {
             service: self.name.to_string(),
         })?;
@@ -436,6 +451,11 @@ pub(crate) trait Lifecycle: Send + Sync {
     fn export_encoded(&self) -> Result<(EncodedState, u64), LifecycleError>;
     /// Marks the service Failed without taking its mutex (a hook holding it did not return).
     fn mark_failed(&self);
+    /// A bounded stop gave up waiting: the service is Failed, and lifecycle changes are refused
+    /// until the hook returns (called with the stop's race decided, under its lock).
+    fn abandon_stop(&self);
+    /// Whether this thread holds the slot (inside its handler or hook).
+    fn held_here(&self) -> bool;
     /// Runs the stop hook for a waiter bounded by a timeout; the status becomes Stopped (or
     /// Failed on an error) if the waiter has not given up by then, and stays Failed if it has.
     /// Returns the hook's result and whether it finished late.
@@ -463,6 +483,15 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
         self.status.store(Status::Failed.to_u8(), Ordering::Release);
     }
 
+    fn abandon_stop(&self) {
+        self.late_stop.store(true, Ordering::Release);
+        self.mark_failed();
+    }
+
+    fn held_here(&self) -> bool {
+        self.owner.load(Ordering::Relaxed) == thread_token()
+    }
+
     fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool) {
         let Some(mut entered) = self.enter() else {
             let error = LifecycleError::Reentrant {
@@ -473,7 +502,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
         let result = entered.invoke(Hook::Stop);
         let mut race = race.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let late = *race == StopRace::Abandoned;
-        if !late {
+        if late {
+            self.late_stop.store(false, Ordering::Release);
+        } else {
             *race = StopRace::Done;
         }
         entered.set_status(match (&result, late) {
@@ -484,6 +515,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
     }
 
     fn export_encoded(&self) -> Result<(EncodedState, u64), LifecycleError> {
+        self.check_no_late_stop()?;
         let service = || self.name.to_string();
         let entered = self
             .enter()

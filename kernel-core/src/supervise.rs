@@ -15,7 +15,8 @@
 //! - A replacement ends the supervision of that service (the factory builds the old version):
 //!   call [`Kernel::supervise`] again with the new version's factory.
 
-use std::collections::{HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
@@ -152,6 +153,7 @@ impl<S: Service, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
                 Err(message) => return Err(failed(format!("panicked: {message}").into())),
             }
         }
+        self.slot.check_no_late_stop()?;
         let mut entered = self
             .slot
             .enter()
@@ -247,52 +249,65 @@ impl Supervision {
 const NOT_SUPERVISED: &str = "the service is no longer supervised (a replacement ends supervision)";
 
 fn supervise_loop(shared: &Weak<Shared>, failures: &Receiver<Failure>) {
-    while let Ok(failure) = failures.recv() {
-        let Some(kernel) = shared.upgrade() else { return };
-        let Some(restarter) = kernel.supervision.get(&failure.name) else {
-            kernel.notify(&Notice::RestartDropped {
-                service: &failure.name,
-                reason: NOT_SUPERVISED,
-            });
-            continue;
+    // Restarts waiting out their backoff, soonest first: one service's long backoff never
+    // delays another's restart. (A backoff too long for an `Instant` never comes due.)
+    let mut due: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
+    let mut waiting: HashMap<u64, (Failure, u32)> = HashMap::new();
+    let mut next_id = 0u64;
+    loop {
+        let received = match due.peek() {
+            None => failures.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            Some(Reverse((at, _))) => failures.recv_timeout(at.saturating_duration_since(Instant::now())),
         };
-        let RestartPolicy::OnFailure { backoff, .. } = restarter.policy() else {
-            continue;
-        };
-        let name = failure.name.clone();
-        let Some(nth) = restarter.admit(Instant::now()) else {
-            tracing::error!(service = %name, "restart limit reached; the service stays failed");
-            kernel.notify(&Notice::GaveUp { service: &name });
-            continue;
-        };
-        drop(kernel);
-        // Wait the backoff, but leave at once when the kernel shuts the supervisor down.
-        let wait = backoff.saturating_mul(1 << (nth - 1).min(16));
-        let deadline = Instant::now().checked_add(wait);
-        let mut queued = Vec::new();
-        loop {
-            let left = match deadline {
-                Some(deadline) => match deadline.checked_duration_since(Instant::now()) {
-                    Some(left) => left,
-                    None => break,
-                },
-                None => Duration::MAX,
+        match received {
+            Ok(failure) => {
+                let Some(kernel) = shared.upgrade() else { return };
+                if let Some((wait, nth)) = admit(&kernel, &failure) {
+                    if let Some(at) = Instant::now().checked_add(wait) {
+                        due.push(Reverse((at, next_id)));
+                        waiting.insert(next_id, (failure, nth));
+                        next_id += 1;
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Timeout) => {}
+        }
+        while let Some(Reverse((at, id))) = due.peek().copied() {
+            if at > Instant::now() {
+                break;
+            }
+            due.pop();
+            let Some((failure, nth)) = waiting.remove(&id) else {
+                continue;
             };
-            match failures.recv_timeout(left) {
-                Ok(other) => queued.push(other),
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => return,
+            let Some(kernel) = shared.upgrade() else { return };
+            // Any panic of user code is caught inside; this guards the thread itself.
+            if let Err(message) = crate::panic::catch(|| act(&kernel, &failure, nth)) {
+                tracing::error!(service = %failure.name, %message, "supervising a restart panicked");
             }
         }
-        let Some(kernel) = shared.upgrade() else { return };
-        // Any panic of user code is caught inside; this guards the thread itself.
-        if let Err(message) = crate::panic::catch(|| act(&kernel, &failure, nth)) {
-            tracing::error!(service = %name, %message, "supervising a restart panicked");
-        }
-        for other in queued {
-            kernel.supervision.schedule(Arc::downgrade(&kernel), other);
-        }
     }
+}
+
+/// Whether a failure gets a restart: `Some((backoff to wait, nth restart in the window))`.
+fn admit(kernel: &Shared, failure: &Failure) -> Option<(Duration, u32)> {
+    let Some(restarter) = kernel.supervision.get(&failure.name) else {
+        kernel.notify(&Notice::RestartDropped {
+            service: &failure.name,
+            reason: NOT_SUPERVISED,
+        });
+        return None;
+    };
+    let RestartPolicy::OnFailure { backoff, .. } = restarter.policy() else {
+        return None;
+    };
+    let Some(nth) = restarter.admit(Instant::now()) else {
+        tracing::error!(service = %failure.name, "restart limit reached; the service stays failed");
+        kernel.notify(&Notice::GaveUp { service: &failure.name });
+        return None;
+    };
+    Some((backoff.saturating_mul(1 << (nth - 1).min(16)), nth))
 }
 
 /// Restarts the failed instance, under the lifecycle lock, unless a replacement, a `start` or

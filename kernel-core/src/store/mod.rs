@@ -294,6 +294,17 @@ impl StateStore {
         &self.sealer
     }
 
+    /// The newest generation this store has written or loaded for `service` (0 if none): a
+    /// service registering goes on above it, whatever became of the file.
+    pub fn known_generation(&self, service: &str) -> u64 {
+        self.newest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(service)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The options the store was opened with.
     pub fn options(&self) -> StoreOptions {
         self.options

@@ -541,9 +541,10 @@ impl Kernel {
     }
 
     /// Stops every running service in reverse dependency order. Goes on past a failing stop
-    /// (that service is marked Failed) and reports every failure. When it returns, the
-    /// kernel's own threads (push workers, supervisor, checkpoints, reaper) have ended; they
-    /// start again when needed.
+    /// (that service is marked Failed) and reports every failure. When it returns, no service
+    /// runs (a restart that was pending is dropped) and the kernel's own threads (push workers,
+    /// supervisor, checkpoints, reaper) have ended; they start again when needed. Only a stop
+    /// hook that outlived `stop_timeout` goes on, on its own thread, until it returns.
     pub fn stop_all(&self) -> Result<(), StopAllError> {
         self.shared.stop_all()
     }

@@ -198,12 +198,22 @@ fn field_schema(owner: &Ident, field: &Field, krate: &Krate) -> syn::Result<Toke
     Ok(schema_of(krate, &field.ty))
 }
 
+/// Whether the type names `owner` itself: `Self`, or `owner` not preceded by `::` (so
+/// `other::Tree` is another type, not a recursion).
 fn mentions(tokens: TokenStream, owner: &Ident) -> bool {
-    tokens.into_iter().any(|token| match token {
-        TokenTree::Ident(ident) => ident == *owner || ident == "Self",
-        TokenTree::Group(group) => mentions(group.stream(), owner),
-        _ => false,
-    })
+    let mut after_path_separator = false;
+    for token in tokens {
+        let found = match &token {
+            TokenTree::Ident(ident) => ident == "Self" || (ident == owner && !after_path_separator),
+            TokenTree::Group(group) => mentions(group.stream(), owner),
+            TokenTree::Punct(_) | TokenTree::Literal(_) => false,
+        };
+        if found {
+            return true;
+        }
+        after_path_separator = matches!(&token, TokenTree::Punct(p) if p.as_char() == ':');
+    }
+    false
 }
 
 /// The legacy schema text: `EchoStateV2 { count: u64, greeting: String }`, whitespace dropped

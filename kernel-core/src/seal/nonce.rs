@@ -5,9 +5,16 @@
 //! the parent and the child would then draw the same nonces: under one key, that reveals the XOR
 //! of two plaintexts and, with AES-GCM, the authentication key. So each thread remembers the
 //! process id its generator was last seeded in, and a seal in another process (a forked child:
-//! its id differs) reseeds the generator from the OS first. Process ids can be reused, but a
-//! reused id never reuses a stream: every process reseeds at its first seal, whatever its id.
-//! Cost: one `getpid` per seal (about 65 ns here); no unsafe code.
+//! its id differs) reseeds the generator from the OS first. Cost: one `getpid` per seal (about
+//! 65 ns here); no unsafe code.
+//!
+//! What a process-id check cannot see: a descendant that inherits a generator *and* gets the
+//! very process id its generator was seeded in. That takes a process P that sealed, forked a
+//! child C and exited; C forking again without sealing first; and the grandchild receiving P's
+//! recycled id — then the grandchild would repeat P's later nonces. Detecting it needs a fork
+//! hook (`pthread_atfork`, `MADV_WIPEONFORK`), which safe Rust does not offer; a program that
+//! forks chains of workers sealing under one key should have each worker seal once right after
+//! it starts, or use its own key.
 
 use std::cell::Cell;
 

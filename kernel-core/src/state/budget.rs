@@ -16,6 +16,10 @@ thread_local! {
 /// Without a known input (postcard called directly), at most this many elements are reserved.
 const UNKNOWN_INPUT_RESERVE: usize = 4096;
 
+/// Never more memory than this is reserved up front, whatever the input; a larger collection
+/// grows as it is decoded.
+const MAX_RESERVE_BYTES: usize = 64 << 20;
+
 /// Runs `decode` with `len` recorded as the input's length for [`reserve_bound`].
 pub(crate) fn with_input_len<R>(len: usize, decode: impl FnOnce() -> R) -> R {
     /// Restores the outer value, also if `decode` panics.
@@ -29,9 +33,11 @@ pub(crate) fn with_input_len<R>(len: usize, decode: impl FnOnce() -> R) -> R {
     decode()
 }
 
-/// How many of `claimed` elements a decoder may reserve room for: at most the number of input
-/// bytes of the body being decoded (or 4096 when decoding outside [`super::decode`]).
-pub(crate) fn reserve_bound(claimed: usize) -> usize {
+/// How many of `claimed` elements of `element_size` bytes a decoder may reserve room for: at
+/// most one per input byte of the body being decoded (4096 when decoding outside
+/// [`super::decode`]), and never more than 64 MiB of memory.
+pub(crate) fn reserve_bound(claimed: usize, element_size: usize) -> usize {
     let limit = INPUT_LEN.with(Cell::get).unwrap_or(UNKNOWN_INPUT_RESERVE);
-    claimed.min(limit)
+    let by_memory = MAX_RESERVE_BYTES / element_size.max(1);
+    claimed.min(limit).min(by_memory)
 }

@@ -7,7 +7,8 @@
 //! `BTreeMap::from_iter` does with sorted input) is about twice as fast for large maps of
 //! strings. The encoding is unchanged: a field can switch to this without a new version (and
 //! the schema fingerprint stays the map's). Room for the entries is reserved up front, but never
-//! for more entries than the input has bytes left, whatever length the input claims.
+//! for more entries than the input has bytes, nor for more than 64 MiB, whatever length the
+//! input claims.
 //!
 //! ```
 //! use std::collections::BTreeMap;
@@ -58,7 +59,9 @@ where
         }
 
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-            let mut entries = Vec::with_capacity(super::budget::reserve_bound(map.size_hint().unwrap_or(0)));
+            let claimed = map.size_hint().unwrap_or(0);
+            let reserve = super::budget::reserve_bound(claimed, std::mem::size_of::<(K, V)>());
+            let mut entries = Vec::with_capacity(reserve);
             while let Some(entry) = map.next_entry()? {
                 entries.push(entry);
             }

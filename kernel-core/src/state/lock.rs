@@ -311,10 +311,15 @@ fn record(path: &Path, existing: &str, versions: &[VersionSchema]) -> Result<(),
             v.text()
         ));
     }
-    std::fs::write(path, text).map_err(|source| SchemaLockError::Io {
+    // Written beside and renamed over: a reader (another test checking the same lock) sees the
+    // old file or the new one, never half of it.
+    let temp = path.with_extension(format!("lock-tmp-{}", std::process::id()));
+    let io = |source| SchemaLockError::Io {
         path: path.to_owned(),
         source,
-    })?;
+    };
+    std::fs::write(&temp, text).map_err(io)?;
+    std::fs::rename(&temp, path).map_err(io)?;
     tracing::info!(path = %path.display(), versions = ?versions.iter().map(|v| v.version).collect::<Vec<_>>(), "schema lock: recorded new versions");
     Ok(())
 }

@@ -262,12 +262,12 @@ fn supervise_loop(shared: &Weak<Shared>, failures: &Receiver<Failure>) {
         match received {
             Ok(failure) => {
                 let Some(kernel) = shared.upgrade() else { return };
-                if let Some((wait, nth)) = admit(&kernel, &failure) {
-                    if let Some(at) = Instant::now().checked_add(wait) {
-                        due.push(Reverse((at, next_id)));
-                        waiting.insert(next_id, (failure, nth));
-                        next_id += 1;
-                    }
+                if let Some((wait, nth)) = admit(&kernel, &failure)
+                    && let Some(at) = Instant::now().checked_add(wait)
+                {
+                    due.push(Reverse((at, next_id)));
+                    waiting.insert(next_id, (failure, nth));
+                    next_id += 1;
                 }
             }
             Err(RecvTimeoutError::Disconnected) => return,

@@ -287,3 +287,18 @@ proptest! {
         let _ = sealer(Algorithm::Aes256Gcm).open("echo", &bytes);
     }
 }
+
+#[test]
+fn clones_of_a_sealer_share_one_seal_count_per_key() {
+    let sealer = sealer(Algorithm::Aes256Gcm).with_seal_limit(3);
+    let clone = sealer.clone();
+    let encoded = || state::encode(&EchoStateV1 { count: 1 }).unwrap();
+    sealer.seal_state("echo", encoded()).unwrap();
+    clone.seal_state("echo", encoded()).unwrap();
+    sealer.seal_state("echo", encoded()).unwrap();
+    // Three seals in all: the limit holds across both clones.
+    assert!(matches!(
+        clone.seal_state("echo", encoded()),
+        Err(SealError::KeyExhausted { limit: 3, .. })
+    ));
+}

@@ -2,8 +2,8 @@
 
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::Ordering;
-use std::sync::{PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use super::envelope::{Header, TAG_LEN};
 use super::{Algorithm, KeyId, Keyring, SealError};
@@ -21,36 +21,57 @@ pub const fn random_nonce_limit(algorithm: Algorithm) -> u64 {
 
 /// Seals and opens state envelopes. Thread-safe; the keyring can be rotated while in use.
 ///
+/// Cheap to clone: clones share one keyring and one seal counter per key, so giving the same
+/// sealer to the kernel (`KernelBuilder::sealer`) and to its store (`StateStore::open`) counts
+/// every seal against the key's nonce limit once.
+///
 /// Nonces come from `rand`'s thread-local CSPRNG (ChaCha, seeded and reseeded from the OS), reseeded
 /// in a forked child before its first seal, so nonces never repeat across processes either.
 pub struct Sealer {
+    shared: Arc<Shared>,
+}
+
+/// What the clones of a sealer share.
+struct Shared {
     keyring: RwLock<Keyring>,
-    limit_override: Option<u64>,
+    /// The per-key seal limit, if lowered (`u64::MAX`: the algorithm's own).
+    limit_override: AtomicU64,
+}
+
+impl Clone for Sealer {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
 }
 
 impl Sealer {
     /// A sealer over `keyring`.
     pub fn new(keyring: Keyring) -> Self {
         Self {
-            keyring: RwLock::new(keyring),
-            limit_override: None,
+            shared: Arc::new(Shared {
+                keyring: RwLock::new(keyring),
+                limit_override: AtomicU64::new(u64::MAX),
+            }),
         }
     }
 
-    /// Lowers the per-key seal limit (for tests of rotation; it can only be lowered).
-    pub fn with_seal_limit(mut self, limit: u64) -> Self {
-        self.limit_override = Some(limit);
+    /// Lowers the per-key seal limit, for this sealer and its clones (for tests of rotation;
+    /// it can only be lowered).
+    pub fn with_seal_limit(self, limit: u64) -> Self {
+        self.shared.limit_override.fetch_min(limit, Ordering::Relaxed);
         self
     }
 
     /// Changes the keyring (add, promote, retire keys) while the sealer is in use.
     pub fn update_keyring<R>(&self, f: impl FnOnce(&mut Keyring) -> R) -> R {
-        f(&mut self.keyring.write().unwrap_or_else(PoisonError::into_inner))
+        f(&mut self.shared.keyring.write().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Reads the keyring.
     pub fn with_keyring<R>(&self, f: impl FnOnce(&Keyring) -> R) -> R {
-        f(&self.keyring.read().unwrap_or_else(PoisonError::into_inner))
+        f(&self.shared.keyring.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Seals an encoded state for `service` with the primary key, with generation 0 (no save
@@ -88,12 +109,13 @@ impl Sealer {
     /// Starts an envelope for `service`: draws the nonce, writes the header (with a state tag to
     /// be set) and leaves the buffer ready for the plaintext to be written in place.
     pub(crate) fn begin(&self, service: &str, generation: u64, capacity: usize) -> Result<SealBuffer, SealError> {
-        let keyring = self.keyring.read().unwrap_or_else(PoisonError::into_inner);
+        let keyring = self.shared.keyring.read().unwrap_or_else(PoisonError::into_inner);
         let (key_id, key) = keyring.primary_entry();
         let algorithm = key.cipher.algorithm();
         let limit = self
+            .shared
             .limit_override
-            .unwrap_or(u64::MAX)
+            .load(Ordering::Relaxed)
             .min(random_nonce_limit(algorithm));
         if key.seals.fetch_add(1, Ordering::Relaxed) >= limit {
             key.seals.fetch_sub(1, Ordering::Relaxed);
@@ -136,7 +158,7 @@ impl Sealer {
             key_id,
             algorithm,
         } = sealing;
-        let keyring = self.keyring.read().unwrap_or_else(PoisonError::into_inner);
+        let keyring = self.shared.keyring.read().unwrap_or_else(PoisonError::into_inner);
         // The key may have been retired since `begin`; the envelope names it, so it must exist.
         let key = keyring.get(key_id).ok_or(SealError::UnknownKey(key_id))?;
         let (aad, body) = buf.split_at_mut(body_at); // the header was written: len >= body_at
@@ -219,7 +241,7 @@ impl Sealer {
 
     /// Decrypts `blob[header_len .. len - 16]` in place, authenticating the header.
     fn decrypt(&self, key_id: u32, algorithm: Algorithm, blob: &mut [u8], header_len: usize) -> Result<(), SealError> {
-        let keyring = self.keyring.read().unwrap_or_else(PoisonError::into_inner);
+        let keyring = self.shared.keyring.read().unwrap_or_else(PoisonError::into_inner);
         let key = keyring.get(key_id).ok_or(SealError::UnknownKey(key_id))?;
         let key_algorithm = key.cipher.algorithm();
         if key_algorithm != algorithm {

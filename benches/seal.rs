@@ -46,6 +46,7 @@ fn throughput(c: &mut Criterion) {
                 Algorithm::Aes256Gcm => Box::new(raw::<aes_gcm::Aes256Gcm>(&key_bytes, 12)),
                 Algorithm::ChaCha20Poly1305 => Box::new(raw::<chacha20poly1305::ChaCha20Poly1305>(&key_bytes, 12)),
                 Algorithm::XChaCha20Poly1305 => Box::new(raw::<chacha20poly1305::XChaCha20Poly1305>(&key_bytes, 24)),
+                other => unimplemented!("no raw baseline for {other}"),
             };
             group.bench_function(BenchmarkId::new("raw crate", size), |b| b.iter(|| raw(&mut buf)));
         }

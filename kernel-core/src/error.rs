@@ -7,6 +7,7 @@ use crate::service::{BoxError, Status};
 
 /// A service hook, as named in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Hook {
     /// `Service::start`.
     Start,
@@ -38,6 +39,7 @@ impl fmt::Display for Cycle {
 
 /// Registering, starting or stopping a service failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LifecycleError {
     /// A service with this name is already registered.
     #[error("a service named `{name}` is already registered")]
@@ -200,6 +202,7 @@ fn join(errors: &[LifecycleError]) -> String {
 
 /// A call was not answered by the service.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CallError {
     /// No service has this name.
     #[error("no service named `{service}` is registered")]

@@ -28,6 +28,7 @@ use crate::state::{self, StateError, StateTag};
 
 /// A step of a replacement, as named in [`ReplaceError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Step {
     /// Taking the service's slot.
     Enter,
@@ -109,6 +110,7 @@ impl ReplaceError {
 
 /// What a successful [`Kernel::replace`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Replaced {
     /// The new version took over the slot; `from` is the state the old one held, `to` what the
     /// new one imported (on a rollback, `from` is the newer version).

@@ -85,6 +85,7 @@ pub trait Service: ServiceMeta + Send + 'static {
 /// Where a service is in its lifecycle: Created → Running → Stopped (→ Running again), or Failed
 /// when a hook returned an error or panicked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Status {
     /// Registered, never started.
     Created,

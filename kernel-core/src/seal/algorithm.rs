@@ -17,6 +17,7 @@ use super::KeyError;
 /// # Ok::<(), microkernel::seal::KeyError>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Algorithm {
     /// AES-128 in Galois/Counter Mode, 96-bit nonce.
     Aes128Gcm,

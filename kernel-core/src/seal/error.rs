@@ -5,6 +5,7 @@ use crate::state::StateTag;
 
 /// A key could not be made or loaded.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum KeyError {
     /// The key has the wrong length for its algorithm.
     #[error("a {algorithm} key is {expected} bytes, got {found}")]
@@ -61,6 +62,7 @@ pub enum KeyError {
 
 /// Sealing or opening an envelope failed. Parsing errors come before any decryption.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SealError {
     /// Fewer bytes than the header (or header and tag) need.
     #[error("sealed state truncated: {len} bytes, at least {need} needed")]

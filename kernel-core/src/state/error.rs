@@ -5,6 +5,7 @@ use crate::service::BoxError;
 
 /// A conversion between two versions of a state failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MigrationError {
     /// A fallible upgrade (`TryFrom`) refused the previous version's value.
     #[error("upgrading {from} (v{from_version}) to {to} (v{to_version}) failed")]
@@ -58,6 +59,7 @@ pub enum MigrationError {
 
 /// Encoding or decoding a versioned state failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StateError {
     /// Fewer bytes than the 12-byte version header.
     #[error("state bytes too short: {len} bytes, the header alone is {}", super::HEADER_LEN)]

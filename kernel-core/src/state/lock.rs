@@ -127,6 +127,7 @@ pub fn check_schema_lock<T: Migratable>(path: impl AsRef<Path>, add_new: bool) -
 
 /// The schema lock does not hold, or cannot be read.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SchemaLockError {
     /// The lock file cannot be read or written.
     #[error("schema lock `{}`: {source}", path.display())]
@@ -168,6 +169,7 @@ pub enum SchemaLockError {
 
 /// One disagreement between a chain and its lock.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Problem {
     /// A released version's schema changed.
     Changed {

@@ -32,6 +32,7 @@ use crate::state::{EncodedState, StateError, StateTag};
 
 /// What to do when a service's state file exists but cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum LoadPolicy {
     /// Refuse to register the service (the default): the error names the file and the reason.
     #[default]
@@ -43,6 +44,7 @@ pub enum LoadPolicy {
 
 /// A state file could not be used or written.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// An I/O operation failed.
     #[error("cannot {op} `{}`: {source}", path.display())]

@@ -8,7 +8,7 @@
 //! ```
 
 use super::chain::unknown_version;
-use super::{Fingerprint, Migratable, StateError};
+use super::{CodecError, Fingerprint, Migratable, StateError};
 
 /// Length of the version tag that precedes the postcard body.
 pub const HEADER_LEN: usize = 12;
@@ -104,10 +104,10 @@ pub fn encode<T: Migratable>(value: &T) -> Result<EncodedState, StateError> {
 pub fn encode_into<T: Migratable>(value: &T, out: &mut Vec<u8>) -> Result<StateTag, StateError> {
     let tag = StateTag::of::<T>();
     out.extend_from_slice(&tag.to_bytes());
-    postcard::to_io(value, &mut *out).map_err(|source| StateError::Encode {
+    postcard::to_io(value, &mut *out).map_err(|error| StateError::Encode {
         ty: T::TYPE_NAME,
         version: T::VERSION,
-        source,
+        source: CodecError(error),
     })?;
     Ok(tag)
 }
@@ -142,10 +142,10 @@ pub(super) fn decode_exact<T: Migratable>(tag: StateTag, body: &[u8]) -> Result<
         });
     }
     let decoded = super::budget::with_input_len(body.len(), || postcard::take_from_bytes::<T>(body));
-    let (value, rest) = decoded.map_err(|source| StateError::Decode {
+    let (value, rest) = decoded.map_err(|error| StateError::Decode {
         ty: T::TYPE_NAME,
         version: T::VERSION,
-        source,
+        source: CodecError(error),
     })?;
     if !rest.is_empty() {
         return Err(StateError::TrailingBytes {

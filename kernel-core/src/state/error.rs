@@ -109,7 +109,7 @@ pub enum StateError {
         version: u32,
         /// postcard's error.
         #[source]
-        source: postcard::Error,
+        source: CodecError,
     },
     /// Bytes remain after the value.
     #[error("{extra} trailing bytes after {ty} v{version}")]
@@ -130,9 +130,22 @@ pub enum StateError {
         version: u32,
         /// postcard's error.
         #[source]
-        source: postcard::Error,
+        source: CodecError,
     },
     /// Walking the chain failed in a conversion.
     #[error(transparent)]
     Migration(#[from] MigrationError),
 }
+
+/// What postcard (the state encoding) reported; its message says what went wrong in the bytes.
+/// A type of our own, so that the codec can change without changing this crate's API.
+#[derive(Debug)]
+pub struct CodecError(pub(crate) postcard::Error);
+
+impl std::fmt::Display for CodecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for CodecError {}

@@ -16,7 +16,7 @@ mod schema;
 
 pub use chain::{Migratable, Origin, Stateless, VersionSchema, chain_of};
 pub use encoding::{EncodedState, HEADER_LEN, StateTag, decode, encode, encode_into};
-pub use error::{MigrationError, StateError};
+pub use error::{CodecError, MigrationError, StateError};
 pub(crate) use fingerprint::{FNV_OFFSET, fnv1a};
 pub use fingerprint::{Fingerprint, fingerprint, legacy_fingerprint};
 pub use lock::{LOCK_ENV, Problem, SchemaLockError, assert_schema_lock, check_schema_lock};

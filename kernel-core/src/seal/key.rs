@@ -13,6 +13,12 @@ use super::{Algorithm, AlgorithmKind, KeyError};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct KeyId(pub u32);
 
+impl From<u32> for KeyId {
+    fn from(id: u32) -> Self {
+        Self(id)
+    }
+}
+
 impl fmt::Display for KeyId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

@@ -22,16 +22,18 @@ pub(crate) struct KeyEntry {
 }
 
 impl Keyring {
-    /// A keyring whose primary key is `key`, under `id`. The key's bytes are expanded into the
+    /// A keyring whose primary key is `key`, under `id` (a [`KeyId`], or a plain `u32`). The key's bytes are expanded into the
     /// cipher and dropped (zeroized).
-    pub fn new(id: u32, key: Key) -> Self {
+    pub fn new(id: impl Into<KeyId>, key: Key) -> Self {
+        let id = id.into().0;
         let mut keys = BTreeMap::new();
         keys.insert(id, KeyEntry::new(&key));
         Self { keys, primary: id }
     }
 
     /// Adds a key that opens (and seals, once promoted).
-    pub fn add(&mut self, id: u32, key: Key) -> Result<(), KeyError> {
+    pub fn add(&mut self, id: impl Into<KeyId>, key: Key) -> Result<(), KeyError> {
+        let id = id.into().0;
         if self.keys.contains_key(&id) {
             return Err(KeyError::DuplicateId(id));
         }
@@ -40,7 +42,8 @@ impl Keyring {
     }
 
     /// Makes `id` the key that seals.
-    pub fn promote(&mut self, id: u32) -> Result<(), KeyError> {
+    pub fn promote(&mut self, id: impl Into<KeyId>) -> Result<(), KeyError> {
+        let id = id.into().0;
         if !self.keys.contains_key(&id) {
             return Err(KeyError::UnknownId(id));
         }
@@ -49,7 +52,8 @@ impl Keyring {
     }
 
     /// Removes a key; blobs it sealed no longer open. The primary cannot be retired.
-    pub fn retire(&mut self, id: u32) -> Result<(), KeyError> {
+    pub fn retire(&mut self, id: impl Into<KeyId>) -> Result<(), KeyError> {
+        let id = id.into().0;
         if id == self.primary {
             return Err(KeyError::RetirePrimary(id));
         }
@@ -72,7 +76,8 @@ impl Keyring {
     }
 
     /// How many seals the key has made in this process.
-    pub fn seal_count(&self, id: u32) -> Option<u64> {
+    pub fn seal_count(&self, id: impl Into<KeyId>) -> Option<u64> {
+        let id = id.into().0;
         self.keys.get(&id).map(|k| k.seals.load(Ordering::Relaxed))
     }
 

@@ -802,3 +802,39 @@ fn a_panicking_import_of_a_stored_state_fails_the_registration_not_the_caller() 
     drop(kernel);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn replace_supervised_carries_supervision_over_and_a_plain_replace_says_it_ends() {
+    let (observer, decisions) = decisions();
+    let ended = Arc::new(AtomicU32::new(0));
+    let counted = Arc::clone(&ended);
+    let kernel = Kernel::builder()
+        .observer(move |notice| {
+            if let Notice::SupervisionEnded { .. } = notice {
+                counted.fetch_add(1, Ordering::SeqCst);
+            }
+            observer(notice);
+        })
+        .build()
+        .unwrap();
+    let handle = kernel.register(Flex::<FlexV1>::new("v1")).unwrap();
+    kernel.start_all().unwrap();
+    kernel.supervise(&handle, policy(0), || Flex::<FlexV1>::new("v1"));
+    kernel
+        .replace_supervised(Flex::<FlexV2>::new("v2"), policy(0), || Flex::<FlexV2>::new("v2"))
+        .unwrap();
+    assert_eq!(
+        ended.load(Ordering::SeqCst),
+        0,
+        "supervision was carried over, not ended"
+    );
+    kernel.call("flex", Event::new("flex", "t", "set", "9")).unwrap();
+    assert!(kernel.call("flex", ev("panic")).is_err());
+    assert_eq!(next(&decisions), "restarted");
+    // Rebuilt as v2 (the new factory), with the last good state it had when it took over.
+    assert!(served(&kernel).starts_with("{0 v2 "), "{}", served(&kernel));
+    // A plain replace ends it, and says so.
+    kernel.replace(Flex::<FlexV1>::new("v1")).unwrap_err(); // v2 -> v1 needs a rollback
+    kernel.rollback(Flex::<FlexV1>::new("v1")).unwrap();
+    assert_eq!(ended.load(Ordering::SeqCst), 1);
+}

@@ -89,6 +89,12 @@ pub enum Notice<'a> {
         /// The panic's message.
         message: &'a str,
     },
+    /// A replacement ended the supervision of the service: the supervisor's factory builds the
+    /// old version. `Kernel::replace_supervised` carries supervision over instead.
+    SupervisionEnded {
+        /// The service.
+        service: &'a str,
+    },
     /// A replacement completed: the new version serves.
     Replaced {
         /// The service.

@@ -289,7 +289,11 @@ fn replace_in_slot<S: Service>(
         crate::reap::drop_reporting(Some(shared), service, Box::new(old));
     }
     tracing::info!(service, from = from.version, to = to.version, sealed, "replaced");
-    shared.supervision.forget(service);
+    match shared.supervision.replaced(service) {
+        (true, _) => shared.supervision.started(service),
+        (false, true) => shared.notify(&Notice::SupervisionEnded { service }),
+        (false, false) => {}
+    }
     shared.notify(&Notice::Replaced { service });
     Ok(Replaced::Swapped { from, to, sealed })
 }

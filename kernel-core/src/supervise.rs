@@ -12,8 +12,9 @@
 //!   state exported when the service last started), and starts it. More than `max_restarts`
 //!   failures within `within` and the service stays Failed: [`Notice::GaveUp`] and an error in
 //!   the log.
-//! - A replacement ends the supervision of that service (the factory builds the old version):
-//!   call [`Kernel::supervise`] again with the new version's factory.
+//! - A replacement ends the supervision of that service (the factory builds the old version),
+//!   with [`Notice::SupervisionEnded`]; [`Kernel::replace_supervised`] replaces and carries
+//!   supervision over to the new version's factory in one step.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -179,6 +180,9 @@ impl<S: Service, F> Supervised<S, F> {
 #[derive(Default)]
 pub(crate) struct Supervision {
     services: Mutex<HashMap<String, Arc<dyn Restarter>>>,
+    /// Supervision of a new version, taking over when its replacement completes
+    /// (`Kernel::replace_supervised`).
+    successors: Mutex<HashMap<String, Arc<dyn Restarter>>>,
     worker: Mutex<Option<(Sender<Failure>, JoinHandle<()>)>>,
 }
 
@@ -191,19 +195,32 @@ impl Supervision {
             .cloned()
     }
 
-    /// Ends the supervision of `name` (after a replacement).
-    pub(crate) fn forget(&self, name: &str) {
-        if self
-            .services
+    /// After a replacement of `name`: the new version's supervision takes over if one was
+    /// prepared, else the old one ends. Returns whether `name` is supervised now, and whether
+    /// a supervision ended.
+    pub(crate) fn replaced(&self, name: &str) -> (bool, bool) {
+        let successor = self
+            .successors
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(name)
-            .is_some()
-        {
-            tracing::warn!(
-                service = name,
-                "replaced: supervision ends; supervise the new version to keep it"
-            );
+            .remove(name);
+        let mut services = self.services.lock().unwrap_or_else(PoisonError::into_inner);
+        match successor {
+            Some(next) => {
+                services.insert(name.to_owned(), next);
+                (true, false)
+            }
+            None => {
+                let ended = services.remove(name).is_some();
+                if ended {
+                    tracing::warn!(
+                        service = name,
+                        "replaced: supervision ends (the factory builds the old version); use \
+                         replace_supervised or supervise the new version to keep it"
+                    );
+                }
+                (false, ended)
+            }
         }
     }
 
@@ -377,6 +394,57 @@ impl Kernel {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name, restarter);
+    }
+}
+
+impl Kernel {
+    /// Replaces the `Event`/`Reply` service named by `new.name()` (as [`Kernel::replace`]) and
+    /// carries its supervision over to the new version: from the moment the new version is in
+    /// the slot, a failure rebuilds it with `factory`, under `policy`. If the replacement fails,
+    /// the old version and its supervision stay as they were.
+    ///
+    /// A plain `replace` of a supervised service ends its supervision instead (the old factory
+    /// builds the old version), with [`Notice::SupervisionEnded`].
+    pub fn replace_supervised<S, F>(
+        &self,
+        new: S,
+        policy: RestartPolicy,
+        factory: F,
+    ) -> Result<crate::Replaced, crate::ReplaceError>
+    where
+        S: Service<Request = crate::Event, Response = crate::Reply>,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let name = new.name().to_owned();
+        let Ok(handle) = self.handle(&name) else {
+            // Not registered: `replace` registers it; then supervise it.
+            let replaced = self.replace(new)?;
+            if let Ok(handle) = self.handle(&name) {
+                self.supervise(&handle, policy, factory);
+            }
+            return Ok(replaced);
+        };
+        let successor: Arc<dyn Restarter> = Arc::new(Supervised {
+            slot: Arc::clone(&handle.slot),
+            factory,
+            policy,
+            last_good: Mutex::new(None),
+            restarts: Mutex::new(VecDeque::new()),
+        });
+        let supervision = &self.shared().supervision;
+        supervision
+            .successors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.clone(), successor);
+        let replaced = self.replace(new);
+        // On failure the prepared successor must not take over a later plain `replace`.
+        supervision
+            .successors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&name);
+        replaced
     }
 }
 

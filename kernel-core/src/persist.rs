@@ -107,7 +107,8 @@ impl Shared {
         let store = self.store().ok_or_else(|| LifecycleError::NoStore {
             service: service.clone(),
         })?;
-        let (encoded, generation) = entry.lifecycle.export_encoded()?;
+        // `_in_flight` is held until the write is over: a restart of the service waits for it.
+        let (encoded, generation, _in_flight) = entry.lifecycle.export_for_save()?;
         #[cfg(feature = "fault-injection")]
         if let Some(pause) = &self.save_pause {
             pause(&service, generation);

@@ -128,6 +128,17 @@ pub(crate) struct Slot<Req, Resp> {
     /// A stop hook outlived its timeout and still holds the slot: lifecycle changes are refused
     /// (instead of waiting for it) until it returns.
     late_stop: std::sync::atomic::AtomicBool,
+    /// Saves exported (under the mutex) and not yet written: a restart waits for them.
+    saves_in_flight: Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// A save exported from a slot and not yet written; dropping it says the write is over.
+pub(crate) struct SaveInFlight(Arc<std::sync::atomic::AtomicU32>);
+
+impl Drop for SaveInFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Why a thread cannot take a slot.
@@ -231,6 +242,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
             generation: AtomicU64::new(generation),
             epoch: AtomicU64::new(0),
             late_stop: std::sync::atomic::AtomicBool::new(false),
+            saves_in_flight: Arc::default(),
             name,
             owner: AtomicU64::new(0),
             status: AtomicU8::new(Status::Created.to_u8()),
@@ -252,6 +264,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
             });
         }
         Ok(())
+    }
+
+    /// Waits until every save exported from this slot has been written (or failed). Call with
+    /// the slot held, so that no new export can begin; saves never wait for the slot to finish.
+    pub(crate) fn wait_for_saves(&self) {
+        while self.saves_in_flight.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// Which instance the slot holds: one more at every swap.
@@ -449,6 +469,9 @@ pub(crate) trait Lifecycle: Send + Sync {
     /// The current instance's state, encoded, with the generation it was exported at (takes
     /// the slot's mutex, so it is consistent and generations follow export order).
     fn export_encoded(&self) -> Result<(EncodedState, u64), LifecycleError>;
+    /// [`export_encoded`](Self::export_encoded) for a save: also returns a guard to hold until
+    /// the state is written, which a restart of the service waits for.
+    fn export_for_save(&self) -> Result<(EncodedState, u64, SaveInFlight), LifecycleError>;
     /// Marks the service Failed without taking its mutex (a hook holding it did not return).
     fn mark_failed(&self);
     /// A bounded stop gave up waiting: the service is Failed, and lifecycle changes are refused
@@ -514,12 +537,32 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
         (result, late)
     }
 
+    fn export_for_save(&self) -> Result<(EncodedState, u64, SaveInFlight), LifecycleError> {
+        self.check_no_late_stop()?;
+        let entered = self.enter().ok_or_else(|| LifecycleError::Reentrant {
+            service: self.name.to_string(),
+        })?;
+        // Counted under the mutex: a restart holding it sees every export that came before.
+        self.saves_in_flight.fetch_add(1, Ordering::AcqRel);
+        let in_flight = SaveInFlight(Arc::clone(&self.saves_in_flight));
+        let exported = self.export_entered(&entered);
+        drop(entered);
+        exported.map(|(state, generation)| (state, generation, in_flight))
+    }
+
     fn export_encoded(&self) -> Result<(EncodedState, u64), LifecycleError> {
         self.check_no_late_stop()?;
+        let entered = self.enter().ok_or_else(|| LifecycleError::Reentrant {
+            service: self.name.to_string(),
+        })?;
+        self.export_entered(&entered)
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
+    /// Exports the entered instance's state at the next generation.
+    fn export_entered(&self, entered: &Entered<'_, Req, Resp>) -> Result<(EncodedState, u64), LifecycleError> {
         let service = || self.name.to_string();
-        let entered = self
-            .enter()
-            .ok_or_else(|| LifecycleError::Reentrant { service: service() })?;
         let mut bytes = Vec::new();
         entered
             .instance
@@ -529,7 +572,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
                 source: e.into_source(),
             })?;
         let generation = entered.next_generation();
-        drop(entered);
         let encoded = EncodedState::from_bytes(bytes).map_err(|e| LifecycleError::Export {
             service: service(),
             source: e.into(),

@@ -126,6 +126,18 @@ impl<S: Service, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
             service: name.clone(),
             message,
         })?;
+        self.slot.check_no_late_stop()?;
+        let mut entered = self
+            .slot
+            .enter()
+            .ok_or_else(|| LifecycleError::Reentrant { service: name.clone() })?;
+        if entered.status() != Status::Failed || entered.epoch() != failure.epoch {
+            return Ok(false); // someone started or replaced it meanwhile
+        }
+        // The failed instance may have exported a state a moment before it failed, whose save
+        // is still being written: restart from that one, not from the file before it. (No new
+        // export can begin: the slot is held.)
+        self.slot.wait_for_saves();
         let from_store = match shared.store() {
             Some(store) => store
                 .load(&name)
@@ -153,14 +165,6 @@ impl<S: Service, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
                 Ok(Err(error)) => return Err(failed(error)),
                 Err(message) => return Err(failed(format!("panicked: {message}").into())),
             }
-        }
-        self.slot.check_no_late_stop()?;
-        let mut entered = self
-            .slot
-            .enter()
-            .ok_or_else(|| LifecycleError::Reentrant { service: name.clone() })?;
-        if entered.status() != Status::Failed || entered.epoch() != failure.epoch {
-            return Ok(false); // someone started or replaced it meanwhile
         }
         let broken = entered.swap(Box::new(fresh));
         let started = entered.run_hook(Hook::Start);

@@ -139,3 +139,30 @@ fn fields_read_from_the_file_are_printed_escaped() {
     assert!(out.contains(r"service:            echo\nkey id:"), "{out}");
     let _ = std::fs::remove_file(&path);
 }
+
+#[test]
+fn a_hostile_file_name_is_printed_escaped_and_a_full_stdout_is_an_error_not_a_panic() {
+    let dir = std::env::temp_dir().join(format!("microkernel-cli-name-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let hostile = dir.join("x\nservice:            FORGED\x1b[31m");
+    std::fs::copy(FIXTURE, &hostile).unwrap();
+    let out = Command::new(TOOL).arg("inspect").arg(&hostile).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!stdout.contains('\x1b'), "{stdout:?}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("service:")).count(),
+        1,
+        "{stdout}"
+    );
+    let missing = dir.join("gone\n\x1b[31m");
+    let out = Command::new(TOOL).arg("inspect").arg(&missing).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains('\x1b'));
+    // stdout that cannot be written: exit 1, not a panic (101).
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+    let status = Command::new(TOOL).arg("--help").stdout(full).status().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let _ = std::fs::remove_dir_all(&dir);
+}

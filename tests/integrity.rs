@@ -84,6 +84,8 @@ struct Knobs {
     exports: Arc<AtomicU32>,
     /// `import_state` panics.
     panic_import: bool,
+    /// The stop hook, once through its gate, starts service `b` (a lifecycle change from a hook).
+    stop_starts_b: bool,
 }
 
 /// Generic over its state so that one service type serves as v1 and v2.
@@ -171,9 +173,12 @@ impl<S: FlexState + Send + 'static> Service for Flex<S> {
         Ok(())
     }
 
-    fn stop(&mut self, _: &Context<'_>) -> Result<(), BoxError> {
+    fn stop(&mut self, ctx: &Context<'_>) -> Result<(), BoxError> {
         if let Some(gate) = &self.knobs.stop_gate {
             let _ = gate.lock().unwrap().recv();
+        }
+        if self.knobs.stop_starts_b {
+            ctx.kernel().unwrap().start("b")?;
         }
         Ok(())
     }
@@ -837,4 +842,34 @@ fn replace_supervised_carries_supervision_over_and_a_plain_replace_says_it_ends(
     kernel.replace(Flex::<FlexV1>::new("v1")).unwrap_err(); // v2 -> v1 needs a rollback
     kernel.rollback(Flex::<FlexV1>::new("v1")).unwrap();
     assert_eq!(ended.load(Ordering::SeqCst), 1);
+}
+
+/// Found by review: a restart waiting for the slot a late stop hook holds, while that hook asks
+/// for the lifecycle lock the restart holds, hung everything. The restart is refused instead.
+#[test]
+fn a_pending_restart_never_waits_for_a_stop_that_outlived_its_timeout() {
+    let (observer, decisions) = decisions();
+    let (open_gate, gate) = mpsc::channel();
+    let knobs = Knobs {
+        stop_gate: Some(Arc::new(Mutex::new(gate))),
+        stop_starts_b: true,
+        ..Knobs::default()
+    };
+    let kernel = Kernel::builder()
+        .observer(observer)
+        .stop_timeout(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let handle = kernel.register(Flex::<FlexV1>::with("v1", knobs.clone())).unwrap();
+    kernel.register(B).unwrap();
+    kernel.start("flex").unwrap();
+    kernel.supervise(&handle, policy(300), move || Flex::<FlexV1>::with("v1", knobs.clone()));
+    assert!(kernel.call("flex", ev("panic")).is_err()); // a restart in 300 ms
+    kernel.start("flex").unwrap(); // running again, same instance
+    assert!(matches!(kernel.stop("flex"), Err(LifecycleError::StopTimeout { .. })));
+    // The restart comes due while the late hook holds the slot: refused, not waiting.
+    let decision = next(&decisions);
+    assert!(decision.contains("still running a stop hook"), "{decision}");
+    open_gate.send(()).unwrap(); // the hook now starts b: the lifecycle lock is free
+    within("stop_all", move || kernel.stop_all().map_err(|e| e.to_string())).ok();
 }

@@ -97,6 +97,10 @@ fn a_dependency_listed_twice_is_refused_at_registration() {
         matches!(&err, LifecycleError::DuplicateDependency { service, dependency } if service == "api" && dependency == "db"),
         "{err}"
     );
+    // Nor can a replacement bring one in.
+    kernel.register(Named("api", vec!["db"])).unwrap();
+    let err = kernel.replace(Named("api", vec!["db", "db"])).unwrap_err();
+    assert_eq!(err.step(), microkernel::Step::Dependencies, "{err}");
     // Nothing panics afterwards.
     kernel.start_all().unwrap();
     kernel.stop_all().unwrap();

@@ -662,6 +662,14 @@ impl Shared {
         dependencies_running(service, deps, |name| registry.get(name))
     }
 
+    /// The registered service's dependencies are all running (read from the registry, without
+    /// touching the service's slot).
+    pub(crate) fn check_dependencies_of(&self, service: &str) -> Result<(), LifecycleError> {
+        let registry = self.read();
+        let deps = registry.get(service).map(|e| e.deps.clone()).unwrap_or_default();
+        dependencies_running(service, &deps, |name| registry.get(name))
+    }
+
     /// Records a replaced service's dependencies, if they changed.
     pub(crate) fn set_dependencies(&self, service: &str, deps: Vec<String>) {
         // The common case, unchanged dependencies, needs only the read lock.

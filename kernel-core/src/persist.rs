@@ -60,7 +60,12 @@ impl Kernel {
                 tracing::info!(service = %name, path = %path.display(), generation = restored, "restored state from the store");
                 Ok(generation(restored))
             }
-            Err(error) if store.policy() == LoadPolicy::StartFreshKeepAside => {
+            // Set aside only a file whose contents are unusable; an I/O error, a refused file
+            // kind or size, or a replayed file stays an error (the file may be good, or an
+            // attack to report).
+            Err(error @ (StoreError::Seal { .. } | StoreError::Decode { .. } | StoreError::Import { .. }))
+                if store.policy() == LoadPolicy::StartFreshKeepAside =>
+            {
                 let path = store.path(&name).map_err(restore_error)?;
                 if path.exists() {
                     let aside = store.set_aside(&path).map_err(restore_error)?;

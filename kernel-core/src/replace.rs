@@ -328,6 +328,13 @@ fn check_new_dependencies(
     running: bool,
 ) -> Result<Option<Vec<String>>, ReplaceError> {
     let fail = |e: LifecycleError| ReplaceError::new(service, Step::Dependencies, e);
+    // The rule of registration: each dependency listed once.
+    if let Some((_, dependency)) = deps.iter().enumerate().find(|(i, d)| deps[..*i].contains(d)) {
+        return Err(fail(LifecycleError::DuplicateDependency {
+            service: service.to_owned(),
+            dependency: (*dependency).to_owned(),
+        }));
+    }
     // The common case, same dependencies as before, needs no copy of the registry: the graph
     // was acyclic and stays so, and the running dependencies were checked when it started.
     let mut snapshot = shared.snapshot_if(|registered| registered.get(service).is_none_or(|e| e.deps != deps));

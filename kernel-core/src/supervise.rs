@@ -114,14 +114,16 @@ impl<S: Service, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
     }
 
     fn restart(&self, shared: &Shared, failure: &Failure) -> Result<bool, LifecycleError> {
-        use crate::slot::Lifecycle;
         let name = self.slot.name().to_string();
         // Nothing to do if the failed instance is gone (replaced, or restarted by `start`).
         if self.slot.status() != Status::Failed || self.slot_epoch() != failure.epoch {
             return Ok(false);
         }
-        // The same rules as `start`: every dependency registered and running.
-        shared.check_running(&name, &self.slot.dependencies())?;
+        // A stop that outlived its timeout still holds the slot: do not wait for it.
+        self.slot.check_no_late_stop()?;
+        // The same rules as `start`: every dependency registered and running (from the
+        // registry: the slot may be held).
+        shared.check_dependencies_of(&name)?;
         let mut fresh = crate::panic::catch(&self.factory).map_err(|message| LifecycleError::FactoryPanicked {
             service: name.clone(),
             message,

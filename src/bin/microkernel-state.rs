@@ -40,28 +40,46 @@ fn main() -> ExitCode {
     let command = match parse(std::env::args_os().skip(1).collect()) {
         Ok(command) => command,
         Err(problem) => {
-            eprintln!("error: {problem}\n{USAGE}");
+            report(
+                &mut std::io::stderr(),
+                &format!("error: {}\n{USAGE}", printable(&problem)),
+            );
             return ExitCode::from(2);
         }
     };
     let outcome = match command {
-        Command::Help => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
+        Command::Help => Ok(USAGE.to_owned()),
         Command::Inspect { file, limit } => inspect(&file, limit),
         Command::Verify { file, var, limit } => verify(&file, &var, limit),
     };
     match outcome {
-        Ok(report) => {
-            println!("{report}");
-            ExitCode::SUCCESS
-        }
+        // A report that cannot be written (stdout closed or full) is a failure, not a panic.
+        Ok(text) if report(&mut std::io::stdout(), &text) => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
         Err(error) => {
-            eprintln!("error: {error}");
+            report(&mut std::io::stderr(), &format!("error: {}", printable(&error)));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes `text` and a newline; whether it could.
+fn report(out: &mut impl std::io::Write, text: &str) -> bool {
+    writeln!(out, "{text}").and_then(|()| out.flush()).is_ok()
+}
+
+/// `text` with every control character escaped (`\n`, `\u{1b}`), so that names taken from a
+/// file or the command line cannot forge lines or terminal sequences.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Parses the arguments (which need not be UTF-8: a file name may not be).
@@ -106,7 +124,10 @@ fn read(file: &Path, limit: u64) -> Result<Vec<u8>, String> {
 fn inspect(file: &Path, limit: u64) -> Result<String, String> {
     let blob = read(file, limit)?;
     let header = describe(&blob).map_err(|e| format!("`{}`: {e}", file.display()))?;
-    Ok(format!("file:               {}\n{header}", file.display()))
+    Ok(format!(
+        "file:               {}\n{header}",
+        printable(&file.display().to_string())
+    ))
 }
 
 fn verify(file: &Path, var: &str, limit: u64) -> Result<String, String> {
@@ -119,8 +140,9 @@ fn verify(file: &Path, var: &str, limit: u64) -> Result<String, String> {
         .open_generation(header.service, blob.clone())
         .map_err(|e| format!("`{}`: {}", file.display(), e.to_string().escape_debug()))?;
     Ok(format!(
-        "ok: `{}` opens with the key in {var}: service {service}, state v{}, generation {generation} ({} bytes)",
-        file.display(),
+        "ok: `{}` opens with the key in {}: service {service}, state v{}, generation {generation} ({} bytes)",
+        printable(&file.display().to_string()),
+        printable(var),
         state.tag().version,
         state.as_bytes().len()
     ))

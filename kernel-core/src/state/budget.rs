@@ -1,4 +1,5 @@
-//! How much a decoder may pre-allocate: never more elements than there are input bytes left.
+//! How much a decoder may pre-allocate: never more elements than the body being decoded has
+//! bytes, nor more than 64 MiB.
 //!
 //! postcard reads a collection's length from the input, so a 21-byte body can claim 2^60
 //! entries. serde's own collections cap their pre-allocation by memory; the helpers of this

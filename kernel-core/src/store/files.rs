@@ -16,6 +16,39 @@ const TEMP_PREFIX: &str = ".mk-tmp-";
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// `O_NONBLOCK`, so that opening a FIFO swapped in after the file was examined returns at once
+/// (and is then refused by the inode check) instead of waiting for a writer. Its value on Linux
+/// for these architectures (the core has no `libc`); elsewhere the flag is not set and that
+/// narrow race remains.
+#[cfg(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86",
+        target_arch = "x86_64",
+        target_arch = "arm",
+        target_arch = "aarch64",
+        target_arch = "riscv64",
+        target_arch = "powerpc64",
+        target_arch = "s390x",
+        target_arch = "loongarch64"
+    )
+))]
+const NONBLOCKING_OPEN: i32 = 0o4000;
+#[cfg(not(all(
+    target_os = "linux",
+    any(
+        target_arch = "x86",
+        target_arch = "x86_64",
+        target_arch = "arm",
+        target_arch = "aarch64",
+        target_arch = "riscv64",
+        target_arch = "powerpc64",
+        target_arch = "s390x",
+        target_arch = "loongarch64"
+    )
+)))]
+const NONBLOCKING_OPEN: i32 = 0;
+
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_owned();
     move |source| StoreError::Io { op, path, source }
@@ -93,7 +126,11 @@ pub(super) fn open_regular(path: &Path, limit: u64) -> Result<Option<(File, u64)
             limit,
         });
     }
-    let file = File::open(path).map_err(io("open", path))?;
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(NONBLOCKING_OPEN)
+        .open(path)
+        .map_err(io("open", path))?;
     let opened = file.metadata().map_err(io("examine", path))?;
     if (opened.dev(), opened.ino()) != (before.dev(), before.ino()) {
         return Err(StoreError::NotRegular {
@@ -135,6 +172,7 @@ pub(super) fn open_lock_file(path: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .write(true)
         .mode(0o600)
+        .custom_flags(NONBLOCKING_OPEN)
         .open(path)
         .map_err(io("open lock file", path))?;
     // Refuse a link swapped in between the check and the open.

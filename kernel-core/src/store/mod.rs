@@ -114,7 +114,7 @@ pub enum StoreError {
     BadName(String),
     /// The service name is too long for a state file: `<name>.state` must fit in 255 bytes.
     #[error(
-        "service name of {len} bytes is too long for the state store: at most {max} bytes (`<name>.state` must fit in a 255-byte file name)"
+        "service name of {len} bytes is too long for the state store: at most {max} bytes (its state file, and the name a rejected file is set aside under, must fit in a 255-byte file name)"
     )]
     NameTooLong {
         /// The name's length in bytes.
@@ -151,8 +151,9 @@ pub enum StoreError {
     },
 }
 
-/// The longest service name a store takes: `<name>.state` fits in a 255-byte file name.
-pub const MAX_NAME_LEN: usize = 255 - ".state".len();
+/// The longest service name a store takes: `<name>.state.rejected-<seconds>-<n>` (the name a
+/// file set aside gets, with up to 20 and 10 digits) fits in a 255-byte file name.
+pub const MAX_NAME_LEN: usize = 255 - ".state".len() - ".rejected-".len() - 20 - 1 - 10;
 
 /// The default of [`StoreOptions::max_state_bytes`]: 256 MiB.
 pub const DEFAULT_MAX_STATE_BYTES: u64 = 256 << 20;
@@ -439,8 +440,8 @@ impl std::fmt::Debug for StateStore {
 /// of every descriptor, the lock's too, until it execs, so a lock just released may still be
 /// held for a few milliseconds.
 fn lock_briefly(lock: &File) -> Result<(), fs::TryLockError> {
-    // 250 ms from now cannot overflow an `Instant`.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(250);
+    // 2 s from now cannot overflow an `Instant`.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
     loop {
         match lock.try_lock() {
             Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {

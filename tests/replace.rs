@@ -344,12 +344,19 @@ fn four_threads_calling_through_a_thousand_replacements_lose_nothing() {
                 }
             });
         }
-        for i in 0..SWAPS {
+        // At least SWAPS replacements, and on until the callers got calls in between them (on a
+        // loaded 2-core machine the callers may not be scheduled during the first thousand).
+        let mut i = 0;
+        while i < SWAPS || answered.load(Ordering::Relaxed) < 100 {
             if i % 2 == 0 {
                 kernel.replace(Counter::<CounterV2>::new()).unwrap();
             } else {
                 kernel.rollback(Counter::<CounterV1>::new()).unwrap();
             }
+            i += 1;
+        }
+        if i % 2 == 1 {
+            kernel.rollback(Counter::<CounterV1>::new()).unwrap();
         }
         done.store(true, Ordering::Relaxed);
     });

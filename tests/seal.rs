@@ -302,3 +302,14 @@ fn clones_of_a_sealer_share_one_seal_count_per_key() {
         Err(SealError::KeyExhausted { limit: 3, .. })
     ));
 }
+
+#[test]
+fn nonces_can_come_straight_from_the_os() {
+    let sealer = sealer(Algorithm::Aes256Gcm).with_nonces_from_os();
+    let encoded = || state::encode(&EchoStateV1 { count: 4 }).unwrap();
+    let a = sealer.seal_state("echo", encoded()).unwrap();
+    let b = sealer.clone().seal_state("echo", encoded()).unwrap();
+    let nonce = |blob: &[u8]| Header::parse(blob).unwrap().0.nonce.to_vec();
+    assert_ne!(nonce(&a), nonce(&b));
+    assert_eq!(sealer.open("echo", &a).unwrap().as_bytes(), encoded().as_bytes());
+}

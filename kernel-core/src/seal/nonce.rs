@@ -14,7 +14,8 @@
 //! recycled id — then the grandchild would repeat P's later nonces. Detecting it needs a fork
 //! hook (`pthread_atfork`, `MADV_WIPEONFORK`), which safe Rust does not offer; a program that
 //! forks chains of workers sealing under one key should have each worker seal once right after
-//! it starts, or use its own key.
+//! it starts, use its own key, or draw nonces from the OS (`Sealer::with_nonces_from_os`) —
+//! which also covers a virtual machine restored twice from one snapshot.
 
 use std::cell::Cell;
 
@@ -25,6 +26,14 @@ use super::SealError;
 thread_local! {
     /// The process this thread's generator was last reseeded in; 0 before its first seal.
     static SEEDED_IN: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Fills `nonce` from the operating system's generator (a system call per seal).
+pub(crate) fn fill_from_os(nonce: &mut [u8]) -> Result<(), SealError> {
+    use rand::TryRng as _;
+    rand::rngs::SysRng
+        .try_fill_bytes(nonce)
+        .map_err(|error| SealError::Rng(error.to_string()))
 }
 
 /// Fills `nonce` with random bytes no other process draws.

@@ -36,6 +36,8 @@ struct Shared {
     keyring: RwLock<Keyring>,
     /// The per-key seal limit, if lowered (`u64::MAX`: the algorithm's own).
     limit_override: AtomicU64,
+    /// Every nonce straight from the operating system (see `with_nonces_from_os`).
+    os_nonces: std::sync::atomic::AtomicBool,
 }
 
 impl Clone for Sealer {
@@ -53,8 +55,19 @@ impl Sealer {
             shared: Arc::new(Shared {
                 keyring: RwLock::new(keyring),
                 limit_override: AtomicU64::new(u64::MAX),
+                os_nonces: std::sync::atomic::AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Draws every nonce from the operating system, for this sealer and its clones, instead of
+    /// the thread's generator (reseeded in a new process). For the cases a process-id check
+    /// cannot see: a forked descendant given a dead ancestor's recycled process id, or a virtual
+    /// machine restored twice from one snapshot (both copies would continue one generator).
+    /// Costs a system call per seal (about 0.2 µs here).
+    pub fn with_nonces_from_os(self) -> Self {
+        self.shared.os_nonces.store(true, Ordering::Relaxed);
+        self
     }
 
     /// Lowers the per-key seal limit, for this sealer and its clones (for tests of rotation;
@@ -123,7 +136,12 @@ impl Sealer {
         }
         let mut nonce = [0u8; 24];
         let nonce = &mut nonce[..algorithm.nonce_len()]; // nonce_len is 12 or 24
-        if let Err(error) = super::nonce::fill(nonce) {
+        let filled = if self.shared.os_nonces.load(Ordering::Relaxed) {
+            super::nonce::fill_from_os(nonce)
+        } else {
+            super::nonce::fill(nonce)
+        };
+        if let Err(error) = filled {
             key.seals.fetch_sub(1, Ordering::Relaxed);
             return Err(error);
         }

@@ -1,0 +1,187 @@
+//! Building a kernel: its settings, and the refusal of settings that cannot mean anything.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use super::{Kernel, Shared};
+use crate::notice::{Notice, Observer};
+use crate::push::Pusher;
+use crate::reap::Reaper;
+use crate::seal::Sealer;
+use crate::store::StateStore;
+use crate::supervise::Supervision;
+
+/// Builds a [`Kernel`] with an observer and limits.
+#[must_use]
+pub struct KernelBuilder {
+    observer: Option<Observer>,
+    max_push_workers: usize,
+    sealer: Option<Sealer>,
+    store: Option<StateStore>,
+    checkpoint_every: Option<Duration>,
+    stop_timeout: Option<Duration>,
+    #[cfg(feature = "fault-injection")]
+    transit_fault: Option<TransitFault>,
+    #[cfg(feature = "fault-injection")]
+    save_pause: Option<SavePause>,
+}
+
+/// Alters sealed state between seal and open (fault-injection builds only).
+#[cfg(feature = "fault-injection")]
+pub(crate) type TransitFault = Box<dyn Fn(&mut Vec<u8>) + Send + Sync>;
+
+/// Runs between a save's export and its write, with the service and the generation exported
+/// (fault-injection builds only): lets a test force an interleaving of saves.
+#[cfg(feature = "fault-injection")]
+pub(crate) type SavePause = Box<dyn Fn(&str, u64) + Send + Sync>;
+
+impl Default for KernelBuilder {
+    fn default() -> Self {
+        Self {
+            observer: None,
+            max_push_workers: 16,
+            sealer: None,
+            store: None,
+            checkpoint_every: None,
+            stop_timeout: None,
+            #[cfg(feature = "fault-injection")]
+            transit_fault: None,
+            #[cfg(feature = "fault-injection")]
+            save_pause: None,
+        }
+    }
+}
+
+impl KernelBuilder {
+    /// Calls `observer` with every [`Notice`]: registrations, starts, stops, pushed events,
+    /// state migrations. It runs on the thread that caused the notice.
+    pub fn observer(mut self, observer: impl Fn(&Notice<'_>) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Box::new(observer));
+        self
+    }
+
+    /// The most threads that run pushed events at once (default 16). A push finding them all
+    /// busy waits in a queue; its timeout still bounds the caller's wait.
+    pub fn max_push_workers(mut self, n: usize) -> Self {
+        self.max_push_workers = n;
+        self
+    }
+
+    /// Seals every state that crosses a replacement with `sealer`.
+    pub fn sealer(mut self, sealer: Sealer) -> Self {
+        self.sealer = Some(sealer);
+        self
+    }
+
+    /// Alters every sealed state between seal and open, to test that tampering is caught
+    /// (only with the `fault-injection` feature).
+    #[cfg(feature = "fault-injection")]
+    pub fn fault_in_transit(mut self, fault: impl Fn(&mut Vec<u8>) + Send + Sync + 'static) -> Self {
+        self.transit_fault = Some(Box::new(fault));
+        self
+    }
+
+    /// Calls `pause(service, generation)` after a save exported a state and before it writes it
+    /// (only with the `fault-injection` feature), to force interleavings of saves in tests.
+    #[cfg(feature = "fault-injection")]
+    pub fn pause_before_save(mut self, pause: impl Fn(&str, u64) + Send + Sync + 'static) -> Self {
+        self.save_pause = Some(Box::new(pause));
+        self
+    }
+
+    /// Persists states in `store`: saved when a service stops and on
+    /// [`Kernel::checkpoint`]; a registering service whose file exists starts from it.
+    pub fn store(mut self, store: StateStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Also checkpoints every running service every `interval` (needs a store); failures are
+    /// reported through `tracing` at error level.
+    pub fn checkpoint_every(mut self, interval: Duration) -> Self {
+        self.checkpoint_every = Some(interval);
+        self
+    }
+
+    /// Gives each `stop` hook at most `timeout` (during `stop`, `stop_cascade` and `stop_all`).
+    /// A service that does not stop in time is reported ([`LifecycleError::StopTimeout`](crate::LifecycleError::StopTimeout)) and
+    /// marked Failed, and the others still stop in order; its hook keeps running on its own
+    /// thread until it returns.
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = Some(timeout);
+        self
+    }
+
+    /// Builds the kernel, refusing settings that could not mean anything: no push workers,
+    /// periodic checkpoints without a store, a zero checkpoint interval or stop timeout.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use microkernel::{BuildError, Kernel};
+    ///
+    /// let kernel = Kernel::builder().stop_timeout(Duration::from_secs(5)).build()?;
+    /// let refused = Kernel::builder().checkpoint_every(Duration::from_secs(1)).build();
+    /// assert!(matches!(refused, Err(BuildError::CheckpointsWithoutStore)));
+    /// # drop(kernel);
+    /// # Ok::<(), BuildError>(())
+    /// ```
+    pub fn build(self) -> Result<Kernel, BuildError> {
+        if self.max_push_workers == 0 {
+            return Err(BuildError::NoPushWorkers);
+        }
+        match self.checkpoint_every {
+            Some(_) if self.store.is_none() => return Err(BuildError::CheckpointsWithoutStore),
+            Some(interval) if interval.is_zero() => {
+                return Err(BuildError::ZeroDuration {
+                    setting: "checkpoint_every",
+                });
+            }
+            _ => {}
+        }
+        if self.stop_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(BuildError::ZeroDuration {
+                setting: "stop_timeout",
+            });
+        }
+        let shared = Arc::new_cyclic(|this| Shared {
+            stops: AtomicU64::new(0),
+            this: Weak::clone(this),
+            registry: RwLock::new(HashMap::default()),
+            lifecycle: Arc::default(),
+            observer: self.observer,
+            pusher: Pusher::new(self.max_push_workers),
+            sealer: self.sealer,
+            checkpoint_every: self.checkpoint_every,
+            store: self.store,
+            checkpointer: Mutex::new(None),
+            stop_timeout: self.stop_timeout,
+            reaper: Reaper::default(),
+            supervision: Supervision::default(),
+            #[cfg(feature = "fault-injection")]
+            transit_fault: self.transit_fault,
+            #[cfg(feature = "fault-injection")]
+            save_pause: self.save_pause,
+        });
+        Ok(Kernel { shared })
+    }
+}
+
+/// A [`KernelBuilder`] setting that cannot mean anything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// `max_push_workers(0)`: no pushed event could ever be handled.
+    #[error("max_push_workers(0): pushed events need at least one worker")]
+    NoPushWorkers,
+    /// `checkpoint_every` without a `store`: nowhere to write the checkpoints.
+    #[error("checkpoint_every needs a store: add .store(StateStore::open(..)?)")]
+    CheckpointsWithoutStore,
+    /// A duration of zero where a positive one is needed.
+    #[error("{setting}(Duration::ZERO): give a positive duration")]
+    ZeroDuration {
+        /// The builder method.
+        setting: &'static str,
+    },
+}

@@ -1,0 +1,283 @@
+//! The lifecycle in dependency order: start, stop, cascades, `start_all`/`stop_all`, hooks and
+//! their reports, bounded stops.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use super::{Entry, Kernel, Shared, check_dependencies_running, dep_graph, not_found};
+use crate::error::{Hook, LifecycleError, StopAllError};
+use crate::graph;
+use crate::notice::Notice;
+use crate::persist::Checkpointer;
+use crate::service::Status;
+use crate::slot::StopRace;
+
+impl Kernel {
+    /// Starts one service. Its dependencies must be registered and running. Starting a running
+    /// service does nothing.
+    pub fn start(&self, name: &str) -> Result<(), LifecycleError> {
+        let _serial = self.shared.lifecycle_lock("start")?;
+        self.ensure_checkpointer();
+        let snapshot = self.shared.snapshot();
+        let entry = snapshot.get(name).ok_or_else(|| not_found(name))?;
+        if entry.lifecycle.status() == Status::Running {
+            return Ok(());
+        }
+        check_dependencies_running(name, &entry.deps, &snapshot)?;
+        self.shared.run_hook(entry, Hook::Start)
+    }
+
+    /// Stops one service. Refuses while running services depend on it, naming them; use
+    /// [`stop_cascade`](Self::stop_cascade) to stop them first. Stopping a service that is not
+    /// running does nothing.
+    pub fn stop(&self, name: &str) -> Result<(), LifecycleError> {
+        let _serial = self.shared.lifecycle_lock("stop")?;
+        let snapshot = self.shared.snapshot();
+        let entry = snapshot.get(name).ok_or_else(|| not_found(name))?;
+        let graph = dep_graph(&snapshot);
+        let dependants: Vec<String> = graph::dependants(&graph, name)
+            .into_iter()
+            .filter(|d| snapshot[*d].lifecycle.status() == Status::Running)
+            .map(str::to_owned)
+            .collect();
+        if !dependants.is_empty() {
+            return Err(LifecycleError::HasRunningDependants {
+                service: name.to_owned(),
+                dependants,
+            });
+        }
+        self.shared.stop_if_running(entry)
+    }
+
+    /// Stops a service after every running service that depends on it, directly or not,
+    /// dependants first. Stops at the first failure, leaving the rest running.
+    pub fn stop_cascade(&self, name: &str) -> Result<(), LifecycleError> {
+        let _serial = self.shared.lifecycle_lock("stop_cascade")?;
+        let snapshot = self.shared.snapshot();
+        snapshot.get(name).ok_or_else(|| not_found(name))?;
+        let graph = dep_graph(&snapshot);
+        let order = graph::start_order(&graph)?;
+        let mut affected = graph::dependants_closure(&graph, name);
+        affected.insert(name);
+        for service in order.iter().rev().filter(|s| affected.contains(s.as_str())) {
+            self.shared.stop_if_running(&snapshot[service.as_str()])?;
+        }
+        Ok(())
+    }
+
+    /// Starts every service that is not running, in dependency order. Unknown dependencies and
+    /// cycles are refused before anything starts. If a service fails to start, it is marked
+    /// Failed, the services this call started are stopped again in reverse order, and the
+    /// start error is returned.
+    pub fn start_all(&self) -> Result<(), LifecycleError> {
+        let _serial = self.shared.lifecycle_lock("start_all")?;
+        self.ensure_checkpointer();
+        let snapshot = self.shared.snapshot();
+        let order = graph::start_order(&dep_graph(&snapshot))?;
+        let mut started: Vec<&Entry> = Vec::new();
+        for name in &order {
+            let entry = &snapshot[name.as_str()];
+            if entry.lifecycle.status() == Status::Running {
+                continue;
+            }
+            let outcome = check_dependencies_running(name, &entry.deps, &snapshot)
+                .and_then(|()| self.shared.run_hook(entry, Hook::Start));
+            if let Err(error) = outcome {
+                tracing::warn!(service = %name, %error, "start_all failed; stopping what it started");
+                for done in started.iter().rev() {
+                    if let Err(stop_error) = self.shared.stop_if_running(done) {
+                        tracing::warn!(%stop_error, "stopping after a failed start_all failed too");
+                    }
+                }
+                return Err(error);
+            }
+            started.push(entry);
+        }
+        Ok(())
+    }
+
+    /// Stops every running service in reverse dependency order. Goes on past a failing stop
+    /// (that service is marked Failed) and reports every failure. When it returns, no service
+    /// runs (a restart that was pending is dropped) and the kernel's own threads (push workers,
+    /// supervisor, checkpoints, reaper) have ended; they start again when needed. Only a stop
+    /// hook that outlived `stop_timeout` goes on, on its own thread, until it returns.
+    pub fn stop_all(&self) -> Result<(), StopAllError> {
+        self.shared.stop_all()
+    }
+
+    /// Starts the periodic checkpoint thread if one is configured and not running.
+    fn ensure_checkpointer(&self) {
+        if let Some(every) = self.shared.checkpoint_every {
+            let mut checkpointer = self.shared.checkpointer.lock().unwrap_or_else(PoisonError::into_inner);
+            if checkpointer.is_none() {
+                *checkpointer = Some(Checkpointer::start(Arc::downgrade(&self.shared), every));
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Runs a start or stop hook and reports the outcome.
+    fn run_hook(&self, entry: &Entry, hook: Hook) -> Result<(), LifecycleError> {
+        let result = entry.lifecycle.run_hook(hook);
+        self.report_hook(entry, hook, result)
+    }
+
+    /// Notices, logs and follow-ups (save on stop, supervision's good state) of a hook's result.
+    fn report_hook(&self, entry: &Entry, hook: Hook, result: Result<(), LifecycleError>) -> Result<(), LifecycleError> {
+        let service = &**entry.lifecycle.name();
+        match (&result, hook) {
+            (Ok(()), Hook::Stop) => {
+                tracing::debug!(service, "stopped");
+                self.notify(&Notice::Stopped { service });
+                return self.save_after_stop(entry);
+            }
+            (Ok(()), _) => {
+                tracing::debug!(service, "started");
+                self.notify(&Notice::Started { service });
+                self.supervision.started(service);
+            }
+            (Err(error), _) => {
+                tracing::warn!(service, %error, "hook failed; service marked failed");
+                self.notify(&Notice::Failed { service });
+            }
+        }
+        result
+    }
+
+    fn stop_if_running(&self, entry: &Entry) -> Result<(), LifecycleError> {
+        if entry.lifecycle.status() != Status::Running {
+            return Ok(());
+        }
+        let Some(timeout) = self.stop_timeout else {
+            return self.run_hook(entry, Hook::Stop);
+        };
+        // The stop runs on another thread: from inside the service it would wait for this
+        // thread's own slot. Refuse, as an unbounded stop does.
+        if entry.lifecycle.held_here() {
+            return Err(LifecycleError::Reentrant {
+                service: entry.lifecycle.name().to_string(),
+            });
+        }
+        // Run the hook on its own thread so that a hook that never returns cannot hold up the
+        // rest of the shutdown. The stopper and this thread agree, under `race`, whether the
+        // stop finished in time: a stop that finishes later leaves the service Failed (as
+        // reported) and saves its state then, so that nothing the hook did is lost.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let race = Arc::new(Mutex::new(StopRace::Waiting));
+        let (late_entry, late_race) = (entry.clone(), Arc::clone(&race));
+        let kernel = self.weak_self();
+        let spawned = std::thread::Builder::new()
+            .name("microkernel-stop".into())
+            .spawn(move || {
+                let (result, late) = late_entry.lifecycle.stop_bounded(&late_race);
+                if late {
+                    stopped_late(kernel.upgrade().as_deref(), &late_entry, result);
+                } else {
+                    drop(tx.send(result));
+                }
+            });
+        let stopper = match spawned {
+            Ok(stopper) => stopper,
+            Err(error) => {
+                tracing::warn!(%error, "no thread for a bounded stop; stopping without a bound");
+                return self.run_hook(entry, Hook::Stop);
+            }
+        };
+        let service = &**entry.lifecycle.name();
+        let in_time = match rx.recv_timeout(timeout) {
+            Ok(result) => Some(result),
+            Err(_) => {
+                let mut race = race.lock().unwrap_or_else(PoisonError::into_inner);
+                if *race == StopRace::Done {
+                    // It finished just now: its result is on the way.
+                    drop(race);
+                    rx.recv().ok()
+                } else {
+                    *race = StopRace::Abandoned;
+                    entry.lifecycle.abandon_stop();
+                    None
+                }
+            }
+        };
+        match in_time {
+            Some(result) => {
+                // It has sent its result and is returning: wait for it, so that no kernel
+                // thread outlives `stop_all`.
+                let _ = stopper.join();
+                self.report_hook(entry, Hook::Stop, result)
+            }
+            None => {
+                tracing::error!(service, ?timeout, "stop did not finish in time; marked failed");
+                self.notify(&Notice::Failed { service });
+                Err(LifecycleError::StopTimeout {
+                    service: service.to_owned(),
+                    timeout,
+                })
+            }
+        }
+    }
+
+    fn stop_all(&self) -> Result<(), StopAllError> {
+        let serial = self.lifecycle_lock("stop_all").map_err(|e| StopAllError(vec![e]))?;
+        // Restarts scheduled before this point are dropped: after `stop_all`, nothing runs.
+        self.stops.fetch_add(1, Ordering::SeqCst);
+        let snapshot = self.snapshot();
+        // A cycle cannot have started, but stop everything anyway: reverse name order then.
+        let order = graph::start_order(&dep_graph(&snapshot))
+            .unwrap_or_else(|_| snapshot.keys().map(|k| k.to_string()).collect());
+        let errors: Vec<LifecycleError> = order
+            .iter()
+            .rev()
+            .filter_map(|name| self.stop_if_running(&snapshot[name.as_str()]).err())
+            .collect();
+        // The supervisor may be waiting for the lock to drop a restart: release it first.
+        drop(serial);
+        self.stop_threads();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(StopAllError(errors))
+        }
+    }
+}
+
+impl Shared {
+    /// Ends the kernel's own threads; each starts again when next needed.
+    fn stop_threads(&self) {
+        if let Some(checkpointer) = self.checkpointer.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            checkpointer.shutdown();
+        }
+        self.supervision.shutdown();
+        self.pusher
+            .shutdown(self.stop_timeout.unwrap_or(Duration::from_secs(5)));
+        self.reaper.shutdown();
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if let Err(error) = self.stop_all() {
+            tracing::warn!(%error, "stopping services while dropping the kernel failed");
+        }
+    }
+}
+
+/// A stop that finished after its timeout: the service stays Failed (as `stop` reported), and
+/// the state the hook left is saved, so that nothing it did is lost.
+fn stopped_late(kernel: Option<&Shared>, entry: &Entry, result: Result<(), LifecycleError>) {
+    let service = &**entry.lifecycle.name();
+    tracing::warn!(
+        service,
+        ok = result.is_ok(),
+        "a stop finished after its timeout; the service stays failed"
+    );
+    let Some(kernel) = kernel else { return };
+    if result.is_ok() && kernel.store().is_some() {
+        match kernel.save(entry) {
+            Ok(path) => tracing::info!(service, path = %path.display(), "saved the state of a late stop"),
+            Err(error) => tracing::error!(service, %error, "saving the state of a late stop failed"),
+        }
+    }
+}

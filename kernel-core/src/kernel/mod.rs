@@ -1,0 +1,462 @@
+//! The kernel: a registry of named slots, the lifecycle in dependency order, and routing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::time::Duration;
+
+mod builder;
+mod lifecycle;
+
+pub use builder::{BuildError, KernelBuilder};
+#[cfg(feature = "fault-injection")]
+use builder::{SavePause, TransitFault};
+
+use crate::error::{CallError, LifecycleError};
+use crate::graph::{self, DepGraph};
+use crate::handle::Handle;
+use crate::message::{Event, KERNEL, Reply};
+use crate::notice::{Notice, Observer};
+use crate::persist::Checkpointer;
+use crate::push::{PendingReply, Pusher};
+use crate::reap::Reaper;
+use crate::seal::Sealer;
+use crate::service::{Service, Status};
+use crate::slot::{Lifecycle, Slot, SlotOf};
+use crate::store::StateStore;
+use crate::supervise::Supervision;
+use crate::sync::ReentrantLock;
+
+/// The kernel. Cheap to clone (an `Arc`), `Send + Sync`: share it across threads freely.
+///
+/// Dropping the last clone stops every running service in reverse dependency order.
+///
+/// ```
+/// use microkernel::{Context, Event, Kernel, Reply, Service, Status};
+///
+/// #[derive(microkernel::Service)]
+/// #[service(name = "db")]
+/// struct Db;
+/// impl Service for Db {
+///     type Request = Event;
+///     type Response = Reply;
+///     fn handle(&mut self, _: Event, _: &Context<'_>) -> Reply { Reply::ok("stored", "") }
+/// }
+///
+/// #[derive(microkernel::Service)]
+/// #[service(name = "api", deps = ["db"])]
+/// struct Api;
+/// impl Service for Api {
+///     type Request = Event;
+///     type Response = Reply;
+///     fn handle(&mut self, ev: Event, ctx: &Context<'_>) -> Reply {
+///         ctx.call("db", ev).unwrap_or_else(|e| e.to_reply())
+///     }
+/// }
+///
+/// let kernel = Kernel::new();
+/// kernel.register(Api)?;          // dependencies may be registered later
+/// kernel.register(Db)?;
+/// assert_eq!(kernel.start_order()?, ["db", "api"]);
+/// kernel.start_all()?;
+/// assert_eq!(kernel.send(Event::new("api", "doc", "put", "x")).message, "stored");
+/// kernel.stop_all()?;
+/// assert_eq!(kernel.status("db"), Some(Status::Stopped));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Kernel {
+    shared: Arc<Shared>,
+}
+
+/// What the kernel holds; services reach it through a `Weak`, so they never keep it alive.
+pub(crate) struct Shared {
+    registry: RwLock<Registry>,
+    /// Serializes lifecycle changes (start, stop, replace) kernel-wide; re-entrant so that hooks
+    /// may change other services' lifecycles. Calls never take it.
+    lifecycle: Arc<ReentrantLock>,
+    observer: Option<Observer>,
+    pusher: Pusher,
+    sealer: Option<Sealer>,
+    store: Option<StateStore>,
+    checkpoint_every: Option<Duration>,
+    checkpointer: Mutex<Option<Checkpointer>>,
+    /// Bounds each `stop` hook during `stop_all` (and `stop`); `None` waits for ever.
+    stop_timeout: Option<Duration>,
+    pub(crate) reaper: Reaper,
+    pub(crate) supervision: Supervision,
+    /// How many times `stop_all` began: a restart scheduled before the latest is dropped.
+    stops: AtomicU64,
+    /// The `Arc` this lives in, for threads that must not keep the kernel alive.
+    this: Weak<Shared>,
+    #[cfg(feature = "fault-injection")]
+    pub(crate) transit_fault: Option<TransitFault>,
+    #[cfg(feature = "fault-injection")]
+    pub(crate) save_pause: Option<SavePause>,
+}
+
+#[derive(Clone)]
+pub(crate) struct Entry {
+    pub(crate) lifecycle: Arc<dyn Lifecycle>,
+    /// The slot as an `Event`/`Reply` service, if it speaks that protocol.
+    events: Option<Arc<Slot<Event, Reply>>>,
+    pub(crate) deps: Vec<String>,
+}
+
+impl Kernel {
+    /// A kernel with no observer and default limits.
+    pub fn new() -> Self {
+        Self::from_builder_defaults()
+    }
+
+    /// The default builder's kernel, which is always valid.
+    fn from_builder_defaults() -> Self {
+        match KernelBuilder::default().build() {
+            Ok(kernel) => kernel,
+            // Unreachable: the defaults (16 push workers, no checkpoints, no stop timeout) are
+            // all valid, and `build` refuses only invalid settings.
+            Err(error) => unreachable!("the default kernel settings are valid: {error}"),
+        }
+    }
+
+    /// Starts building a kernel.
+    pub fn builder() -> KernelBuilder {
+        KernelBuilder::default()
+    }
+
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Registers a service that speaks the default [`Event`]/[`Reply`] protocol, reachable by
+    /// name. It starts in [`Status::Created`]; its dependencies need not be registered yet.
+    pub fn register<S>(&self, service: S) -> Result<Handle, LifecycleError>
+    where
+        S: Service<Request = Event, Response = Reply>,
+    {
+        let slot = self.new_slot(service)?;
+        self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, Some(Arc::clone(&slot)))?;
+        Ok(Handle::new(slot))
+    }
+
+    /// Registers a service with its own request and response types. Only its [`Handle`]
+    /// reaches it; events routed to it by name get [`CallError::Unsupported`] (415).
+    pub fn register_typed<S: Service>(&self, service: S) -> Result<Handle<S::Request, S::Response>, LifecycleError> {
+        let slot = self.new_slot(service)?;
+        self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, None)?;
+        Ok(Handle::new(slot))
+    }
+
+    /// The slot for a new service, its state restored from the store if it has a file there.
+    fn new_slot<S: Service>(&self, mut service: S) -> Result<Arc<SlotOf<S>>, LifecycleError> {
+        if self.shared.read().contains_key(service.name()) {
+            return Err(LifecycleError::Duplicate {
+                name: service.name().to_owned(),
+            });
+        }
+        self.check_registrable(service.name(), service.dependencies())?;
+        let generation = self.restore(&mut service)?;
+        let name: Arc<str> = service.name().into();
+        Ok(Slot::new(
+            name,
+            Box::new(service),
+            Arc::downgrade(&self.shared),
+            generation,
+        ))
+    }
+
+    /// A name the configured store and sealer can carry, and each dependency listed once.
+    fn check_registrable(&self, name: &str, deps: &[&str]) -> Result<(), LifecycleError> {
+        let invalid = |reason: String| LifecycleError::InvalidName {
+            service: name.chars().take(64).collect(),
+            reason,
+        };
+        if let Some(store) = self.shared.store() {
+            store.path(name).map_err(|e| invalid(e.to_string()))?;
+        }
+        if self.shared.sealer().is_some() && name.len() > crate::seal::envelope::MAX_NAME_LEN {
+            return Err(invalid(format!(
+                "{} bytes; a sealed state's header holds at most {} bytes of service name",
+                name.len(),
+                crate::seal::envelope::MAX_NAME_LEN
+            )));
+        }
+        for (i, dependency) in deps.iter().enumerate() {
+            if deps[..i].contains(dependency) {
+                return Err(LifecycleError::DuplicateDependency {
+                    service: name.to_owned(),
+                    dependency: (*dependency).to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn insert(
+        &self,
+        lifecycle: Arc<dyn Lifecycle>,
+        events: Option<Arc<Slot<Event, Reply>>>,
+    ) -> Result<(), LifecycleError> {
+        let name = Arc::clone(lifecycle.name());
+        let deps = lifecycle.dependencies();
+        {
+            let mut registry = self.shared.write();
+            if registry.contains_key(&name) {
+                return Err(LifecycleError::Duplicate { name: name.to_string() });
+            }
+            registry.insert(
+                Arc::clone(&name),
+                Entry {
+                    lifecycle,
+                    events,
+                    deps,
+                },
+            );
+        }
+        tracing::debug!(service = %name, "registered");
+        self.shared.notify(&Notice::Registered { service: &name });
+        Ok(())
+    }
+
+    /// A handle to the `Event`/`Reply` service `name`, to call it without a name lookup.
+    pub fn handle(&self, name: &str) -> Result<Handle, CallError> {
+        self.shared.event_slot(name).map(Handle::new)
+    }
+
+    /// The sealer states cross replacements with, if one was configured.
+    pub fn sealer(&self) -> Option<&Sealer> {
+        self.shared.sealer()
+    }
+
+    /// The service's status, or `None` if no service has that name.
+    pub fn status(&self, name: &str) -> Option<Status> {
+        self.shared.read().get(name).map(|e| e.lifecycle.status())
+    }
+
+    /// Registered service names, sorted.
+    pub fn services(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.shared.read().keys().map(|k| k.to_string()).collect();
+        names.sort();
+        names
+    }
+
+    /// The order `start_all` would start the services in: each after its dependencies,
+    /// independent ones by name. Fails on an unknown dependency or a cycle.
+    pub fn start_order(&self) -> Result<Vec<String>, LifecycleError> {
+        let snapshot = self.shared.snapshot();
+        graph::start_order(&dep_graph(&snapshot))
+    }
+
+    /// Calls the service `to` on this thread (the Go design's `Send`, typed).
+    pub fn call(&self, to: &str, event: Event) -> Result<Reply, CallError> {
+        self.shared.event_slot(to)?.call(event)
+    }
+
+    /// [`call`](Self::call), waiting at most `timeout` to enter the service (see
+    /// [`Handle::call_timeout`]: a handler that has started is not interrupted).
+    pub fn call_timeout(&self, to: &str, event: Event, timeout: Duration) -> Result<Reply, CallError> {
+        self.shared.event_slot(to)?.call_within(event, timeout)
+    }
+
+    /// Routes `event` to the service named by `event.to` and returns its reply; failures
+    /// become replies with their codes (404 for an unknown or stopped service).
+    pub fn send(&self, event: Event) -> Reply {
+        match self.shared.event_slot(&event.to) {
+            Ok(slot) => slot.call(event).unwrap_or_else(|e| e.to_reply()),
+            Err(e) => e.to_reply(),
+        }
+    }
+
+    /// Pushes an event to the kernel (the Go design's `Push`): one addressed to
+    /// [`KERNEL`] is answered `{0 Handled by kernel ok}`; one addressed to a service is
+    /// routed to it on a worker thread. Wait for the reply with [`PendingReply::wait`], whose
+    /// timeout bounds the wait even if the handler hangs.
+    pub fn push(&self, event: Event) -> PendingReply {
+        self.shared.notify(&Notice::Pushed { event: &event });
+        if event.to == KERNEL {
+            return PendingReply::ready(Reply::ok("Handled by kernel", "ok"));
+        }
+        // The status is checked by the worker, under the slot's mutex: a service being replaced
+        // is briefly between its old and new instance, and its events must wait, not get 404.
+        let slot = match self.shared.event_slot(&event.to) {
+            Ok(slot) => slot,
+            Err(e) => return PendingReply::ready(e.to_reply()),
+        };
+        self.shared
+            .pusher
+            .submit(move || slot.call(event).unwrap_or_else(|e| e.to_reply()))
+    }
+}
+
+impl Default for Kernel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel").field("services", &self.services()).finish()
+    }
+}
+
+fn not_found(name: &str) -> LifecycleError {
+    LifecycleError::NotFound { name: name.to_owned() }
+}
+
+/// A copy of the registry. Indexing it (`snapshot[name]`) is done only with names taken from
+/// it or from a graph built from it, so the key is always there.
+pub(crate) type Snapshot = BTreeMap<Arc<str>, Entry>;
+
+/// Hashes service names for the registry with FNV-1a: a name lookup is on the path of every
+/// call by name, names are short and chosen by the program (not by an attacker), and SipHash
+/// cost more than the rest of the lookup.
+#[derive(Default)]
+pub(crate) struct NameHasher(u64);
+
+impl std::hash::Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let start = if self.0 == 0 { crate::state::FNV_OFFSET } else { self.0 };
+        self.0 = crate::state::fnv1a(start, bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Names = std::hash::BuildHasherDefault<NameHasher>;
+
+/// Service name → entry.
+type Registry = HashMap<Arc<str>, Entry, Names>;
+
+pub(crate) fn dep_graph(snapshot: &Snapshot) -> DepGraph<'_> {
+    snapshot
+        .iter()
+        .map(|(name, entry)| (&**name, entry.deps.as_slice()))
+        .collect()
+}
+
+fn check_dependencies_running(service: &str, deps: &[String], snapshot: &Snapshot) -> Result<(), LifecycleError> {
+    dependencies_running(service, deps, |name| snapshot.get(name))
+}
+
+/// Every dependency is registered (per `lookup`) and running.
+fn dependencies_running<'a>(
+    service: &str,
+    deps: &[String],
+    lookup: impl Fn(&str) -> Option<&'a Entry>,
+) -> Result<(), LifecycleError> {
+    for dependency in deps {
+        let entry = lookup(dependency).ok_or_else(|| LifecycleError::UnknownDependency {
+            service: service.to_owned(),
+            dependency: dependency.clone(),
+        })?;
+        let status = entry.lifecycle.status();
+        if status != Status::Running {
+            return Err(LifecycleError::DependencyNotRunning {
+                service: service.to_owned(),
+                dependency: dependency.clone(),
+                status,
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.registry.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        self.registry.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A copy of the registry, so that no registry lock is held while service code runs.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        self.read().iter().map(|(k, v)| (Arc::clone(k), v.clone())).collect()
+    }
+
+    /// A copy of the registry if `wanted` says one is needed, taken under one read lock.
+    pub(crate) fn snapshot_if(&self, wanted: impl FnOnce(&Registry) -> bool) -> Option<Snapshot> {
+        let registry = self.read();
+        wanted(&registry).then(|| registry.iter().map(|(k, v)| (Arc::clone(k), v.clone())).collect())
+    }
+
+    /// Every dependency is registered and running, looked up under one read lock.
+    pub(crate) fn check_running(&self, service: &str, deps: &[String]) -> Result<(), LifecycleError> {
+        let registry = self.read();
+        dependencies_running(service, deps, |name| registry.get(name))
+    }
+
+    /// The registered service's dependencies are all running (read from the registry, without
+    /// touching the service's slot).
+    pub(crate) fn check_dependencies_of(&self, service: &str) -> Result<(), LifecycleError> {
+        let registry = self.read();
+        let deps = registry.get(service).map(|e| e.deps.clone()).unwrap_or_default();
+        dependencies_running(service, &deps, |name| registry.get(name))
+    }
+
+    /// Records a replaced service's dependencies, if they changed.
+    pub(crate) fn set_dependencies(&self, service: &str, deps: Vec<String>) {
+        // The common case, unchanged dependencies, needs only the read lock.
+        if self.read().get(service).is_some_and(|e| e.deps == deps) {
+            return;
+        }
+        if let Some(entry) = self.write().get_mut(service) {
+            entry.deps = deps;
+        }
+    }
+
+    /// Takes the kernel's lifecycle lock for `operation`, unless waiting for it would deadlock.
+    pub(crate) fn lifecycle_lock(
+        &self,
+        operation: &'static str,
+    ) -> Result<crate::sync::ReentrantGuard<'_>, LifecycleError> {
+        self.lifecycle
+            .lock()
+            .map_err(|cycle| LifecycleError::WouldDeadlock { operation, cycle })
+    }
+
+    /// A reference to the kernel that does not keep it alive.
+    pub(crate) fn weak_self(&self) -> Weak<Shared> {
+        Weak::clone(&self.this)
+    }
+
+    /// How many times `stop_all` has begun.
+    pub(crate) fn stops(&self) -> u64 {
+        self.stops.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn store(&self) -> Option<&StateStore> {
+        self.store.as_ref()
+    }
+
+    pub(crate) fn sealer(&self) -> Option<&Sealer> {
+        self.sealer.as_ref()
+    }
+
+    fn event_slot(&self, name: &str) -> Result<Arc<Slot<Event, Reply>>, CallError> {
+        let registry = self.read();
+        let entry = registry.get(name).ok_or_else(|| CallError::NotFound {
+            service: name.to_owned(),
+        })?;
+        entry.events.clone().ok_or_else(|| CallError::Unsupported {
+            service: name.to_owned(),
+        })
+    }
+
+    /// Tells the observer; a panicking observer (user code) is logged and the kernel goes on.
+    pub(crate) fn notify(&self, notice: &Notice<'_>) {
+        if let Some(observer) = &self.observer
+            && let Err(message) = crate::panic::catch(|| observer(notice))
+        {
+            tracing::error!(%message, ?notice, "the observer panicked");
+        }
+    }
+}

@@ -40,6 +40,15 @@ pub(crate) fn start_order(graph: &DepGraph<'_>) -> Result<Vec<String>, Lifecycle
     }
 }
 
+/// A dependency listed twice (the second time it appears), if any: registration and
+/// replacement both refuse one.
+pub(crate) fn listed_twice<'a>(deps: &[&'a str]) -> Option<&'a str> {
+    deps.iter()
+        .enumerate()
+        .find(|(i, d)| deps[..*i].contains(d))
+        .map(|(_, d)| *d)
+}
+
 /// Each dependency once, in the order first listed.
 fn distinct(deps: &[String]) -> Vec<&str> {
     let mut seen = BTreeSet::new();

@@ -329,10 +329,10 @@ fn check_new_dependencies(
 ) -> Result<Option<Vec<String>>, ReplaceError> {
     let fail = |e: LifecycleError| ReplaceError::new(service, Step::Dependencies, e);
     // The rule of registration: each dependency listed once.
-    if let Some((_, dependency)) = deps.iter().enumerate().find(|(i, d)| deps[..*i].contains(d)) {
+    if let Some(dependency) = graph::listed_twice(deps) {
         return Err(fail(LifecycleError::DuplicateDependency {
             service: service.to_owned(),
-            dependency: (*dependency).to_owned(),
+            dependency: dependency.to_owned(),
         }));
     }
     // The common case, same dependencies as before, needs no copy of the registry: the graph

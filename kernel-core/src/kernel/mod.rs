@@ -185,15 +185,13 @@ impl Kernel {
                 crate::seal::envelope::MAX_NAME_LEN
             )));
         }
-        for (i, dependency) in deps.iter().enumerate() {
-            if deps[..i].contains(dependency) {
-                return Err(LifecycleError::DuplicateDependency {
-                    service: name.to_owned(),
-                    dependency: (*dependency).to_owned(),
-                });
-            }
+        match graph::listed_twice(deps) {
+            Some(dependency) => Err(LifecycleError::DuplicateDependency {
+                service: name.to_owned(),
+                dependency: dependency.to_owned(),
+            }),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn insert(

@@ -20,7 +20,7 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// (and is then refused by the inode check) instead of waiting for a writer. Its value on Linux
 /// for these architectures (the core has no `libc`); elsewhere the flag is not set and that
 /// narrow race remains.
-#[cfg(all(
+const NONBLOCKING_OPEN: i32 = if cfg!(all(
     target_os = "linux",
     any(
         target_arch = "x86",
@@ -32,22 +32,11 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
         target_arch = "s390x",
         target_arch = "loongarch64"
     )
-))]
-const NONBLOCKING_OPEN: i32 = 0o4000;
-#[cfg(not(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "arm",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-)))]
-const NONBLOCKING_OPEN: i32 = 0;
+)) {
+    0o4000
+} else {
+    0
+};
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_owned();

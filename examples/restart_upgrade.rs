@@ -19,7 +19,7 @@ mod states;
 use std::process::ExitCode;
 
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
-use microkernel::{Context, Event, Kernel, Reply, Service, StateStore};
+use microkernel::{Context, DirStore, Event, Kernel, Reply, Service};
 use states::{EchoStateV1, EchoStateV2};
 
 const KEY_VAR: &str = "MICROKERNEL_STATE_KEY";
@@ -82,8 +82,8 @@ fn main() -> ExitCode {
 
 fn run(version: &str, dir: &str) -> Result<(), Box<dyn std::error::Error>> {
     let key = Key::from_env(Algorithm::Aes256Gcm, KEY_VAR)?;
-    let store = StateStore::open(dir, Sealer::new(Keyring::new(1, key)))?;
-    let kernel = Kernel::builder().store(store).build()?;
+    let sealer = Sealer::new(Keyring::new(1, key));
+    let kernel = Kernel::builder().sealer(sealer).store(DirStore::open(dir)?).build()?;
     let requests = match version {
         "v1" => {
             kernel.register(EchoV1::default())?;
@@ -99,8 +99,8 @@ fn run(version: &str, dir: &str) -> Result<(), Box<dyn std::error::Error>> {
     for _ in 0..requests {
         kernel.call("echo", Event::new("echo", "main", "greet", "Hello, Log!"))?;
     }
-    for path in kernel.checkpoint()? {
-        println!("checkpoint: {}", path.display());
+    for location in kernel.checkpoint()? {
+        println!("checkpoint: {location}");
     }
     kernel.stop_all()?;
     Ok(())

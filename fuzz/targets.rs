@@ -63,23 +63,26 @@ pub fn state(data: &[u8]) {
 }
 
 /// A store over a directory of its own per fuzzing process, reused across inputs.
-fn fuzz_store() -> &'static (std::path::PathBuf, microkernel::StateStore) {
-    static STORE: std::sync::OnceLock<(std::path::PathBuf, microkernel::StateStore)> = std::sync::OnceLock::new();
+fn fuzz_store() -> &'static (std::path::PathBuf, microkernel::DirStore, Sealer) {
+    static STORE: std::sync::OnceLock<(std::path::PathBuf, microkernel::DirStore, Sealer)> = std::sync::OnceLock::new();
     STORE.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("microkernel-fuzz-store-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let key = Key::from_hex(Algorithm::Aes256Gcm, TEST_KEY_HEX).unwrap();
         let options = microkernel::store::StoreOptions::default().max_state_bytes(1 << 20);
-        let store = microkernel::StateStore::open_with(&dir, Sealer::new(Keyring::new(7, key)), options).unwrap();
-        (dir, store)
+        let store = microkernel::DirStore::open_with(&dir, options).unwrap();
+        (dir, store, Sealer::new(Keyring::new(7, key)))
     })
 }
 
 pub fn store_load(data: &[u8]) {
-    let (dir, store) = fuzz_store();
+    use microkernel::store::{StateStore, block_on};
+    let (dir, store, sealer) = fuzz_store();
     std::fs::write(dir.join("echo.state"), data).unwrap();
-    if let Ok(Some(loaded)) = store.load("echo") {
-        let _ = state::decode::<states::EchoStateV2>(loaded.state.as_bytes());
+    if let Ok(Some(stored)) = block_on(store.load("echo"))
+        && let Ok(opened) = sealer.open_owned("echo", stored.object.into_bytes())
+    {
+        let _ = state::decode::<states::EchoStateV2>(opened.as_bytes());
     }
 }
 

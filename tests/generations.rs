@@ -8,9 +8,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, mpsc};
 
 use common::counter::{Counter, CounterV1, bump};
+use common::stored::{load, save};
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
 use microkernel::state::{self, Stateless};
-use microkernel::{Kernel, StateStore, StoreError};
+use microkernel::store::Location;
+use microkernel::{DirStore, Kernel, StoreError};
 
 const TEST_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
@@ -25,7 +27,8 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// The count and generation in a counter's state file, read with the test key.
-fn on_disk(path: &Path) -> (u32, u64) {
+fn on_disk(location: &Location) -> (u32, u64) {
+    let path = location.path().expect("a file");
     let (encoded, generation) = sealer()
         .open_generation("counter", std::fs::read(path).unwrap())
         .unwrap();
@@ -44,7 +47,8 @@ fn an_older_export_that_writes_last_never_replaces_a_newer_file() {
     let release_rx = Mutex::new(release_rx);
     let first = AtomicBool::new(true);
     let kernel = Kernel::builder()
-        .store(StateStore::open(&dir, sealer()).unwrap())
+        .sealer(sealer())
+        .store(DirStore::open(&dir).unwrap())
         .pause_before_save(move |service, generation| {
             if service == "counter" && first.swap(false, Ordering::SeqCst) {
                 paused_tx.send(generation).unwrap();
@@ -84,13 +88,14 @@ fn an_older_export_that_writes_last_never_replaces_a_newer_file() {
 #[test]
 fn the_store_refuses_a_generation_that_is_not_newer() {
     let dir = temp_dir("stale");
-    let store = StateStore::open(&dir, sealer()).unwrap();
+    let store = DirStore::open(&dir).unwrap();
     let encoded = state::encode(&CounterV1 { count: 5 }).unwrap();
-    let path = store.save("counter", &encoded, 2).unwrap();
+    let path = save(&store, &sealer(), "counter", &encoded, 2).unwrap();
+    let path = path.path().unwrap().to_owned();
     let before = std::fs::read(&path).unwrap();
     for generation in [1, 2] {
         let older = state::encode(&CounterV1 { count: 1 }).unwrap();
-        let err = store.save("counter", &older, generation).unwrap_err();
+        let err = save(&store, &sealer(), "counter", &older, generation).unwrap_err();
         assert!(
             matches!(err, StoreError::Stale { newest: 2, .. }),
             "generation {generation}: {err}"
@@ -98,7 +103,7 @@ fn the_store_refuses_a_generation_that_is_not_newer() {
         assert!(err.to_string().contains(&path.display().to_string()), "{err}");
     }
     assert_eq!(std::fs::read(&path).unwrap(), before, "the file changed");
-    store.save("counter", &encoded, 3).unwrap();
+    save(&store, &sealer(), "counter", &encoded, 3).unwrap();
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -107,16 +112,27 @@ fn the_store_refuses_a_generation_that_is_not_newer() {
 #[test]
 fn a_replayed_older_file_is_refused_naming_it_and_left_untouched() {
     let dir = temp_dir("replay");
-    let store = StateStore::open(&dir, sealer()).unwrap();
-    let path = store
-        .save("bank", &state::encode(&CounterV1 { count: 1 }).unwrap(), 1)
-        .unwrap();
+    let store = DirStore::open(&dir).unwrap();
+    let path = save(
+        &store,
+        &sealer(),
+        "bank",
+        &state::encode(&CounterV1 { count: 1 }).unwrap(),
+        1,
+    )
+    .unwrap();
+    let path = path.path().unwrap().to_owned();
     let old_copy = std::fs::read(&path).unwrap();
-    store
-        .save("bank", &state::encode(&CounterV1 { count: 100 }).unwrap(), 2)
-        .unwrap();
+    save(
+        &store,
+        &sealer(),
+        "bank",
+        &state::encode(&CounterV1 { count: 100 }).unwrap(),
+        2,
+    )
+    .unwrap();
     std::fs::write(&path, &old_copy).unwrap();
-    let err = store.load("bank").unwrap_err();
+    let err = load(&store, "bank").unwrap_err();
     assert!(
         matches!(
             err,
@@ -143,7 +159,8 @@ fn a_restored_service_counts_on_from_the_generation_it_was_saved_at() {
     let dir = temp_dir("restart");
     let path = {
         let kernel = Kernel::builder()
-            .store(StateStore::open(&dir, sealer()).unwrap())
+            .sealer(sealer())
+            .store(DirStore::open(&dir).unwrap())
             .build()
             .unwrap();
         kernel.register(Counter::<CounterV1>::new()).unwrap();
@@ -158,7 +175,8 @@ fn a_restored_service_counts_on_from_the_generation_it_was_saved_at() {
     assert!(before >= 4);
     // A new kernel (a new process, as far as the store can tell) goes on from there.
     let kernel = Kernel::builder()
-        .store(StateStore::open(&dir, sealer()).unwrap())
+        .sealer(sealer())
+        .store(DirStore::open(&dir).unwrap())
         .build()
         .unwrap();
     kernel.register(Counter::<CounterV1>::new()).unwrap();
@@ -179,15 +197,14 @@ fn a_format_1_file_loads_as_generation_0() {
     let legacy = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sealed/echo_v1.aes-256-gcm.bin");
     let key = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
     std::fs::copy(legacy, dir.join("echo.state")).unwrap();
-    let store = StateStore::open(
-        &dir,
-        Sealer::new(Keyring::new(7, Key::from_hex(Algorithm::Aes256Gcm, key).unwrap())),
-    )
-    .unwrap();
-    let loaded = store.load("echo").unwrap().unwrap();
-    assert_eq!(loaded.generation, 0);
+    let sealer = Sealer::new(Keyring::new(7, Key::from_hex(Algorithm::Aes256Gcm, key).unwrap()));
+    let store = DirStore::open(&dir).unwrap();
+    let loaded = load(&store, "echo").unwrap().unwrap();
+    assert_eq!(loaded.generation(), 0);
+    let (_, authenticated) = sealer.open_generation("echo", loaded.into_bytes()).unwrap();
+    assert_eq!(authenticated, 0);
     // Its next save is generation 1 and newer.
-    store.save("echo", &state::encode(&Stateless).unwrap(), 1).unwrap();
+    save(&store, &sealer, "echo", &state::encode(&Stateless).unwrap(), 1).unwrap();
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,6 +2,8 @@
 //! the kernel keeps its promises. Hangs are turned into failures by watchdogs (`within`), never
 //! by timed assertions.
 
+mod common;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
@@ -11,7 +13,7 @@ use std::time::Duration;
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
 use microkernel::state;
 use microkernel::{
-    BoxError, Context, Event, Kernel, LifecycleError, Migratable, Notice, Reply, RestartPolicy, Service, StateStore,
+    BoxError, Context, DirStore, Event, Kernel, LifecycleError, Migratable, Notice, Reply, RestartPolicy, Service,
     Status, Step,
 };
 use serde::{Deserialize, Serialize, Serializer};
@@ -498,7 +500,8 @@ fn a_stop_finishing_after_its_timeout_stays_failed_and_saves_its_state() {
         ..Knobs::default()
     };
     let kernel = Kernel::builder()
-        .store(StateStore::open(&dir, sealer()).unwrap())
+        .sealer(sealer())
+        .store(DirStore::open(&dir).unwrap())
         .stop_timeout(Duration::from_millis(20))
         .build()
         .unwrap();
@@ -581,7 +584,8 @@ impl Service for Last {
 fn stop_all_goes_on_past_a_panicking_save_and_stops_everything() {
     let dir = temp_dir("stop-all-panic");
     let kernel = Kernel::builder()
-        .store(StateStore::open(&dir, sealer()).unwrap())
+        .sealer(sealer())
+        .store(DirStore::open(&dir).unwrap())
         .build()
         .unwrap();
     kernel.register(Flex::<FlexV1>::new("v1")).unwrap();
@@ -606,7 +610,8 @@ fn the_periodic_checkpoint_survives_a_panicking_save() {
     let knobs = Knobs::default();
     let exports = Arc::clone(&knobs.exports);
     let kernel = Kernel::builder()
-        .store(StateStore::open(&dir, sealer()).unwrap())
+        .sealer(sealer())
+        .store(DirStore::open(&dir).unwrap())
         .checkpoint_every(Duration::from_millis(2))
         .build()
         .unwrap();
@@ -689,18 +694,25 @@ fn a_panicking_observer_does_not_stop_the_kernel() {
 #[test]
 fn a_service_starting_fresh_after_a_set_aside_file_still_saves() {
     let dir = temp_dir("fresh-after-aside");
-    let store = StateStore::open(&dir, sealer()).unwrap();
+    let store = DirStore::open(&dir).unwrap();
     // A state of another type (it shares no chain), at a high generation.
     #[derive(Serialize, Deserialize, Migratable)]
     #[migratable(version = 1)]
     struct Other {
         name: String,
     }
-    store
-        .save("flex", &state::encode(&Other { name: "x".into() }).unwrap(), 10)
-        .unwrap();
+    common::stored::save(
+        &store,
+        &sealer(),
+        "flex",
+        &state::encode(&Other { name: "x".into() }).unwrap(),
+        10,
+    )
+    .unwrap();
     let kernel = Kernel::builder()
-        .store(store.with_policy(microkernel::LoadPolicy::StartFreshKeepAside))
+        .sealer(sealer())
+        .store(store)
+        .load_policy(microkernel::LoadPolicy::StartFreshKeepAside)
         .build()
         .unwrap();
     kernel.register(Flex::<FlexV1>::new("v1")).unwrap();
@@ -792,11 +804,16 @@ fn a_long_backoff_never_delays_another_services_restart() {
 #[test]
 fn a_panicking_import_of_a_stored_state_fails_the_registration_not_the_caller() {
     let dir = temp_dir("import-panic");
-    let store = StateStore::open(&dir, sealer()).unwrap();
-    store
-        .save("flex", &state::encode(&FlexV1::default()).unwrap(), 1)
-        .unwrap();
-    let kernel = Kernel::builder().store(store).build().unwrap();
+    let store = DirStore::open(&dir).unwrap();
+    common::stored::save(
+        &store,
+        &sealer(),
+        "flex",
+        &state::encode(&FlexV1::default()).unwrap(),
+        1,
+    )
+    .unwrap();
+    let kernel = Kernel::builder().sealer(sealer()).store(store).build().unwrap();
     let knobs = Knobs {
         panic_import: true,
         ..Knobs::default()

@@ -104,13 +104,14 @@ fn a_supervised_service_restarts_with_its_last_good_state() {
 
 #[test]
 fn a_supervised_service_restarts_from_its_last_checkpoint_when_there_is_a_store() {
-    use microkernel::StateStore;
+    use microkernel::DirStore;
     use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
     let dir = std::env::temp_dir().join(format!("microkernel-supervise-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let sealer = Sealer::new(Keyring::new(1, Key::generate(Algorithm::Aes256Gcm).unwrap()));
     let kernel = Kernel::builder()
-        .store(StateStore::open(&dir, sealer).unwrap())
+        .sealer(sealer)
+        .store(DirStore::open(&dir).unwrap())
         .build()
         .unwrap();
     let handle = kernel.register(Fragile::default()).unwrap();

@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::counter::{Counter, CounterV1, CounterV2, bump, get};
 use common::{Journal, Probe};
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
-use microkernel::{Kernel, LifecycleError, LoadPolicy, StateStore, StoreError};
+use microkernel::{DirStore, Kernel, LifecycleError, LoadPolicy, StoreError};
 
 /// A fixed test key, so that a child process and later kernels can open the files.
 const TEST_KEY: &str = "1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100";
@@ -44,7 +44,8 @@ impl Drop for TempDir {
 
 fn kernel_on(dir: &Path) -> Kernel {
     Kernel::builder()
-        .store(StateStore::open(dir, sealer()).unwrap())
+        .sealer(sealer())
+        .store(DirStore::open(dir).unwrap())
         .build()
         .unwrap()
 }
@@ -108,6 +109,7 @@ fn checkpoint_saves_every_running_service() {
     kernel.start("a").unwrap();
     let mut written = kernel.checkpoint().unwrap();
     written.sort();
+    let written: Vec<_> = written.iter().map(|l| l.path().unwrap().to_owned()).collect();
     assert_eq!(written, [dir.0.join("a.state"), dir.0.join("counter.state")]);
     assert!(
         !dir.0.join("idle.state").exists(),
@@ -175,7 +177,8 @@ fn an_unknown_key_and_a_newer_version_are_refused() {
     let before = hash(&path);
     let other = Sealer::new(Keyring::new(9, Key::generate(Algorithm::Aes256Gcm).unwrap()));
     let kernel = Kernel::builder()
-        .store(StateStore::open(&dir.0, other).unwrap())
+        .sealer(other)
+        .store(DirStore::open(&dir.0).unwrap())
         .build()
         .unwrap();
     let err = kernel.register(Counter::<CounterV1>::new()).unwrap_err();
@@ -209,10 +212,12 @@ fn start_fresh_policy_sets_the_bad_file_aside() {
     let dir = TempDir::new("aside");
     let path = saved_file(&dir.0);
     std::fs::write(&path, b"garbage").unwrap();
-    let store = StateStore::open(&dir.0, sealer())
-        .unwrap()
-        .with_policy(LoadPolicy::StartFreshKeepAside);
-    let kernel = Kernel::builder().store(store).build().unwrap();
+    let kernel = Kernel::builder()
+        .sealer(sealer())
+        .store(DirStore::open(&dir.0).unwrap())
+        .load_policy(LoadPolicy::StartFreshKeepAside)
+        .build()
+        .unwrap();
     kernel.register(Counter::<CounterV1>::new()).unwrap();
     kernel.start_all().unwrap();
     assert_eq!(count(&kernel), "{0 v1 0}");
@@ -229,7 +234,7 @@ fn start_fresh_policy_sets_the_bad_file_aside() {
 fn a_read_only_directory_gives_a_clear_error() {
     if unsafe_is_root() {
         // Root ignores permission bits; /proc is read-only even for root.
-        let err = StateStore::open("/proc/self/fdinfo", sealer()).unwrap_err();
+        let err = DirStore::open("/proc/self/fdinfo").unwrap_err();
         assert!(matches!(err, StoreError::Io { .. }), "{err}");
         assert!(err.to_string().contains("cannot create `/proc/self/fdinfo/"), "{err}");
         return;
@@ -268,21 +273,19 @@ fn a_full_or_unwritable_target_reports_the_save_error_on_stop() {
 #[test]
 fn two_kernels_cannot_share_a_directory() {
     let dir = TempDir::new("lock");
-    let first = StateStore::open(&dir.0, sealer()).unwrap();
-    let err = StateStore::open(&dir.0, sealer()).unwrap_err();
+    let first = DirStore::open(&dir.0).unwrap();
+    let err = DirStore::open(&dir.0).unwrap_err();
     assert!(matches!(err, StoreError::Locked { .. }), "{err}");
     drop(first);
-    assert!(
-        StateStore::open(&dir.0, sealer()).is_ok(),
-        "the lock goes with the store"
-    );
+    assert!(DirStore::open(&dir.0).is_ok(), "the lock goes with the store");
 }
 
 #[test]
 fn periodic_checkpoints_write_the_file() {
     let dir = TempDir::new("periodic");
     let kernel = Kernel::builder()
-        .store(StateStore::open(&dir.0, sealer()).unwrap())
+        .sealer(sealer())
+        .store(DirStore::open(&dir.0).unwrap())
         .checkpoint_every(Duration::from_millis(20))
         .build()
         .unwrap();
@@ -339,21 +342,24 @@ fn checkpoints_survive_sigkill() {
         std::thread::sleep(Duration::from_micros(2_000 + seed % 15_000));
         child.kill().unwrap();
         child.wait().unwrap();
-        let store = StateStore::open(&dir.0, sealer()).unwrap();
-        let Some(loaded) = store.load("counter").unwrap_or_else(|e| panic!("round {round}: {e}")) else {
+        let store = DirStore::open(&dir.0).unwrap();
+        let Some(loaded) = common::stored::load(&store, "counter").unwrap_or_else(|e| panic!("round {round}: {e}"))
+        else {
             continue; // killed before the first checkpoint
         };
-        let state: CounterV1 = microkernel::state::decode(loaded.state.as_bytes())
-            .unwrap_or_else(|e| panic!("round {round}: {} does not decode: {e}", loaded.path.display()));
+        let (opened, generation) = sealer()
+            .open_generation("counter", loaded.into_bytes())
+            .unwrap_or_else(|e| panic!("round {round}: does not open: {e}"));
+        let state: CounterV1 = microkernel::state::decode(opened.as_bytes())
+            .unwrap_or_else(|e| panic!("round {round}: does not decode: {e}"));
         let now = u64::from(state.count);
         assert!(now >= last, "round {round}: count went back from {last} to {now}");
         assert!(
-            loaded.generation >= last_generation,
-            "round {round}: generation went back from {last_generation} to {}",
-            loaded.generation
+            generation >= last_generation,
+            "round {round}: generation went back from {last_generation} to {generation}"
         );
         last = now;
-        last_generation = loaded.generation;
+        last_generation = generation;
     }
     let leftovers: Vec<_> = std::fs::read_dir(&dir.0)
         .unwrap()
@@ -381,8 +387,12 @@ fn a_failed_checkpoint_leaves_the_service_serving_with_the_same_state() {
 #[test]
 fn a_seal_failure_during_a_checkpoint_is_reported_and_changes_nothing() {
     let dir = TempDir::new("seal-fail");
-    let store = StateStore::open(&dir.0, sealer().with_seal_limit(1)).unwrap();
-    let kernel = Kernel::builder().store(store).build().unwrap();
+    let store = DirStore::open(&dir.0).unwrap();
+    let kernel = Kernel::builder()
+        .sealer(sealer().with_seal_limit(1))
+        .store(store)
+        .build()
+        .unwrap();
     kernel.register(Counter::<CounterV1>::new()).unwrap();
     kernel.start_all().unwrap();
     kernel.checkpoint().unwrap();

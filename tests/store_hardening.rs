@@ -7,10 +7,11 @@ use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::PathBuf;
 
 use common::counter::{Counter, CounterV1};
+use common::stored::{load, save};
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
 use microkernel::state::{self, Stateless};
-use microkernel::store::{MAX_NAME_LEN, StoreOptions};
-use microkernel::{BoxError, Event, Kernel, LifecycleError, Reply, Service, ServiceMeta, StateStore, StoreError};
+use microkernel::store::{MAX_NAME_LEN, StateStore, StoreOptions, block_on};
+use microkernel::{BoxError, DirStore, Event, Kernel, LifecycleError, Reply, Service, ServiceMeta, StoreError};
 
 fn sealer() -> Sealer {
     Sealer::new(Keyring::new(
@@ -62,7 +63,8 @@ fn leak(s: String) -> &'static str {
 fn names_too_long_for_the_store_or_the_envelope_are_refused_at_registration() {
     let dir = fresh("names");
     let kernel = Kernel::builder()
-        .store(StateStore::open(&dir, sealer()).unwrap())
+        .sealer(sealer())
+        .store(DirStore::open(&dir).unwrap())
         .build()
         .unwrap();
     // The longest name the store takes registers, saves and restores.
@@ -117,7 +119,7 @@ fn stale_temporary_files_of_ours_are_removed_when_the_store_opens_and_nothing_el
     ] {
         std::fs::write(dir.join(name), b"x").unwrap();
     }
-    drop(StateStore::open(&dir, sealer()).unwrap());
+    drop(DirStore::open(&dir).unwrap());
     assert!(!dir.join(".mk-tmp-4242-7").exists(), "our stale temporary file stayed");
     for kept in ["keep.txt", ".mk-tmp-not-ours", ".counter.state.tmp-1-2"] {
         assert!(dir.join(kept).exists(), "{kept} was removed");
@@ -130,7 +132,7 @@ fn a_symlinked_lock_or_state_file_is_refused_and_its_target_untouched() {
     let dir = fresh("links");
     let outside = fresh("links-outside");
     symlink(outside.join("created-by-lock"), dir.join(".lock")).unwrap();
-    let err = StateStore::open(&dir, sealer()).unwrap_err();
+    let err = DirStore::open(&dir).unwrap_err();
     assert!(matches!(err, StoreError::NotRegular { .. }), "{err}");
     assert!(!outside.join("created-by-lock").exists(), "the lock followed the link");
     std::fs::remove_file(dir.join(".lock")).unwrap();
@@ -138,7 +140,8 @@ fn a_symlinked_lock_or_state_file_is_refused_and_its_target_untouched() {
     std::fs::write(outside.join("secret"), b"not a state").unwrap();
     symlink(outside.join("secret"), dir.join("counter.state")).unwrap();
     let kernel = Kernel::builder()
-        .store(StateStore::open(&dir, sealer()).unwrap())
+        .sealer(sealer())
+        .store(DirStore::open(&dir).unwrap())
         .build()
         .unwrap();
     let err = kernel.register(Counter::<CounterV1>::new()).unwrap_err();
@@ -163,11 +166,11 @@ fn a_fifo_or_a_directory_as_a_state_file_is_refused_without_reading() {
         .status()
         .unwrap();
     assert!(status.success());
-    let store = StateStore::open(&dir, sealer()).unwrap();
-    let err = store.load("counter").unwrap_err(); // would hang if it read the FIFO
+    let store = DirStore::open(&dir).unwrap();
+    let err = load(&store, "counter").unwrap_err(); // would hang if it read the FIFO
     assert!(err.to_string().contains("a FIFO"), "{err}");
     std::fs::create_dir(dir.join("db.state")).unwrap();
-    assert!(store.load("db").unwrap_err().to_string().contains("a directory"));
+    assert!(load(&store, "db").unwrap_err().to_string().contains("a directory"));
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -176,9 +179,9 @@ fn a_fifo_or_a_directory_as_a_state_file_is_refused_without_reading() {
 fn files_over_the_size_limit_are_refused_before_they_are_read() {
     let dir = fresh("size");
     let options = StoreOptions::default().max_state_bytes(100);
-    let store = StateStore::open_with(&dir, sealer(), options).unwrap();
+    let store = DirStore::open_with(&dir, options).unwrap();
     std::fs::write(dir.join("big.state"), vec![0u8; 101]).unwrap();
-    let err = store.load("big").unwrap_err();
+    let err = load(&store, "big").unwrap_err();
     assert!(
         matches!(
             err,
@@ -192,14 +195,8 @@ fn files_over_the_size_limit_are_refused_before_they_are_read() {
     );
     assert!(err.to_string().contains("over the limit of 100 bytes"), "{err}");
     let large = state::encode(&CounterV1 { count: 1 }).unwrap();
-    let err = StateStore::open_with(
-        fresh("size-save"),
-        sealer(),
-        StoreOptions::default().max_state_bytes(10),
-    )
-    .unwrap()
-    .save("counter", &large, 1)
-    .unwrap_err();
+    let small = DirStore::open_with(fresh("size-save"), StoreOptions::default().max_state_bytes(10)).unwrap();
+    let err = save(&small, &sealer(), "counter", &large, 1).unwrap_err();
     assert!(matches!(err, StoreError::TooLarge { limit: 10, .. }), "{err}");
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
@@ -209,10 +206,10 @@ fn files_over_the_size_limit_are_refused_before_they_are_read() {
 fn a_directory_others_can_write_is_refused_unless_allowed() {
     let dir = fresh("perms");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let err = StateStore::open(&dir, sealer()).unwrap_err();
+    let err = DirStore::open(&dir).unwrap_err();
     assert!(matches!(err, StoreError::InsecureDirectory { .. }), "{err}");
     assert!(err.to_string().contains("chmod go-w"), "{err}");
-    StateStore::open_with(&dir, sealer(), StoreOptions::default().allow_insecure_directory()).unwrap();
+    DirStore::open_with(&dir, StoreOptions::default().allow_insecure_directory()).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -224,7 +221,7 @@ fn a_directory_owned_by_another_user_is_refused() {
     if !given.is_ok_and(|s| s.success()) {
         return;
     }
-    let err = StateStore::open(&dir, sealer()).unwrap_err();
+    let err = DirStore::open(&dir).unwrap_err();
     assert!(err.to_string().contains("owned by uid 65534"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -232,24 +229,25 @@ fn a_directory_owned_by_another_user_is_refused() {
 #[test]
 fn deleting_the_lock_file_does_not_let_a_second_kernel_in() {
     let dir = fresh("unlink");
-    let first = StateStore::open(&dir, sealer()).unwrap();
+    let first = DirStore::open(&dir).unwrap();
     std::fs::remove_file(dir.join(".lock")).unwrap();
-    let err = StateStore::open(&dir, sealer()).unwrap_err();
+    let err = DirStore::open(&dir).unwrap_err();
     assert!(matches!(err, StoreError::Locked { .. }), "{err}");
     drop(first);
-    StateStore::open(&dir, sealer()).unwrap();
+    DirStore::open(&dir).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn files_set_aside_in_the_same_second_never_overwrite_each_other() {
     let dir = fresh("aside");
-    let store = StateStore::open(&dir, sealer()).unwrap();
+    let store = DirStore::open(&dir).unwrap();
     let path = dir.join("counter.state");
     let mut asides = Vec::new();
     for content in [b"first".as_slice(), b"second", b"third"] {
         std::fs::write(&path, content).unwrap();
-        asides.push(store.set_aside(&path).unwrap());
+        let aside = block_on(store.set_aside("counter")).unwrap().unwrap();
+        asides.push(aside.path().unwrap().to_owned());
     }
     let kept: Vec<Vec<u8>> = asides.iter().map(|p| std::fs::read(p).unwrap()).collect();
     assert_eq!(kept, [b"first".to_vec(), b"second".to_vec(), b"third".to_vec()]);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::counter::{Counter, CounterV1, CounterV2, CounterV3, bump, explode, get};
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
-use microkernel::{CallError, Handle, Kernel, RestartPolicy, StateStore, Status, state};
+use microkernel::{CallError, DirStore, Handle, Kernel, RestartPolicy, Status, state};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -110,7 +110,8 @@ fn lifecycle_chaos_keeps_every_promise() {
     };
     let kernel = Kernel::builder()
         .sealer(Sealer::new(keyring()))
-        .store(StateStore::open(&dir, Sealer::new(keyring())).unwrap())
+        .sealer(Sealer::new(keyring()))
+        .store(DirStore::open(&dir).unwrap())
         .build()
         .unwrap();
     let handle: Handle = kernel.register(Counter::<CounterV1>::new()).unwrap();

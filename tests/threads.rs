@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
-use microkernel::{Context, Event, KERNEL, Kernel, Reply, RestartPolicy, Service, StateStore};
+use microkernel::{Context, DirStore, Event, KERNEL, Kernel, Reply, RestartPolicy, Service};
 
 #[derive(microkernel::Service, Default)]
 #[service(name = "echo")]
@@ -38,7 +38,8 @@ fn stop_all_leaves_no_kernel_thread_running() {
     let _ = std::fs::remove_dir_all(&dir);
     let sealer = Sealer::new(Keyring::new(1, Key::generate(Algorithm::Aes256Gcm).unwrap()));
     let kernel = Kernel::builder()
-        .store(StateStore::open(&dir, sealer).unwrap())
+        .sealer(sealer)
+        .store(DirStore::open(&dir).unwrap())
         .checkpoint_every(Duration::from_millis(5))
         .stop_timeout(Duration::from_secs(1))
         .build()

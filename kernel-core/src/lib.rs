@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod boxed;
 mod context;
 mod error;
 mod graph;
@@ -42,5 +43,5 @@ pub use replace::{ReplaceError, Replaced, Step};
 pub use seal::Sealer;
 pub use service::{BoxError, Service, ServiceMeta, Status};
 pub use state::{Migratable, Schema, Stateless};
-pub use store::{LoadPolicy, StateStore, StoreError};
+pub use store::{DirStore, LoadPolicy, StateStore, StoreError};
 pub use supervise::RestartPolicy;

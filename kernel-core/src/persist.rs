@@ -1,6 +1,6 @@
-//! The kernel's use of a [`StateStore`]: restore on register, save on stop, checkpoints.
+//! The kernel's use of a [`StateStore`](crate::store::StateStore): restore on register, save on
+//! stop, checkpoints.
 
-use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use crate::error::LifecycleError;
 use crate::kernel::{Entry, Kernel, Shared};
+use crate::seal::SealedObject;
 use crate::service::{Service, Status};
 use crate::state;
-use crate::store::{LoadPolicy, StoreError};
+use crate::state::EncodedState;
+use crate::store::{LoadPolicy, Location, StoreError, block_on};
 
 /// Checkpoints failed; each error names its service and file.
 #[derive(Debug, thiserror::Error)]
@@ -18,14 +20,14 @@ use crate::store::{LoadPolicy, StoreError};
 pub struct CheckpointError(pub Vec<LifecycleError>);
 
 impl Kernel {
-    /// Saves the state of every running service to the store; returns the files written.
+    /// Saves the state of every running service to the store; returns where each was written.
     /// Goes on past failures and reports every one.
-    pub fn checkpoint(&self) -> Result<Vec<PathBuf>, CheckpointError> {
+    pub fn checkpoint(&self) -> Result<Vec<Location>, CheckpointError> {
         self.shared().checkpoint_all()
     }
 
     /// Saves one service's state to the store, whatever its status.
-    pub fn checkpoint_service(&self, name: &str) -> Result<PathBuf, LifecycleError> {
+    pub fn checkpoint_service(&self, name: &str) -> Result<Location, LifecycleError> {
         let snapshot = self.shared().snapshot();
         let entry = snapshot
             .get(name)
@@ -33,11 +35,11 @@ impl Kernel {
         self.shared().save(entry)
     }
 
-    /// Before a service is registered: if the store holds its file, import the state from it.
-    /// Returns the generation of the state imported (0 if none), where the service's saves go on
-    /// from.
+    /// Before a service is registered: if the store holds its state, import it. Returns the
+    /// generation of the state imported (0 if none), where the service's saves go on from.
     pub(crate) fn restore<S: Service>(&self, service: &mut S) -> Result<u64, LifecycleError> {
-        let Some(store) = self.shared().store() else {
+        let shared = self.shared();
+        let Some(store) = shared.store() else {
             return Ok(0);
         };
         let name = service.name().to_owned();
@@ -45,31 +47,29 @@ impl Kernel {
             service: name.clone(),
             source,
         };
-        let outcome = match store.load(&name) {
+        let outcome = match shared.load_opened(&name) {
             Ok(None) => Ok(None),
-            Ok(Some(loaded)) => import_loaded(service, loaded).map(Some),
+            Ok(Some(opened)) => import_opened(service, opened).map(Some),
             Err(error) => Err(error),
         };
-        // Saves go on above everything the store has seen of this service — also when the file
+        // Saves go on above everything the store has seen of this service — also when the object
         // was set aside or refused (or removed since): a lower generation would be refused as
         // stale for ever.
         let generation = |restored: u64| restored.max(store.known_generation(&name));
         match outcome {
             Ok(None) => Ok(generation(0)),
-            Ok(Some((path, restored))) => {
-                tracing::info!(service = %name, path = %path.display(), generation = restored, "restored state from the store");
+            Ok(Some((location, restored))) => {
+                tracing::info!(service = %name, %location, generation = restored, "restored state from the store");
                 Ok(generation(restored))
             }
-            // Set aside only a file whose contents are unusable; an I/O error, a refused file
-            // kind or size, or a replayed file stays an error (the file may be good, or an
-            // attack to report).
+            // Set aside only an object whose contents are unusable; an I/O error, a refused kind
+            // or size, or a replayed object stays an error (it may be good, or an attack to
+            // report).
             Err(error @ (StoreError::Seal { .. } | StoreError::Decode { .. } | StoreError::Import { .. }))
-                if store.policy() == LoadPolicy::StartFreshKeepAside =>
+                if shared.load_policy() == LoadPolicy::StartFreshKeepAside =>
             {
-                let path = store.path(&name).map_err(restore_error)?;
-                if path.exists() {
-                    let aside = store.set_aside(&path).map_err(restore_error)?;
-                    tracing::warn!(service = %name, %error, aside = %aside.display(), "unusable state file set aside; starting fresh");
+                if let Some(aside) = block_on(store.set_aside(&name)).map_err(restore_error)? {
+                    tracing::warn!(service = %name, %error, %aside, "unusable state set aside; starting fresh");
                 }
                 Ok(generation(0))
             }
@@ -78,52 +78,92 @@ impl Kernel {
     }
 }
 
-/// Decodes a loaded state into the service's type and imports it; panics of user code
-/// (`Deserialize`, conversions, `import_state`) become errors naming the file.
-fn import_loaded<S: Service>(service: &mut S, loaded: crate::store::Loaded) -> Result<(PathBuf, u64), StoreError> {
-    let path = loaded.path;
-    let bytes = loaded.state;
+/// A stored state, opened: where it was, its encoding, its generation.
+pub(crate) struct Opened {
+    pub(crate) location: Location,
+    pub(crate) state: EncodedState,
+    pub(crate) generation: u64,
+}
+
+/// Decodes an opened state into the service's type and imports it; panics of user code
+/// (`Deserialize`, conversions, `import_state`) become errors naming the object.
+fn import_opened<S: Service>(service: &mut S, opened: Opened) -> Result<(Location, u64), StoreError> {
+    let object = opened.location;
     let imported = crate::panic::catch(|| {
-        let state = state::decode::<S::State>(bytes.as_bytes()).map_err(|source| StoreError::Decode {
-            path: path.clone(),
+        let state = state::decode::<S::State>(opened.state.as_bytes()).map_err(|source| StoreError::Decode {
+            object: object.clone(),
             source,
         })?;
         service.import_state(state).map_err(|source| StoreError::Import {
-            path: path.clone(),
+            object: object.clone(),
             source,
         })
     });
     match imported {
-        Ok(Ok(())) => Ok((path, loaded.generation)),
+        Ok(Ok(())) => Ok((object, opened.generation)),
         Ok(Err(error)) => Err(error),
         Err(message) => Err(StoreError::Import {
-            path,
+            object,
             source: format!("panicked: {message}").into(),
         }),
     }
 }
 
 impl Shared {
-    /// Exports a service's state and writes it to the store. If a save of a later export wins
-    /// the race to the file, this one is not written (the file holds the newer state) and the
-    /// call succeeds.
-    pub(crate) fn save(&self, entry: &Entry) -> Result<PathBuf, LifecycleError> {
+    /// Loads the service's stored state and opens it (`None` without a store, or if the store
+    /// holds none for it).
+    pub(crate) fn load_opened(&self, service: &str) -> Result<Option<Opened>, StoreError> {
+        let (Some(store), Some(sealer)) = (self.store(), self.sealer()) else {
+            return Ok(None);
+        };
+        let Some(stored) = block_on(store.load(service))? else {
+            return Ok(None);
+        };
+        let location = stored.location;
+        let (state, generation) = sealer
+            .open_generation(service, stored.object.into_bytes())
+            .map_err(|source| StoreError::Seal {
+                object: location.clone(),
+                source,
+            })?;
+        Ok(Some(Opened {
+            location,
+            state,
+            generation,
+        }))
+    }
+
+    /// Exports a service's state, seals it and writes it to the store. If a save of a later
+    /// export wins the race to the store, this one is not written (the store holds the newer
+    /// state) and the call succeeds.
+    pub(crate) fn save(&self, entry: &Entry) -> Result<Location, LifecycleError> {
         let service = entry.lifecycle.name().to_string();
-        let store = self.store().ok_or_else(|| LifecycleError::NoStore {
-            service: service.clone(),
-        })?;
+        let (Some(store), Some(sealer)) = (self.store(), self.sealer()) else {
+            return Err(LifecycleError::NoStore { service });
+        };
         // `_in_flight` is held until the write is over: a restart of the service waits for it.
         let (encoded, generation, _in_flight) = entry.lifecycle.export_for_save()?;
         #[cfg(feature = "fault-injection")]
         if let Some(pause) = &self.save_pause {
             pause(&service, generation);
         }
-        match store.save(&service, &encoded, generation) {
-            Ok(path) => Ok(path),
-            // Another save exported later and wrote first: the file already holds a newer state
-            // than this one, which is what a save promises.
+        let sealed = sealer
+            .seal_at(&service, encoded.tag(), generation, encoded.as_bytes())
+            .and_then(SealedObject::from_bytes)
+            .map_err(|source| LifecycleError::Save {
+                service: service.clone(),
+                source: StoreError::Seal {
+                    object: store.location(&service),
+                    source,
+                },
+            })?;
+        drop(encoded);
+        match block_on(store.save(&service, sealed)) {
+            Ok(location) => Ok(location),
+            // Another save exported later and wrote first: the store already holds a newer
+            // state than this one, which is what a save promises.
             Err(StoreError::Stale {
-                path,
+                object,
                 generation,
                 newest,
             }) => {
@@ -133,7 +173,7 @@ impl Shared {
                     newest,
                     "a newer state was saved meanwhile; this older one is not written"
                 );
-                Ok(path)
+                Ok(object)
             }
             Err(source) => Err(LifecycleError::Save { service, source }),
         }
@@ -144,12 +184,12 @@ impl Shared {
         if self.store().is_none() {
             return Ok(());
         }
-        self.save(entry).map(|path| {
-            tracing::debug!(service = %entry.lifecycle.name(), path = %path.display(), "saved state on stop");
+        self.save(entry).map(|location| {
+            tracing::debug!(service = %entry.lifecycle.name(), %location, "saved state on stop");
         })
     }
 
-    fn checkpoint_all(&self) -> Result<Vec<PathBuf>, CheckpointError> {
+    fn checkpoint_all(&self) -> Result<Vec<Location>, CheckpointError> {
         let snapshot = self.snapshot();
         let mut written = Vec::new();
         let mut errors = Vec::new();

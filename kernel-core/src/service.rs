@@ -6,9 +6,7 @@ use std::fmt;
 use crate::context::Context;
 use crate::state::Migratable;
 
-/// The error a service hook returns. Any error type converts into it with `?`, and so do
-/// `&str` and `String`.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+pub use crate::boxed::BoxError;
 
 /// What `#[derive(Service)]` generates: the service's name, its dependencies, and how its state
 /// leaves and enters an instance during a replacement.

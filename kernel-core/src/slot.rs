@@ -173,7 +173,11 @@ impl<Req, Resp> Entered<'_, Req, Resp> {
     /// The generation of a state exported now: one more than the last (the mutex is held, so
     /// generations follow the order of exports).
     pub(crate) fn next_generation(&self) -> u64 {
-        self.slot.generation.fetch_add(1, Ordering::Relaxed) + 1
+        // Saturating: a store that claimed `u64::MAX` (see SECURITY.md) makes saves refused as
+        // stale, not wrap to 0 or panic.
+        let next = self.slot.generation.load(Ordering::Relaxed).saturating_add(1);
+        self.slot.generation.store(next, Ordering::Relaxed);
+        next
     }
 
     pub(crate) fn status(&self) -> Status {

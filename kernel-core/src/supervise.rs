@@ -140,16 +140,13 @@ impl<S: Service, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
         // is still being written: restart from that one, not from the file before it. (No new
         // export can begin: the slot is held.)
         self.slot.wait_for_saves();
-        let from_store = match shared.store() {
-            Some(store) => store
-                .load(&name)
-                .map_err(|source| LifecycleError::Restore {
-                    service: name.clone(),
-                    source,
-                })?
-                .map(|loaded| loaded.state.into_bytes()),
-            None => None,
-        };
+        let from_store = shared
+            .load_opened(&name)
+            .map_err(|source| LifecycleError::Restore {
+                service: name.clone(),
+                source,
+            })?
+            .map(|opened| opened.state.into_bytes());
         let bytes = from_store.or_else(|| self.last_good.lock().unwrap_or_else(PoisonError::into_inner).clone());
         if let Some(bytes) = bytes {
             let imported = crate::panic::catch(|| {

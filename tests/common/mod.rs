@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod counter;
+pub mod stored;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

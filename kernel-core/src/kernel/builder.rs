@@ -10,7 +10,7 @@ use crate::notice::{Notice, Observer};
 use crate::push::Pusher;
 use crate::reap::Reaper;
 use crate::seal::Sealer;
-use crate::store::StateStore;
+use crate::store::{LoadPolicy, StateStore};
 use crate::supervise::Supervision;
 
 /// Builds a [`Kernel`] with an observer and limits.
@@ -19,7 +19,8 @@ pub struct KernelBuilder {
     observer: Option<Observer>,
     max_push_workers: usize,
     sealer: Option<Sealer>,
-    store: Option<StateStore>,
+    store: Option<Box<dyn StateStore>>,
+    load_policy: LoadPolicy,
     checkpoint_every: Option<Duration>,
     stop_timeout: Option<Duration>,
     #[cfg(feature = "fault-injection")]
@@ -44,6 +45,7 @@ impl Default for KernelBuilder {
             max_push_workers: 16,
             sealer: None,
             store: None,
+            load_policy: LoadPolicy::Fail,
             checkpoint_every: None,
             stop_timeout: None,
             #[cfg(feature = "fault-injection")]
@@ -69,7 +71,8 @@ impl KernelBuilder {
         self
     }
 
-    /// Seals every state that crosses a replacement with `sealer`.
+    /// Seals every state that crosses a replacement, and every state the [`store`](Self::store)
+    /// keeps, with `sealer`.
     pub fn sealer(mut self, sealer: Sealer) -> Self {
         self.sealer = Some(sealer);
         self
@@ -91,10 +94,18 @@ impl KernelBuilder {
         self
     }
 
-    /// Persists states in `store`: saved when a service stops and on
-    /// [`Kernel::checkpoint`]; a registering service whose file exists starts from it.
-    pub fn store(mut self, store: StateStore) -> Self {
-        self.store = Some(store);
+    /// Persists states in `store` (sealed with the [`sealer`](Self::sealer), which a store
+    /// needs): saved when a service stops and on [`Kernel::checkpoint`]; a registering service
+    /// whose state the store holds starts from it.
+    pub fn store(mut self, store: impl StateStore) -> Self {
+        self.store = Some(Box::new(store));
+        self
+    }
+
+    /// What happens when a registering service's stored state exists but cannot be used
+    /// (default [`LoadPolicy::Fail`]: the registration fails, naming the object).
+    pub fn load_policy(mut self, policy: LoadPolicy) -> Self {
+        self.load_policy = policy;
         self
     }
 
@@ -115,7 +126,8 @@ impl KernelBuilder {
     }
 
     /// Builds the kernel, refusing settings that could not mean anything: no push workers,
-    /// periodic checkpoints without a store, a zero checkpoint interval or stop timeout.
+    /// periodic checkpoints without a store, a store without a sealer, a zero checkpoint
+    /// interval or stop timeout.
     ///
     /// ```
     /// use std::time::Duration;
@@ -140,6 +152,9 @@ impl KernelBuilder {
             }
             _ => {}
         }
+        if self.store.is_some() && self.sealer.is_none() {
+            return Err(BuildError::StoreWithoutSealer);
+        }
         if self.stop_timeout.is_some_and(|t| t.is_zero()) {
             return Err(BuildError::ZeroDuration {
                 setting: "stop_timeout",
@@ -155,6 +170,7 @@ impl KernelBuilder {
             sealer: self.sealer,
             checkpoint_every: self.checkpoint_every,
             store: self.store,
+            load_policy: self.load_policy,
             checkpointer: Mutex::new(None),
             stop_timeout: self.stop_timeout,
             reaper: Reaper::default(),
@@ -176,8 +192,11 @@ pub enum BuildError {
     #[error("max_push_workers(0): pushed events need at least one worker")]
     NoPushWorkers,
     /// `checkpoint_every` without a `store`: nowhere to write the checkpoints.
-    #[error("checkpoint_every needs a store: add .store(StateStore::open(..)?)")]
+    #[error("checkpoint_every needs a store: add .store(DirStore::open(..)?)")]
     CheckpointsWithoutStore,
+    /// A `store` without a `sealer`: states are kept sealed, and there is no key to seal them.
+    #[error("a store needs a sealer to seal the states it keeps: add .sealer(Sealer::new(keyring))")]
+    StoreWithoutSealer,
     /// A duration of zero where a positive one is needed.
     #[error("{setting}(Duration::ZERO): give a positive duration")]
     ZeroDuration {

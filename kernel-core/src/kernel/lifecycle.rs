@@ -276,7 +276,7 @@ fn stopped_late(kernel: Option<&Shared>, entry: &Entry, result: Result<(), Lifec
     let Some(kernel) = kernel else { return };
     if result.is_ok() && kernel.store().is_some() {
         match kernel.save(entry) {
-            Ok(path) => tracing::info!(service, path = %path.display(), "saved the state of a late stop"),
+            Ok(location) => tracing::info!(service, %location, "saved the state of a late stop"),
             Err(error) => tracing::error!(service, %error, "saving the state of a late stop failed"),
         }
     }

@@ -23,7 +23,7 @@ use crate::reap::Reaper;
 use crate::seal::Sealer;
 use crate::service::{Service, Status};
 use crate::slot::{Lifecycle, Slot, SlotOf};
-use crate::store::StateStore;
+use crate::store::{LoadPolicy, StateStore};
 use crate::supervise::Supervision;
 use crate::sync::ReentrantLock;
 
@@ -78,7 +78,8 @@ pub(crate) struct Shared {
     observer: Option<Observer>,
     pusher: Pusher,
     sealer: Option<Sealer>,
-    store: Option<StateStore>,
+    store: Option<Box<dyn StateStore>>,
+    load_policy: LoadPolicy,
     checkpoint_every: Option<Duration>,
     checkpointer: Mutex<Option<Checkpointer>>,
     /// Bounds each `stop` hook during `stop_all` (and `stop`); `None` waits for ever.
@@ -176,7 +177,7 @@ impl Kernel {
             reason,
         };
         if let Some(store) = self.shared.store() {
-            store.path(name).map_err(|e| invalid(e.to_string()))?;
+            store.check_name(name).map_err(|e| invalid(e.to_string()))?;
         }
         if self.shared.sealer().is_some() && name.len() > crate::seal::envelope::MAX_NAME_LEN {
             return Err(invalid(format!(
@@ -431,8 +432,12 @@ impl Shared {
         self.stops.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn store(&self) -> Option<&StateStore> {
-        self.store.as_ref()
+    pub(crate) fn store(&self) -> Option<&dyn StateStore> {
+        self.store.as_deref()
+    }
+
+    pub(crate) fn load_policy(&self) -> LoadPolicy {
+        self.load_policy
     }
 
     pub(crate) fn sealer(&self) -> Option<&Sealer> {

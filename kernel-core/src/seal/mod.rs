@@ -29,10 +29,12 @@ mod error;
 mod key;
 mod keyring;
 mod nonce;
+mod object;
 mod sealer;
 
 pub use algorithm::{Aes128Gcm, Aes256Gcm, Algorithm, AlgorithmKind, ChaCha20Poly1305, XChaCha20Poly1305};
 pub use error::{KeyError, SealError};
 pub use key::{Key, KeyId};
 pub use keyring::Keyring;
+pub use object::SealedObject;
 pub use sealer::{Sealer, random_nonce_limit};

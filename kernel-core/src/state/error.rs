@@ -1,7 +1,7 @@
 //! Errors of the state path.
 
 use super::Fingerprint;
-use crate::service::BoxError;
+use crate::boxed::BoxError;
 
 /// A conversion between two versions of a state failed.
 #[derive(Debug, thiserror::Error)]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::StoreError;
+use std::os::unix::fs::DirBuilderExt;
 
 /// Temporary files are `.mk-tmp-<pid>-<n>`: short whatever the service's name, and a pattern
 /// nothing else in the directory can match.
@@ -110,7 +111,7 @@ pub(super) fn open_regular(path: &Path, limit: u64) -> Result<Option<(File, u64)
     }
     if before.len() > limit {
         return Err(StoreError::TooLarge {
-            path: path.to_owned(),
+            object: path.to_owned().into(),
             size: before.len(),
             limit,
         });
@@ -138,7 +139,7 @@ pub(super) fn read_bounded(path: &Path, file: File, size: u64, limit: u64) -> Re
         .map_err(io("read", path))?;
     if bytes.len() as u64 > limit {
         return Err(StoreError::TooLarge {
-            path: path.to_owned(),
+            object: path.to_owned().into(),
             size: bytes.len() as u64,
             limit,
         });
@@ -268,4 +269,29 @@ pub(super) fn set_aside(path: &Path) -> Result<PathBuf, StoreError> {
     Err(io("set aside", path)(std::io::Error::other(
         "every `.rejected-<seconds>-<n>` name of this second is taken",
     )))
+}
+
+/// Creates `dir` (and its parents) `0700`.
+pub(super) fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("create directory", dir))
+}
+
+/// Takes the lock, retrying for a moment: a process that forks (to run a command) holds a copy
+/// of every descriptor, the lock's too, until it execs, so a lock just released may still be
+/// held for a few milliseconds.
+pub(super) fn lock_briefly(lock: &File) -> Result<(), fs::TryLockError> {
+    // 2 s from now cannot overflow an `Instant`.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match lock.try_lock() {
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
 }

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::context::{Context, Level};
-use crate::message::{Event, Reply};
-use crate::service::{BoxError, Service, ServiceMeta};
+use crate::messaging::message::{Event, Reply};
+use crate::runtime::context::{Context, Level};
+use crate::runtime::service::{BoxError, Service, ServiceMeta};
 use crate::state::Stateless;
 
 /// One log line: `[2025-04-24 21:28:38.032] [INFO] [echo] message` (UTC).

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::{Entry, Kernel, Shared, check_dependencies_running, dep_graph, not_found};
-use crate::error::{Hook, LifecycleError, StopAllError};
-use crate::graph;
-use crate::notice::Notice;
-use crate::persist::Checkpointer;
-use crate::service::Status;
-use crate::slot::StopRace;
+use crate::runtime::error::{Hook, LifecycleError, StopAllError};
+use crate::runtime::graph;
+use crate::runtime::notice::Notice;
+use crate::runtime::persist::Checkpointer;
+use crate::runtime::service::Status;
+use crate::runtime::slot::StopRace;
 
 impl Kernel {
     /// Starts one service. Its dependencies must be registered and running. Starting a running

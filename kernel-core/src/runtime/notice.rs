@@ -1,6 +1,6 @@
 //! Notices: what the kernel tells an observer the application installed.
 
-use crate::message::Event;
+use crate::messaging::message::Event;
 use crate::state::StateTag;
 
 /// Something that happened in the kernel, given to the observer set with

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::context::Context;
+use crate::runtime::context::Context;
 use crate::state::Migratable;
 
 pub use crate::boxed::BoxError;

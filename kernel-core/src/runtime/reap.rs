@@ -8,8 +8,8 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 
-use crate::kernel::Shared;
-use crate::notice::Notice;
+use crate::runtime::kernel::Shared;
+use crate::runtime::notice::Notice;
 
 type Garbage = Box<dyn Send>;
 

@@ -3,9 +3,9 @@
 use std::sync::Weak;
 use std::time::Duration;
 
-use crate::error::CallError;
-use crate::kernel::{Kernel, Shared};
-use crate::message::{Event, Reply};
+use crate::messaging::message::{Event, Reply};
+use crate::runtime::error::CallError;
+use crate::runtime::kernel::{Kernel, Shared};
 
 /// Severity of a log line, lowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

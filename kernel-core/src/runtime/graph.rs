@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::error::{Cycle, LifecycleError};
+use crate::runtime::error::{Cycle, LifecycleError};
 
 /// Service name → names it depends on. A `BTreeMap` so that every walk is in name order,
 /// which makes the order of independent services deterministic.

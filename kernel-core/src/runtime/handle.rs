@@ -3,10 +3,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::CallError;
-use crate::message::{Event, Reply};
-use crate::service::Status;
-use crate::slot::Slot;
+use crate::messaging::message::{Event, Reply};
+use crate::runtime::error::CallError;
+use crate::runtime::service::Status;
+use crate::runtime::slot::Slot;
 
 /// A typed handle to one service. Obtained once (from `register` or [`Kernel::handle`]), it
 /// skips the name lookup and stays valid when the service is replaced: it points at the

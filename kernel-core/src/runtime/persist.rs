@@ -6,10 +6,10 @@ use std::sync::{Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crate::error::LifecycleError;
-use crate::kernel::{Entry, Kernel, Shared};
+use crate::runtime::error::LifecycleError;
+use crate::runtime::kernel::{Entry, Kernel, Shared};
+use crate::runtime::service::{Service, Status};
 use crate::seal::SealedObject;
-use crate::service::{Service, Status};
 use crate::state;
 use crate::state::EncodedState;
 use crate::store::{LoadPolicy, Location, StoreError, block_on};

@@ -21,7 +21,7 @@ pub(crate) fn thread_token() -> u64 {
 /// A mutex the holding thread may take again: lifecycle changes are serialized kernel-wide,
 /// yet a service's `start` may itself start or register another service.
 ///
-/// A thread that has to wait for it registers its wait in the wait table (`crate::wait`), like
+/// A thread that has to wait for it registers its wait in the wait table (`crate::runtime::wait`), like
 /// a caller waiting for a slot: a handler that starts a lifecycle change while a replacement of
 /// its own service holds the lock and waits for the handler's slot is refused, not deadlocked.
 #[derive(Default)]
@@ -59,7 +59,7 @@ impl ReentrantLock {
         }
         // Contended: register the wait (outside `held`: the wait table reads holders under its
         // own lock, so taking it inside `held` would invert the order).
-        let waiting = crate::wait::begin(me, Arc::clone(self) as Arc<dyn crate::wait::Held>)?;
+        let waiting = crate::runtime::wait::begin(me, Arc::clone(self) as Arc<dyn crate::runtime::wait::Held>)?;
         let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
         held.waiters += 1;
         while held.owner != 0 && held.owner != me {
@@ -74,7 +74,7 @@ impl ReentrantLock {
     }
 }
 
-impl crate::wait::Held for ReentrantLock {
+impl crate::runtime::wait::Held for ReentrantLock {
     fn holder(&self) -> u64 {
         self.held.lock().unwrap_or_else(PoisonError::into_inner).owner
     }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::message::{Reply, code};
+use crate::messaging::message::{Reply, code};
 
 /// The reply to a pushed event, to be waited for: the Go design's reply channel.
 #[derive(Debug)]

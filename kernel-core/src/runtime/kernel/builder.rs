@@ -6,9 +6,9 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use super::{Kernel, Shared};
-use crate::notice::{Notice, Observer};
-use crate::push::Pusher;
-use crate::reap::Reaper;
+use crate::messaging::push::Pusher;
+use crate::runtime::notice::{Notice, Observer};
+use crate::runtime::reap::Reaper;
 use crate::seal::Sealer;
 use crate::store::{LoadPolicy, StateStore};
 use crate::supervise::Supervision;

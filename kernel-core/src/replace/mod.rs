@@ -16,14 +16,14 @@ use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crate::error::{Hook, LifecycleError, panic_message};
-use crate::graph;
-use crate::handle::Handle;
-use crate::kernel::{Kernel, Shared, dep_graph};
-use crate::message::{Event, Reply};
-use crate::notice::Notice;
-use crate::service::{BoxError, Service, Status};
-use crate::slot::{ExportError, Instance, Slot};
+use crate::messaging::message::{Event, Reply};
+use crate::runtime::error::{Hook, LifecycleError, panic_message};
+use crate::runtime::graph;
+use crate::runtime::handle::Handle;
+use crate::runtime::kernel::{Kernel, Shared, dep_graph};
+use crate::runtime::notice::Notice;
+use crate::runtime::service::{BoxError, Service, Status};
+use crate::runtime::slot::{ExportError, Instance, Slot};
 use crate::state::{self, StateError, StateTag};
 
 /// A step of a replacement, as named in [`ReplaceError`].
@@ -286,7 +286,7 @@ fn replace_in_slot<S: Service>(
             .reaper
             .dispose(slot.kernel().clone(), Arc::clone(slot.name()), Box::new(old));
     } else {
-        crate::reap::drop_reporting(Some(shared), service, Box::new(old));
+        crate::runtime::reap::drop_reporting(Some(shared), service, Box::new(old));
     }
     tracing::info!(service, from = from.version, to = to.version, sealed, "replaced");
     match shared.supervision.replaced(service) {
@@ -299,7 +299,9 @@ fn replace_in_slot<S: Service>(
 }
 
 /// Starts the old instance again after a failed replacement; whether it is running.
-fn restart_old<Req: Send + 'static, Resp: Send + 'static>(entered: &mut crate::slot::Entered<'_, Req, Resp>) -> bool {
+fn restart_old<Req: Send + 'static, Resp: Send + 'static>(
+    entered: &mut crate::runtime::slot::Entered<'_, Req, Resp>,
+) -> bool {
     match entered.invoke(Hook::Start) {
         Ok(()) => true,
         Err(error) => {

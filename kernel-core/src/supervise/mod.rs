@@ -23,14 +23,15 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crate::error::{Hook, LifecycleError};
-use crate::handle::Handle;
-use crate::kernel::{Kernel, Shared, dep_graph};
-use crate::message::{Event, KERNEL};
-use crate::notice::Notice;
-use crate::service::{Service, Status};
-use crate::slot::SlotOf;
-use crate::{graph, state};
+use crate::messaging::message::{Event, KERNEL};
+use crate::runtime::error::{Hook, LifecycleError};
+use crate::runtime::graph;
+use crate::runtime::handle::Handle;
+use crate::runtime::kernel::{Kernel, Shared, dep_graph};
+use crate::runtime::notice::Notice;
+use crate::runtime::service::{Service, Status};
+use crate::runtime::slot::SlotOf;
+use crate::state;
 
 /// What happens when a service fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -104,7 +105,7 @@ impl<S: Service, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
     }
 
     fn remember_good_state(&self) {
-        use crate::slot::Lifecycle;
+        use crate::runtime::slot::Lifecycle;
         match self.slot.export_encoded() {
             Ok((encoded, _)) => {
                 *self.last_good.lock().unwrap_or_else(PoisonError::into_inner) = Some(encoded.into_bytes());
@@ -155,7 +156,7 @@ impl<S: Service, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
                     .import_state(state)
                     .map_err(|e| e as Box<dyn std::error::Error + Send + Sync>)
             });
-            let failed = |source: crate::service::BoxError| LifecycleError::Export {
+            let failed = |source: crate::runtime::service::BoxError| LifecycleError::Export {
                 service: name.clone(),
                 source,
             };
@@ -168,7 +169,7 @@ impl<S: Service, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
         let broken = entered.swap(Box::new(fresh));
         let started = entered.run_hook(Hook::Start);
         drop(entered);
-        crate::reap::drop_reporting(Some(shared), &name, Box::new(broken));
+        crate::runtime::reap::drop_reporting(Some(shared), &name, Box::new(broken));
         started.map(|()| true)
     }
 }

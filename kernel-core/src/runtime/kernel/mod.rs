@@ -12,20 +12,20 @@ pub use builder::{BuildError, KernelBuilder};
 #[cfg(feature = "fault-injection")]
 use builder::{SavePause, TransitFault};
 
-use crate::error::{CallError, LifecycleError};
-use crate::graph::{self, DepGraph};
-use crate::handle::Handle;
-use crate::message::{Event, KERNEL, Reply};
-use crate::notice::{Notice, Observer};
-use crate::persist::Checkpointer;
-use crate::push::{PendingReply, Pusher};
-use crate::reap::Reaper;
+use crate::messaging::message::{Event, KERNEL, Reply};
+use crate::messaging::push::{PendingReply, Pusher};
+use crate::runtime::error::{CallError, LifecycleError};
+use crate::runtime::graph::{self, DepGraph};
+use crate::runtime::handle::Handle;
+use crate::runtime::notice::{Notice, Observer};
+use crate::runtime::persist::Checkpointer;
+use crate::runtime::reap::Reaper;
+use crate::runtime::service::{Service, Status};
+use crate::runtime::slot::{Lifecycle, Slot, SlotOf};
+use crate::runtime::sync::ReentrantLock;
 use crate::seal::Sealer;
-use crate::service::{Service, Status};
-use crate::slot::{Lifecycle, Slot, SlotOf};
 use crate::store::{LoadPolicy, StateStore};
 use crate::supervise::Supervision;
-use crate::sync::ReentrantLock;
 
 /// The kernel. Cheap to clone (an `Arc`), `Send + Sync`: share it across threads freely.
 ///
@@ -416,7 +416,7 @@ impl Shared {
     pub(crate) fn lifecycle_lock(
         &self,
         operation: &'static str,
-    ) -> Result<crate::sync::ReentrantGuard<'_>, LifecycleError> {
+    ) -> Result<crate::runtime::sync::ReentrantGuard<'_>, LifecycleError> {
         self.lifecycle
             .lock()
             .map_err(|cycle| LifecycleError::WouldDeadlock { operation, cycle })

@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use crate::message::{Reply, code};
-use crate::service::{BoxError, Status};
+use crate::messaging::message::{Reply, code};
+use crate::runtime::service::{BoxError, Status};
 
 /// A service hook, as named in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

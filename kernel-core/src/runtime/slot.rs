@@ -12,13 +12,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 
-use crate::context::Context;
-use crate::error::{CallError, Hook, LifecycleError, panic_message};
-use crate::kernel::Shared;
-use crate::service::{BoxError, Service, ServiceMeta, Status};
+use crate::runtime::context::Context;
+use crate::runtime::error::{CallError, Hook, LifecycleError, panic_message};
+use crate::runtime::kernel::Shared;
+use crate::runtime::service::{BoxError, Service, ServiceMeta, Status};
+use crate::runtime::sync::thread_token;
+use crate::runtime::wait::{self, Held};
 use crate::state::{self, EncodedState, Migratable, StateTag};
-use crate::sync::thread_token;
-use crate::wait::{self, Held};
 
 /// A service with its types erased down to its protocol: what a slot holds.
 pub(crate) trait Instance<Req, Resp>: Send {

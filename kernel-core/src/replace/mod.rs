@@ -289,8 +289,8 @@ fn replace_in_slot<S: Service>(
         crate::runtime::reap::drop_reporting(Some(shared), service, Box::new(old));
     }
     tracing::info!(service, from = from.version, to = to.version, sealed, "replaced");
-    match shared.supervision.replaced(service) {
-        (true, _) => shared.supervision.started(service),
+    match shared.restarts.replaced(service) {
+        (true, _) => shared.restarts.started(service),
         (false, true) => shared.notify(&Notice::SupervisionEnded { service }),
         (false, false) => {}
     }

@@ -3,7 +3,8 @@
 use std::fmt;
 
 use crate::messaging::message::{Reply, code};
-use crate::runtime::service::{BoxError, Status};
+use crate::boxed::BoxError;
+use crate::runtime::service::Status;
 
 /// A service hook, as named in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,6 +13,7 @@ pub(crate) mod kernel;
 pub(crate) mod notice;
 pub(crate) mod persist;
 pub(crate) mod reap;
+pub(crate) mod restart;
 pub(crate) mod service;
 pub(crate) mod slot;
 pub(crate) mod sync;

@@ -9,9 +9,9 @@ use super::{Kernel, Shared};
 use crate::messaging::push::Pusher;
 use crate::runtime::notice::{Notice, Observer};
 use crate::runtime::reap::Reaper;
+use crate::runtime::restart::Restarts;
 use crate::seal::Sealer;
 use crate::store::{LoadPolicy, StateStore};
-use crate::supervise::Supervision;
 
 /// Builds a [`Kernel`] with an observer and limits.
 #[must_use]
@@ -174,7 +174,7 @@ impl KernelBuilder {
             checkpointer: Mutex::new(None),
             stop_timeout: self.stop_timeout,
             reaper: Reaper::default(),
-            supervision: Supervision::default(),
+            restarts: Restarts::default(),
             #[cfg(feature = "fault-injection")]
             transit_fault: self.transit_fault,
             #[cfg(feature = "fault-injection")]

@@ -136,7 +136,7 @@ impl Shared {
             (Ok(()), _) => {
                 tracing::debug!(service, "started");
                 self.notify(&Notice::Started { service });
-                self.supervision.started(service);
+                self.restarts.started(service);
             }
             (Err(error), _) => {
                 tracing::warn!(service, %error, "hook failed; service marked failed");
@@ -249,7 +249,7 @@ impl Shared {
         if let Some(checkpointer) = self.checkpointer.lock().unwrap_or_else(PoisonError::into_inner).take() {
             checkpointer.shutdown();
         }
-        self.supervision.shutdown();
+        self.restarts.shutdown();
         self.pusher
             .shutdown(self.stop_timeout.unwrap_or(Duration::from_secs(5)));
         self.reaper.shutdown();

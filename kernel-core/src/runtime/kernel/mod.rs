@@ -20,12 +20,12 @@ use crate::runtime::handle::Handle;
 use crate::runtime::notice::{Notice, Observer};
 use crate::runtime::persist::Checkpointer;
 use crate::runtime::reap::Reaper;
+use crate::runtime::restart::Restarts;
 use crate::runtime::service::{Service, Status};
 use crate::runtime::slot::{Lifecycle, Slot, SlotOf};
 use crate::runtime::sync::ReentrantLock;
 use crate::seal::Sealer;
 use crate::store::{LoadPolicy, StateStore};
-use crate::supervise::Supervision;
 
 /// The kernel. Cheap to clone (an `Arc`), `Send + Sync`: share it across threads freely.
 ///
@@ -85,7 +85,7 @@ pub(crate) struct Shared {
     /// Bounds each `stop` hook during `stop_all` (and `stop`); `None` waits for ever.
     stop_timeout: Option<Duration>,
     pub(crate) reaper: Reaper,
-    pub(crate) supervision: Supervision,
+    pub(crate) restarts: Restarts,
     /// How many times `stop_all` began: a restart scheduled before the latest is dropped.
     stops: AtomicU64,
     /// The `Arc` this lives in, for threads that must not keep the kernel alive.

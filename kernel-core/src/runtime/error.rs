@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-use crate::messaging::message::{Reply, code};
 use crate::boxed::BoxError;
+use crate::messaging::message::{Reply, code};
 use crate::runtime::service::Status;
 
 /// A service hook, as named in errors.

@@ -1,0 +1,87 @@
+//! A service with its types erased down to its protocol: what a slot holds, its hooks and
+//! exports guarded against panics of user code.
+
+use crate::runtime::context::Context;
+use crate::runtime::service::{BoxError, Service, ServiceMeta};
+use crate::state::{self, Migratable, StateTag};
+
+/// A service with its types erased down to its protocol: what a slot holds.
+pub(crate) trait Instance<Req, Resp>: Send {
+    fn start(&mut self, ctx: &Context<'_>) -> Result<(), BoxError>;
+    fn stop(&mut self, ctx: &Context<'_>) -> Result<(), BoxError>;
+    fn handle(&mut self, request: Req, ctx: &Context<'_>) -> Resp;
+    fn dependencies(&self) -> Vec<String>;
+    /// Exports the current state (or its previous version when `downgrade`) and appends its
+    /// encoding to `out`; returns its tag.
+    fn export(&self, downgrade: bool, out: &mut Vec<u8>) -> Result<StateTag, ExportError>;
+    /// The version and fingerprint of the state type it holds.
+    fn state_tag(&self) -> StateTag;
+}
+
+/// Why an instance could not hand out its state: user code failed or panicked at one of the
+/// three steps (each a [`Step`](crate::Step) of a replacement).
+#[derive(Debug)]
+pub(crate) enum ExportError {
+    /// `export_state` failed or panicked.
+    Service(BoxError),
+    /// The downgrade conversion failed or panicked.
+    Downgrade(BoxError),
+    /// The state's `Serialize` failed or panicked.
+    Encode(BoxError),
+}
+
+impl ExportError {
+    /// The underlying error, whichever the step.
+    pub(crate) fn into_source(self) -> BoxError {
+        match self {
+            ExportError::Service(source) | ExportError::Downgrade(source) | ExportError::Encode(source) => source,
+        }
+    }
+}
+
+/// Runs a step of user code, a panic becoming an error that says so.
+fn guarded<T, E: Into<BoxError>>(f: impl FnOnce() -> Result<T, E>) -> Result<T, BoxError> {
+    match crate::panic::catch(f) {
+        Ok(result) => result.map_err(Into::into),
+        Err(message) => Err(format!("panicked: {message}").into()),
+    }
+}
+
+impl<S: Service> Instance<S::Request, S::Response> for S {
+    fn start(&mut self, ctx: &Context<'_>) -> Result<(), BoxError> {
+        Service::start(self, ctx)
+    }
+
+    fn stop(&mut self, ctx: &Context<'_>) -> Result<(), BoxError> {
+        Service::stop(self, ctx)
+    }
+
+    fn handle(&mut self, request: S::Request, ctx: &Context<'_>) -> S::Response {
+        Service::handle(self, request, ctx)
+    }
+
+    fn dependencies(&self) -> Vec<String> {
+        ServiceMeta::dependencies(self)
+            .iter()
+            .map(|d| (*d).to_owned())
+            .collect()
+    }
+
+    fn state_tag(&self) -> StateTag {
+        StateTag::of::<S::State>()
+    }
+
+    fn export(&self, downgrade: bool, out: &mut Vec<u8>) -> Result<StateTag, ExportError> {
+        // Each step is user code (`export_state`, the `down` conversion, `Serialize`): a panic
+        // in any of them is that step's failure, and the instance is left as it was.
+        let current = guarded(|| self.export_state()).map_err(ExportError::Service)?;
+        if downgrade {
+            let previous = guarded(|| current.downgrade()).map_err(ExportError::Downgrade)?;
+            guarded(|| state::encode_into(&previous, out)).map_err(ExportError::Encode)
+        } else {
+            guarded(|| state::encode_into(current, out)).map_err(ExportError::Encode)
+        }
+    }
+}
+
+pub(crate) type BoxInstance<Req, Resp> = Box<dyn Instance<Req, Resp>>;

@@ -1,0 +1,143 @@
+//! The kernel's view of any slot, whatever its protocol: lifecycle operations, bounded stops,
+//! exports for saves.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::{Entered, SaveInFlight, Slot};
+use crate::runtime::error::{Hook, LifecycleError};
+use crate::runtime::service::Status;
+use crate::runtime::sync::thread_token;
+use crate::state::EncodedState;
+
+/// How a stop bounded by a timeout ended, agreed between the stopping thread and the waiting one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopRace {
+    /// The hook is running and the waiter still waits.
+    Waiting,
+    /// The hook finished before the waiter gave up.
+    Done,
+    /// The waiter gave up (timeout): the service was reported Failed.
+    Abandoned,
+}
+
+/// The kernel's view of any slot, whatever its protocol.
+pub(crate) trait Lifecycle: Send + Sync {
+    fn name(&self) -> &Arc<str>;
+    fn status(&self) -> Status;
+    fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError>;
+    /// The current instance's dependencies (takes the slot's mutex).
+    fn dependencies(&self) -> Vec<String>;
+    /// The current instance's state, encoded, with the generation it was exported at (takes
+    /// the slot's mutex, so it is consistent and generations follow export order).
+    fn export_encoded(&self) -> Result<(EncodedState, u64), LifecycleError>;
+    /// [`export_encoded`](Self::export_encoded) for a save: also returns a guard to hold until
+    /// the state is written, which a restart of the service waits for.
+    fn export_for_save(&self) -> Result<(EncodedState, u64, SaveInFlight), LifecycleError>;
+    /// Marks the service Failed without taking its mutex (a hook holding it did not return).
+    fn mark_failed(&self);
+    /// A bounded stop gave up waiting: the service is Failed, and lifecycle changes are refused
+    /// until the hook returns (called with the stop's race decided, under its lock).
+    fn abandon_stop(&self);
+    /// Whether this thread holds the slot (inside its handler or hook).
+    fn held_here(&self) -> bool;
+    /// Runs the stop hook for a waiter bounded by a timeout; the status becomes Stopped (or
+    /// Failed on an error) if the waiter has not given up by then, and stays Failed if it has.
+    /// Returns the hook's result and whether it finished late.
+    fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool);
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
+    fn name(&self) -> &Arc<str> {
+        Slot::name(self)
+    }
+
+    fn status(&self) -> Status {
+        Slot::status(self)
+    }
+
+    fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError> {
+        Slot::run_hook(self, hook)
+    }
+
+    fn dependencies(&self) -> Vec<String> {
+        self.instance.lock().dependencies()
+    }
+
+    fn mark_failed(&self) {
+        self.status.store(Status::Failed.to_u8(), Ordering::Release);
+    }
+
+    fn abandon_stop(&self) {
+        self.late_stop.store(true, Ordering::Release);
+        self.mark_failed();
+    }
+
+    fn held_here(&self) -> bool {
+        self.owner.load(Ordering::Relaxed) == thread_token()
+    }
+
+    fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool) {
+        let Some(mut entered) = self.enter() else {
+            let error = LifecycleError::Reentrant {
+                service: self.name.to_string(),
+            };
+            return (Err(error), false);
+        };
+        let result = entered.invoke(Hook::Stop);
+        let mut race = race.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let late = *race == StopRace::Abandoned;
+        if late {
+            self.late_stop.store(false, Ordering::Release);
+        } else {
+            *race = StopRace::Done;
+        }
+        entered.set_status(match (&result, late) {
+            (Ok(()), false) => Status::Stopped,
+            _ => Status::Failed,
+        });
+        (result, late)
+    }
+
+    fn export_for_save(&self) -> Result<(EncodedState, u64, SaveInFlight), LifecycleError> {
+        self.check_no_late_stop()?;
+        let entered = self.enter().ok_or_else(|| LifecycleError::Reentrant {
+            service: self.name.to_string(),
+        })?;
+        // Counted under the mutex: a restart holding it sees every export that came before.
+        self.saves_in_flight.fetch_add(1, Ordering::AcqRel);
+        let in_flight = SaveInFlight(Arc::clone(&self.saves_in_flight));
+        let exported = self.export_entered(&entered);
+        drop(entered);
+        exported.map(|(state, generation)| (state, generation, in_flight))
+    }
+
+    fn export_encoded(&self) -> Result<(EncodedState, u64), LifecycleError> {
+        self.check_no_late_stop()?;
+        let entered = self.enter().ok_or_else(|| LifecycleError::Reentrant {
+            service: self.name.to_string(),
+        })?;
+        self.export_entered(&entered)
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
+    /// Exports the entered instance's state at the next generation.
+    fn export_entered(&self, entered: &Entered<'_, Req, Resp>) -> Result<(EncodedState, u64), LifecycleError> {
+        let service = || self.name.to_string();
+        let mut bytes = Vec::new();
+        entered
+            .instance
+            .export(false, &mut bytes)
+            .map_err(|e| LifecycleError::Export {
+                service: service(),
+                source: e.into_source(),
+            })?;
+        let generation = entered.next_generation();
+        let encoded = EncodedState::from_bytes(bytes).map_err(|e| LifecycleError::Export {
+            service: service(),
+            source: e.into(),
+        })?;
+        Ok((encoded, generation))
+    }
+}

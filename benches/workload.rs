@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
-use microkernel::{BoxError, Context, Event, Handle, Kernel, Migratable, Reply, Service};
+use microkernel::{BoxError, Context, Event, Handle, Handler, Kernel, Migratable, Reply};
 use serde::{Deserialize, Serialize};
 
 /// An echo service over a state holding a counter and, for W3, a table of type `$table`: the
@@ -30,7 +30,7 @@ macro_rules! bench_echo {
             pub state: $state,
         }
 
-        impl Service for $echo {
+        impl Handler for $echo {
             type Request = Event;
             type Response = Reply;
 
@@ -97,13 +97,13 @@ pub struct NamedEcho {
     pub state: BenchState,
 }
 
-impl microkernel::ServiceMeta for NamedEcho {
+impl microkernel::Service for NamedEcho {
     type State = BenchState;
     fn name(&self) -> &str {
         self.name
     }
-    fn dependencies(&self) -> &[&str] {
-        &[]
+    fn dependencies(&self) -> Vec<String> {
+        Vec::new()
     }
     fn export_state(&self) -> Result<&BenchState, BoxError> {
         Ok(&self.state)
@@ -114,7 +114,7 @@ impl microkernel::ServiceMeta for NamedEcho {
     }
 }
 
-impl Service for NamedEcho {
+impl Handler for NamedEcho {
     type Request = Event;
     type Response = Reply;
     fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
@@ -135,7 +135,7 @@ pub fn kernel() -> (Kernel, Handle) {
 /// [`kernel`] serving the echo `E`.
 pub fn kernel_with<E>() -> (Kernel, Handle)
 where
-    E: Service<Request = Event, Response = Reply> + Default,
+    E: Handler<Request = Event, Response = Reply> + Default,
 {
     let key = Key::generate(Algorithm::Aes256Gcm).expect("OS RNG");
     let kernel = Kernel::builder()
@@ -160,7 +160,7 @@ pub fn timed_swap(kernel: &Kernel) -> Duration {
 /// [`timed_swap`] to a new `E`.
 pub fn timed_swap_with<E>(kernel: &Kernel) -> Duration
 where
-    E: Service<Request = Event, Response = Reply> + Default,
+    E: Handler<Request = Event, Response = Reply> + Default,
 {
     let started = Instant::now();
     kernel.replace(E::default()).expect("replace");

@@ -67,7 +67,7 @@ fn main() {
 /// W3 with another table type, as an extra line.
 fn big_variant<E>(label: &str, big: u64)
 where
-    E: microkernel::Service<Request = Event, Response = microkernel::Reply> + Default,
+    E: microkernel::Handler<Request = Event, Response = microkernel::Reply> + Default,
 {
     let (kernel, handle) = workload::kernel_with::<E>();
     workload::fill(&handle, big);

@@ -19,7 +19,7 @@ mod states;
 use std::process::ExitCode;
 
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
-use microkernel::{Context, DirStore, Event, Kernel, Reply, Service};
+use microkernel::{Context, DirStore, Event, Handler, Kernel, Reply};
 use states::{EchoStateV1, EchoStateV2};
 
 const KEY_VAR: &str = "MICROKERNEL_STATE_KEY";
@@ -31,7 +31,7 @@ struct EchoV1 {
     state: EchoStateV1,
 }
 
-impl Service for EchoV1 {
+impl Handler for EchoV1 {
     type Request = Event;
     type Response = Reply;
     fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
@@ -51,7 +51,7 @@ struct EchoV2 {
     state: EchoStateV2,
 }
 
-impl Service for EchoV2 {
+impl Handler for EchoV2 {
     type Request = Event;
     type Response = Reply;
     fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {

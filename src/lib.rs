@@ -6,13 +6,13 @@
 //! imported by the new version — no `Any`, no downcast, no request lost.
 //!
 //! ```
-//! use microkernel::{Context, Event, Kernel, Reply, Service};
+//! use microkernel::{Context, Event, Kernel, Reply, Handler};
 //!
 //! #[derive(microkernel::Service, Default)]
 //! #[service(name = "echo")]
 //! struct Echo;
 //!
-//! impl Service for Echo {
+//! impl Handler for Echo {
 //!     type Request = Event;
 //!     type Response = Reply;
 //!     fn handle(&mut self, ev: Event, _: &Context<'_>) -> Reply {

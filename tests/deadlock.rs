@@ -7,7 +7,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
-use microkernel::{BoxError, Context, Event, Kernel, Reply, Service, ServiceMeta, Stateless, code};
+use microkernel::{BoxError, Context, Event, Handler, Kernel, Reply, Service, Stateless, code};
 
 /// One service of the ring: on "ring" it waits until every thread is inside its own service,
 /// then calls the next one ("leaf", answered at once).
@@ -17,13 +17,13 @@ struct Link {
     barrier: Arc<Barrier>,
 }
 
-impl ServiceMeta for Link {
+impl Service for Link {
     type State = Stateless;
     fn name(&self) -> &str {
         self.name
     }
-    fn dependencies(&self) -> &[&str] {
-        &[]
+    fn dependencies(&self) -> Vec<String> {
+        Vec::new()
     }
     fn export_state(&self) -> Result<&Stateless, BoxError> {
         Ok(&Stateless)
@@ -33,7 +33,7 @@ impl ServiceMeta for Link {
     }
 }
 
-impl Service for Link {
+impl Handler for Link {
     type Request = Event;
     type Response = Reply;
     fn handle(&mut self, event: Event, ctx: &Context<'_>) -> Reply {
@@ -134,7 +134,7 @@ struct Busy {
     served: u32,
 }
 
-impl Service for Busy {
+impl Handler for Busy {
     type Request = Event;
     type Response = Reply;
     fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {

@@ -2,13 +2,13 @@
 
 use std::time::Duration;
 
-use microkernel::{Context, Event, Kernel, Reply, Service};
+use microkernel::{Context, Event, Handler, Kernel, Reply};
 
 #[derive(microkernel::Service)]
 #[service(name = "echo")]
 struct Echo;
 
-impl Service for Echo {
+impl Handler for Echo {
     type Request = Event;
     type Response = Reply;
     fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
@@ -59,7 +59,7 @@ fn the_longest_restart_backoff_does_not_overflow() {
     #[derive(microkernel::Service, Default)]
     #[service(name = "fragile")]
     struct Fragile;
-    impl Service for Fragile {
+    impl Handler for Fragile {
         type Request = Event;
         type Response = Reply;
         fn handle(&mut self, _: Event, _: &Context<'_>) -> Reply {

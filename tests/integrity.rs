@@ -13,7 +13,7 @@ use std::time::Duration;
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
 use microkernel::state;
 use microkernel::{
-    BoxError, Context, DirStore, Event, Kernel, LifecycleError, Migratable, Notice, Reply, RestartPolicy, Service,
+    BoxError, Context, DirStore, Event, Handler, Kernel, LifecycleError, Migratable, Notice, Reply, RestartPolicy,
     Status, Step,
 };
 use serde::{Deserialize, Serialize, Serializer};
@@ -146,13 +146,13 @@ impl<S> Drop for Flex<S> {
     }
 }
 
-impl<S: FlexState> microkernel::ServiceMeta for Flex<S> {
+impl<S: FlexState> microkernel::Service for Flex<S> {
     type State = S;
     fn name(&self) -> &str {
         "flex"
     }
-    fn dependencies(&self) -> &[&str] {
-        &[]
+    fn dependencies(&self) -> Vec<String> {
+        Vec::new()
     }
     fn export_state(&self) -> Result<&S, BoxError> {
         self.knobs.exports.fetch_add(1, Ordering::SeqCst);
@@ -166,7 +166,7 @@ impl<S: FlexState> microkernel::ServiceMeta for Flex<S> {
     }
 }
 
-impl<S: FlexState + Send + 'static> Service for Flex<S> {
+impl<S: FlexState + Send + 'static> Handler for Flex<S> {
     type Request = Event;
     type Response = Reply;
 
@@ -326,7 +326,7 @@ fn a_restart_scheduled_before_stop_all_is_dropped() {
 #[service(name = "db")]
 struct Db;
 
-impl Service for Db {
+impl Handler for Db {
     type Request = Event;
     type Response = Reply;
     fn handle(&mut self, _: Event, _: &Context<'_>) -> Reply {
@@ -341,7 +341,7 @@ struct Api {
     starts: Arc<AtomicU32>,
 }
 
-impl Service for Api {
+impl Handler for Api {
     type Request = Event;
     type Response = Reply;
     fn start(&mut self, _: &Context<'_>) -> Result<(), BoxError> {
@@ -419,7 +419,7 @@ fn start_racing_a_restart_never_starts_an_instance_twice() {
 #[service(name = "b")]
 struct B;
 
-impl Service for B {
+impl Handler for B {
     type Request = Event;
     type Response = Reply;
     fn handle(&mut self, _: Event, _: &Context<'_>) -> Reply {
@@ -572,7 +572,7 @@ fn a_panicking_drop_of_the_replaced_instance_does_not_fail_the_replacement() {
 #[service(name = "zz-last")]
 struct Last;
 
-impl Service for Last {
+impl Handler for Last {
     type Request = Event;
     type Response = Reply;
     fn handle(&mut self, _: Event, _: &Context<'_>) -> Reply {

@@ -264,13 +264,13 @@ fn observer_sees_lifecycle_notices_in_order() {
 
 #[test]
 fn a_hook_may_register_and_start_another_service() {
-    use microkernel::{BoxError, Context, Event, Reply, Service};
+    use microkernel::{BoxError, Context, Event, Handler, Reply};
 
     #[derive(microkernel::Service)]
     #[service(name = "spawner")]
     struct Spawner(Journal);
 
-    impl Service for Spawner {
+    impl Handler for Spawner {
         type Request = Event;
         type Response = Reply;
         fn start(&mut self, ctx: &Context<'_>) -> Result<(), BoxError> {
@@ -290,4 +290,54 @@ fn a_hook_may_register_and_start_another_service() {
     kernel.start_all().unwrap();
     assert_eq!(kernel.status("child"), Some(Status::Running));
     assert_eq!(j.take(), ["start child"]);
+}
+
+/// A service whose name and dependencies come from configuration read at run time.
+struct Configured {
+    name: String,
+    deps: Vec<String>,
+}
+
+impl microkernel::Service for Configured {
+    type State = microkernel::Stateless;
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn dependencies(&self) -> Vec<String> {
+        self.deps.clone()
+    }
+    fn export_state(&self) -> Result<&microkernel::Stateless, microkernel::BoxError> {
+        Ok(&microkernel::Stateless)
+    }
+    fn import_state(&mut self, _: microkernel::Stateless) -> Result<(), microkernel::BoxError> {
+        Ok(())
+    }
+}
+
+impl microkernel::Handler for Configured {
+    type Request = microkernel::Event;
+    type Response = microkernel::Reply;
+    fn handle(&mut self, _: microkernel::Event, _: &microkernel::Context<'_>) -> microkernel::Reply {
+        microkernel::Reply::ok("ok", "")
+    }
+}
+
+#[test]
+fn dependencies_computed_at_run_time_order_the_start_and_follow_a_replacement() {
+    let shard = |n: u32| format!("shard-{n}");
+    let kernel = Kernel::new();
+    let service = |name: String, deps: Vec<String>| Configured { name, deps };
+    kernel.register(service("router".into(), vec![shard(2), shard(1)])).unwrap();
+    kernel.register(service(shard(1), vec![])).unwrap();
+    kernel.register(service(shard(2), vec![shard(1)])).unwrap();
+    assert_eq!(kernel.start_order().unwrap(), ["shard-1", "shard-2", "router"]);
+    kernel.start_all().unwrap();
+    // The new version depends on shard-1 only: shard-2 may now stop.
+    kernel.replace(service("router".into(), vec![shard(1)])).unwrap();
+    kernel.stop("shard-2").unwrap();
+    let err = kernel.stop("shard-1").unwrap_err();
+    assert!(matches!(err, LifecycleError::HasRunningDependants { .. }), "{err}");
+    // A name listed twice is refused, as for the derive.
+    let err = kernel.register(service("twice".into(), vec![shard(1), shard(1)])).unwrap_err();
+    assert!(matches!(err, LifecycleError::DuplicateDependency { .. }), "{err}");
 }

@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{Journal, Probe};
-use microkernel::{BoxError, CallError, Context, Event, KERNEL, Kernel, Reply, Service, Status, code};
+use microkernel::{BoxError, CallError, Context, Event, Handler, KERNEL, Kernel, Reply, Status, code};
 
 fn running(probes: Vec<Probe>) -> Kernel {
     let kernel = Kernel::new();
@@ -164,7 +164,7 @@ fn a_to_b_to_a_on_one_thread_gets_an_error_not_a_deadlock() {
     #[derive(microkernel::Service)]
     #[service(name = "b")]
     struct B;
-    impl Service for B {
+    impl Handler for B {
         type Request = Event;
         type Response = Reply;
         fn handle(&mut self, _: Event, ctx: &Context<'_>) -> Reply {
@@ -206,7 +206,7 @@ fn services_call_push_and_log_from_start_handle_and_stop() {
     #[derive(microkernel::Service)]
     #[service(name = "chatty", deps = ["a"])]
     struct Chatty(Journal);
-    impl Service for Chatty {
+    impl Handler for Chatty {
         type Request = Event;
         type Response = Reply;
         fn start(&mut self, ctx: &Context<'_>) -> Result<(), BoxError> {
@@ -247,7 +247,7 @@ fn services_with_their_own_types_are_reached_through_their_handle() {
     struct Adder {
         total: i64,
     }
-    impl Service for Adder {
+    impl Handler for Adder {
         type Request = i64;
         type Response = i64;
         fn handle(&mut self, n: i64, _: &Context<'_>) -> i64 {

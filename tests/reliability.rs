@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::counter::{Counter, CounterV1, bump, get};
 use common::{Journal, Probe};
 use microkernel::{
-    BoxError, CallError, Context, Event, Kernel, LifecycleError, Notice, Reply, RestartPolicy, Service, Status, code,
+    BoxError, CallError, Context, Event, Handler, Kernel, LifecycleError, Notice, Reply, RestartPolicy, Status, code,
 };
 
 fn panic_event() -> Event {
@@ -23,7 +23,7 @@ struct Fragile {
     state: CounterV1,
 }
 
-impl Service for Fragile {
+impl Handler for Fragile {
     type Request = Event;
     type Response = Reply;
     fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
@@ -167,7 +167,7 @@ fn unsupervised_services_stay_failed_and_dependants_are_told() {
     #[derive(microkernel::Service)]
     #[service(name = "watcher", deps = ["counter"])]
     struct Watcher(Arc<Mutex<Vec<String>>>);
-    impl Service for Watcher {
+    impl Handler for Watcher {
         type Request = Event;
         type Response = Reply;
         fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
@@ -206,7 +206,7 @@ fn a_stop_that_hangs_is_reported_and_the_rest_still_stop_in_order() {
     #[derive(microkernel::Service)]
     #[service(name = "stuck", deps = ["base"])]
     struct Stuck(Arc<Mutex<()>>);
-    impl Service for Stuck {
+    impl Handler for Stuck {
         type Request = Event;
         type Response = Reply;
         fn stop(&mut self, _: &Context<'_>) -> Result<(), BoxError> {

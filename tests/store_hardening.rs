@@ -11,7 +11,7 @@ use common::stored::{load, save};
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
 use microkernel::state::{self, Stateless};
 use microkernel::store::{MAX_NAME_LEN, StateStore, StoreOptions, block_on};
-use microkernel::{BoxError, DirStore, Event, Kernel, LifecycleError, Reply, Service, ServiceMeta, StoreError};
+use microkernel::{BoxError, DirStore, Event, Handler, Kernel, LifecycleError, Reply, Service, StoreError};
 
 fn sealer() -> Sealer {
     Sealer::new(Keyring::new(
@@ -31,13 +31,13 @@ fn fresh(name: &str) -> PathBuf {
 /// A service with a name chosen at run time.
 struct Named(&'static str, Vec<&'static str>);
 
-impl ServiceMeta for Named {
+impl Service for Named {
     type State = Stateless;
     fn name(&self) -> &str {
         self.0
     }
-    fn dependencies(&self) -> &[&str] {
-        &self.1
+    fn dependencies(&self) -> Vec<String> {
+        self.1.iter().map(|d| d.to_string()).collect()
     }
     fn export_state(&self) -> Result<&Stateless, BoxError> {
         Ok(&Stateless)
@@ -47,7 +47,7 @@ impl ServiceMeta for Named {
     }
 }
 
-impl Service for Named {
+impl Handler for Named {
     type Request = Event;
     type Response = Reply;
     fn handle(&mut self, _: Event, _: &microkernel::Context<'_>) -> Reply {

@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
-use microkernel::{Context, DirStore, Event, KERNEL, Kernel, Reply, RestartPolicy, Service};
+use microkernel::{Context, DirStore, Event, Handler, KERNEL, Kernel, Reply, RestartPolicy};
 
 #[derive(microkernel::Service, Default)]
 #[service(name = "echo")]
 struct Echo;
 
-impl Service for Echo {
+impl Handler for Echo {
     type Request = Event;
     type Response = Reply;
     fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {

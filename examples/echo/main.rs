@@ -11,7 +11,7 @@ mod states;
 use std::time::Duration;
 
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
-use microkernel::{Context, Event, KERNEL, Kernel, Notice, Reply, Service};
+use microkernel::{Context, Event, Handler, KERNEL, Kernel, Notice, Reply};
 use states::{EchoStateV1, EchoStateV2};
 
 const KEY_VAR: &str = "MICROKERNEL_STATE_KEY";
@@ -24,7 +24,7 @@ struct EchoV1 {
     state: EchoStateV1,
 }
 
-impl Service for EchoV1 {
+impl Handler for EchoV1 {
     type Request = Event;
     type Response = Reply;
 
@@ -55,7 +55,7 @@ struct EchoV2 {
     state: EchoStateV2,
 }
 
-impl Service for EchoV2 {
+impl Handler for EchoV2 {
     type Request = Event;
     type Response = Reply;
 
@@ -96,7 +96,7 @@ impl GreetingLogger {
     }
 }
 
-impl Service for GreetingLogger {
+impl Handler for GreetingLogger {
     type Request = Event;
     type Response = Reply;
 

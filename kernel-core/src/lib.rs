@@ -28,7 +28,7 @@ pub use runtime::handle::Handle;
 pub use runtime::kernel::{BuildError, Kernel, KernelBuilder};
 pub use runtime::notice::Notice;
 pub use runtime::persist::CheckpointError;
-pub use runtime::service::{BoxError, Service, ServiceMeta, Status};
+pub use runtime::service::{BoxError, Handler, Service, Status};
 pub use seal::Sealer;
 pub use state::{Migratable, Schema, Stateless};
 pub use store::{DirStore, LoadPolicy, StateStore, StoreError};

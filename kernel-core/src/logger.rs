@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::messaging::message::{Event, Reply};
 use crate::runtime::context::{Context, Level};
-use crate::runtime::service::{BoxError, Service, ServiceMeta};
+use crate::runtime::service::{BoxError, Handler, Service};
 use crate::state::Stateless;
 
 /// One log line: `[2025-04-24 21:28:38.032] [INFO] [echo] message` (UTC).
@@ -141,15 +141,15 @@ impl<W: Write + Send + 'static> Logger<W> {
     }
 }
 
-impl<W> ServiceMeta for Logger<W> {
+impl<W> Service for Logger<W> {
     type State = Stateless;
 
     fn name(&self) -> &str {
         &self.name
     }
 
-    fn dependencies(&self) -> &[&str] {
-        &[]
+    fn dependencies(&self) -> Vec<String> {
+        Vec::new()
     }
 
     fn export_state(&self) -> Result<&Stateless, BoxError> {
@@ -161,7 +161,7 @@ impl<W> ServiceMeta for Logger<W> {
     }
 }
 
-impl<W: Write + Send + 'static> Service for Logger<W> {
+impl<W: Write + Send + 'static> Handler for Logger<W> {
     type Request = Event;
     type Response = Reply;
 

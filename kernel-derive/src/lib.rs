@@ -1,8 +1,8 @@
 //! Derive macros for [microkernel](https://docs.rs/microkernel); use them through the facade.
 //!
 //! - `#[derive(Service)]` with `#[service(name = "echo", deps = ["logger"])]` and an optional
-//!   `#[state]` field implements `ServiceMeta`: the name, the dependencies and the state
-//!   plumbing of a replacement. The user implements `Service` (the behaviour).
+//!   `#[state]` field implements `Service`: the name, the dependencies and the state
+//!   plumbing of a replacement. The user implements `Handler` (the behaviour).
 //! - `#[derive(Migratable)]` with `#[migratable(version = N, from = Prev)]` implements
 //!   `Migratable`: one link of a state's version chain, checked at compile time.
 //!
@@ -20,7 +20,7 @@ mod suggest;
 use proc_macro::TokenStream;
 use syn::{DeriveInput, parse_macro_input};
 
-/// Implements `ServiceMeta`: `#[service(name = "...", deps = ["..."])]`, and at most one
+/// Implements `Service`: `#[service(name = "...", deps = ["..."])]`, and at most one
 /// `#[state]` field whose type is `Migratable`.
 #[proc_macro_derive(Service, attributes(service, state))]
 pub fn derive_service(input: TokenStream) -> TokenStream {

@@ -34,15 +34,15 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     };
     Ok(quote! {
         #[automatically_derived]
-        impl #impl_generics #krate::ServiceMeta for #ident #ty_generics #where_clause {
+        impl #impl_generics #krate::Service for #ident #ty_generics #where_clause {
             type State = #state_ty;
 
             fn name(&self) -> &str {
                 #name
             }
 
-            fn dependencies(&self) -> &[&str] {
-                &[#(#deps),*]
+            fn dependencies(&self) -> ::std::vec::Vec<::std::string::String> {
+                ::std::vec![#(::std::string::String::from(#deps)),*]
             }
 
             fn export_state(&self) -> ::core::result::Result<&Self::State, #krate::BoxError> {

@@ -5,7 +5,7 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
-use microkernel::{BoxError, Context, Event, Migratable, Reply, Service, ServiceMeta};
+use microkernel::{BoxError, Context, Event, Handler, Migratable, Reply, Service};
 use serde::{Deserialize, Serialize, Serializer};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Migratable)]
@@ -200,15 +200,15 @@ impl<S: Count> Counter<S> {
     }
 }
 
-impl<S: Count> ServiceMeta for Counter<S> {
+impl<S: Count> Service for Counter<S> {
     type State = S;
 
     fn name(&self) -> &str {
         "counter"
     }
 
-    fn dependencies(&self) -> &[&str] {
-        &self.deps
+    fn dependencies(&self) -> Vec<String> {
+        self.deps.iter().map(|d| d.to_string()).collect()
     }
 
     fn export_state(&self) -> Result<&S, BoxError> {
@@ -230,7 +230,7 @@ impl<S: Count> ServiceMeta for Counter<S> {
     }
 }
 
-impl<S: Count> Service for Counter<S> {
+impl<S: Count> Handler for Counter<S> {
     type Request = Event;
     type Response = Reply;
 

@@ -7,7 +7,7 @@ pub mod stored;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use microkernel::{BoxError, Context, Event, Reply, Service, ServiceMeta, Stateless};
+use microkernel::{BoxError, Context, Event, Handler, Reply, Service, Stateless};
 
 /// A shared, ordered record of what services did ("start a", "stop b", ...).
 #[derive(Clone, Default)]
@@ -77,15 +77,15 @@ fn act(fault: Fault, what: &str) -> Result<(), BoxError> {
     }
 }
 
-impl ServiceMeta for Probe {
+impl Service for Probe {
     type State = Stateless;
 
     fn name(&self) -> &str {
         self.name
     }
 
-    fn dependencies(&self) -> &[&str] {
-        &self.deps
+    fn dependencies(&self) -> Vec<String> {
+        self.deps.iter().map(|d| d.to_string()).collect()
     }
 
     fn export_state(&self) -> Result<&Stateless, BoxError> {
@@ -97,7 +97,7 @@ impl ServiceMeta for Probe {
     }
 }
 
-impl Service for Probe {
+impl Handler for Probe {
     type Request = Event;
     type Response = Reply;
 

@@ -22,7 +22,7 @@ use crate::runtime::graph;
 use crate::runtime::handle::Handle;
 use crate::runtime::kernel::{Kernel, Shared, dep_graph};
 use crate::runtime::notice::Notice;
-use crate::runtime::service::{Service, Status};
+use crate::runtime::service::{Handler, Status};
 use crate::runtime::slot::{ExportError, Instance, Slot};
 use crate::state::{self, StateError, StateTag};
 
@@ -50,7 +50,7 @@ impl Kernel {
     ///   before anything is stopped.
     pub fn replace<S>(&self, new: S) -> Result<Replaced, ReplaceError>
     where
-        S: Service<Request = Event, Response = Reply>,
+        S: Handler<Request = Event, Response = Reply>,
     {
         let handle = match self.handle(new.name()) {
             Ok(handle) => handle,
@@ -68,7 +68,7 @@ impl Kernel {
 
     /// Replaces the service behind `handle` (any protocol) with `new`, which must speak the same
     /// request and response types — checked at compile time — and have the same name.
-    pub fn replace_at<S: Service>(
+    pub fn replace_at<S: Handler>(
         &self,
         handle: &Handle<S::Request, S::Response>,
         new: S,
@@ -80,7 +80,7 @@ impl Kernel {
     /// state is downgraded (`#[migratable(down = ...)]`) to `older`'s state type.
     pub fn rollback<S>(&self, older: S) -> Result<Replaced, ReplaceError>
     where
-        S: Service<Request = Event, Response = Reply>,
+        S: Handler<Request = Event, Response = Reply>,
     {
         let handle = self
             .handle(older.name())
@@ -89,7 +89,7 @@ impl Kernel {
     }
 
     /// [`rollback`](Self::rollback) for a service reached through its handle.
-    pub fn rollback_at<S: Service>(
+    pub fn rollback_at<S: Handler>(
         &self,
         handle: &Handle<S::Request, S::Response>,
         older: S,
@@ -102,7 +102,7 @@ impl Kernel {
 const REAP_ABOVE: usize = 64 * 1024;
 
 /// The whole protocol, for one slot.
-fn replace_in_slot<S: Service>(
+fn replace_in_slot<S: Handler>(
     shared: &Shared,
     slot: &Slot<S::Request, S::Response>,
     mut new: S,
@@ -230,12 +230,12 @@ fn guarded<T>(service: &str, step: Step, f: impl FnOnce() -> T) -> Result<T, Rep
 fn check_new_dependencies(
     shared: &Shared,
     service: &str,
-    deps: &[&str],
+    deps: Vec<String>,
     running: bool,
 ) -> Result<Option<Vec<String>>, ReplaceError> {
     let fail = |e: LifecycleError| ReplaceError::new(service, Step::Dependencies, e);
     // The rule of registration: each dependency listed once.
-    if let Some(dependency) = graph::listed_twice(deps) {
+    if let Some(dependency) = graph::listed_twice(&deps) {
         return Err(fail(LifecycleError::DuplicateDependency {
             service: service.to_owned(),
             dependency: dependency.to_owned(),
@@ -246,12 +246,10 @@ fn check_new_dependencies(
     let mut snapshot = shared.snapshot_if(|registered| registered.get(service).is_none_or(|e| e.deps != deps));
     let Some(snapshot) = &mut snapshot else {
         if running {
-            let deps: Vec<String> = deps.iter().map(|d| (*d).to_owned()).collect();
             shared.check_running(service, &deps).map_err(fail)?;
         }
         return Ok(None);
     };
-    let deps: Vec<String> = deps.iter().map(|d| (*d).to_owned()).collect();
     // Services are never unregistered, so the entry is there; if it were not, the graph
     // without it is still checked.
     if let Some(entry) = snapshot.get_mut(service) {
@@ -291,7 +289,7 @@ impl Shared {
         let fail = |step| move |e| ReplaceError::new(service, step, e);
         let export = |out: &mut Vec<u8>| {
             old.export(downgrade, out).map_err(|e| match e {
-                ExportError::Service(source) => ReplaceError::new(service, Step::Export, source),
+                ExportError::Handler(source) => ReplaceError::new(service, Step::Export, source),
                 ExportError::Downgrade(source) => ReplaceError::new(service, Step::Downgrade, source),
                 ExportError::Encode(source) => ReplaceError::new(service, Step::Encode, source),
             })

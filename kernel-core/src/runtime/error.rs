@@ -10,11 +10,11 @@ use crate::runtime::service::Status;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Hook {
-    /// `Service::start`.
+    /// `Handler::start`.
     Start,
-    /// `Service::stop`.
+    /// `Handler::stop`.
     Stop,
-    /// `Service::handle`.
+    /// `Handler::handle`.
     Handle,
 }
 
@@ -266,10 +266,10 @@ impl CallError {
     pub fn to_reply(&self) -> Reply {
         let (code, message) = match self {
             CallError::NotFound { .. } => (code::NOT_FOUND, "Not found service"),
-            CallError::NotRunning { .. } => (code::NOT_FOUND, "Service not running"),
+            CallError::NotRunning { .. } => (code::NOT_FOUND, "Handler not running"),
             CallError::WouldDeadlock { .. } => (code::LOOP, "Call loop detected"),
-            CallError::Timeout { .. } => (code::TIMEOUT, "Service busy past the timeout"),
-            CallError::Panicked { .. } => (code::FAILED, "Service failed"),
+            CallError::Timeout { .. } => (code::TIMEOUT, "Handler busy past the timeout"),
+            CallError::Panicked { .. } => (code::FAILED, "Handler failed"),
             CallError::Unsupported { .. } => (code::UNSUPPORTED, "Unsupported request type"),
             CallError::KernelGone => (code::UNAVAILABLE, "Kernel unavailable"),
         };

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::runtime::error::{Cycle, LifecycleError};
 
-/// Service name → names it depends on. A `BTreeMap` so that every walk is in name order,
+/// Handler name → names it depends on. A `BTreeMap` so that every walk is in name order,
 /// which makes the order of independent services deterministic.
 pub(crate) type DepGraph<'a> = BTreeMap<&'a str, &'a [String]>;
 
@@ -42,11 +42,11 @@ pub(crate) fn start_order(graph: &DepGraph<'_>) -> Result<Vec<String>, Lifecycle
 
 /// A dependency listed twice (the second time it appears), if any: registration and
 /// replacement both refuse one.
-pub(crate) fn listed_twice<'a>(deps: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn listed_twice(deps: &[String]) -> Option<&str> {
     deps.iter()
         .enumerate()
         .find(|(i, d)| deps[..*i].contains(d))
-        .map(|(_, d)| *d)
+        .map(|(_, d)| d.as_str())
 }
 
 /// Each dependency once, in the order first listed.
@@ -55,7 +55,7 @@ fn distinct(deps: &[String]) -> Vec<&str> {
     deps.iter().map(String::as_str).filter(|d| seen.insert(*d)).collect()
 }
 
-/// Service → the services that depend on it directly, each once, in name order.
+/// Handler → the services that depend on it directly, each once, in name order.
 pub(crate) fn reverse_edges<'a>(graph: &DepGraph<'a>) -> BTreeMap<&'a str, Vec<&'a str>> {
     let mut reverse: BTreeMap<&'a str, Vec<&'a str>> = BTreeMap::new();
     for (name, deps) in graph {

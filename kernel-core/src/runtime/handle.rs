@@ -35,11 +35,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> Handle<Req, Resp> {
     ///
     /// ```
     /// use std::time::Duration;
-    /// # use microkernel::{Context, Event, Kernel, Reply, Service};
+    /// # use microkernel::{Context, Event, Kernel, Reply, Handler};
     /// # #[derive(microkernel::Service)]
     /// # #[service(name = "echo")]
     /// # struct Echo;
-    /// # impl Service for Echo {
+    /// # impl Handler for Echo {
     /// #     type Request = Event;
     /// #     type Response = Reply;
     /// #     fn handle(&mut self, ev: Event, _: &Context<'_>) -> Reply { Reply::ok("echo", ev.content) }

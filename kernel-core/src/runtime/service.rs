@@ -1,5 +1,5 @@
-//! What a service is: its metadata and state plumbing ([`ServiceMeta`], usually derived) and its
-//! behaviour ([`Service`], written by the user).
+//! What a service is: its metadata and state plumbing ([`Service`], usually derived) and its
+//! behaviour ([`Handler`], written by the user).
 
 use std::fmt;
 
@@ -12,15 +12,45 @@ pub use crate::boxed::BoxError;
 /// leaves and enters an instance during a replacement.
 ///
 /// Implement it by hand only to validate state on import or to compute the name at run time.
-pub trait ServiceMeta {
+pub trait Service {
     /// The state that moves across a replacement; [`Stateless`](crate::Stateless) for none.
     type State: Migratable;
 
     /// The name the kernel registers the service under.
     fn name(&self) -> &str;
 
-    /// Names of the services that must be running before this one starts.
-    fn dependencies(&self) -> &[&str];
+    /// Names of the services that must be running before this one starts, each once. Owned, so
+    /// that names computed at run time need no `'static` (and no leak): the kernel asks when
+    /// the service registers and when it is replaced, never on a call.
+    ///
+    /// ```
+    /// use microkernel::{BoxError, Service, Stateless};
+    ///
+    /// /// A cache in front of a database chosen by configuration.
+    /// struct Cache {
+    ///     database: String,
+    /// }
+    ///
+    /// impl Service for Cache {
+    ///     type State = Stateless;
+    ///     fn name(&self) -> &str {
+    ///         "cache"
+    ///     }
+    ///     fn dependencies(&self) -> Vec<String> {
+    ///         vec![self.database.clone()]
+    ///     }
+    ///     fn export_state(&self) -> Result<&Stateless, BoxError> {
+    ///         Ok(&Stateless)
+    ///     }
+    ///     fn import_state(&mut self, _: Stateless) -> Result<(), BoxError> {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// let cache = Cache { database: format!("db-{}", 7) };
+    /// assert_eq!(cache.dependencies(), ["db-7"]);
+    /// ```
+    fn dependencies(&self) -> Vec<String>;
 
     /// Lends the current state for encoding. An error aborts a replacement before anything
     /// changed.
@@ -37,13 +67,13 @@ pub trait ServiceMeta {
 /// caller's thread. Each receives a [`Context`] to call other services, push events and log.
 ///
 /// ```
-/// use microkernel::{Context, Event, Reply, Service};
+/// use microkernel::{Context, Event, Reply, Handler};
 ///
 /// #[derive(microkernel::Service, Default)]
 /// #[service(name = "echo")]
 /// struct Echo;
 ///
-/// impl Service for Echo {
+/// impl Handler for Echo {
 ///     type Request = Event;
 ///     type Response = Reply;
 ///     fn handle(&mut self, ev: Event, _ctx: &Context<'_>) -> Reply {
@@ -58,7 +88,7 @@ pub trait ServiceMeta {
 /// assert_eq!(reply.to_string(), "{0 echo service handled from doc: hi}");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub trait Service: ServiceMeta + Send + 'static {
+pub trait Handler: Service + Send + 'static {
     /// What callers send. [`Event`](crate::Event) for services reachable by name.
     type Request: Send + 'static;
     /// What the handler returns. [`Reply`](crate::Reply) for services reachable by name.

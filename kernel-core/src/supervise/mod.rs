@@ -24,7 +24,7 @@ use crate::runtime::error::{Hook, LifecycleError};
 use crate::runtime::handle::Handle;
 use crate::runtime::kernel::{Kernel, Shared};
 use crate::runtime::restart::{Admission, Failure, Restarter};
-use crate::runtime::service::{Service, Status};
+use crate::runtime::service::{Handler, Status};
 use crate::runtime::slot::SlotOf;
 use crate::state;
 
@@ -46,7 +46,7 @@ pub enum RestartPolicy {
     },
 }
 
-struct Supervised<S: Service, F> {
+struct Supervised<S: Handler, F> {
     slot: Arc<SlotOf<S>>,
     factory: F,
     policy: RestartPolicy,
@@ -54,7 +54,7 @@ struct Supervised<S: Service, F> {
     restarts: Mutex<VecDeque<Instant>>,
 }
 
-impl<S: Service, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<S, F> {
+impl<S: Handler, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<S, F> {
     fn restarts(&self) -> bool {
         self.policy != RestartPolicy::Never
     }
@@ -152,7 +152,7 @@ impl<S: Service, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
     }
 }
 
-impl<S: Service, F> Supervised<S, F> {
+impl<S: Handler, F> Supervised<S, F> {
     fn slot_epoch(&self) -> u64 {
         self.slot.epoch()
     }
@@ -163,7 +163,7 @@ impl Kernel {
     /// restarted with its last good state, per `policy` (see the [module docs](crate::supervise)).
     pub fn supervise<S, F>(&self, handle: &Handle<S::Request, S::Response>, policy: RestartPolicy, factory: F)
     where
-        S: Service,
+        S: Handler,
         F: Fn() -> S + Send + Sync + 'static,
     {
         let restarter = Arc::new(Supervised {
@@ -195,7 +195,7 @@ impl Kernel {
         factory: F,
     ) -> Result<crate::Replaced, crate::ReplaceError>
     where
-        S: Service<Request = crate::Event, Response = crate::Reply>,
+        S: Handler<Request = crate::Event, Response = crate::Reply>,
         F: Fn() -> S + Send + Sync + 'static,
     {
         let name = new.name().to_owned();

@@ -1,5 +1,5 @@
 //! Services: stateless, with a named state field, with a tuple state field, generic.
-use microkernel::{Context, Event, Migratable, Reply, Service, ServiceMeta};
+use microkernel::{Context, Event, Migratable, Reply, Handler, Service};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Migratable, Default)]
@@ -34,7 +34,7 @@ struct Generic<T: Send + 'static> {
 
 macro_rules! behave {
     ($($t:ty),*) => {$(
-        impl Service for $t {
+        impl Handler for $t {
             type Request = Event;
             type Response = Reply;
             fn handle(&mut self, _: Event, _: &Context<'_>) -> Reply { Reply::default() }

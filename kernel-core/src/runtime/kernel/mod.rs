@@ -33,12 +33,12 @@ use crate::store::{LoadPolicy, StateStore};
 /// Dropping the last clone stops every running service in reverse dependency order.
 ///
 /// ```
-/// use microkernel::{Context, Event, Kernel, Reply, Service, Status};
+/// use microkernel::{Context, Event, Kernel, Reply, Handler, Status};
 ///
 /// #[derive(microkernel::Service)]
 /// #[service(name = "db")]
 /// struct Db;
-/// impl Service for Db {
+/// impl Handler for Db {
 ///     type Request = Event;
 ///     type Response = Reply;
 ///     fn handle(&mut self, _: Event, _: &Context<'_>) -> Reply { Reply::ok("stored", "") }
@@ -47,7 +47,7 @@ use crate::store::{LoadPolicy, StateStore};
 /// #[derive(microkernel::Service)]
 /// #[service(name = "api", deps = ["db"])]
 /// struct Api;
-/// impl Service for Api {
+/// impl Handler for Api {
 ///     type Request = Event;
 ///     type Response = Reply;
 ///     fn handle(&mut self, ev: Event, ctx: &Context<'_>) -> Reply {
@@ -243,7 +243,7 @@ impl std::hash::Hasher for NameHasher {
 
 type Names = std::hash::BuildHasherDefault<NameHasher>;
 
-/// Service name → entry.
+/// Handler name → entry.
 type Registry = HashMap<Arc<str>, Entry, Names>;
 
 pub(crate) fn dep_graph(snapshot: &Snapshot) -> DepGraph<'_> {

@@ -9,7 +9,7 @@ use crate::runtime::error::LifecycleError;
 use crate::runtime::graph;
 use crate::runtime::handle::Handle;
 use crate::runtime::notice::Notice;
-use crate::runtime::service::Service;
+use crate::runtime::service::Handler;
 use crate::runtime::slot::{Lifecycle, Slot, SlotOf};
 
 impl Kernel {
@@ -17,7 +17,7 @@ impl Kernel {
     /// name. It starts in [`Status::Created`]; its dependencies need not be registered yet.
     pub fn register<S>(&self, service: S) -> Result<Handle, LifecycleError>
     where
-        S: Service<Request = Event, Response = Reply>,
+        S: Handler<Request = Event, Response = Reply>,
     {
         let slot = self.new_slot(service)?;
         self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, Some(Arc::clone(&slot)))?;
@@ -26,20 +26,20 @@ impl Kernel {
 
     /// Registers a service with its own request and response types. Only its [`Handle`]
     /// reaches it; events routed to it by name get [`CallError::Unsupported`] (415).
-    pub fn register_typed<S: Service>(&self, service: S) -> Result<Handle<S::Request, S::Response>, LifecycleError> {
+    pub fn register_typed<S: Handler>(&self, service: S) -> Result<Handle<S::Request, S::Response>, LifecycleError> {
         let slot = self.new_slot(service)?;
         self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, None)?;
         Ok(Handle::new(slot))
     }
 
     /// The slot for a new service, its state restored from the store if it has a file there.
-    fn new_slot<S: Service>(&self, mut service: S) -> Result<Arc<SlotOf<S>>, LifecycleError> {
+    fn new_slot<S: Handler>(&self, mut service: S) -> Result<Arc<SlotOf<S>>, LifecycleError> {
         if self.shared.read().contains_key(service.name()) {
             return Err(LifecycleError::Duplicate {
                 name: service.name().to_owned(),
             });
         }
-        self.check_registrable(service.name(), service.dependencies())?;
+        self.check_registrable(service.name(), &service.dependencies())?;
         let generation = self.restore(&mut service)?;
         let name: Arc<str> = service.name().into();
         Ok(Slot::new(
@@ -51,7 +51,7 @@ impl Kernel {
     }
 
     /// A name the configured store and sealer can carry, and each dependency listed once.
-    fn check_registrable(&self, name: &str, deps: &[&str]) -> Result<(), LifecycleError> {
+    fn check_registrable(&self, name: &str, deps: &[String]) -> Result<(), LifecycleError> {
         let invalid = |reason: String| LifecycleError::InvalidName {
             service: name.chars().take(64).collect(),
             reason,

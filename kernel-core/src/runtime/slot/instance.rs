@@ -2,7 +2,7 @@
 //! exports guarded against panics of user code.
 
 use crate::runtime::context::Context;
-use crate::runtime::service::{BoxError, Service, ServiceMeta};
+use crate::runtime::service::{BoxError, Handler, Service};
 use crate::state::{self, Migratable, StateTag};
 
 /// A service with its types erased down to its protocol: what a slot holds.
@@ -23,7 +23,7 @@ pub(crate) trait Instance<Req, Resp>: Send {
 #[derive(Debug)]
 pub(crate) enum ExportError {
     /// `export_state` failed or panicked.
-    Service(BoxError),
+    Handler(BoxError),
     /// The downgrade conversion failed or panicked.
     Downgrade(BoxError),
     /// The state's `Serialize` failed or panicked.
@@ -34,7 +34,7 @@ impl ExportError {
     /// The underlying error, whichever the step.
     pub(crate) fn into_source(self) -> BoxError {
         match self {
-            ExportError::Service(source) | ExportError::Downgrade(source) | ExportError::Encode(source) => source,
+            ExportError::Handler(source) | ExportError::Downgrade(source) | ExportError::Encode(source) => source,
         }
     }
 }
@@ -47,24 +47,21 @@ fn guarded<T, E: Into<BoxError>>(f: impl FnOnce() -> Result<T, E>) -> Result<T, 
     }
 }
 
-impl<S: Service> Instance<S::Request, S::Response> for S {
+impl<S: Handler> Instance<S::Request, S::Response> for S {
     fn start(&mut self, ctx: &Context<'_>) -> Result<(), BoxError> {
-        Service::start(self, ctx)
+        Handler::start(self, ctx)
     }
 
     fn stop(&mut self, ctx: &Context<'_>) -> Result<(), BoxError> {
-        Service::stop(self, ctx)
+        Handler::stop(self, ctx)
     }
 
     fn handle(&mut self, request: S::Request, ctx: &Context<'_>) -> S::Response {
-        Service::handle(self, request, ctx)
+        Handler::handle(self, request, ctx)
     }
 
     fn dependencies(&self) -> Vec<String> {
-        ServiceMeta::dependencies(self)
-            .iter()
-            .map(|d| (*d).to_owned())
-            .collect()
+        Service::dependencies(self)
     }
 
     fn state_tag(&self) -> StateTag {
@@ -74,7 +71,7 @@ impl<S: Service> Instance<S::Request, S::Response> for S {
     fn export(&self, downgrade: bool, out: &mut Vec<u8>) -> Result<StateTag, ExportError> {
         // Each step is user code (`export_state`, the `down` conversion, `Serialize`): a panic
         // in any of them is that step's failure, and the instance is left as it was.
-        let current = guarded(|| self.export_state()).map_err(ExportError::Service)?;
+        let current = guarded(|| self.export_state()).map_err(ExportError::Handler)?;
         if downgrade {
             let previous = guarded(|| current.downgrade()).map_err(ExportError::Downgrade)?;
             guarded(|| state::encode_into(&previous, out)).map_err(ExportError::Encode)

@@ -15,7 +15,7 @@ use parking_lot::{Mutex, MutexGuard};
 use crate::runtime::context::Context;
 use crate::runtime::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::runtime::kernel::Shared;
-use crate::runtime::service::{Service, Status};
+use crate::runtime::service::{Handler, Status};
 use crate::runtime::sync::thread_token;
 use crate::runtime::wait::{self, Held};
 
@@ -26,7 +26,7 @@ pub(crate) use instance::{BoxInstance, ExportError, Instance};
 pub(crate) use lifecycle::{Lifecycle, StopRace};
 
 /// The slot a service of type `S` lives in.
-pub(crate) type SlotOf<S> = Slot<<S as Service>::Request, <S as Service>::Response>;
+pub(crate) type SlotOf<S> = Slot<<S as Handler>::Request, <S as Handler>::Response>;
 
 /// Where one service lives.
 /// Aligned to its own cache lines: slots of different services, allocated side by side, must

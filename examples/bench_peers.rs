@@ -31,6 +31,23 @@ fn main() {
     let elapsed = started.elapsed();
     println!("call_round_trip_ns {:.1}", elapsed.as_nanos() as f64 / calls as f64);
     println!("call_ops_per_s {:.0}", calls as f64 / elapsed.as_secs_f64());
+    // W1 again with an INFO subscriber installed, as a program that logs would have it: the
+    // handler's DEBUG span must cost (next to) nothing.
+    let info = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(std::io::sink)
+        .finish();
+    let traced = tracing::subscriber::with_default(info, || {
+        let started = Instant::now();
+        for _ in 0..calls {
+            std::hint::black_box(handle.call(request.clone()).expect("call"));
+        }
+        started.elapsed()
+    });
+    println!(
+        "call_round_trip_info_subscriber_ns {:.1}",
+        traced.as_nanos() as f64 / calls as f64
+    );
 
     let small: Vec<_> = (0..swaps).map(|_| workload::timed_swap(&kernel)).collect();
     println!(
@@ -40,8 +57,8 @@ fn main() {
     println!("count_after {}", workload::count_and_entries(&handle).0);
     assert_eq!(
         workload::count_and_entries(&handle).0,
-        calls,
-        "every W1 call was answered exactly once, and counted across the W2 swaps"
+        calls * 2,
+        "every W1 call (both runs) was answered exactly once, and counted across the W2 swaps"
     );
 
     workload::fill(&handle, big);

@@ -327,7 +327,9 @@ fn dependencies_computed_at_run_time_order_the_start_and_follow_a_replacement() 
     let shard = |n: u32| format!("shard-{n}");
     let kernel = Kernel::new();
     let service = |name: String, deps: Vec<String>| Configured { name, deps };
-    kernel.register(service("router".into(), vec![shard(2), shard(1)])).unwrap();
+    kernel
+        .register(service("router".into(), vec![shard(2), shard(1)]))
+        .unwrap();
     kernel.register(service(shard(1), vec![])).unwrap();
     kernel.register(service(shard(2), vec![shard(1)])).unwrap();
     assert_eq!(kernel.start_order().unwrap(), ["shard-1", "shard-2", "router"]);
@@ -338,6 +340,8 @@ fn dependencies_computed_at_run_time_order_the_start_and_follow_a_replacement() 
     let err = kernel.stop("shard-1").unwrap_err();
     assert!(matches!(err, LifecycleError::HasRunningDependants { .. }), "{err}");
     // A name listed twice is refused, as for the derive.
-    let err = kernel.register(service("twice".into(), vec![shard(1), shard(1)])).unwrap_err();
+    let err = kernel
+        .register(service("twice".into(), vec![shard(1), shard(1)]))
+        .unwrap_err();
     assert!(matches!(err, LifecycleError::DuplicateDependency { .. }), "{err}");
 }

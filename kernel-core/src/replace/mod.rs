@@ -109,6 +109,7 @@ fn replace_in_slot<S: Handler>(
     direction: Direction,
 ) -> Result<Replaced, ReplaceError> {
     let service = &**slot.name();
+    let _span = tracing::info_span!("replace", service, ?direction).entered();
     if new.name() != service {
         let error = format!("the new version is named `{}`", new.name());
         return Err(ReplaceError::new(service, Step::Enter, error));

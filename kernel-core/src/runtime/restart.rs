@@ -237,6 +237,7 @@ fn admit(kernel: &Shared, failure: &Failure) -> Option<(Duration, u32)> {
 /// a `stop_all` came first; a failed restart is tried again (counting against the limit).
 fn act(kernel: &Arc<Shared>, failure: &Failure, nth: u32) {
     let name = &failure.name;
+    let _span = tracing::info_span!("restart", service = %name, restart = nth).entered();
     let Ok(_serial) = kernel.lifecycle_lock("restart") else {
         return; // unreachable: the supervisor holds no slot that could close a cycle
     };

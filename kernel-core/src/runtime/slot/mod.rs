@@ -141,6 +141,7 @@ impl<Req, Resp> Entered<'_, Req, Resp> {
     pub(crate) fn invoke(&mut self, hook: Hook) -> Result<(), LifecycleError> {
         let ctx = Context::new(&self.slot.kernel, &self.slot.name);
         let instance = &mut **self.instance;
+        let _span = tracing::info_span!("hook", service = %self.slot.name, %hook).entered();
         let outcome = catch_unwind(AssertUnwindSafe(|| match hook {
             Hook::Stop => instance.stop(&ctx),
             _ => instance.start(&ctx),
@@ -308,6 +309,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         }
         let ctx = Context::new(&self.kernel, &self.name);
         let instance = &mut **entered.instance;
+        // A DEBUG span: a user's events inside the handler carry the service's name; with DEBUG
+        // off (the usual INFO subscriber, or none) it costs one relaxed load.
+        let _span = tracing::debug_span!("handle", service = %self.name).entered();
         match catch_unwind(AssertUnwindSafe(|| instance.handle(request, &ctx))) {
             Ok(response) => Ok(response),
             Err(panic) => Err(self.panicked(&entered, &*panic)),

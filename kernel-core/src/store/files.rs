@@ -4,40 +4,17 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::StoreError;
-use std::os::unix::fs::DirBuilderExt;
+use super::platform;
 
 /// Temporary files are `.mk-tmp-<pid>-<n>`: short whatever the service's name, and a pattern
 /// nothing else in the directory can match.
 const TEMP_PREFIX: &str = ".mk-tmp-";
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// `O_NONBLOCK`, so that opening a FIFO swapped in after the file was examined returns at once
-/// (and is then refused by the inode check) instead of waiting for a writer. Its value on Linux
-/// for these architectures (the core has no `libc`); elsewhere the flag is not set and that
-/// narrow race remains.
-const NONBLOCKING_OPEN: i32 = if cfg!(all(
-    target_os = "linux",
-    any(
-        target_arch = "x86",
-        target_arch = "x86_64",
-        target_arch = "arm",
-        target_arch = "aarch64",
-        target_arch = "riscv64",
-        target_arch = "powerpc64",
-        target_arch = "s390x",
-        target_arch = "loongarch64"
-    )
-)) {
-    0o4000
-} else {
-    0
-};
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreError {
     let path = path.to_owned();
@@ -49,10 +26,7 @@ pub(super) fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let temp = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
     let written = (|| {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
+        let mut file = platform::private_file(OpenOptions::new().write(true).create_new(true))
             .open(&temp)
             .map_err(io("create", &temp))?;
         file.write_all(bytes).map_err(io("write", &temp))?;
@@ -68,9 +42,7 @@ pub(super) fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<
 }
 
 pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("fsync directory", dir))
+    platform::sync_dir(dir).map_err(io("fsync directory", dir))
 }
 
 /// What kind of file a path names, for errors.
@@ -81,16 +53,7 @@ fn kind(meta: &fs::Metadata) -> &'static str {
     } else if kind.is_dir() {
         "a directory"
     } else {
-        use std::os::unix::fs::FileTypeExt;
-        if kind.is_fifo() {
-            "a FIFO"
-        } else if kind.is_socket() {
-            "a socket"
-        } else if kind.is_block_device() || kind.is_char_device() {
-            "a device"
-        } else {
-            "not a regular file"
-        }
+        platform::special_kind(&kind)
     }
 }
 
@@ -116,13 +79,11 @@ pub(super) fn open_regular(path: &Path, limit: u64) -> Result<Option<(File, u64)
             limit,
         });
     }
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(NONBLOCKING_OPEN)
+    let file = platform::nonblocking(OpenOptions::new().read(true))
         .open(path)
         .map_err(io("open", path))?;
     let opened = file.metadata().map_err(io("examine", path))?;
-    if (opened.dev(), opened.ino()) != (before.dev(), before.ino()) {
+    if !platform::same_file(&opened, &before) {
         return Err(StoreError::NotRegular {
             path: path.to_owned(),
             kind: "replaced while being opened",
@@ -157,18 +118,15 @@ pub(super) fn open_lock_file(path: &Path) -> Result<File, StoreError> {
             kind: kind(&meta),
         });
     }
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(NONBLOCKING_OPEN)
+    let mut options = OpenOptions::new();
+    options.create(true).truncate(false).write(true);
+    let file = platform::nonblocking(platform::private_file(&mut options))
         .open(path)
         .map_err(io("open lock file", path))?;
     // Refuse a link swapped in between the check and the open.
     let after = fs::symlink_metadata(path).map_err(io("examine", path))?;
     let opened = file.metadata().map_err(io("examine", path))?;
-    if !after.file_type().is_file() || (after.dev(), after.ino()) != (opened.dev(), opened.ino()) {
+    if !after.file_type().is_file() || !platform::same_file(&after, &opened) {
         return Err(StoreError::NotRegular {
             path: path.to_owned(),
             kind: "replaced while being opened",
@@ -187,43 +145,27 @@ pub(super) fn check_private(dir: &Path) -> Result<(), StoreError> {
             kind: "not a directory",
         });
     }
-    let me = own_uid(dir)?;
-    let insecure = |reason: String| StoreError::InsecureDirectory {
-        dir: dir.to_owned(),
-        reason,
-    };
-    if meta.uid() != me {
-        return Err(insecure(format!(
-            "it is owned by uid {}, not by this process's uid {me}; `chown {me} {}` it, or open the store with \
-             `StoreOptions::allow_insecure_directory`",
-            meta.uid(),
-            dir.display()
-        )));
+    let own = own_metadata(dir)?;
+    match platform::insecurity(dir, &meta, &own) {
+        Some(reason) => Err(StoreError::InsecureDirectory {
+            dir: dir.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
     }
-    if meta.mode() & 0o022 != 0 {
-        return Err(insecure(format!(
-            "its mode {:o} lets group or others write it; `chmod go-w {}` it, or open the store with \
-             `StoreOptions::allow_insecure_directory`",
-            meta.mode() & 0o7777,
-            dir.display()
-        )));
-    }
-    Ok(())
 }
 
-/// This process's effective uid, read off a file it creates (no `libc` in the core).
-fn own_uid(dir: &Path) -> Result<u32, StoreError> {
+/// The metadata of a file this process creates in `dir`: its owner is this process's effective
+/// user (no `libc` in the core to ask).
+fn own_metadata(dir: &Path) -> Result<fs::Metadata, StoreError> {
     let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
     let probe = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
+    let file = platform::private_file(OpenOptions::new().write(true).create_new(true))
         .open(&probe)
         .map_err(io("create", &probe))?;
-    let uid = file.metadata().map(|m| m.uid()).map_err(io("examine", &probe));
+    let meta = file.metadata().map_err(io("examine", &probe));
     let _ = fs::remove_file(&probe);
-    uid
+    meta
 }
 
 /// Removes temporary files a killed process left (ours only: the `.mk-tmp-` pattern, regular
@@ -273,9 +215,7 @@ pub(super) fn set_aside(path: &Path) -> Result<PathBuf, StoreError> {
 
 /// Creates `dir` (and its parents) `0700`.
 pub(super) fn create_private_dir(dir: &Path) -> Result<(), StoreError> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
+    platform::private_dir(fs::DirBuilder::new().recursive(true))
         .create(dir)
         .map_err(io("create directory", dir))
 }

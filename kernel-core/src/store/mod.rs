@@ -16,6 +16,7 @@ pub mod conformance;
 mod dir;
 mod error;
 mod files;
+mod platform;
 
 use std::fmt;
 use std::future::Future;

@@ -86,7 +86,7 @@ impl ReplaceError {
     }
 }
 
-/// What a successful [`Kernel::replace`] did.
+/// What a successful [`Kernel::replace`](crate::Kernel::replace) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Replaced {

@@ -2,7 +2,7 @@
 //! intensity limit, the way OTP supervisors restart children.
 //!
 //! - A service is *failed* when its handler panics or its `start` fails (outside `stop_all`).
-//! - Its running dependants are told at once: a [`Notice::DependencyFailed`] and, for
+//! - Its running dependants are told at once: a [`Notice::DependencyFailed`](crate::Notice::DependencyFailed) and, for
 //!   `Event`/`Reply` dependants, a pushed event `{to: dependant, from: "kernel",
 //!   kind: "dependency-failed", content: <service>}`. They keep running; their calls to the
 //!   failed service get 404 until it is back.
@@ -10,10 +10,10 @@
 //!   restart inside the window), builds a new instance with the factory, imports the last good
 //!   state (the service's state file if the kernel has a store and the file exists, else the
 //!   state exported when the service last started), and starts it. More than `max_restarts`
-//!   failures within `within` and the service stays Failed: [`Notice::GaveUp`] and an error in
+//!   failures within `within` and the service stays Failed: [`Notice::GaveUp`](crate::Notice::GaveUp) and an error in
 //!   the log.
 //! - A replacement ends the supervision of that service (the factory builds the old version),
-//!   with [`Notice::SupervisionEnded`]; [`Kernel::replace_supervised`] replaces and carries
+//!   with [`Notice::SupervisionEnded`](crate::Notice::SupervisionEnded); [`Kernel::replace_supervised`] replaces and carries
 //!   supervision over to the new version's factory in one step.
 
 use std::collections::VecDeque;
@@ -30,6 +30,7 @@ use crate::state;
 
 /// What happens when a service fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum RestartPolicy {
     /// Stay Failed (the default).
     #[default]
@@ -187,7 +188,7 @@ impl Kernel {
     /// the old version and its supervision stay as they were.
     ///
     /// A plain `replace` of a supervised service ends its supervision instead (the old factory
-    /// builds the old version), with [`Notice::SupervisionEnded`].
+    /// builds the old version), with [`Notice::SupervisionEnded`](crate::Notice::SupervisionEnded).
     pub fn replace_supervised<S, F>(
         &self,
         new: S,

@@ -14,7 +14,7 @@ use crate::runtime::slot::{Lifecycle, Slot, SlotOf};
 
 impl Kernel {
     /// Registers a service that speaks the default [`Event`]/[`Reply`] protocol, reachable by
-    /// name. It starts in [`Status::Created`]; its dependencies need not be registered yet.
+    /// name. It starts in [`Status::Created`](crate::Status::Created); its dependencies need not be registered yet.
     pub fn register<S>(&self, service: S) -> Result<Handle, LifecycleError>
     where
         S: Handler<Request = Event, Response = Reply>,
@@ -25,7 +25,7 @@ impl Kernel {
     }
 
     /// Registers a service with its own request and response types. Only its [`Handle`]
-    /// reaches it; events routed to it by name get [`CallError::Unsupported`] (415).
+    /// reaches it; events routed to it by name get [`CallError::Unsupported`](crate::CallError::Unsupported) (415).
     pub fn register_typed<S: Handler>(&self, service: S) -> Result<Handle<S::Request, S::Response>, LifecycleError> {
         let slot = self.new_slot(service)?;
         self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, None)?;

@@ -22,8 +22,8 @@ use crate::runtime::graph;
 use crate::runtime::handle::Handle;
 use crate::runtime::kernel::{Kernel, Shared, dep_graph};
 use crate::runtime::notice::Notice;
-use crate::runtime::service::{Handler, Status};
-use crate::runtime::slot::{ExportError, Instance, Slot};
+use crate::runtime::service::{Handler, Service, Status};
+use crate::runtime::slot::{ExportError, Plumbing, Slot};
 use crate::state::{self, StateError, StateTag};
 
 mod outcome;
@@ -32,7 +32,7 @@ pub use outcome::{ReplaceError, Replaced, Step};
 
 /// Which way the state moves along its chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
+pub(crate) enum Direction {
     Upgrade,
     Rollback,
 }
@@ -135,30 +135,15 @@ fn replace_in_slot<S: Handler>(
 
     // 2. Move the state into the new instance; the old one is only read.
     let generation = entered.next_generation();
-    let crossing = shared.transit(
+    let mut crossed = cross(
+        shared,
         service,
-        direction == Direction::Rollback,
         &**entered.instance,
+        &mut new,
         generation,
+        direction,
+        was_running,
     )?;
-    // What the old instance held (a rollback exports it downgraded: that is not where it came from).
-    let from = entered.instance.state_tag();
-    let (sealed, state_len) = (crossing.sealed, crossing.bytes().len());
-    let state =
-        guarded(service, Step::Decode, || state::decode::<S::State>(crossing.bytes()))?.map_err(|e| match e {
-            StateError::Migration(source) => ReplaceError::new(service, Step::Upgrade, source),
-            other => ReplaceError::new(service, Step::Decode, other),
-        })?;
-    guarded(service, Step::Import, || new.import_state(state))?
-        .map_err(|e| ReplaceError::new(service, Step::Import, e))?;
-    let new_deps = check_new_dependencies(shared, service, new.dependencies(), was_running)?;
-    let to = StateTag::of::<S::State>();
-    shared.notify(&Notice::StateMigrated {
-        service,
-        from,
-        to,
-        sealed,
-    });
 
     // 3. Stop the old instance, start the new one; the old one comes back if either fails.
     // The status stays Running throughout (see `Entered::invoke`); only a failure changes it.
@@ -179,20 +164,78 @@ fn replace_in_slot<S: Handler>(
         });
     }
     // 4. The new instance is in: release the slot to the waiting calls.
-    if let Some(deps) = new_deps {
+    if let Some(deps) = crossed.new_deps.take() {
         shared.set_dependencies(service, deps);
     }
     drop(entered);
     // Freeing a large state takes milliseconds; a small one costs less than waking the reaper.
     // Either way a panicking `Drop` is reported, not unwound into the caller of a replacement
     // that succeeded.
-    if state_len > REAP_ABOVE {
+    if crossed.state_len > REAP_ABOVE {
         shared
             .reaper
             .dispose(slot.kernel().clone(), Arc::clone(slot.name()), Box::new(old));
     } else {
         crate::runtime::reap::drop_reporting(Some(shared), service, Box::new(old));
     }
+    Ok(finished(shared, service, &crossed))
+}
+
+/// What step 2 of a replacement hands on to the swap.
+pub(crate) struct Crossed {
+    /// What the old instance held (a rollback exports it downgraded: that is not where it came
+    /// from).
+    pub(crate) from: StateTag,
+    /// What the new instance imported.
+    pub(crate) to: StateTag,
+    pub(crate) sealed: bool,
+    /// The encoded state's length: a large old instance is dropped on the reaper thread.
+    pub(crate) state_len: usize,
+    /// The new version's dependencies, if they differ from the old one's.
+    pub(crate) new_deps: Option<Vec<String>>,
+}
+
+/// Step 2, the same for every kind of slot: export → encode → seal → open → decode/upgrade →
+/// import into `new`, and check the new version's dependencies. The old instance is only read.
+pub(crate) fn cross<S: Service>(
+    shared: &Shared,
+    service: &str,
+    old: &dyn Plumbing,
+    new: &mut S,
+    generation: u64,
+    direction: Direction,
+    was_running: bool,
+) -> Result<Crossed, ReplaceError> {
+    let crossing = shared.transit(service, direction == Direction::Rollback, old, generation)?;
+    let from = old.state_tag();
+    let (sealed, state_len) = (crossing.sealed, crossing.bytes().len());
+    let state =
+        guarded(service, Step::Decode, || state::decode::<S::State>(crossing.bytes()))?.map_err(|e| match e {
+            StateError::Migration(source) => ReplaceError::new(service, Step::Upgrade, source),
+            other => ReplaceError::new(service, Step::Decode, other),
+        })?;
+    guarded(service, Step::Import, || new.import_state(state))?
+        .map_err(|e| ReplaceError::new(service, Step::Import, e))?;
+    let new_deps = check_new_dependencies(shared, service, new.dependencies(), was_running)?;
+    let to = StateTag::of::<S::State>();
+    shared.notify(&Notice::StateMigrated {
+        service,
+        from,
+        to,
+        sealed,
+    });
+    Ok(Crossed {
+        from,
+        to,
+        sealed,
+        state_len,
+        new_deps,
+    })
+}
+
+/// After the swap: the log line, supervision handed over or ended, the notice.
+pub(crate) fn finished(shared: &Shared, service: &str, crossed: &Crossed) -> Replaced {
+    let (from, to, sealed) = (crossed.from, crossed.to, crossed.sealed);
     tracing::info!(service, from = from.version, to = to.version, sealed, "replaced");
     match shared.restarts.replaced(service) {
         (true, _) => shared.restarts.started(service),
@@ -200,7 +243,7 @@ fn replace_in_slot<S: Handler>(
         (false, false) => {}
     }
     shared.notify(&Notice::Replaced { service });
-    Ok(Replaced::Swapped { from, to, sealed })
+    Replaced::Swapped { from, to, sealed }
 }
 
 /// Starts the old instance again after a failed replacement; whether it is running.
@@ -280,11 +323,11 @@ impl Shared {
     /// Export → encode → (seal → open): the state crosses from the old instance to bytes the new
     /// version decodes. With a sealer the encoding is written straight into the envelope and
     /// decrypted where it lies, so a large state is never copied.
-    fn transit<Req, Resp>(
+    fn transit(
         &self,
         service: &str,
         downgrade: bool,
-        old: &dyn Instance<Req, Resp>,
+        old: &dyn Plumbing,
         generation: u64,
     ) -> Result<Crossing, ReplaceError> {
         let fail = |step| move |e| ReplaceError::new(service, step, e);

@@ -5,17 +5,22 @@ use crate::runtime::context::Context;
 use crate::runtime::service::{BoxError, Handler, Service};
 use crate::state::{self, Migratable, StateTag};
 
-/// A service with its types erased down to its protocol: what a slot holds.
-pub(crate) trait Instance<Req, Resp>: Send {
-    fn start(&mut self, ctx: &Context<'_>) -> Result<(), BoxError>;
-    fn stop(&mut self, ctx: &Context<'_>) -> Result<(), BoxError>;
-    fn handle(&mut self, request: Req, ctx: &Context<'_>) -> Resp;
+/// A service's state plumbing with its types erased: what a replacement and a save need of an
+/// instance, the same for synchronous and asynchronous services.
+pub(crate) trait Plumbing: Send {
     fn dependencies(&self) -> Vec<String>;
     /// Exports the current state (or its previous version when `downgrade`) and appends its
     /// encoding to `out`; returns its tag.
     fn export(&self, downgrade: bool, out: &mut Vec<u8>) -> Result<StateTag, ExportError>;
     /// The version and fingerprint of the state type it holds.
     fn state_tag(&self) -> StateTag;
+}
+
+/// A synchronous service with its types erased down to its protocol: what a slot holds.
+pub(crate) trait Instance<Req, Resp>: Plumbing {
+    fn start(&mut self, ctx: &Context<'_>) -> Result<(), BoxError>;
+    fn stop(&mut self, ctx: &Context<'_>) -> Result<(), BoxError>;
+    fn handle(&mut self, request: Req, ctx: &Context<'_>) -> Resp;
 }
 
 /// Why an instance could not hand out its state: user code failed or panicked at one of the
@@ -59,7 +64,9 @@ impl<S: Handler> Instance<S::Request, S::Response> for S {
     fn handle(&mut self, request: S::Request, ctx: &Context<'_>) -> S::Response {
         Handler::handle(self, request, ctx)
     }
+}
 
+impl<S: Service + Send> Plumbing for S {
     fn dependencies(&self) -> Vec<String> {
         Service::dependencies(self)
     }

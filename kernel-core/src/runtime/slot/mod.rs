@@ -22,7 +22,7 @@ use crate::runtime::wait::{self, Held};
 mod instance;
 mod lifecycle;
 
-pub(crate) use instance::{BoxInstance, ExportError, Instance};
+pub(crate) use instance::{BoxInstance, ExportError, Plumbing};
 pub(crate) use lifecycle::{Lifecycle, StopRace};
 
 /// The slot a service of type `S` lives in.

@@ -22,6 +22,8 @@ pub use logger::{LevelControl, LogLine, Logger};
 pub use messaging::message::{Event, KERNEL, Reply, Text, code};
 pub use messaging::push::PendingReply;
 pub use replace::{ReplaceError, Replaced, Step};
+#[cfg(feature = "tokio")]
+pub use runtime::asynchronous;
 pub use runtime::context::{Context, Level};
 pub use runtime::error::{CallError, Cycle, Hook, LifecycleError, StopAllError};
 pub use runtime::handle::Handle;

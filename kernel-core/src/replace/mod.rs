@@ -26,6 +26,8 @@ use crate::runtime::service::{Handler, Service, Status};
 use crate::runtime::slot::{ExportError, Plumbing, Slot};
 use crate::state::{self, StateError, StateTag};
 
+#[cfg(feature = "tokio")]
+mod asynchronous;
 mod outcome;
 
 pub use outcome::{ReplaceError, Replaced, Step};

@@ -100,13 +100,17 @@ impl<'a> Context<'a> {
 
     /// Logs a line through `tracing`, tagged with the service's name.
     pub fn log(&self, level: Level, message: &str) {
-        let service = self.service;
-        match level {
-            Level::Debug => tracing::debug!(service, "{message}"),
-            Level::Info => tracing::info!(service, "{message}"),
-            Level::Warn => tracing::warn!(service, "{message}"),
-            Level::Error => tracing::error!(service, "{message}"),
-        }
+        log(self.service, level, message);
+    }
+}
+
+/// A service's log line through `tracing`, with its name as the `service` field.
+pub(crate) fn log(service: &str, level: Level, message: &str) {
+    match level {
+        Level::Debug => tracing::debug!(service, "{message}"),
+        Level::Info => tracing::info!(service, "{message}"),
+        Level::Warn => tracing::warn!(service, "{message}"),
+        Level::Error => tracing::error!(service, "{message}"),
     }
 }
 

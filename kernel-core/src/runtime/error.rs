@@ -176,6 +176,22 @@ pub enum LifecycleError {
         /// The service.
         service: String,
     },
+    /// Synchronous code on a single-threaded tokio runtime's own thread asked for a lifecycle
+    /// change of an async service; use the async kernel operations (`start_all_async`,
+    /// `shutdown`, …), which run it off the runtime's thread.
+    #[error(
+        "a lifecycle change of async service `{service}` from a single-threaded tokio runtime's thread would block it; use the async kernel operations (start_all_async, shutdown)"
+    )]
+    WouldBlockRuntime {
+        /// The service.
+        service: String,
+    },
+    /// An async service was registered outside a tokio runtime.
+    #[error("async service `{service}` must be registered from within a tokio runtime")]
+    NoRuntime {
+        /// The service.
+        service: String,
+    },
     /// A supervisor's factory panicked while building a new instance for a restart.
     #[error("the factory of `{service}` panicked while building a restart: {message}")]
     FactoryPanicked {
@@ -258,6 +274,16 @@ pub enum CallError {
     /// The kernel has been dropped.
     #[error("the kernel is gone")]
     KernelGone,
+    /// Synchronous code on a single-threaded tokio runtime's own thread called an async
+    /// service: waiting would stop the runtime that must run it. Await the call instead
+    /// (`Kernel::call_async`, `AsyncHandle::call`), or use a multi-thread runtime.
+    #[error(
+        "a synchronous call to async service `{service}` from a single-threaded tokio runtime would block the runtime it needs; await it (Kernel::call_async) instead"
+    )]
+    WouldBlockRuntime {
+        /// The service.
+        service: String,
+    },
 }
 
 impl CallError {
@@ -272,6 +298,7 @@ impl CallError {
             CallError::Panicked { .. } => (code::FAILED, "Handler failed"),
             CallError::Unsupported { .. } => (code::UNSUPPORTED, "Unsupported request type"),
             CallError::KernelGone => (code::UNAVAILABLE, "Kernel unavailable"),
+            CallError::WouldBlockRuntime { .. } => (code::UNAVAILABLE, "Would block the runtime"),
         };
         Reply::new(code, message, self.to_string())
     }

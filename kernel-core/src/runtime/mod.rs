@@ -5,6 +5,8 @@
 //!
 //! Replacement and supervision are built on it, in `replace/` and `supervise/`.
 
+#[cfg(feature = "tokio")]
+pub mod asynchronous;
 pub(crate) mod context;
 pub(crate) mod error;
 pub(crate) mod graph;
@@ -14,6 +16,7 @@ pub(crate) mod notice;
 pub(crate) mod persist;
 pub(crate) mod reap;
 pub(crate) mod restart;
+pub(crate) mod route;
 pub(crate) mod service;
 pub(crate) mod slot;
 pub(crate) mod sync;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::runtime::error::LifecycleError;
 use crate::runtime::kernel::{Entry, Kernel, Shared};
-use crate::runtime::service::{Handler, Status};
+use crate::runtime::service::{Service, Status};
 use crate::seal::SealedObject;
 use crate::state;
 use crate::state::EncodedState;
@@ -37,7 +37,7 @@ impl Kernel {
 
     /// Before a service is registered: if the store holds its state, import it. Returns the
     /// generation of the state imported (0 if none), where the service's saves go on from.
-    pub(crate) fn restore<S: Handler>(&self, service: &mut S) -> Result<u64, LifecycleError> {
+    pub(crate) fn restore<S: Service>(&self, service: &mut S) -> Result<u64, LifecycleError> {
         let shared = self.shared();
         let Some(store) = shared.store() else {
             return Ok(0);
@@ -87,7 +87,7 @@ pub(crate) struct Opened {
 
 /// Decodes an opened state into the service's type and imports it; panics of user code
 /// (`Deserialize`, conversions, `import_state`) become errors naming the object.
-fn import_opened<S: Handler>(service: &mut S, opened: Opened) -> Result<(Location, u64), StoreError> {
+fn import_opened<S: Service>(service: &mut S, opened: Opened) -> Result<(Location, u64), StoreError> {
     let object = opened.location;
     let imported = crate::panic::catch(|| {
         let state = state::decode::<S::State>(opened.state.as_bytes()).map_err(|source| StoreError::Decode {

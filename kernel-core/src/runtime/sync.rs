@@ -4,13 +4,21 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
+/// Tokens name whoever holds or waits for slots: threads, and (feature `tokio`) chains of
+/// async calls. One counter for both, so no thread and no chain share a token.
+static NEXT: AtomicU64 = AtomicU64::new(1);
+
+/// A token never handed out before, never 0.
+pub(crate) fn fresh_token() -> u64 {
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
 /// A number naming the current thread, never 0, cheap to read (one thread-local access).
 pub(crate) fn thread_token() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local!(static TOKEN: Cell<u64> = const { Cell::new(0) });
     TOKEN.with(|t| match t.get() {
         0 => {
-            let fresh = NEXT.fetch_add(1, Ordering::Relaxed);
+            let fresh = fresh_token();
             t.set(fresh);
             fresh
         }

@@ -13,6 +13,9 @@ use crate::runtime::restart::Restarts;
 use crate::seal::Sealer;
 use crate::store::{LoadPolicy, StateStore};
 
+/// The default of `KernelBuilder::drain_timeout`.
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Builds a [`Kernel`] with an observer and limits.
 #[must_use]
 pub struct KernelBuilder {
@@ -23,6 +26,7 @@ pub struct KernelBuilder {
     load_policy: LoadPolicy,
     checkpoint_every: Option<Duration>,
     stop_timeout: Option<Duration>,
+    drain_timeout: Duration,
     #[cfg(feature = "fault-injection")]
     transit_fault: Option<TransitFault>,
     #[cfg(feature = "fault-injection")]
@@ -48,6 +52,7 @@ impl Default for KernelBuilder {
             load_policy: LoadPolicy::Fail,
             checkpoint_every: None,
             stop_timeout: None,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             #[cfg(feature = "fault-injection")]
             transit_fault: None,
             #[cfg(feature = "fault-injection")]
@@ -125,6 +130,15 @@ impl KernelBuilder {
         self
     }
 
+    /// How long a replacement of an async service (feature `tokio`) waits for a handler that is
+    /// mid-`.await` when it begins (default 10 s); past it the replacement fails and the old
+    /// version keeps serving.
+    #[cfg(feature = "tokio")]
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
     /// Builds the kernel, refusing settings that could not mean anything: no push workers,
     /// periodic checkpoints without a store, a store without a sealer, a zero checkpoint
     /// interval or stop timeout.
@@ -173,6 +187,7 @@ impl KernelBuilder {
             load_policy: self.load_policy,
             checkpointer: Mutex::new(None),
             stop_timeout: self.stop_timeout,
+            drain_timeout: self.drain_timeout,
             reaper: Reaper::default(),
             restarts: Restarts::default(),
             #[cfg(feature = "fault-injection")]

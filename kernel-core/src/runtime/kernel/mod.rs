@@ -22,8 +22,9 @@ use crate::runtime::notice::{Notice, Observer};
 use crate::runtime::persist::Checkpointer;
 use crate::runtime::reap::Reaper;
 use crate::runtime::restart::Restarts;
+use crate::runtime::route::Route;
 use crate::runtime::service::Status;
-use crate::runtime::slot::{Lifecycle, Slot};
+use crate::runtime::slot::Lifecycle;
 use crate::runtime::sync::ReentrantLock;
 use crate::seal::Sealer;
 use crate::store::{LoadPolicy, StateStore};
@@ -85,6 +86,8 @@ pub(crate) struct Shared {
     checkpointer: Mutex<Option<Checkpointer>>,
     /// Bounds each `stop` hook during `stop_all` (and `stop`); `None` waits for ever.
     stop_timeout: Option<Duration>,
+    /// How long a replacement of an async service waits for a handler mid-`.await`.
+    drain_timeout: Duration,
     pub(crate) reaper: Reaper,
     pub(crate) restarts: Restarts,
     /// How many times `stop_all` began: a restart scheduled before the latest is dropped.
@@ -100,8 +103,8 @@ pub(crate) struct Shared {
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) lifecycle: Arc<dyn Lifecycle>,
-    /// The slot as an `Event`/`Reply` service, if it speaks that protocol.
-    events: Option<Arc<Slot<Event, Reply>>>,
+    /// Where events addressed to it by name go.
+    pub(crate) route: Route,
     pub(crate) deps: Vec<String>,
 }
 
@@ -134,9 +137,20 @@ impl Kernel {
         &self.shared
     }
 
-    /// A handle to the `Event`/`Reply` service `name`, to call it without a name lookup.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn shared_arc(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// A handle to the synchronous `Event`/`Reply` service `name`, to call it without a name
+    /// lookup. An async service (feature `tokio`) is reached with `Kernel::async_handle`.
     pub fn handle(&self, name: &str) -> Result<Handle, CallError> {
-        self.shared.event_slot(name).map(Handle::new)
+        match self.shared.route(name)? {
+            Route::Sync(slot) => Ok(Handle::new(slot)),
+            _ => Err(CallError::Unsupported {
+                service: name.to_owned(),
+            }),
+        }
     }
 
     /// The sealer states cross replacements with, if one was configured.
@@ -165,20 +179,21 @@ impl Kernel {
 
     /// Calls the service `to` on this thread (the Go design's `Send`, typed).
     pub fn call(&self, to: &str, event: Event) -> Result<Reply, CallError> {
-        self.shared.event_slot(to)?.call(event)
+        self.shared.route(to)?.call(to, event, None)
     }
 
     /// [`call`](Self::call), waiting at most `timeout` to enter the service (see
     /// [`Handle::call_timeout`]: a handler that has started is not interrupted).
     pub fn call_timeout(&self, to: &str, event: Event, timeout: Duration) -> Result<Reply, CallError> {
-        self.shared.event_slot(to)?.call_within(event, timeout)
+        self.shared.route(to)?.call(to, event, Some(timeout))
     }
 
     /// Routes `event` to the service named by `event.to` and returns its reply; failures
     /// become replies with their codes (404 for an unknown or stopped service).
     pub fn send(&self, event: Event) -> Reply {
-        match self.shared.event_slot(&event.to) {
-            Ok(slot) => slot.call(event).unwrap_or_else(|e| e.to_reply()),
+        let to = event.to.clone();
+        match self.shared.route(&to) {
+            Ok(route) => route.call(&to, event, None).unwrap_or_else(|e| e.to_reply()),
             Err(e) => e.to_reply(),
         }
     }
@@ -194,13 +209,22 @@ impl Kernel {
         }
         // The status is checked by the worker, under the slot's mutex: a service being replaced
         // is briefly between its old and new instance, and its events must wait, not get 404.
-        let slot = match self.shared.event_slot(&event.to) {
-            Ok(slot) => slot,
+        let route = match self.shared.route(&event.to) {
+            Ok(Route::Typed) => {
+                return PendingReply::ready(
+                    CallError::Unsupported {
+                        service: event.to.into_owned(),
+                    }
+                    .to_reply(),
+                );
+            }
+            Ok(route) => route,
             Err(e) => return PendingReply::ready(e.to_reply()),
         };
-        self.shared
-            .pusher
-            .submit(move || slot.call(event).unwrap_or_else(|e| e.to_reply()))
+        self.shared.pusher.submit(move || {
+            let to = event.to.clone();
+            route.call(&to, event, None).unwrap_or_else(|e| e.to_reply())
+        })
     }
 }
 
@@ -349,6 +373,12 @@ impl Shared {
         self.store.as_deref()
     }
 
+    /// How long a replacement of an async service waits for a handler mid-`.await`.
+    #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
+    pub(crate) fn drain_timeout(&self) -> Duration {
+        self.drain_timeout
+    }
+
     pub(crate) fn load_policy(&self) -> LoadPolicy {
         self.load_policy
     }
@@ -357,14 +387,13 @@ impl Shared {
         self.sealer.as_ref()
     }
 
-    fn event_slot(&self, name: &str) -> Result<Arc<Slot<Event, Reply>>, CallError> {
+    /// Where events for `name` go.
+    pub(crate) fn route(&self, name: &str) -> Result<Route, CallError> {
         let registry = self.read();
         let entry = registry.get(name).ok_or_else(|| CallError::NotFound {
             service: name.to_owned(),
         })?;
-        entry.events.clone().ok_or_else(|| CallError::Unsupported {
-            service: name.to_owned(),
-        })
+        Ok(entry.route.clone())
     }
 
     /// Tells the observer; a panicking observer (user code) is logged and the kernel goes on.

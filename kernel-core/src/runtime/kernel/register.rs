@@ -9,6 +9,7 @@ use crate::runtime::error::LifecycleError;
 use crate::runtime::graph;
 use crate::runtime::handle::Handle;
 use crate::runtime::notice::Notice;
+use crate::runtime::route::Route;
 use crate::runtime::service::Handler;
 use crate::runtime::slot::{Lifecycle, Slot, SlotOf};
 
@@ -20,7 +21,7 @@ impl Kernel {
         S: Handler<Request = Event, Response = Reply>,
     {
         let slot = self.new_slot(service)?;
-        self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, Some(Arc::clone(&slot)))?;
+        self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, Route::Sync(Arc::clone(&slot)))?;
         Ok(Handle::new(slot))
     }
 
@@ -28,7 +29,7 @@ impl Kernel {
     /// reaches it; events routed to it by name get [`CallError::Unsupported`](crate::CallError::Unsupported) (415).
     pub fn register_typed<S: Handler>(&self, service: S) -> Result<Handle<S::Request, S::Response>, LifecycleError> {
         let slot = self.new_slot(service)?;
-        self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, None)?;
+        self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, Route::Typed)?;
         Ok(Handle::new(slot))
     }
 
@@ -51,7 +52,7 @@ impl Kernel {
     }
 
     /// A name the configured store and sealer can carry, and each dependency listed once.
-    fn check_registrable(&self, name: &str, deps: &[String]) -> Result<(), LifecycleError> {
+    pub(crate) fn check_registrable(&self, name: &str, deps: &[String]) -> Result<(), LifecycleError> {
         let invalid = |reason: String| LifecycleError::InvalidName {
             service: name.chars().take(64).collect(),
             reason,
@@ -75,11 +76,7 @@ impl Kernel {
         }
     }
 
-    fn insert(
-        &self,
-        lifecycle: Arc<dyn Lifecycle>,
-        events: Option<Arc<Slot<Event, Reply>>>,
-    ) -> Result<(), LifecycleError> {
+    pub(crate) fn insert(&self, lifecycle: Arc<dyn Lifecycle>, route: Route) -> Result<(), LifecycleError> {
         let name = Arc::clone(lifecycle.name());
         let deps = lifecycle.dependencies();
         {
@@ -87,14 +84,7 @@ impl Kernel {
             if registry.contains_key(&name) {
                 return Err(LifecycleError::Duplicate { name: name.to_string() });
             }
-            registry.insert(
-                Arc::clone(&name),
-                Entry {
-                    lifecycle,
-                    events,
-                    deps,
-                },
-            );
+            registry.insert(Arc::clone(&name), Entry { lifecycle, route, deps });
         }
         tracing::debug!(service = %name, "registered");
         self.shared.notify(&Notice::Registered { service: &name });

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{Entered, SaveInFlight, Slot};
+use super::{Entered, Plumbing, SaveInFlight, Slot};
 use crate::runtime::error::{Hook, LifecycleError};
 use crate::runtime::service::Status;
 use crate::runtime::sync::thread_token;
@@ -105,8 +105,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
             service: self.name.to_string(),
         })?;
         // Counted under the mutex: a restart holding it sees every export that came before.
-        self.saves_in_flight.fetch_add(1, Ordering::AcqRel);
-        let in_flight = SaveInFlight(Arc::clone(&self.saves_in_flight));
+        let in_flight = SaveInFlight::begin(&self.saves_in_flight);
         let exported = self.export_entered(&entered);
         drop(entered);
         exported.map(|(state, generation)| (state, generation, in_flight))
@@ -124,20 +123,26 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
 impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
     /// Exports the entered instance's state at the next generation.
     fn export_entered(&self, entered: &Entered<'_, Req, Resp>) -> Result<(EncodedState, u64), LifecycleError> {
-        let service = || self.name.to_string();
-        let mut bytes = Vec::new();
-        entered
-            .instance
-            .export(false, &mut bytes)
-            .map_err(|e| LifecycleError::Export {
-                service: service(),
-                source: e.into_source(),
-            })?;
-        let generation = entered.next_generation();
-        let encoded = EncodedState::from_bytes(bytes).map_err(|e| LifecycleError::Export {
-            service: service(),
-            source: e.into(),
-        })?;
-        Ok((encoded, generation))
+        export_now(&self.name, &**entered.instance, || entered.next_generation())
     }
+}
+
+/// Exports `instance`'s state, taking its next generation (the caller holds the slot, so
+/// generations follow the order of exports): the same for every kind of slot.
+pub(crate) fn export_now(
+    service: &str,
+    instance: &dyn Plumbing,
+    next_generation: impl FnOnce() -> u64,
+) -> Result<(EncodedState, u64), LifecycleError> {
+    let mut bytes = Vec::new();
+    instance.export(false, &mut bytes).map_err(|e| LifecycleError::Export {
+        service: service.to_owned(),
+        source: e.into_source(),
+    })?;
+    let generation = next_generation();
+    let encoded = EncodedState::from_bytes(bytes).map_err(|e| LifecycleError::Export {
+        service: service.to_owned(),
+        source: e.into(),
+    })?;
+    Ok((encoded, generation))
 }

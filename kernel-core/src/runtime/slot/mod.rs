@@ -23,6 +23,8 @@ mod instance;
 mod lifecycle;
 
 pub(crate) use instance::{BoxInstance, ExportError, Plumbing};
+#[cfg(feature = "tokio")]
+pub(crate) use lifecycle::export_now;
 pub(crate) use lifecycle::{Lifecycle, StopRace};
 
 /// The slot a service of type `S` lives in.
@@ -59,6 +61,14 @@ pub(crate) struct Slot<Req, Resp> {
 /// A save exported from a slot and not yet written; dropping it says the write is over.
 pub(crate) struct SaveInFlight(Arc<std::sync::atomic::AtomicU32>);
 
+impl SaveInFlight {
+    /// Counts a save in `counter` until the returned guard drops.
+    pub(crate) fn begin(counter: &Arc<std::sync::atomic::AtomicU32>) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Self(Arc::clone(counter))
+    }
+}
+
 impl Drop for SaveInFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
@@ -75,6 +85,26 @@ pub(crate) enum Blocked {
     Cycle(Vec<String>),
     /// The caller's bound on the wait passed.
     TimedOut(Duration),
+}
+
+impl Blocked {
+    /// The error a caller gets for it.
+    #[cold]
+    pub(crate) fn into_call_error(self, service: &str) -> CallError {
+        let service = service.to_owned();
+        match self {
+            Blocked::Reentry => CallError::WouldDeadlock { service },
+            Blocked::Cycle(cycle) => {
+                tracing::warn!(
+                    service,
+                    cycle = %cycle.join(" -> "),
+                    "call refused: its holder waits, through the services named, for one this caller holds"
+                );
+                CallError::WouldDeadlock { service }
+            }
+            Blocked::TimedOut(timeout) => CallError::Timeout { service, timeout },
+        }
+    }
 }
 
 /// Times a waiting caller retries at once before it registers its wait: most holders are short
@@ -292,6 +322,23 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         }
     }
 
+    /// Calls the service if it is free right now; hands the request back if another caller
+    /// holds it (for async callers, which must not wait on this thread).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn call_now(&self, request: Req) -> Result<Result<Resp, CallError>, Req> {
+        let me = thread_token();
+        if self.owner.load(Ordering::Relaxed) == me {
+            return Ok(Err(self.refused(Blocked::Reentry)));
+        }
+        match self.instance.try_lock() {
+            Some(instance) => {
+                self.owner.store(me, Ordering::Relaxed);
+                Ok(self.serve(Entered { slot: self, instance }, request))
+            }
+            None => Err(request),
+        }
+    }
+
     /// [`call`](Self::call), waiting at most `timeout` to enter the service (a handler that is
     /// already running is not interrupted).
     pub(crate) fn call_within(&self, request: Req, timeout: Duration) -> Result<Resp, CallError> {
@@ -321,19 +368,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
     #[cold]
     #[inline(never)]
     fn refused(&self, blocked: Blocked) -> CallError {
-        let service = self.name.to_string();
-        match blocked {
-            Blocked::Reentry => CallError::WouldDeadlock { service },
-            Blocked::Cycle(cycle) => {
-                tracing::warn!(
-                    service,
-                    cycle = %cycle.join(" -> "),
-                    "call refused: its holder waits, through the services named, for one this thread holds"
-                );
-                CallError::WouldDeadlock { service }
-            }
-            Blocked::TimedOut(timeout) => CallError::Timeout { service, timeout },
-        }
+        blocked.into_call_error(&self.name)
     }
 
     #[cold]

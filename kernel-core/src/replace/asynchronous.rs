@@ -1,0 +1,179 @@
+//! The replacement of an async service (feature `tokio`): the same four steps as
+//! `replace_in_slot`, with the slot taken as tokio's fair mutex (waiting callers queue behind
+//! the replacement and are served by the new version), a handler that is mid-`.await` given
+//! `KernelBuilder::drain_timeout` to finish, and the hooks awaited. It runs on the blocking pool:
+//! the crossing of a large state (encode, seal, open, decode) never occupies a worker.
+
+use super::{Crossed, Direction, REAP_ABOVE, ReplaceError, Replaced, Step, cross, finished};
+use crate::runtime::asynchronous::chain::{self, WouldBlockRuntime};
+use crate::runtime::asynchronous::{AsyncEntered, AsyncHandler, AsyncSlot};
+use crate::runtime::error::{Hook, LifecycleError};
+use crate::runtime::kernel::Shared;
+use crate::runtime::service::Status;
+use crate::runtime::slot::Blocked;
+
+/// The whole protocol for one async slot, run from the blocking pool.
+pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
+    shared: &Shared,
+    slot: &std::sync::Arc<AsyncSlot<S::Request, S::Response>>,
+    mut new: S,
+    direction: Direction,
+) -> Result<Replaced, ReplaceError> {
+    let service = &**slot.name();
+    let _span = tracing::info_span!("replace", service, ?direction).entered();
+    if new.name() != service {
+        let error = format!("the new version is named `{}`", new.name());
+        return Err(ReplaceError::new(service, Step::Enter, error));
+    }
+    let _serial = shared
+        .lifecycle_lock("replace")
+        .map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
+    slot.check_no_late_stop()
+        .map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
+    let would_block = |WouldBlockRuntime| {
+        ReplaceError::new(
+            service,
+            Step::Enter,
+            LifecycleError::WouldBlockRuntime {
+                service: service.to_owned(),
+            },
+        )
+    };
+    let runtime = slot.runtime();
+
+    // 1. Take the slot: a handler mid-`.await` may finish (within the drain timeout); calls
+    // arriving from now on queue behind the replacement.
+    let drain = shared.drain_timeout();
+    let mut entered = chain::block_on(runtime, slot.enter(chain::current_sync(), Some(drain)))
+        .map_err(would_block)?
+        .map_err(|blocked| {
+            let reason = match blocked {
+                Blocked::TimedOut(_) => format!(
+                    "a handler of `{service}` did not finish within the drain timeout of {drain:?} (KernelBuilder::drain_timeout); the old version keeps serving"
+                ),
+                other => other.into_call_error(service).to_string(),
+            };
+            ReplaceError::new(service, Step::Enter, reason)
+        })?;
+    let was_running = entered.status() == Status::Running;
+
+    // 2. Move the state into the new instance; the old one is only read.
+    let generation = entered.next_generation();
+    let mut crossed: Crossed = cross(
+        shared,
+        service,
+        &**entered.instance,
+        &mut new,
+        generation,
+        direction,
+        was_running,
+    )?;
+
+    // 3. Stop the old instance, start the new one; the old one comes back if either fails.
+    if was_running {
+        let stopped = chain::block_on(runtime, entered.invoke(Hook::Stop)).map_err(would_block)?;
+        if let Err(error) = stopped {
+            let restarted = restart_old(&mut entered, runtime);
+            return Err(ReplaceError {
+                old_restarted: restarted,
+                ..ReplaceError::new(service, Step::StopOld, error)
+            });
+        }
+    }
+    let old = entered.swap(Box::new(new));
+    if was_running {
+        let started = chain::block_on(runtime, entered.invoke(Hook::Start)).map_err(would_block)?;
+        if let Err(error) = started {
+            entered.swap(old);
+            let restarted = restart_old(&mut entered, runtime);
+            return Err(ReplaceError {
+                old_restarted: restarted,
+                ..ReplaceError::new(service, Step::StartNew, error)
+            });
+        }
+    }
+    // 4. The new instance is in: release the slot to the waiting calls.
+    if let Some(deps) = crossed.new_deps.take() {
+        shared.set_dependencies(service, deps);
+    }
+    drop(entered);
+    if crossed.state_len > REAP_ABOVE {
+        shared
+            .reaper
+            .dispose(slot.kernel().clone(), std::sync::Arc::clone(slot.name()), Box::new(old));
+    } else {
+        crate::runtime::reap::drop_reporting(Some(shared), service, Box::new(old));
+    }
+    Ok(finished(shared, service, &crossed))
+}
+
+/// Starts the old instance again after a failed replacement; whether it is running.
+fn restart_old<Req: Send + 'static, Resp: Send + 'static>(
+    entered: &mut AsyncEntered<Req, Resp>,
+    runtime: &tokio::runtime::Handle,
+) -> bool {
+    match chain::block_on(runtime, entered.invoke(Hook::Start)) {
+        Ok(Ok(())) => true,
+        Ok(Err(error)) => {
+            entered.set_status(Status::Failed);
+            tracing::error!(%error, "restarting the old version after a failed replacement failed");
+            false
+        }
+        Err(WouldBlockRuntime) => {
+            entered.set_status(Status::Failed);
+            false
+        }
+    }
+}
+
+impl crate::Kernel {
+    /// Replaces the async `Event`/`Reply` service named by `new.name()` while it runs, its state
+    /// moved across (see the [`asynchronous`](crate::asynchronous) module): the old version's
+    /// handler may finish (within the drain timeout), calls arriving meanwhile wait and are
+    /// served by the new version. Runs off the runtime's workers. Any failure leaves the old
+    /// version serving with its state and names the step.
+    pub async fn replace_async<S>(&self, new: S) -> Result<Replaced, ReplaceError>
+    where
+        S: AsyncHandler<Request = crate::Event, Response = crate::Reply>,
+    {
+        let handle = self
+            .async_handle(new.name())
+            .map_err(|e| ReplaceError::new(new.name(), Step::Enter, e))?;
+        self.replace_async_at(&handle, new).await
+    }
+
+    /// Replaces the async service behind `handle` (any protocol) with `new`, which must speak
+    /// the same types and have the same name.
+    pub async fn replace_async_at<S: AsyncHandler>(
+        &self,
+        handle: &crate::asynchronous::AsyncHandle<S::Request, S::Response>,
+        new: S,
+    ) -> Result<Replaced, ReplaceError> {
+        let Some(slot) = handle.async_slot().cloned() else {
+            let reason = "it is a synchronous service: replace it with Kernel::replace (from async code: kernel.blocking(|k| k.replace(new)))";
+            return Err(ReplaceError::new(handle.name(), Step::Enter, reason));
+        };
+        let kernel = self.clone();
+        chain::off_workers(move || replace_in_async_slot(kernel.shared(), &slot, new, Direction::Upgrade)).await
+    }
+
+    /// Rolls the async `Event`/`Reply` service named by `older.name()` back one version (its
+    /// state downgraded), as [`Kernel::rollback`] does for a synchronous one.
+    pub async fn rollback_async<S>(&self, older: S) -> Result<Replaced, ReplaceError>
+    where
+        S: AsyncHandler<Request = crate::Event, Response = crate::Reply>,
+    {
+        let handle = self
+            .async_handle(older.name())
+            .map_err(|e| ReplaceError::new(older.name(), Step::Enter, e))?;
+        let Some(slot) = handle.async_slot().cloned() else {
+            return Err(ReplaceError::new(
+                older.name(),
+                Step::Enter,
+                "it is a synchronous service",
+            ));
+        };
+        let kernel = self.clone();
+        chain::off_workers(move || replace_in_async_slot(kernel.shared(), &slot, older, Direction::Rollback)).await
+    }
+}

@@ -1,0 +1,132 @@
+//! Who holds what in async code: a token per chain of calls (the task-local the handler runs
+//! under, so a nested call knows the slots its chain holds, whatever thread it is on), panics
+//! caught as they unwind out of a poll, work that finishes even if its caller goes away, and
+//! the one place synchronous code waits for a future.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::runtime::{Handle, RuntimeFlavor};
+
+use super::handler::BoxFuture;
+use crate::runtime::sync::{fresh_token, thread_token};
+
+tokio::task_local! {
+    /// The token of the chain of calls the current task is running a handler or hook for.
+    static CHAIN: u64;
+}
+
+/// The token of the chain an async call joins: the task-local of the handler or hook it is made
+/// from, else a new chain (a top-level caller holds nothing, and work it abandoned must not be
+/// mistaken for its own).
+pub(crate) fn current() -> u64 {
+    CHAIN.try_with(|t| *t).unwrap_or_else(|_| fresh_token())
+}
+
+/// The token synchronous code waits under: the chain whose handler it runs inside (a
+/// synchronous service called inline from async code), else this thread's, as the synchronous
+/// slots know it.
+pub(crate) fn current_sync() -> u64 {
+    CHAIN.try_with(|t| *t).unwrap_or_else(|_| thread_token())
+}
+
+/// Runs `future` as part of chain `token`.
+pub(crate) fn within<F: Future>(token: u64, future: F) -> impl Future<Output = F::Output> {
+    CHAIN.scope(token, future)
+}
+
+/// A future whose panics are caught: `Err` carries the panic's payload.
+pub(crate) struct CatchUnwind<F>(pub(crate) F);
+
+impl<F: Future + Unpin> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match catch_unwind(AssertUnwindSafe(|| Pin::new(&mut *inner).poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(panic) => Poll::Ready(Err(panic)),
+        }
+    }
+}
+
+/// Work the kernel has taken on (a request a service accepted): awaited by its caller, and
+/// finished on `runtime` if the caller's future is dropped first, so that a cancelled caller
+/// never leaves a request half-handled.
+pub(crate) struct Detached<T: Send + 'static> {
+    work: Option<BoxFuture<'static, T>>,
+    runtime: Handle,
+}
+
+impl<T: Send + 'static> Detached<T> {
+    pub(crate) fn new(work: BoxFuture<'static, T>, runtime: Handle) -> Self {
+        Self {
+            work: Some(work),
+            runtime,
+        }
+    }
+}
+
+impl<T: Send + 'static> Future for Detached<T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let Some(work) = self.work.as_mut() else {
+            unreachable!("a Detached future is not polled after it completed")
+        };
+        let output = std::task::ready!(work.as_mut().poll(cx));
+        self.work = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<T: Send + 'static> Drop for Detached<T> {
+    fn drop(&mut self) {
+        if let Some(work) = self.work.take() {
+            drop(self.runtime.spawn(work));
+        }
+    }
+}
+
+/// Why synchronous code could not wait for an async service.
+pub(crate) struct WouldBlockRuntime;
+
+std::thread_local! {
+    /// Whether this thread runs kernel work handed off the runtime's workers ([`off_workers`]).
+    static OFF_WORKERS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `work` on the runtime's blocking pool, marked as kernel work that may wait: how every
+/// async lifecycle operation keeps the workers free.
+pub(crate) async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    let joined = tokio::task::spawn_blocking(move || {
+        OFF_WORKERS.with(|flag| flag.set(true));
+        work()
+    })
+    .await;
+    match joined {
+        Ok(output) => output,
+        // The work's panics are the kernel's (user code is guarded inside): pass them on.
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+/// Waits for `future` from synchronous code without blocking an async runtime's worker: on a
+/// thread outside any runtime, or on the blocking pool, it is driven here with `runtime`; on a
+/// worker (or the `block_on` thread) of a multi-thread runtime the thread first hands its other
+/// tasks off (`block_in_place`); on a single-threaded runtime's own thread waiting would stop
+/// that runtime, so it is refused.
+pub(crate) fn block_on<F: Future>(runtime: &Handle, future: F) -> Result<F::Output, WouldBlockRuntime> {
+    let off_workers = OFF_WORKERS.with(std::cell::Cell::get);
+    match Handle::try_current() {
+        Ok(current) if !off_workers => match current.runtime_flavor() {
+            RuntimeFlavor::MultiThread => Ok(tokio::task::block_in_place(|| current.block_on(future))),
+            _ => Err(WouldBlockRuntime),
+        },
+        _ => Ok(runtime.block_on(future)),
+    }
+}

@@ -1,0 +1,166 @@
+//! A typed handle to call a service from async code, whether the service is async or not.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::slot::AsyncSlot;
+use crate::messaging::message::{Event, Reply};
+use crate::runtime::error::CallError;
+use crate::runtime::handle::Handle;
+use crate::runtime::service::Status;
+use crate::runtime::slot::Slot;
+
+/// A typed handle to a service, for async code: `handle.call(request).await`. Obtained once
+/// ([`Kernel::register_async`](crate::Kernel::register_async),
+/// [`Kernel::async_handle`](crate::Kernel::async_handle), or `AsyncHandle::from(handle)` for a
+/// synchronous service), it stays valid across replacements and skips the name lookup. Cheap to
+/// clone.
+///
+/// A call to an async service waits as a future, in arrival order, and once the service has
+/// taken the request the kernel drives it to completion even if the caller's future is dropped.
+/// A call to a synchronous service runs its handler at once when it is free, and otherwise waits
+/// on the runtime's blocking pool, never on a worker.
+pub struct AsyncHandle<Req = Event, Resp = Reply> {
+    target: Target<Req, Resp>,
+}
+
+enum Target<Req, Resp> {
+    Async(Arc<AsyncSlot<Req, Resp>>),
+    Sync(Arc<Slot<Req, Resp>>),
+}
+
+impl<Req, Resp> Clone for Target<Req, Resp> {
+    fn clone(&self) -> Self {
+        match self {
+            Target::Async(slot) => Target::Async(Arc::clone(slot)),
+            Target::Sync(slot) => Target::Sync(Arc::clone(slot)),
+        }
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> AsyncHandle<Req, Resp> {
+    pub(crate) fn new_async(slot: Arc<AsyncSlot<Req, Resp>>) -> Self {
+        Self {
+            target: Target::Async(slot),
+        }
+    }
+
+    /// Calls the service and awaits its response.
+    ///
+    /// Fails with [`CallError::NotRunning`] if it is not running, [`CallError::WouldDeadlock`]
+    /// if this chain of calls already holds it (or waiting would close a cycle), and
+    /// [`CallError::Panicked`] if its handler panicked (the service is then Failed).
+    pub fn call(&self, request: Req) -> impl Future<Output = Result<Resp, CallError>> + Send + 'static {
+        self.call_within(request, None)
+    }
+
+    /// [`call`](Self::call), waiting at most `timeout` to enter the service (tokio's timer):
+    /// past it [`CallError::Timeout`], and the request was not delivered. A handler that has
+    /// started is not interrupted.
+    pub fn call_timeout(
+        &self,
+        request: Req,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<Resp, CallError>> + Send + 'static {
+        self.call_within(request, Some(timeout))
+    }
+
+    fn call_within(
+        &self,
+        request: Req,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<Resp, CallError>> + Send + 'static {
+        let target = self.target.clone();
+        async move {
+            match target {
+                Target::Async(slot) => slot.call(request, timeout).await,
+                Target::Sync(slot) => call_sync(slot, request, timeout).await,
+            }
+        }
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        match &self.target {
+            Target::Async(slot) => slot.name(),
+            Target::Sync(slot) => slot.name(),
+        }
+    }
+
+    /// The service's status.
+    pub fn status(&self) -> Status {
+        match &self.target {
+            Target::Async(slot) => slot.status(),
+            Target::Sync(slot) => slot.status(),
+        }
+    }
+
+    pub(crate) fn async_slot(&self) -> Option<&Arc<AsyncSlot<Req, Resp>>> {
+        match &self.target {
+            Target::Async(slot) => Some(slot),
+            Target::Sync(_) => None,
+        }
+    }
+}
+
+/// A synchronous service called from async code: at once if it is free; else the wait (and the
+/// handler) run on the blocking pool, which also finishes the call if the caller goes away.
+async fn call_sync<Req: Send + 'static, Resp: Send + 'static>(
+    slot: Arc<Slot<Req, Resp>>,
+    request: Req,
+    timeout: Option<Duration>,
+) -> Result<Resp, CallError> {
+    let request = match slot.call_now(request) {
+        Ok(answered) => return answered,
+        Err(busy) => busy,
+    };
+    super::chain::off_workers(move || match timeout {
+        None => slot.call(request),
+        Some(timeout) => slot.call_within(request, timeout),
+    })
+    .await
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> From<Handle<Req, Resp>> for AsyncHandle<Req, Resp> {
+    fn from(handle: Handle<Req, Resp>) -> Self {
+        Self {
+            target: Target::Sync(handle.slot),
+        }
+    }
+}
+
+impl<Req, Resp> Clone for AsyncHandle<Req, Resp> {
+    fn clone(&self) -> Self {
+        Self {
+            target: self.target.clone(),
+        }
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> std::fmt::Debug for AsyncHandle<Req, Resp> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncHandle")
+            .field("service", &self.name())
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+/// `tower::Service` (feature `tower`): always ready; each call is one [`AsyncHandle::call`].
+/// Usable under tower's layers (timeout, concurrency limit, buffer) and as an axum handler's
+/// backend.
+#[cfg(feature = "tower")]
+impl<Req: Send + 'static, Resp: Send + 'static> tower_service::Service<Req> for AsyncHandle<Req, Resp> {
+    type Response = Resp;
+    type Error = CallError;
+    type Future = super::CallFuture<Resp>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), CallError>> {
+        // Calls queue in the service itself, in arrival order: there is no capacity to reserve.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Req) -> Self::Future {
+        Box::pin(AsyncHandle::call(self, request))
+    }
+}

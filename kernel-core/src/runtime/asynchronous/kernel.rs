@@ -1,0 +1,173 @@
+//! The kernel from async code: registering async services, awaitable calls and pushes, and the
+//! lifecycle operations run off the runtime's workers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::chain::off_workers;
+use super::handle::AsyncHandle;
+use super::handler::AsyncHandler;
+use super::slot::{AsyncLifecycle, AsyncSlot};
+use crate::messaging::message::{Event, KERNEL, Reply};
+use crate::runtime::error::{CallError, LifecycleError, StopAllError};
+use crate::runtime::kernel::Kernel;
+use crate::runtime::notice::Notice;
+use crate::runtime::persist::CheckpointError;
+use crate::runtime::route::Route;
+use crate::runtime::slot::Lifecycle;
+use crate::store::Location;
+
+impl Kernel {
+    /// Registers an async service that speaks [`Event`]/[`Reply`], reachable by name from sync
+    /// and async callers alike. Call it from within a tokio runtime: the service's futures run
+    /// there. Its stored state, if the kernel has a store, is restored off the runtime's workers.
+    pub async fn register_async<S>(&self, service: S) -> Result<AsyncHandle, LifecycleError>
+    where
+        S: AsyncHandler<Request = Event, Response = Reply>,
+    {
+        let slot = self.new_async_slot(service).await?;
+        self.insert(
+            Arc::new(AsyncLifecycle(Arc::clone(&slot))) as Arc<dyn Lifecycle>,
+            Route::Async(Arc::clone(&slot)),
+        )?;
+        Ok(AsyncHandle::new_async(slot))
+    }
+
+    /// Registers an async service with its own request and response types; only its
+    /// [`AsyncHandle`] reaches it.
+    pub async fn register_async_typed<S: AsyncHandler>(
+        &self,
+        service: S,
+    ) -> Result<AsyncHandle<S::Request, S::Response>, LifecycleError> {
+        let slot = self.new_async_slot(service).await?;
+        self.insert(
+            Arc::new(AsyncLifecycle(Arc::clone(&slot))) as Arc<dyn Lifecycle>,
+            Route::Typed,
+        )?;
+        Ok(AsyncHandle::new_async(slot))
+    }
+
+    /// The slot for a new async service, its state restored from the store if it holds one.
+    async fn new_async_slot<S: AsyncHandler>(
+        &self,
+        service: S,
+    ) -> Result<Arc<AsyncSlot<S::Request, S::Response>>, LifecycleError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| LifecycleError::NoRuntime {
+            service: service.name().to_owned(),
+        })?;
+        if self.status(service.name()).is_some() {
+            return Err(LifecycleError::Duplicate {
+                name: service.name().to_owned(),
+            });
+        }
+        self.check_registrable(service.name(), &service.dependencies())?;
+        let kernel = self.clone();
+        let (service, generation) = off_workers(move || {
+            let mut service = service;
+            let generation = kernel.restore(&mut service);
+            (service, generation)
+        })
+        .await;
+        let generation = generation?;
+        let name: Arc<str> = service.name().into();
+        Ok(AsyncSlot::new(
+            name,
+            Box::new(service),
+            Arc::downgrade(self.shared_arc()),
+            generation,
+            runtime,
+        ))
+    }
+
+    /// A handle to the `Event`/`Reply` service `name`, async or not, to call it from async code
+    /// without a name lookup.
+    pub fn async_handle(&self, name: &str) -> Result<AsyncHandle, CallError> {
+        match self.shared().route(name)? {
+            Route::Sync(slot) => Ok(AsyncHandle::from(crate::Handle::new(slot))),
+            Route::Async(slot) => Ok(AsyncHandle::new_async(slot)),
+            Route::Typed => Err(CallError::Unsupported {
+                service: name.to_owned(),
+            }),
+        }
+    }
+
+    /// Calls the service `to` (async or not) from async code and awaits its reply.
+    pub async fn call_async(&self, to: &str, event: Event) -> Result<Reply, CallError> {
+        self.async_handle(to)?.call(event).await
+    }
+
+    /// [`call_async`](Self::call_async), waiting at most `timeout` to enter the service.
+    pub async fn call_async_timeout(&self, to: &str, event: Event, timeout: Duration) -> Result<Reply, CallError> {
+        self.async_handle(to)?.call_timeout(event, timeout).await
+    }
+
+    /// Pushes an event and awaits its reply for at most `timeout` (tokio's timer): the Go
+    /// design's `Push`, as a future. An event addressed to [`KERNEL`] is answered by the kernel;
+    /// one addressed to a service is handled on the runtime even if the wait ends first.
+    /// Failures are reply codes: 404 unknown or not running, 408 timeout.
+    pub async fn push_async(&self, event: Event, timeout: Duration) -> Reply {
+        self.shared().notify(&Notice::Pushed { event: &event });
+        if event.to == KERNEL {
+            return Reply::ok("Handled by kernel", "ok");
+        }
+        let handle = match self.async_handle(&event.to) {
+            Ok(handle) => handle,
+            Err(error) => return error.to_reply(),
+        };
+        let handled = tokio::spawn(async move { handle.call(event).await.unwrap_or_else(|e| e.to_reply()) });
+        match tokio::time::timeout(timeout, handled).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(join)) => CallError::Panicked {
+                service: "push".into(),
+                message: join.to_string(),
+            }
+            .to_reply(),
+            Err(_) => Reply::new(crate::code::TIMEOUT, "Timeout", format!("no reply within {timeout:?}")),
+        }
+    }
+
+    /// [`start_all`](Self::start_all) from async code, run off the runtime's workers.
+    pub async fn start_all_async(&self) -> Result<(), LifecycleError> {
+        let kernel = self.clone();
+        off_workers(move || kernel.start_all()).await
+    }
+
+    /// [`stop_all`](Self::stop_all) from async code, run off the runtime's workers.
+    pub async fn stop_all_async(&self) -> Result<(), StopAllError> {
+        let kernel = self.clone();
+        off_workers(move || kernel.stop_all()).await
+    }
+
+    /// [`start`](Self::start) from async code, run off the runtime's workers.
+    pub async fn start_async(&self, name: &str) -> Result<(), LifecycleError> {
+        let (kernel, name) = (self.clone(), name.to_owned());
+        off_workers(move || kernel.start(&name)).await
+    }
+
+    /// [`stop`](Self::stop) from async code, run off the runtime's workers.
+    pub async fn stop_async(&self, name: &str) -> Result<(), LifecycleError> {
+        let (kernel, name) = (self.clone(), name.to_owned());
+        off_workers(move || kernel.stop(&name)).await
+    }
+
+    /// [`checkpoint`](Self::checkpoint) from async code, run off the runtime's workers.
+    pub async fn checkpoint_async(&self) -> Result<Vec<Location>, CheckpointError> {
+        let kernel = self.clone();
+        off_workers(move || kernel.checkpoint()).await
+    }
+
+    /// Stops every service in reverse dependency order, awaiting their async `stop` hooks (and
+    /// saving their states, with a store): how a program with async services ends. Dropping the
+    /// last `Kernel` inside a runtime instead stops async services only as far as it can without
+    /// blocking.
+    pub async fn shutdown(&self) -> Result<(), StopAllError> {
+        self.stop_all_async().await
+    }
+
+    /// Runs any synchronous kernel operation off the runtime's workers (on the blocking pool):
+    /// for a replacement of a synchronous service, say, from async code.
+    pub async fn blocking<T: Send + 'static>(&self, operation: impl FnOnce(&Kernel) -> T + Send + 'static) -> T {
+        let kernel = self.clone();
+        off_workers(move || operation(&kernel)).await
+    }
+}

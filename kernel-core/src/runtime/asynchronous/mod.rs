@@ -1,0 +1,51 @@
+//! Async services on tokio (feature `tokio`): an [`AsyncHandler`] is written with `async fn`
+//! hooks and handler, derived with the same `#[derive(Service, Migratable)]`, and moves its
+//! typed, versioned, sealed state across a replacement like a synchronous service.
+//!
+//! - **Calls** are futures: `handle.call(request).await`, `kernel.call_async(name, event)
+//!   .await`, `ctx.call(name, event).await`. A service runs one hook or handler at a time with
+//!   `&mut self`; callers waiting for it, async and synchronous alike, are served in the order
+//!   they arrived (tokio's fair mutex). Synchronous services are callable from async code (at
+//!   once when free, otherwise waiting on the blocking pool) and async services from
+//!   synchronous code (the caller's thread waits; on a multi-thread runtime's worker it first
+//!   hands its tasks off with `block_in_place`; on a single-threaded runtime's own thread the
+//!   call is refused with [`CallError::WouldBlockRuntime`](crate::CallError::WouldBlockRuntime)).
+//! - **No kernel wait blocks a worker**: lifecycle operations from async code
+//!   (`start_all_async`, `shutdown`, `replace_async`, `checkpoint_async`, `blocking`) run on
+//!   the blocking pool, and so does the crossing of a state (encode, seal, open, decode).
+//! - **Deadlocks** are detected along the chain of calls, not the thread: a task-local token
+//!   names the chain a handler runs in, so two tasks on one worker are never confused, and a
+//!   handler that calls its own service after moving threads is refused with
+//!   [`CallError::WouldDeadlock`](crate::CallError::WouldDeadlock).
+//! - **Cancellation**: a request the service has taken is driven to completion by the kernel
+//!   even if the caller's future is dropped; a caller dropped while still waiting delivers
+//!   nothing.
+//! - **Replacement** (`kernel.replace_async(new).await`): the four steps of a synchronous
+//!   replacement; a handler mid-`.await` when it starts may finish within
+//!   [`KernelBuilder::drain_timeout`](crate::KernelBuilder::drain_timeout) (past it the
+//!   replacement fails and the old version keeps serving); calls arriving meanwhile wait as
+//!   futures and are served by the new version.
+//! - Shut down with `kernel.shutdown().await`; dropping the kernel never blocks a runtime and
+//!   stops async services as far as it can.
+//!
+//! The runtime needs tokio's timer (`enable_time`, or `enable_all` as `#[tokio::main]` does).
+
+pub(crate) mod chain;
+mod context;
+mod handle;
+mod handler;
+mod kernel;
+mod slot;
+
+use std::future::Future;
+use std::pin::Pin;
+
+pub use context::AsyncContext;
+pub use handle::AsyncHandle;
+pub use handler::AsyncHandler;
+pub(crate) use slot::{AsyncEntered, AsyncSlot};
+
+use crate::runtime::error::CallError;
+
+/// The future of a call, boxed (what `tower::Service::call` returns).
+pub type CallFuture<T> = Pin<Box<dyn Future<Output = Result<T, CallError>> + Send + 'static>>;

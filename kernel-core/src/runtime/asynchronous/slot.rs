@@ -1,0 +1,378 @@
+//! An async service's slot: the one place its current instance lives, behind tokio's fair
+//! mutex. Callers (async ones awaiting, synchronous ones waiting off the workers) take it in the
+//! order they arrived; a replacement that holds it makes them wait, and they are served by the
+//! new version.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::runtime::Handle as Runtime;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+use tracing::Instrument;
+
+use super::AsyncContext;
+use super::chain::{self, CatchUnwind, Detached, WouldBlockRuntime};
+use super::handler::BoxAsyncInstance;
+use crate::runtime::error::{CallError, Hook, LifecycleError, panic_message};
+use crate::runtime::kernel::Shared;
+use crate::runtime::service::Status;
+use crate::runtime::slot::{Blocked, Lifecycle, SaveInFlight, StopRace, export_now};
+use crate::runtime::wait::{self, Held};
+use crate::state::EncodedState;
+
+/// Where one async service lives.
+pub(crate) struct AsyncSlot<Req, Resp> {
+    name: Arc<str>,
+    instance: Arc<Mutex<BoxAsyncInstance<Req, Resp>>>,
+    status: AtomicU8,
+    /// The chain token of the holder, 0 when free.
+    owner: AtomicU64,
+    /// The generation of the last state exported (see the synchronous slot).
+    generation: AtomicU64,
+    /// Which instance the slot holds: one more at every swap.
+    epoch: AtomicU64,
+    /// A stop that outlived its timeout is still running.
+    late_stop: AtomicBool,
+    /// Saves exported and not yet written.
+    saves_in_flight: Arc<AtomicU32>,
+    kernel: Weak<Shared>,
+    /// The runtime the service was registered on: where synchronous callers drive its futures,
+    /// and where work whose caller went away is finished.
+    runtime: Runtime,
+}
+
+/// The slot, held by a chain of calls; clears the owner when dropped.
+pub(crate) struct AsyncEntered<Req, Resp> {
+    slot: Arc<AsyncSlot<Req, Resp>>,
+    pub(crate) instance: OwnedMutexGuard<BoxAsyncInstance<Req, Resp>>,
+}
+
+impl<Req, Resp> Drop for AsyncEntered<Req, Resp> {
+    fn drop(&mut self) {
+        self.slot.owner.store(0, Ordering::Relaxed);
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
+    pub(crate) fn status(&self) -> Status {
+        self.slot.status()
+    }
+
+    pub(crate) fn set_status(&self, status: Status) {
+        self.slot.status.store(status.to_u8(), Ordering::Release);
+    }
+
+    pub(crate) fn next_generation(&self) -> u64 {
+        let next = self.slot.generation.load(Ordering::Relaxed).saturating_add(1);
+        self.slot.generation.store(next, Ordering::Relaxed);
+        next
+    }
+
+    /// Puts `instance` in the slot and returns the one it replaces.
+    pub(crate) fn swap(&mut self, instance: BoxAsyncInstance<Req, Resp>) -> BoxAsyncInstance<Req, Resp> {
+        self.slot.epoch.fetch_add(1, Ordering::Release);
+        std::mem::replace(&mut *self.instance, instance)
+    }
+
+    /// Runs `start` or `stop` on the current instance, panics caught, leaving the status as it
+    /// is (see the synchronous slot's `invoke`).
+    pub(crate) async fn invoke(&mut self, hook: Hook) -> Result<(), LifecycleError> {
+        let slot = Arc::clone(&self.slot);
+        let ctx = AsyncContext::new(slot.kernel.clone(), Arc::clone(&slot.name));
+        let span = tracing::info_span!("hook", service = %slot.name, %hook);
+        let token = slot.owner.load(Ordering::Relaxed);
+        let instance = &mut **self.instance;
+        let hook_future = match hook {
+            Hook::Stop => instance.stop(&ctx),
+            _ => instance.start(&ctx),
+        };
+        let outcome = CatchUnwind(Box::pin(chain::within(token, hook_future).instrument(span))).await;
+        let service = slot.name.to_string();
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(LifecycleError::HookFailed { service, hook, source }),
+            Err(panic) => Err(LifecycleError::HookPanicked {
+                service,
+                hook,
+                message: panic_message(&*panic),
+            }),
+        }
+    }
+
+    /// Runs a hook and records the outcome: Running or Stopped, Failed on an error or a panic.
+    pub(crate) async fn run_hook(&mut self, hook: Hook) -> Result<(), LifecycleError> {
+        let result = self.invoke(hook).await;
+        self.set_status(match (&result, hook) {
+            (Ok(()), Hook::Stop) => Status::Stopped,
+            (Ok(()), _) => Status::Running,
+            (Err(_), _) => Status::Failed,
+        });
+        result
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
+    pub(crate) fn new(
+        name: Arc<str>,
+        instance: BoxAsyncInstance<Req, Resp>,
+        kernel: Weak<Shared>,
+        generation: u64,
+        runtime: Runtime,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            instance: Arc::new(Mutex::new(instance)),
+            status: AtomicU8::new(Status::Created.to_u8()),
+            owner: AtomicU64::new(0),
+            generation: AtomicU64::new(generation),
+            epoch: AtomicU64::new(0),
+            late_stop: AtomicBool::new(false),
+            saves_in_flight: Arc::default(),
+            kernel,
+            runtime,
+        })
+    }
+
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        Status::from_u8(self.status.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub(crate) fn kernel(&self) -> &Weak<Shared> {
+        &self.kernel
+    }
+
+    pub(crate) fn check_no_late_stop(&self) -> Result<(), LifecycleError> {
+        if self.late_stop.load(Ordering::Acquire) {
+            return Err(LifecycleError::StopInProgress {
+                service: self.name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes the slot for chain `me`, in arrival order, waiting at most `timeout`; refused if
+    /// the chain holds it already or waiting would close a cycle of waits.
+    pub(crate) async fn enter(
+        self: &Arc<Self>,
+        me: u64,
+        timeout: Option<Duration>,
+    ) -> Result<AsyncEntered<Req, Resp>, Blocked> {
+        if self.owner.load(Ordering::Relaxed) == me {
+            return Err(Blocked::Reentry);
+        }
+        let instance = match Arc::clone(&self.instance).try_lock_owned() {
+            Ok(guard) => guard,
+            Err(_) => {
+                let waiting = wait::begin(me, Arc::clone(self) as Arc<dyn Held>).map_err(Blocked::Cycle)?;
+                let lock = Arc::clone(&self.instance).lock_owned();
+                let guard = match timeout {
+                    None => lock.await,
+                    Some(bound) => tokio::time::timeout(bound, lock)
+                        .await
+                        .map_err(|_| Blocked::TimedOut(bound))?,
+                };
+                drop(waiting);
+                guard
+            }
+        };
+        self.owner.store(me, Ordering::Relaxed);
+        Ok(AsyncEntered {
+            slot: Arc::clone(self),
+            instance,
+        })
+    }
+
+    /// Calls the service: enters (the request is not delivered if the wait fails), then runs
+    /// the handler to completion — on the runtime if the caller's future is dropped meanwhile.
+    pub(crate) async fn call(self: &Arc<Self>, request: Req, timeout: Option<Duration>) -> Result<Resp, CallError> {
+        let me = chain::current();
+        let mut entered = self
+            .enter(me, timeout)
+            .await
+            .map_err(|blocked| blocked.into_call_error(&self.name))?;
+        if entered.status() != Status::Running {
+            return Err(CallError::NotRunning {
+                service: self.name.to_string(),
+                status: entered.status(),
+            });
+        }
+        let ctx = AsyncContext::new(self.kernel.clone(), Arc::clone(&self.name));
+        let slot = Arc::clone(self);
+        let work = async move {
+            let span = tracing::debug_span!("handle", service = %slot.name);
+            let handler = entered.instance.handle(request, &ctx);
+            let handled = CatchUnwind(Box::pin(chain::within(me, handler).instrument(span))).await;
+            match handled {
+                Ok(response) => Ok(response),
+                Err(panic) => Err(slot.panicked(&entered, &*panic)),
+            }
+        };
+        Detached::new(Box::pin(work), self.runtime.clone()).await
+    }
+
+    #[cold]
+    fn panicked(&self, entered: &AsyncEntered<Req, Resp>, panic: &(dyn std::any::Any + Send)) -> CallError {
+        entered.set_status(Status::Failed);
+        let message = panic_message(panic);
+        tracing::error!(service = %self.name, %message, "async handler panicked; service marked failed");
+        if let Some(kernel) = self.kernel.upgrade() {
+            kernel.report_failure(&self.name, self.epoch.load(Ordering::Acquire));
+        }
+        CallError::Panicked {
+            service: self.name.to_string(),
+            message,
+        }
+    }
+
+    /// Waits, from synchronous code, for `future` on this slot's runtime.
+    fn wait<T>(&self, future: impl std::future::Future<Output = T>) -> Result<T, WouldBlockRuntime> {
+        chain::block_on(&self.runtime, future)
+    }
+
+    fn would_block(&self) -> CallError {
+        CallError::WouldBlockRuntime {
+            service: self.name.to_string(),
+        }
+    }
+
+    /// Calls the service from synchronous code.
+    pub(crate) fn call_blocking(self: &Arc<Self>, request: Req, timeout: Option<Duration>) -> Result<Resp, CallError> {
+        let me = chain::current_sync();
+        let slot = Arc::clone(self);
+        self.wait(chain::within(me, async move { slot.call(request, timeout).await }))
+            .unwrap_or_else(|WouldBlockRuntime| Err(self.would_block()))
+    }
+
+    /// Enters from synchronous code, for the lifecycle.
+    fn enter_blocking(self: &Arc<Self>) -> Result<AsyncEntered<Req, Resp>, LifecycleError> {
+        let me = chain::current_sync();
+        let reentrant = || LifecycleError::Reentrant {
+            service: self.name.to_string(),
+        };
+        match self.wait(self.enter(me, None)) {
+            Ok(Ok(entered)) => Ok(entered),
+            Ok(Err(Blocked::Cycle(cycle))) => Err(LifecycleError::WouldDeadlock {
+                operation: "lifecycle",
+                cycle,
+            }),
+            Ok(Err(_)) => Err(reentrant()),
+            Err(WouldBlockRuntime) => Err(LifecycleError::WouldBlockRuntime {
+                service: self.name.to_string(),
+            }),
+        }
+    }
+
+    /// Runs a hook, from synchronous code.
+    fn run_hook_blocking(self: &Arc<Self>, hook: Hook) -> Result<(), LifecycleError> {
+        self.check_no_late_stop()?;
+        let mut entered = self.enter_blocking()?;
+        self.wait(entered.run_hook(hook)).unwrap_or_else(|WouldBlockRuntime| {
+            Err(LifecycleError::WouldBlockRuntime {
+                service: self.name.to_string(),
+            })
+        })
+    }
+
+    fn export_entered(&self, entered: &AsyncEntered<Req, Resp>) -> Result<(EncodedState, u64), LifecycleError> {
+        export_now(&self.name, &**entered.instance, || entered.next_generation())
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Held for AsyncSlot<Req, Resp> {
+    fn holder(&self) -> u64 {
+        self.owner.load(Ordering::Relaxed)
+    }
+
+    fn service(&self) -> &str {
+        &self.name
+    }
+}
+
+/// The kernel's lifecycle drives an async slot from synchronous code (off the runtime's
+/// workers: the async kernel operations hand it to the blocking pool).
+pub(crate) struct AsyncLifecycle<Req, Resp>(pub(crate) Arc<AsyncSlot<Req, Resp>>);
+
+impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req, Resp> {
+    fn name(&self) -> &Arc<str> {
+        &self.0.name
+    }
+
+    fn status(&self) -> Status {
+        self.0.status()
+    }
+
+    fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError> {
+        self.0.run_hook_blocking(hook)
+    }
+
+    fn dependencies(&self) -> Vec<String> {
+        match self.0.enter_blocking() {
+            Ok(entered) => entered.instance.dependencies(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn export_encoded(&self) -> Result<(EncodedState, u64), LifecycleError> {
+        self.0.check_no_late_stop()?;
+        let entered = self.0.enter_blocking()?;
+        self.0.export_entered(&entered)
+    }
+
+    fn export_for_save(&self) -> Result<(EncodedState, u64, SaveInFlight), LifecycleError> {
+        self.0.check_no_late_stop()?;
+        let entered = self.0.enter_blocking()?;
+        let in_flight = SaveInFlight::begin(&self.0.saves_in_flight);
+        let exported = self.0.export_entered(&entered);
+        drop(entered);
+        exported.map(|(state, generation)| (state, generation, in_flight))
+    }
+
+    fn mark_failed(&self) {
+        self.0.status.store(Status::Failed.to_u8(), Ordering::Release);
+    }
+
+    fn abandon_stop(&self) {
+        self.0.late_stop.store(true, Ordering::Release);
+        self.mark_failed();
+    }
+
+    fn held_here(&self) -> bool {
+        self.0.owner.load(Ordering::Relaxed) == chain::current_sync()
+    }
+
+    fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool) {
+        let mut entered = match self.0.enter_blocking() {
+            Ok(entered) => entered,
+            Err(error) => return (Err(error), false),
+        };
+        let result = self
+            .0
+            .wait(entered.invoke(Hook::Stop))
+            .unwrap_or_else(|WouldBlockRuntime| {
+                Err(LifecycleError::WouldBlockRuntime {
+                    service: self.0.name.to_string(),
+                })
+            });
+        let mut race = race.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let late = *race == StopRace::Abandoned;
+        if late {
+            self.0.late_stop.store(false, Ordering::Release);
+        } else {
+            *race = StopRace::Done;
+        }
+        entered.set_status(match (&result, late) {
+            (Ok(()), false) => Status::Stopped,
+            _ => Status::Failed,
+        });
+        (result, late)
+    }
+}

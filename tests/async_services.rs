@@ -395,3 +395,30 @@ async fn an_async_service_state_is_saved_on_shutdown_and_restored_on_registratio
     drop(kernel);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "current_thread")]
+async fn dropping_the_kernel_on_a_runtime_thread_never_blocks_and_stops_async_services() {
+    #[derive(microkernel::Service)]
+    #[service(name = "stopper")]
+    struct Stopper(Arc<Notify>);
+    impl AsyncHandler for Stopper {
+        type Request = Event;
+        type Response = Reply;
+        async fn stop(&mut self, _: &AsyncContext) -> Result<(), microkernel::BoxError> {
+            self.0.notify_one();
+            Ok(())
+        }
+        async fn handle(&mut self, _: Event, _: &AsyncContext) -> Reply {
+            Reply::ok("", "")
+        }
+    }
+    let stopped = Arc::new(Notify::new());
+    let kernel = Kernel::new();
+    kernel.register_async(Stopper(Arc::clone(&stopped))).await.unwrap();
+    kernel.start_all_async().await.unwrap();
+    // On a single-threaded runtime's own thread: a blocking stop would hang this test.
+    drop(kernel);
+    tokio::time::timeout(Duration::from_secs(5), stopped.notified())
+        .await
+        .expect("the async stop hook never ran after the drop");
+}

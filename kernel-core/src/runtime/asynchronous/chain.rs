@@ -115,6 +115,12 @@ pub(crate) async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Se
     }
 }
 
+/// Whether this thread may wait: it is outside any runtime, or on the blocking pool doing
+/// kernel work.
+pub(crate) fn may_block() -> bool {
+    OFF_WORKERS.with(std::cell::Cell::get) || Handle::try_current().is_err()
+}
+
 /// Waits for `future` from synchronous code without blocking an async runtime's worker: on a
 /// thread outside any runtime, or on the blocking pool, it is driven here with `runtime`; on a
 /// worker (or the `block_on` thread) of a multi-thread runtime the thread first hands its other

@@ -301,6 +301,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> Held for AsyncSlot<Req, Resp> {
 /// workers: the async kernel operations hand it to the blocking pool).
 pub(crate) struct AsyncLifecycle<Req, Resp>(pub(crate) Arc<AsyncSlot<Req, Resp>>);
 
+impl<Req: Send + 'static, Resp: Send + 'static> AsyncLifecycle<Req, Resp> {
+    /// The kernel is being dropped (no `Kernel` is left to upgrade to) on a thread that must
+    /// not wait.
+    fn dropping_in_runtime(&self) -> bool {
+        self.0.kernel.strong_count() == 0 && !chain::may_block()
+    }
+}
+
 impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req, Resp> {
     fn name(&self) -> &Arc<str> {
         &self.0.name
@@ -311,6 +319,20 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req
     }
 
     fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError> {
+        if self.dropping_in_runtime() {
+            // The last `Kernel` is being dropped on a runtime's thread: never block it. The
+            // stop runs on the runtime as soon as the service is free (best effort: a program
+            // that must see its async services stopped awaits `Kernel::shutdown`).
+            if hook == Hook::Stop {
+                let slot = Arc::clone(&self.0);
+                drop(self.0.runtime.spawn(async move {
+                    if let Ok(mut entered) = slot.enter(chain::current(), None).await {
+                        let _ = entered.run_hook(Hook::Stop).await;
+                    }
+                }));
+            }
+            return Ok(());
+        }
         self.0.run_hook_blocking(hook)
     }
 
@@ -328,6 +350,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req
     }
 
     fn export_for_save(&self) -> Result<(EncodedState, u64, SaveInFlight), LifecycleError> {
+        if self.dropping_in_runtime() {
+            return Err(LifecycleError::WouldBlockRuntime {
+                service: self.0.name.to_string(),
+            });
+        }
         self.0.check_no_late_stop()?;
         let entered = self.0.enter_blocking()?;
         let in_flight = SaveInFlight::begin(&self.0.saves_in_flight);

@@ -422,3 +422,42 @@ async fn dropping_the_kernel_on_a_runtime_thread_never_blocks_and_stops_async_se
         .await
         .expect("the async stop hook never ran after the drop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_supervised_async_service_restarts_with_its_last_good_state() {
+    use microkernel::{Notice, RestartPolicy};
+    let (restarted_tx, restarted_rx) = std::sync::mpsc::channel::<String>();
+    let restarted_tx = std::sync::Mutex::new(restarted_tx);
+    let kernel = Kernel::builder()
+        .observer(move |notice| {
+            if let Notice::Restarted { service } = notice {
+                let _ = restarted_tx.lock().unwrap().send(service.to_string());
+            }
+        })
+        .build()
+        .unwrap();
+    let tally = kernel.register_async(TallyV1Service::default()).await.unwrap();
+    kernel.start_all_async().await.unwrap();
+    let policy = RestartPolicy::OnFailure {
+        max_restarts: 3,
+        within: Duration::from_secs(10),
+        backoff: Duration::from_millis(1),
+    };
+    kernel.supervise_async(&tally, policy, TallyV1Service::default).unwrap();
+    tally.call(ev("count")).await.unwrap();
+    assert!(matches!(tally.call(ev("panic")).await, Err(CallError::Panicked { .. })));
+    let service = tokio::task::spawn_blocking(move || restarted_rx.recv_timeout(Duration::from_secs(5)))
+        .await
+        .unwrap()
+        .expect("no restart");
+    assert_eq!(service, "tally");
+    assert_eq!(tally.status(), Status::Running);
+    // The state it had when supervision began (count 0) is what it restarted from.
+    assert_eq!(tally.call(ev("count")).await.unwrap().data, "1");
+    // A supervised replacement keeps supervising the new version.
+    kernel
+        .replace_supervised_async(TallyV2Service::default(), policy, TallyV2Service::default)
+        .await
+        .unwrap();
+    assert_eq!(tally.call(ev("count")).await.unwrap().message, "v2");
+}

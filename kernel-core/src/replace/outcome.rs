@@ -71,7 +71,7 @@ pub struct ReplaceError {
 }
 
 impl ReplaceError {
-    pub(super) fn new(service: &str, step: Step, source: impl Into<BoxError>) -> Self {
+    pub(crate) fn new(service: &str, step: Step, source: impl Into<BoxError>) -> Self {
         Self {
             service: service.to_owned(),
             step,

@@ -16,6 +16,9 @@
 //!   with [`Notice::SupervisionEnded`](crate::Notice::SupervisionEnded); [`Kernel::replace_supervised`] replaces and carries
 //!   supervision over to the new version's factory in one step.
 
+#[cfg(feature = "tokio")]
+mod asynchronous;
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -24,8 +27,8 @@ use crate::runtime::error::{Hook, LifecycleError};
 use crate::runtime::handle::Handle;
 use crate::runtime::kernel::{Kernel, Shared};
 use crate::runtime::restart::{Admission, Failure, Restarter};
-use crate::runtime::service::{Handler, Status};
-use crate::runtime::slot::SlotOf;
+use crate::runtime::service::{Handler, Service, Status};
+use crate::runtime::slot::{Slot, SlotOf};
 use crate::state;
 
 /// What happens when a service fails.
@@ -47,15 +50,58 @@ pub enum RestartPolicy {
     },
 }
 
-struct Supervised<S: Handler, F> {
-    slot: Arc<SlotOf<S>>,
+/// What supervision needs of a slot, whatever its kind: the synchronous slot here, the async
+/// slot in `asynchronous.rs`.
+trait Restartable<S: Service>: Send + Sync + 'static {
+    fn name(&self) -> &Arc<str>;
+    fn status(&self) -> Status;
+    /// Which instance the slot holds.
+    fn epoch(&self) -> u64;
+    fn check_no_late_stop(&self) -> Result<(), LifecycleError>;
+    /// The current instance's state, encoded.
+    fn good_state(&self) -> Result<Vec<u8>, LifecycleError>;
+    /// With the slot held: unless the failed instance `epoch` is gone, wait for its saves in
+    /// flight, let `prepare` give `fresh` its state, swap it in and start it. `Ok(false)` when
+    /// someone came first (a `start`, a replacement).
+    fn swap_in(
+        &self,
+        shared: &Shared,
+        epoch: u64,
+        fresh: S,
+        prepare: &mut dyn FnMut(&mut S) -> Result<(), LifecycleError>,
+    ) -> Result<bool, LifecycleError>;
+}
+
+/// A supervised service: its slot, factory and policy, its restarts in the window, and the
+/// state it had when it last started well.
+struct Supervised<R, S, F> {
+    slot: R,
     factory: F,
     policy: RestartPolicy,
     last_good: Mutex<Option<Vec<u8>>>,
     restarts: Mutex<VecDeque<Instant>>,
+    _service: std::marker::PhantomData<fn() -> S>,
 }
 
-impl<S: Handler, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<S, F> {
+impl<R, S, F> Supervised<R, S, F> {
+    fn new(slot: R, policy: RestartPolicy, factory: F) -> Self {
+        Self {
+            slot,
+            factory,
+            policy,
+            last_good: Mutex::new(None),
+            restarts: Mutex::new(VecDeque::new()),
+            _service: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<R, S, F> Restarter for Supervised<R, S, F>
+where
+    R: Restartable<S>,
+    S: Service + Send + 'static,
+    F: Fn() -> S + Send + Sync + 'static,
+{
     fn restarts(&self) -> bool {
         self.policy != RestartPolicy::Never
     }
@@ -84,11 +130,8 @@ impl<S: Handler, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
     }
 
     fn remember_good_state(&self) {
-        use crate::runtime::slot::Lifecycle;
-        match self.slot.export_encoded() {
-            Ok((encoded, _)) => {
-                *self.last_good.lock().unwrap_or_else(PoisonError::into_inner) = Some(encoded.into_bytes());
-            }
+        match self.slot.good_state() {
+            Ok(bytes) => *self.last_good.lock().unwrap_or_else(PoisonError::into_inner) = Some(bytes),
             Err(error) => tracing::warn!(%error, "could not keep the last good state for supervision"),
         }
     }
@@ -96,7 +139,7 @@ impl<S: Handler, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
     fn restart(&self, shared: &Shared, failure: &Failure) -> Result<bool, LifecycleError> {
         let name = self.slot.name().to_string();
         // Nothing to do if the failed instance is gone (replaced, or restarted by `start`).
-        if self.slot.status() != Status::Failed || self.slot_epoch() != failure.epoch {
+        if self.slot.status() != Status::Failed || self.slot.epoch() != failure.epoch {
             return Ok(false);
         }
         // A stop that outlived its timeout still holds the slot: do not wait for it.
@@ -104,58 +147,95 @@ impl<S: Handler, F: Fn() -> S + Send + Sync + 'static> Restarter for Supervised<
         // The same rules as `start`: every dependency registered and running (from the
         // registry: the slot may be held).
         shared.check_dependencies_of(&name)?;
-        let mut fresh = crate::panic::catch(&self.factory).map_err(|message| LifecycleError::FactoryPanicked {
+        let fresh = crate::panic::catch(&self.factory).map_err(|message| LifecycleError::FactoryPanicked {
             service: name.clone(),
             message,
         })?;
         self.slot.check_no_late_stop()?;
-        let mut entered = self
-            .slot
-            .enter()
-            .ok_or_else(|| LifecycleError::Reentrant { service: name.clone() })?;
-        if entered.status() != Status::Failed || entered.epoch() != failure.epoch {
+        let mut prepare = |fresh: &mut S| self.import_last_state(shared, &name, fresh);
+        self.slot.swap_in(shared, failure.epoch, fresh, &mut prepare)
+    }
+}
+
+impl<R, S: Service, F> Supervised<R, S, F> {
+    /// Gives `fresh` the newest state: the store's (the failed instance's saves have been
+    /// waited for), else the one kept when the service last started well.
+    fn import_last_state(&self, shared: &Shared, name: &str, fresh: &mut S) -> Result<(), LifecycleError> {
+        let from_store = shared
+            .load_opened(name)
+            .map_err(|source| LifecycleError::Restore {
+                service: name.to_owned(),
+                source,
+            })?
+            .map(|opened| opened.state.into_bytes());
+        let Some(bytes) = from_store.or_else(|| self.last_good.lock().unwrap_or_else(PoisonError::into_inner).clone())
+        else {
+            return Ok(());
+        };
+        let imported = crate::panic::catch(|| {
+            let state = state::decode::<S::State>(&bytes)?;
+            fresh
+                .import_state(state)
+                .map_err(|e| e as Box<dyn std::error::Error + Send + Sync>)
+        });
+        let failed = |source: crate::runtime::service::BoxError| LifecycleError::Export {
+            service: name.to_owned(),
+            source,
+        };
+        match imported {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(failed(error)),
+            Err(message) => Err(failed(format!("panicked: {message}").into())),
+        }
+    }
+}
+
+impl<S: Handler> Restartable<S> for Arc<SlotOf<S>> {
+    fn name(&self) -> &Arc<str> {
+        Slot::name(self)
+    }
+
+    fn status(&self) -> Status {
+        Slot::status(self)
+    }
+
+    fn epoch(&self) -> u64 {
+        Slot::epoch(self)
+    }
+
+    fn check_no_late_stop(&self) -> Result<(), LifecycleError> {
+        Slot::check_no_late_stop(self)
+    }
+
+    fn good_state(&self) -> Result<Vec<u8>, LifecycleError> {
+        use crate::runtime::slot::Lifecycle;
+        self.export_encoded().map(|(encoded, _)| encoded.into_bytes())
+    }
+
+    fn swap_in(
+        &self,
+        shared: &Shared,
+        epoch: u64,
+        mut fresh: S,
+        prepare: &mut dyn FnMut(&mut S) -> Result<(), LifecycleError>,
+    ) -> Result<bool, LifecycleError> {
+        let name = Slot::name(self);
+        let mut entered = self.enter().ok_or_else(|| LifecycleError::Reentrant {
+            service: name.to_string(),
+        })?;
+        if entered.status() != Status::Failed || entered.epoch() != epoch {
             return Ok(false); // someone started or replaced it meanwhile
         }
         // The failed instance may have exported a state a moment before it failed, whose save
         // is still being written: restart from that one, not from the file before it. (No new
         // export can begin: the slot is held.)
-        self.slot.wait_for_saves();
-        let from_store = shared
-            .load_opened(&name)
-            .map_err(|source| LifecycleError::Restore {
-                service: name.clone(),
-                source,
-            })?
-            .map(|opened| opened.state.into_bytes());
-        let bytes = from_store.or_else(|| self.last_good.lock().unwrap_or_else(PoisonError::into_inner).clone());
-        if let Some(bytes) = bytes {
-            let imported = crate::panic::catch(|| {
-                let state = state::decode::<S::State>(&bytes)?;
-                fresh
-                    .import_state(state)
-                    .map_err(|e| e as Box<dyn std::error::Error + Send + Sync>)
-            });
-            let failed = |source: crate::runtime::service::BoxError| LifecycleError::Export {
-                service: name.clone(),
-                source,
-            };
-            match imported {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => return Err(failed(error)),
-                Err(message) => return Err(failed(format!("panicked: {message}").into())),
-            }
-        }
+        self.wait_for_saves();
+        prepare(&mut fresh)?;
         let broken = entered.swap(Box::new(fresh));
         let started = entered.run_hook(Hook::Start);
         drop(entered);
-        crate::runtime::reap::drop_reporting(Some(shared), &name, Box::new(broken));
+        crate::runtime::reap::drop_reporting(Some(shared), name, Box::new(broken));
         started.map(|()| true)
-    }
-}
-
-impl<S: Handler, F> Supervised<S, F> {
-    fn slot_epoch(&self) -> u64 {
-        self.slot.epoch()
     }
 }
 
@@ -167,13 +247,7 @@ impl Kernel {
         S: Handler,
         F: Fn() -> S + Send + Sync + 'static,
     {
-        let restarter = Arc::new(Supervised {
-            slot: Arc::clone(&handle.slot),
-            factory,
-            policy,
-            last_good: Mutex::new(None),
-            restarts: Mutex::new(VecDeque::new()),
-        });
+        let restarter = Arc::new(Supervised::new(Arc::clone(&handle.slot), policy, factory));
         if handle.status() == Status::Running {
             restarter.remember_good_state();
         }
@@ -208,13 +282,7 @@ impl Kernel {
             }
             return Ok(replaced);
         };
-        let successor: Arc<dyn Restarter> = Arc::new(Supervised {
-            slot: Arc::clone(&handle.slot),
-            factory,
-            policy,
-            last_good: Mutex::new(None),
-            restarts: Mutex::new(VecDeque::new()),
-        });
+        let successor: Arc<dyn Restarter> = Arc::new(Supervised::new(Arc::clone(&handle.slot), policy, factory));
         let restarts = &self.shared().restarts;
         restarts.prepare_successor(name.clone(), successor);
         let replaced = self.replace(new);

@@ -43,7 +43,7 @@ use std::pin::Pin;
 pub use context::AsyncContext;
 pub use handle::AsyncHandle;
 pub use handler::AsyncHandler;
-pub(crate) use slot::{AsyncEntered, AsyncSlot};
+pub(crate) use slot::{AsyncEntered, AsyncLifecycle, AsyncSlot};
 
 use crate::runtime::error::CallError;
 

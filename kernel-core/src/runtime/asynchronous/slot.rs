@@ -70,6 +70,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
     }
 
     /// Puts `instance` in the slot and returns the one it replaces.
+    /// Which instance the slot holds.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.slot.epoch()
+    }
+
     pub(crate) fn swap(&mut self, instance: BoxAsyncInstance<Req, Resp>) -> BoxAsyncInstance<Req, Resp> {
         self.slot.epoch.fetch_add(1, Ordering::Release);
         std::mem::replace(&mut *self.instance, instance)
@@ -148,6 +153,18 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
 
     pub(crate) fn kernel(&self) -> &Weak<Shared> {
         &self.kernel
+    }
+
+    /// Which instance the slot holds: one more at every swap.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Waits until every save exported from this slot is written.
+    pub(crate) fn wait_for_saves(&self) {
+        while self.saves_in_flight.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     pub(crate) fn check_no_late_stop(&self) -> Result<(), LifecycleError> {
@@ -234,7 +251,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
     }
 
     /// Waits, from synchronous code, for `future` on this slot's runtime.
-    fn wait<T>(&self, future: impl std::future::Future<Output = T>) -> Result<T, WouldBlockRuntime> {
+    pub(crate) fn wait<T>(&self, future: impl std::future::Future<Output = T>) -> Result<T, WouldBlockRuntime> {
         chain::block_on(&self.runtime, future)
     }
 
@@ -253,7 +270,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
     }
 
     /// Enters from synchronous code, for the lifecycle.
-    fn enter_blocking(self: &Arc<Self>) -> Result<AsyncEntered<Req, Resp>, LifecycleError> {
+    pub(crate) fn enter_blocking(self: &Arc<Self>) -> Result<AsyncEntered<Req, Resp>, LifecycleError> {
         let me = chain::current_sync();
         let reentrant = || LifecycleError::Reentrant {
             service: self.name.to_string(),

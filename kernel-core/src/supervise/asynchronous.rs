@@ -1,0 +1,130 @@
+//! Supervision of async services (feature `tokio`): the same policies and restarts as for a
+//! synchronous service; the restart runs on the supervisor's thread, awaiting the new
+//! instance's `start` there.
+
+use std::sync::Arc;
+
+use super::{RestartPolicy, Restartable, Supervised};
+use crate::runtime::asynchronous::chain::WouldBlockRuntime;
+use crate::runtime::asynchronous::{AsyncHandle, AsyncHandler, AsyncLifecycle, AsyncSlot};
+use crate::runtime::error::{Hook, LifecycleError};
+use crate::runtime::kernel::{Kernel, Shared};
+use crate::runtime::restart::Restarter;
+use crate::runtime::service::Status;
+use crate::runtime::slot::Lifecycle;
+
+type AsyncSlotOf<S> = AsyncSlot<<S as AsyncHandler>::Request, <S as AsyncHandler>::Response>;
+
+impl<S: AsyncHandler> Restartable<S> for Arc<AsyncSlotOf<S>> {
+    fn name(&self) -> &Arc<str> {
+        AsyncSlot::name(self)
+    }
+
+    fn status(&self) -> Status {
+        AsyncSlot::status(self)
+    }
+
+    fn epoch(&self) -> u64 {
+        AsyncSlot::epoch(self)
+    }
+
+    fn check_no_late_stop(&self) -> Result<(), LifecycleError> {
+        AsyncSlot::check_no_late_stop(self)
+    }
+
+    fn good_state(&self) -> Result<Vec<u8>, LifecycleError> {
+        AsyncLifecycle(Arc::clone(self))
+            .export_encoded()
+            .map(|(encoded, _)| encoded.into_bytes())
+    }
+
+    fn swap_in(
+        &self,
+        shared: &Shared,
+        epoch: u64,
+        mut fresh: S,
+        prepare: &mut dyn FnMut(&mut S) -> Result<(), LifecycleError>,
+    ) -> Result<bool, LifecycleError> {
+        let name = AsyncSlot::name(self);
+        let mut entered = self.enter_blocking()?;
+        if entered.status() != Status::Failed || entered.epoch() != epoch {
+            return Ok(false); // someone started or replaced it meanwhile
+        }
+        self.wait_for_saves();
+        prepare(&mut fresh)?;
+        let broken = entered.swap(Box::new(fresh));
+        let started = self
+            .wait(entered.run_hook(Hook::Start))
+            .unwrap_or_else(|WouldBlockRuntime| {
+                Err(LifecycleError::WouldBlockRuntime {
+                    service: name.to_string(),
+                })
+            });
+        drop(entered);
+        crate::runtime::reap::drop_reporting(Some(shared), name, Box::new(broken));
+        started.map(|()| true)
+    }
+}
+
+impl Kernel {
+    /// Supervises the async service behind `handle`, as [`Kernel::supervise`] does a
+    /// synchronous one: when it fails (its handler panics, its `start` fails), `factory` builds
+    /// a new instance, which imports the last good state and is started, per `policy`.
+    pub fn supervise_async<S, F>(
+        &self,
+        handle: &AsyncHandle<S::Request, S::Response>,
+        policy: RestartPolicy,
+        factory: F,
+    ) -> Result<(), LifecycleError>
+    where
+        S: AsyncHandler,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let Some(slot) = handle.async_slot() else {
+            return Err(LifecycleError::NotFound {
+                name: format!(
+                    "{} (a synchronous service: supervise it with Kernel::supervise)",
+                    handle.name()
+                ),
+            });
+        };
+        let restarter = Arc::new(Supervised::new(Arc::clone(slot), policy, factory));
+        if handle.status() == Status::Running {
+            restarter.remember_good_state();
+        }
+        self.shared().restarts.watch(handle.name().to_owned(), restarter);
+        Ok(())
+    }
+
+    /// [`replace_async`](Kernel::replace_async) that carries supervision over to the new
+    /// version, as [`Kernel::replace_supervised`] does for a synchronous service.
+    pub async fn replace_supervised_async<S, F>(
+        &self,
+        new: S,
+        policy: RestartPolicy,
+        factory: F,
+    ) -> Result<crate::Replaced, crate::ReplaceError>
+    where
+        S: AsyncHandler<Request = crate::Event, Response = crate::Reply>,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let name = new.name().to_owned();
+        let handle = self
+            .async_handle(&name)
+            .map_err(|e| crate::ReplaceError::new(&name, crate::Step::Enter, e))?;
+        let Some(slot) = handle.async_slot() else {
+            return Err(crate::ReplaceError::new(
+                &name,
+                crate::Step::Enter,
+                "it is a synchronous service",
+            ));
+        };
+        let successor: Arc<dyn Restarter> = Arc::new(Supervised::new(Arc::clone(slot), policy, factory));
+        let restarts = &self.shared().restarts;
+        restarts.prepare_successor(name.clone(), successor);
+        let replaced = self.replace_async(new).await;
+        // On failure the prepared successor must not take over a later plain replacement.
+        restarts.forget_successor(&name);
+        replaced
+    }
+}

@@ -8,6 +8,10 @@
 #[path = "../benches/workload.rs"]
 mod workload;
 
+#[cfg(feature = "tokio")]
+#[path = "../benches/async_workload.rs"]
+mod async_workload;
+
 use std::time::Instant;
 
 use microkernel::Event;
@@ -70,6 +74,9 @@ fn main() {
     println!("big_entries_after {}", workload::count_and_entries(&handle).1);
     big_variant::<workload::TreeEcho>("btreemap", big);
     big_variant::<workload::BulkTreeEcho>("btreemap_bulk", big);
+
+    #[cfg(feature = "tokio")]
+    async_figures(calls);
 
     // After W1-W3, as the peers run them: the contention figures on a fresh service.
     let (kernel, handle) = workload::kernel();
@@ -145,4 +152,64 @@ fn contention(kernel: &microkernel::Kernel, handle: &microkernel::Handle, calls:
         "limit_mutex_independent_ops_per_s {:.0}",
         workload::bare_mutex_calls(THREADS, calls, false)
     );
+}
+
+/// W1 and W1c for an async service (feature `tokio`), run as `../shared/peers/rust-actors`
+/// runs its peers: W1 with one caller task on a `current_thread` runtime, W1c with 4 caller
+/// tasks on a 2-worker runtime (and, as an extra, on one thread); then call latency on the
+/// 2-worker runtime while the service is replaced in a loop.
+#[cfg(feature = "tokio")]
+fn async_figures(calls: u64) {
+    let one_thread = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    one_thread.block_on(async {
+        let (kernel, handle) = async_workload::kernel().await;
+        println!(
+            "async_call_round_trip_ns {:.1}",
+            async_workload::round_trip_ns(&handle, calls).await
+        );
+        println!(
+            "async_call_concurrent_1thread_ops_per_s {:.0}",
+            async_workload::concurrent_ops_per_s(&handle, 4, calls).await
+        );
+        async_workload::assert_count(&handle, calls / 4 * 4 + calls).await;
+        kernel.shutdown().await.expect("shutdown");
+    });
+    let two_workers = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    two_workers.block_on(async {
+        let (kernel, handle) = async_workload::kernel().await;
+        println!(
+            "async_call_concurrent_ops_per_s {:.0}",
+            async_workload::concurrent_ops_per_s(&handle, 4, calls).await
+        );
+        let swapper = kernel.clone();
+        let swaps = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counted = std::sync::Arc::clone(&swaps);
+        let mut latencies = async_workload::sampled_latencies(&handle, 4, calls / 4, 64, move |done| async move {
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                swapper
+                    .replace_async(async_workload::AsyncEcho::default())
+                    .await
+                    .expect("a replacement");
+                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+        .await;
+        latencies.sort();
+        for (name, q) in [("p50", 0.5), ("p99", 0.99), ("max", 1.0)] {
+            println!(
+                "async_call_during_swaps_{name}_ns {}",
+                workload::quantile(&latencies, q).as_nanos()
+            );
+        }
+        println!("async_swaps_during_calls {}", swaps.load(std::sync::atomic::Ordering::Relaxed));
+        async_workload::assert_count(&handle, calls / 4 * 4 + calls / 4 / 4 * 4).await;
+        kernel.shutdown().await.expect("shutdown");
+    });
 }

@@ -57,13 +57,13 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
 /// Work the kernel has taken on (a request a service accepted): awaited by its caller, and
 /// finished on `runtime` if the caller's future is dropped first, so that a cancelled caller
 /// never leaves a request half-handled.
-pub(crate) struct Detached<T: Send + 'static> {
+pub(crate) struct Detached<'r, T: Send + 'static> {
     work: Option<BoxFuture<'static, T>>,
-    runtime: Handle,
+    runtime: &'r Handle,
 }
 
-impl<T: Send + 'static> Detached<T> {
-    pub(crate) fn new(work: BoxFuture<'static, T>, runtime: Handle) -> Self {
+impl<'r, T: Send + 'static> Detached<'r, T> {
+    pub(crate) fn new(work: BoxFuture<'static, T>, runtime: &'r Handle) -> Self {
         Self {
             work: Some(work),
             runtime,
@@ -71,7 +71,7 @@ impl<T: Send + 'static> Detached<T> {
     }
 }
 
-impl<T: Send + 'static> Future for Detached<T> {
+impl<T: Send + 'static> Future for Detached<'_, T> {
     type Output = T;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
@@ -84,7 +84,7 @@ impl<T: Send + 'static> Future for Detached<T> {
     }
 }
 
-impl<T: Send + 'static> Drop for Detached<T> {
+impl<T: Send + 'static> Drop for Detached<'_, T> {
     fn drop(&mut self) {
         if let Some(work) = self.work.take() {
             drop(self.runtime.spawn(work));

@@ -40,6 +40,8 @@ pub(crate) struct AsyncSlot<Req, Resp> {
     /// The runtime the service was registered on: where synchronous callers drive its futures,
     /// and where work whose caller went away is finished.
     runtime: Runtime,
+    /// What its hooks and handler are given (made once: a call clones nothing).
+    ctx: AsyncContext,
 }
 
 /// The slot, held by a chain of calls; clears the owner when dropped.
@@ -84,7 +86,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
     /// is (see the synchronous slot's `invoke`).
     pub(crate) async fn invoke(&mut self, hook: Hook) -> Result<(), LifecycleError> {
         let slot = Arc::clone(&self.slot);
-        let ctx = AsyncContext::new(slot.kernel.clone(), Arc::clone(&slot.name));
+        let ctx = slot.ctx.clone();
         let span = tracing::info_span!("hook", service = %slot.name, %hook);
         let token = slot.owner.load(Ordering::Relaxed);
         let instance = &mut **self.instance;
@@ -92,7 +94,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
             Hook::Stop => instance.stop(&ctx),
             _ => instance.start(&ctx),
         };
-        let outcome = CatchUnwind(Box::pin(chain::within(token, hook_future).instrument(span))).await;
+        let outcome = CatchUnwind(std::pin::pin!(chain::within(token, hook_future).instrument(span))).await;
         let service = slot.name.to_string();
         match outcome {
             Ok(Ok(())) => Ok(()),
@@ -126,6 +128,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
         runtime: Runtime,
     ) -> Arc<Self> {
         Arc::new(Self {
+            ctx: AsyncContext::new(kernel.clone(), Arc::clone(&name)),
             name,
             instance: Arc::new(Mutex::new(instance)),
             status: AtomicU8::new(Status::Created.to_u8()),
@@ -222,18 +225,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
                 status: entered.status(),
             });
         }
-        let ctx = AsyncContext::new(self.kernel.clone(), Arc::clone(&self.name));
-        let slot = Arc::clone(self);
         let work = async move {
-            let span = tracing::debug_span!("handle", service = %slot.name);
-            let handler = entered.instance.handle(request, &ctx);
-            let handled = CatchUnwind(Box::pin(chain::within(me, handler).instrument(span))).await;
+            let span = tracing::debug_span!("handle", service = %entered.slot.name);
+            let handler = entered.instance.handle(request, &entered.slot.ctx);
+            let handled = CatchUnwind(std::pin::pin!(chain::within(me, handler).instrument(span))).await;
             match handled {
                 Ok(response) => Ok(response),
-                Err(panic) => Err(slot.panicked(&entered, &*panic)),
+                Err(panic) => Err(entered.slot.panicked(&entered, &*panic)),
             }
         };
-        Detached::new(Box::pin(work), self.runtime.clone()).await
+        Detached::new(Box::pin(work), &self.runtime).await
     }
 
     #[cold]

@@ -77,7 +77,13 @@ pub async fn concurrent_ops_per_s(handle: &AsyncHandle, tasks: u64, calls: u64) 
 
 /// Call latencies of `tasks` callers (every `sample`-th call timed) while `background` runs
 /// (replacements in a loop, say) until the callers are done.
-pub async fn sampled_latencies<B, Fut>(handle: &AsyncHandle, tasks: u64, calls: u64, sample: u64, background: B) -> Vec<Duration>
+pub async fn sampled_latencies<B, Fut>(
+    handle: &AsyncHandle,
+    tasks: u64,
+    calls: u64,
+    sample: u64,
+    background: B,
+) -> Vec<Duration>
 where
     B: FnOnce(Arc<std::sync::atomic::AtomicBool>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,

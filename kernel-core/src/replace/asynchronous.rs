@@ -158,7 +158,7 @@ impl crate::Kernel {
     }
 
     /// Rolls the async `Event`/`Reply` service named by `older.name()` back one version (its
-    /// state downgraded), as [`Kernel::rollback`] does for a synchronous one.
+    /// state downgraded), as [`Kernel::rollback`](crate::Kernel::rollback) does for a synchronous one.
     pub async fn rollback_async<S>(&self, older: S) -> Result<Replaced, ReplaceError>
     where
         S: AsyncHandler<Request = crate::Event, Response = crate::Reply>,

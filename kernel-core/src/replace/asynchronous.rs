@@ -59,10 +59,13 @@ pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
 
     // 2. Move the state into the new instance; the old one is only read.
     let generation = entered.next_generation();
+    let old_instance = entered
+        .plumbing()
+        .map_err(|source| ReplaceError::new(service, Step::Export, source))?;
     let mut crossed: Crossed = cross(
         shared,
         service,
-        &**entered.instance,
+        old_instance,
         &mut new,
         generation,
         direction,
@@ -80,7 +83,7 @@ pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
             });
         }
     }
-    let old = entered.swap(Box::new(new));
+    let old = entered.swap(Some(Box::new(new)));
     if was_running {
         let started = chain::block_on(runtime, entered.invoke(Hook::Start)).map_err(would_block)?;
         if let Err(error) = started {

@@ -11,7 +11,6 @@ use std::task::{Context, Poll};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-use super::handler::BoxFuture;
 use crate::runtime::sync::{fresh_token, thread_token};
 
 tokio::task_local! {
@@ -50,44 +49,6 @@ impl<F: Future + Unpin> Future for CatchUnwind<F> {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Err(panic) => Poll::Ready(Err(panic)),
-        }
-    }
-}
-
-/// Work the kernel has taken on (a request a service accepted): awaited by its caller, and
-/// finished on `runtime` if the caller's future is dropped first, so that a cancelled caller
-/// never leaves a request half-handled.
-pub(crate) struct Detached<'r, T: Send + 'static> {
-    work: Option<BoxFuture<'static, T>>,
-    runtime: &'r Handle,
-}
-
-impl<'r, T: Send + 'static> Detached<'r, T> {
-    pub(crate) fn new(work: BoxFuture<'static, T>, runtime: &'r Handle) -> Self {
-        Self {
-            work: Some(work),
-            runtime,
-        }
-    }
-}
-
-impl<T: Send + 'static> Future for Detached<'_, T> {
-    type Output = T;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
-        let Some(work) = self.work.as_mut() else {
-            unreachable!("a Detached future is not polled after it completed")
-        };
-        let output = std::task::ready!(work.as_mut().poll(cx));
-        self.work = None;
-        Poll::Ready(output)
-    }
-}
-
-impl<T: Send + 'static> Drop for Detached<'_, T> {
-    fn drop(&mut self) {
-        if let Some(work) = self.work.take() {
-            drop(self.runtime.spawn(work));
         }
     }
 }

@@ -13,23 +13,30 @@ use crate::runtime::kernel::{Kernel, Shared};
 /// clone; it keeps the kernel alive only while a call through it runs.
 #[derive(Clone)]
 pub struct AsyncContext {
+    /// Shared: a call hands the handler a clone, one reference count.
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     kernel: Weak<Shared>,
     service: Arc<str>,
 }
 
 impl AsyncContext {
     pub(crate) fn new(kernel: Weak<Shared>, service: Arc<str>) -> Self {
-        Self { kernel, service }
+        Self {
+            inner: Arc::new(Inner { kernel, service }),
+        }
     }
 
     /// The name of the service this context belongs to.
     pub fn service(&self) -> &str {
-        &self.service
+        &self.inner.service
     }
 
     /// The kernel, unless it is being dropped.
     pub fn kernel(&self) -> Option<Kernel> {
-        self.kernel.upgrade().map(Kernel::from_shared)
+        self.inner.kernel.upgrade().map(Kernel::from_shared)
     }
 
     /// Calls the service `to` (async or not) and awaits its reply.
@@ -59,12 +66,14 @@ impl AsyncContext {
 
     /// Logs a line through `tracing`, tagged with the service's name.
     pub fn log(&self, level: Level, message: &str) {
-        log(&self.service, level, message);
+        log(&self.inner.service, level, message);
     }
 }
 
 impl std::fmt::Debug for AsyncContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AsyncContext").field("service", &self.service).finish()
+        f.debug_struct("AsyncContext")
+            .field("service", &self.service())
+            .finish()
     }
 }

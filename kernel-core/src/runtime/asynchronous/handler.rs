@@ -2,7 +2,9 @@
 //! async slot holds.
 
 use std::future::Future;
+
 use std::pin::Pin;
+use tracing::Instrument;
 
 use super::AsyncContext;
 use crate::boxed::BoxError;
@@ -84,7 +86,15 @@ pub(crate) type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub(crate) trait AsyncInstance<Req, Resp>: Plumbing {
     fn start<'a>(&'a mut self, ctx: &'a AsyncContext) -> BoxFuture<'a, Result<(), BoxError>>;
     fn stop<'a>(&'a mut self, ctx: &'a AsyncContext) -> BoxFuture<'a, Result<(), BoxError>>;
-    fn handle<'a>(&'a mut self, request: Req, ctx: &'a AsyncContext) -> BoxFuture<'a, Resp>;
+    /// Answers one request as part of chain `chain`, owning the instance for the while (so
+    /// the work is `'static`: the kernel can finish it if the caller goes away), and hands the
+    /// instance back with the response. One allocation per call.
+    fn serve(
+        self: Box<Self>,
+        request: Req,
+        ctx: AsyncContext,
+        chain: u64,
+    ) -> BoxFuture<'static, (BoxAsyncInstance<Req, Resp>, Resp)>;
 }
 
 impl<S: AsyncHandler> AsyncInstance<S::Request, S::Response> for S {
@@ -96,8 +106,23 @@ impl<S: AsyncHandler> AsyncInstance<S::Request, S::Response> for S {
         Box::pin(AsyncHandler::stop(self, ctx))
     }
 
-    fn handle<'a>(&'a mut self, request: S::Request, ctx: &'a AsyncContext) -> BoxFuture<'a, S::Response> {
-        Box::pin(AsyncHandler::handle(self, request, ctx))
+    fn serve(
+        self: Box<Self>,
+        request: S::Request,
+        ctx: AsyncContext,
+        chain: u64,
+    ) -> BoxFuture<'static, (BoxAsyncInstance<S::Request, S::Response>, S::Response)> {
+        // A DEBUG span: a user's events inside the handler carry the service's name; with DEBUG
+        // off it costs next to nothing.
+        let span = tracing::debug_span!("handle", service = %ctx.service());
+        Box::pin(
+            super::chain::within(chain, async move {
+                let mut this = self;
+                let response = AsyncHandler::handle(&mut *this, request, &ctx).await;
+                (this as BoxAsyncInstance<S::Request, S::Response>, response)
+            })
+            .instrument(span),
+        )
     }
 }
 

@@ -20,6 +20,11 @@
 //! - **Cancellation**: a request the service has taken is driven to completion by the kernel
 //!   even if the caller's future is dropped; a caller dropped while still waiting delivers
 //!   nothing.
+//! - **Panics**: a panicking handler fails its service only ([`CallError::Panicked`](crate::CallError::Panicked), the
+//!   service Failed, its dependants told, its supervisor restarting it). The handler's future
+//!   owned the instance while it ran, so the panic drops it: a supervised restart or a
+//!   replacement by a fresh version brings the service back, and a replacement of the failed
+//!   service itself fails at `Step::Export` (there is no state left to move).
 //! - **Replacement** (`kernel.replace_async(new).await`): the four steps of a synchronous
 //!   replacement; a handler mid-`.await` when it starts may finish within
 //!   [`KernelBuilder::drain_timeout`](crate::KernelBuilder::drain_timeout) (past it the

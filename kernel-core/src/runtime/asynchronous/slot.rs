@@ -12,19 +12,23 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use tracing::Instrument;
 
 use super::AsyncContext;
-use super::chain::{self, CatchUnwind, Detached, WouldBlockRuntime};
+use super::chain::{self, CatchUnwind, WouldBlockRuntime};
 use super::handler::BoxAsyncInstance;
+use super::handler::BoxFuture;
+use crate::boxed::BoxError;
 use crate::runtime::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::runtime::kernel::Shared;
 use crate::runtime::service::Status;
-use crate::runtime::slot::{Blocked, Lifecycle, SaveInFlight, StopRace, export_now};
+use crate::runtime::slot::{Blocked, Lifecycle, Plumbing, SaveInFlight, StopRace, export_now};
 use crate::runtime::wait::{self, Held};
 use crate::state::EncodedState;
 
 /// Where one async service lives.
 pub(crate) struct AsyncSlot<Req, Resp> {
     name: Arc<str>,
-    instance: Arc<Mutex<BoxAsyncInstance<Req, Resp>>>,
+    /// The instance; `None` while a call has it out (the mutex is held then), or for good if its
+    /// handler panicked (its future, which owned it, unwound): restart or replace it.
+    instance: Arc<Mutex<Option<BoxAsyncInstance<Req, Resp>>>>,
     status: AtomicU8,
     /// The chain token of the holder, 0 when free.
     owner: AtomicU64,
@@ -44,10 +48,67 @@ pub(crate) struct AsyncSlot<Req, Resp> {
     ctx: AsyncContext,
 }
 
+/// Why an async slot has no instance.
+const LOST: &str = "the instance was lost when its handler panicked; restart or replace the service";
+
+/// A call the service has taken: its handler's work, which owns the instance, and the slot,
+/// held. Awaited by the caller; if the caller goes away first, the rest of the work is spawned
+/// onto the runtime, which puts the instance back and releases the slot — so a taken request is
+/// always completed, once.
+struct InFlight<'r, Req: Send + 'static, Resp: Send + 'static> {
+    work: Option<CatchUnwind<BoxFuture<'static, (BoxAsyncInstance<Req, Resp>, Resp)>>>,
+    entered: Option<AsyncEntered<Req, Resp>>,
+    runtime: &'r Runtime,
+}
+
+type Served<Req, Resp> = Result<(BoxAsyncInstance<Req, Resp>, Resp), Box<dyn std::any::Any + Send>>;
+
+/// The end of a call: the instance goes back (or, after a panic, the service is Failed) and the
+/// slot is released.
+fn settle<Req: Send + 'static, Resp: Send + 'static>(
+    entered: AsyncEntered<Req, Resp>,
+    served: Served<Req, Resp>,
+) -> Result<Resp, CallError> {
+    match served {
+        Ok((instance, response)) => {
+            let mut entered = entered;
+            *entered.instance = Some(instance);
+            Ok(response)
+        }
+        Err(panic) => Err(entered.slot.panicked(&entered, &*panic)),
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> std::future::Future for InFlight<'_, Req, Resp> {
+    type Output = Result<Resp, CallError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let Some(work) = self.work.as_mut() else {
+            unreachable!("a call is not polled after it completed")
+        };
+        let served = std::task::ready!(std::pin::Pin::new(work).poll(cx));
+        self.work = None;
+        let Some(entered) = self.entered.take() else {
+            unreachable!("the slot is held until the call completes")
+        };
+        std::task::Poll::Ready(settle(entered, served))
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Drop for InFlight<'_, Req, Resp> {
+    fn drop(&mut self) {
+        if let (Some(work), Some(entered)) = (self.work.take(), self.entered.take()) {
+            drop(self.runtime.spawn(async move {
+                let _ = settle(entered, work.await);
+            }));
+        }
+    }
+}
+
 /// The slot, held by a chain of calls; clears the owner when dropped.
 pub(crate) struct AsyncEntered<Req, Resp> {
     slot: Arc<AsyncSlot<Req, Resp>>,
-    pub(crate) instance: OwnedMutexGuard<BoxAsyncInstance<Req, Resp>>,
+    pub(crate) instance: OwnedMutexGuard<Option<BoxAsyncInstance<Req, Resp>>>,
 }
 
 impl<Req, Resp> Drop for AsyncEntered<Req, Resp> {
@@ -71,15 +132,26 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
         next
     }
 
-    /// Puts `instance` in the slot and returns the one it replaces.
     /// Which instance the slot holds.
     pub(crate) fn epoch(&self) -> u64 {
         self.slot.epoch()
     }
 
-    pub(crate) fn swap(&mut self, instance: BoxAsyncInstance<Req, Resp>) -> BoxAsyncInstance<Req, Resp> {
+    /// Puts `instance` in the slot and returns the one it replaces.
+    pub(crate) fn swap(
+        &mut self,
+        instance: Option<BoxAsyncInstance<Req, Resp>>,
+    ) -> Option<BoxAsyncInstance<Req, Resp>> {
         self.slot.epoch.fetch_add(1, Ordering::Release);
         std::mem::replace(&mut *self.instance, instance)
+    }
+
+    /// The instance, for its state plumbing; an error if a panic of its handler lost it.
+    pub(crate) fn plumbing(&self) -> Result<&dyn Plumbing, BoxError> {
+        match self.instance.as_deref() {
+            Some(instance) => Ok(instance),
+            None => Err(LOST.into()),
+        }
     }
 
     /// Runs `start` or `stop` on the current instance, panics caught, leaving the status as it
@@ -89,13 +161,19 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
         let ctx = slot.ctx.clone();
         let span = tracing::info_span!("hook", service = %slot.name, %hook);
         let token = slot.owner.load(Ordering::Relaxed);
-        let instance = &mut **self.instance;
+        let service = slot.name.to_string();
+        let Some(instance) = self.instance.as_deref_mut() else {
+            return Err(LifecycleError::HookFailed {
+                service,
+                hook,
+                source: LOST.into(),
+            });
+        };
         let hook_future = match hook {
             Hook::Stop => instance.stop(&ctx),
             _ => instance.start(&ctx),
         };
         let outcome = CatchUnwind(std::pin::pin!(chain::within(token, hook_future).instrument(span))).await;
-        let service = slot.name.to_string();
         match outcome {
             Ok(Ok(())) => Ok(()),
             Ok(Err(source)) => Err(LifecycleError::HookFailed { service, hook, source }),
@@ -130,7 +208,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
         Arc::new(Self {
             ctx: AsyncContext::new(kernel.clone(), Arc::clone(&name)),
             name,
-            instance: Arc::new(Mutex::new(instance)),
+            instance: Arc::new(Mutex::new(Some(instance))),
             status: AtomicU8::new(Status::Created.to_u8()),
             owner: AtomicU64::new(0),
             generation: AtomicU64::new(generation),
@@ -225,16 +303,19 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
                 status: entered.status(),
             });
         }
-        let work = async move {
-            let span = tracing::debug_span!("handle", service = %entered.slot.name);
-            let handler = entered.instance.handle(request, &entered.slot.ctx);
-            let handled = CatchUnwind(std::pin::pin!(chain::within(me, handler).instrument(span))).await;
-            match handled {
-                Ok(response) => Ok(response),
-                Err(panic) => Err(entered.slot.panicked(&entered, &*panic)),
-            }
+        let Some(instance) = entered.instance.take() else {
+            return Err(CallError::NotRunning {
+                service: self.name.to_string(),
+                status: Status::Failed,
+            });
         };
-        Detached::new(Box::pin(work), &self.runtime).await
+        let work = CatchUnwind(instance.serve(request, self.ctx.clone(), me));
+        InFlight {
+            work: Some(work),
+            entered: Some(entered),
+            runtime: &self.runtime,
+        }
+        .await
     }
 
     #[cold]
@@ -301,7 +382,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
     }
 
     fn export_entered(&self, entered: &AsyncEntered<Req, Resp>) -> Result<(EncodedState, u64), LifecycleError> {
-        export_now(&self.name, &**entered.instance, || entered.next_generation())
+        let instance = entered.plumbing().map_err(|source| LifecycleError::Export {
+            service: self.name.to_string(),
+            source,
+        })?;
+        export_now(&self.name, instance, || entered.next_generation())
     }
 }
 
@@ -356,7 +441,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req
 
     fn dependencies(&self) -> Vec<String> {
         match self.0.enter_blocking() {
-            Ok(entered) => entered.instance.dependencies(),
+            Ok(entered) => entered.plumbing().map(|i| i.dependencies()).unwrap_or_default(),
             Err(_) => Vec::new(),
         }
     }

@@ -56,10 +56,13 @@ const LOST: &str = "the instance was lost when its handler panicked; restart or 
 /// onto the runtime, which puts the instance back and releases the slot — so a taken request is
 /// always completed, once.
 struct InFlight<'r, Req: Send + 'static, Resp: Send + 'static> {
-    work: Option<CatchUnwind<BoxFuture<'static, (BoxAsyncInstance<Req, Resp>, Resp)>>>,
+    work: Option<CatchUnwind<Serving<Req, Resp>>>,
     entered: Option<AsyncEntered<Req, Resp>>,
     runtime: &'r Runtime,
 }
+
+/// A handler's work, owning the instance it hands back.
+type Serving<Req, Resp> = BoxFuture<'static, (BoxAsyncInstance<Req, Resp>, Resp)>;
 
 type Served<Req, Resp> = Result<(BoxAsyncInstance<Req, Resp>, Resp), Box<dyn std::any::Any + Send>>;
 

@@ -35,6 +35,10 @@
 pub use kernel_core::*;
 pub use kernel_derive::{Migratable, Schema, Service};
 
+/// The NATS JetStream state store (feature `nats`): see [`kernel_nats`].
+#[cfg(feature = "nats")]
+pub use kernel_nats as nats;
+
 /// The README's examples are compiled and run as doc tests.
 #[doc = include_str!("../README.md")]
 #[cfg(doctest)]

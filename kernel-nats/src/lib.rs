@@ -1,0 +1,28 @@
+//! The NATS JetStream state store of [microkernel](https://docs.rs/microkernel), for kernels
+//! on several nodes: each service's sealed state is one key of a JetStream key-value bucket, and
+//! every write is a compare-and-set on the revision this store last saw, so that two stores (two
+//! nodes) can never both write a service's state. The server's revisions are what a directory
+//! cannot offer: an older state cannot be written back without the server noticing (see
+//! docs/SECURITY.md).
+//!
+//! [`NatsStore`] implements [`StateStore`](kernel_core::store::StateStore) and passes its
+//! conformance suite against a real `nats-server` (`tests/conformance.rs`). Its futures run on
+//! the tokio runtime it was opened on, so the synchronous kernel drives them with
+//! `store::block_on` and async code awaits them.
+//!
+//! Works with `nats-server` 2.9 (Debian's) and later: the bucket's stream is created explicitly,
+//! as a key-value bucket's stream is configured, because the client's own bucket creation asks
+//! for account information a 2.9 server does not give.
+//!
+//! Not yet here (see the project's issue on several nodes): ownership claims, calls across
+//! nodes, handover, and states larger than the server's payload limit (refused with
+//! `StoreError::TooLarge` naming the limit).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod names;
+mod store;
+
+pub use names::check_key;
+pub use store::{NatsStore, NatsStoreOptions};

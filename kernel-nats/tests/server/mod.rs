@@ -1,0 +1,70 @@
+//! A real `nats-server` for the tests: started on 127.0.0.1 with a free port, JetStream on, a
+//! temporary store directory and a config file raising `max_payload`; stopped when dropped.
+//! Without `nats-server` on PATH the tests skip with one line naming the install command, unless
+//! `MICROKERNEL_REQUIRE_NATS=1` (set by `.ci/run`) turns the skip into a failure.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct NatsServer {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: PathBuf,
+}
+
+impl NatsServer {
+    /// A running server, or `None` (after saying why) when `nats-server` is not installed and
+    /// not required.
+    pub fn start() -> Option<Self> {
+        if Command::new("nats-server").arg("--version").output().is_err() {
+            let required = std::env::var("MICROKERNEL_REQUIRE_NATS").is_ok_and(|v| v == "1");
+            assert!(!required, "MICROKERNEL_REQUIRE_NATS=1 but `nats-server` is not on PATH");
+            eprintln!("skipped: `nats-server` is not on PATH (apt-get install -y nats-server)");
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let dir = std::env::temp_dir().join(format!("mk-nats-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a store directory");
+        let config = dir.join("nats.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n}}\n",
+                dir.join("js").display()
+            ),
+        )
+        .expect("a config file");
+        let child = Command::new("nats-server")
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < deadline, "nats-server did not listen on {addr}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some(Self { child, addr, dir })
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://{}", self.addr)
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

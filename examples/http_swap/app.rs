@@ -103,15 +103,25 @@ impl App {
 
     /// Replaces v1 by v2, or v2 by v1 (a rollback, the state converted down); returns the
     /// version now serving.
+    ///
+    /// Runs in a task of its own: a client that disconnects mid-swap drops the request's
+    /// future, but the replacement and the record of which version is in still finish together.
     pub async fn swap(&self) -> Result<&'static str, microkernel::ReplaceError> {
-        let mut on_v2 = self.on_v2.lock().await;
-        if *on_v2 {
-            self.kernel.rollback_async(HitsServiceV1::default()).await?;
-        } else {
-            self.kernel.replace_async(HitsServiceV2::default()).await?;
+        let app = self.clone();
+        let swapped = tokio::spawn(async move {
+            let mut on_v2 = app.on_v2.lock().await;
+            if *on_v2 {
+                app.kernel.rollback_async(HitsServiceV1::default()).await?;
+            } else {
+                app.kernel.replace_async(HitsServiceV2::default()).await?;
+            }
+            *on_v2 = !*on_v2;
+            Ok(if *on_v2 { "v2" } else { "v1" })
+        });
+        match swapped.await {
+            Ok(result) => result,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
         }
-        *on_v2 = !*on_v2;
-        Ok(if *on_v2 { "v2" } else { "v1" })
     }
 }
 

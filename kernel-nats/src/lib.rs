@@ -14,15 +14,20 @@
 //! as a key-value bucket's stream is configured, because the client's own bucket creation asks
 //! for account information a 2.9 server does not give.
 //!
-//! Not yet here (see the project's issue on several nodes): ownership claims, calls across
-//! nodes, handover, and states larger than the server's payload limit (refused with
-//! `StoreError::TooLarge` naming the limit).
+//! [`Claims`] say which node runs a service: expiring claims, refreshed by compare-and-set,
+//! given up before they could expire when a refresh fails.
+//!
+//! Not yet here (see the project's issue on several nodes): the kernel acting on claims by
+//! itself, calls across nodes, handover, and states larger than the server's payload limit
+//! (refused with `StoreError::TooLarge` naming the limit).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod names;
+mod ownership;
 mod store;
 
-pub use names::check_key;
+pub use names::{MAX_KEY_LEN, check_key};
+pub use ownership::{Claim, ClaimError, Claims};
 pub use store::{NatsStore, NatsStoreOptions};

@@ -28,6 +28,8 @@ use crate::state::{self, StateError, StateTag};
 
 #[cfg(feature = "tokio")]
 mod asynchronous;
+#[cfg(feature = "tokio")]
+pub(crate) use asynchronous::replace_in_async_slot;
 mod outcome;
 
 pub use outcome::{ReplaceError, Replaced, Step};

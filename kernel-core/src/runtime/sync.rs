@@ -37,6 +37,20 @@ pub(crate) fn thread_token() -> u64 {
     })
 }
 
+/// Who is asking for a slot or the lifecycle lock: with async services (feature `tokio`), the
+/// chain of calls this code runs in, else (and outside any chain) this thread.
+#[inline]
+pub(crate) fn caller_token() -> u64 {
+    #[cfg(feature = "tokio")]
+    {
+        crate::runtime::asynchronous::chain::current_sync()
+    }
+    #[cfg(not(feature = "tokio"))]
+    {
+        thread_token()
+    }
+}
+
 /// A mutex the holding thread may take again: lifecycle changes are serialized kernel-wide,
 /// yet a service's `start` may itself start or register another service.
 ///
@@ -67,7 +81,7 @@ impl ReentrantLock {
     /// Takes the lock, waiting while another thread holds it — unless that wait would close a
     /// cycle of waits, then the services along it are returned.
     pub(crate) fn lock(self: &Arc<Self>) -> Result<ReentrantGuard<'_>, Vec<String>> {
-        let me = thread_token();
+        let me = caller_token();
         {
             let mut held = self.held.lock().unwrap_or_else(PoisonError::into_inner);
             if held.owner == 0 || held.owner == me {

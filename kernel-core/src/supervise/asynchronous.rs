@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use super::{RestartPolicy, Restartable, Supervised};
-use crate::runtime::asynchronous::chain::WouldBlockRuntime;
+use crate::replace::{Direction, replace_in_async_slot};
+use crate::runtime::asynchronous::chain::{WouldBlockRuntime, off_workers};
 use crate::runtime::asynchronous::{AsyncHandle, AsyncHandler, AsyncLifecycle, AsyncSlot};
 use crate::runtime::error::{Hook, LifecycleError};
 use crate::runtime::kernel::{Kernel, Shared};
@@ -120,11 +121,16 @@ impl Kernel {
             ));
         };
         let successor: Arc<dyn Restarter> = Arc::new(Supervised::new(Arc::clone(slot), policy, factory));
-        let restarts = &self.shared().restarts;
-        restarts.prepare_successor(name.clone(), successor);
-        let replaced = self.replace_async(new).await;
-        // On failure the prepared successor must not take over a later plain replacement.
-        restarts.forget_successor(&name);
-        replaced
+        let (kernel, slot) = (self.clone(), Arc::clone(slot));
+        // All of it off the workers, in one piece: dropping this future does not cancel the
+        // replacement, and the successor must be forgotten whenever it fails.
+        off_workers(move || {
+            let restarts = &kernel.shared().restarts;
+            restarts.prepare_successor(name.clone(), successor);
+            let replaced = replace_in_async_slot(kernel.shared(), &slot, new, Direction::Upgrade);
+            restarts.forget_successor(&name);
+            replaced
+        })
+        .await
     }
 }

@@ -61,12 +61,34 @@ std::thread_local! {
     static OFF_WORKERS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `work` on the runtime's blocking pool, marked as kernel work that may wait: how every
-/// async lifecycle operation keeps the workers free.
-pub(crate) async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    let joined = tokio::task::spawn_blocking(move || {
+/// Marks this thread as running kernel work off the workers until dropped (also when the work
+/// panics): tokio may later run a worker on the same pool thread, which must not inherit it.
+struct OffWorkers;
+
+impl OffWorkers {
+    fn mark() -> Self {
         OFF_WORKERS.with(|flag| flag.set(true));
-        work()
+        OffWorkers
+    }
+}
+
+impl Drop for OffWorkers {
+    fn drop(&mut self) {
+        OFF_WORKERS.with(|flag| flag.set(false));
+    }
+}
+
+/// Runs `work` on the runtime's blocking pool, marked as kernel work that may wait: how every
+/// async lifecycle operation keeps the workers free. The work runs as part of the caller's
+/// chain of calls, so that a cycle through it (a handler stopping its own service, a handler
+/// waiting for a synchronous service whose holder waits for it) is refused, not hung.
+///
+/// Dropping the returned future does not cancel the work: it runs to its end.
+pub(crate) async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    let chain = current_sync();
+    let joined = tokio::task::spawn_blocking(move || {
+        let _marked = OffWorkers::mark();
+        CHAIN.sync_scope(chain, work)
     })
     .await;
     match joined {

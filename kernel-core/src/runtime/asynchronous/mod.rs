@@ -14,9 +14,13 @@
 //!   (`start_all_async`, `shutdown`, `replace_async`, `checkpoint_async`, `blocking`) run on
 //!   the blocking pool, and so does the crossing of a state (encode, seal, open, decode).
 //! - **Deadlocks** are detected along the chain of calls, not the thread: a task-local token
-//!   names the chain a handler runs in, so two tasks on one worker are never confused, and a
-//!   handler that calls its own service after moving threads is refused with
-//!   [`CallError::WouldDeadlock`](crate::CallError::WouldDeadlock).
+//!   names the chain a handler runs in (and follows it onto the blocking pool), so two tasks on
+//!   one worker are never confused, a handler that calls its own service after moving threads
+//!   — or stops it with `stop_async` — is refused, and a cycle through synchronous services is
+//!   refused with [`CallError::WouldDeadlock`](crate::CallError::WouldDeadlock) as among
+//!   synchronous ones. **Limit:** the calls one handler makes share its chain's token, so two
+//!   calls it makes *at once* to the same service (`tokio::join!`) are refused as a loop
+//!   although the second could wait; make them one after the other, or from a spawned task.
 //! - **Cancellation**: a request the service has taken is driven to completion by the kernel
 //!   even if the caller's future is dropped; a caller dropped while still waiting delivers
 //!   nothing.
@@ -29,9 +33,16 @@
 //!   replacement; a handler mid-`.await` when it starts may finish within
 //!   [`KernelBuilder::drain_timeout`](crate::KernelBuilder::drain_timeout) (past it the
 //!   replacement fails and the old version keeps serving); calls arriving meanwhile wait as
-//!   futures and are served by the new version.
-//! - Shut down with `kernel.shutdown().await`; dropping the kernel never blocks a runtime and
-//!   stops async services as far as it can.
+//!   futures and are served by the new version. The lock is fair, so the drain timeout covers
+//!   the callers queued before the replacement too, not one handler; it does not bound the old
+//!   version's `stop` or the new one's `start`.
+//! - **Dropping the future of an async kernel operation** (`replace_async`, `start_all_async`,
+//!   `shutdown`, …) does not cancel it: the work runs on the blocking pool to its end, and its
+//!   effects (a replacement, the supervision carried over) happen as if it had been awaited.
+//! - Shut down with `kernel.shutdown().await`. Dropping the last kernel on a runtime's thread
+//!   does not wait for async services (their stops are spawned onto the runtime, best effort);
+//!   it still takes the lifecycle lock and joins the supervisor's thread, so drop it there only
+//!   when no lifecycle operation or restart is running.
 //!
 //! The runtime needs tokio's timer (`enable_time`, or `enable_all` as `#[tokio::main]` does).
 

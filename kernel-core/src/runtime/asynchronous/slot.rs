@@ -443,9 +443,20 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req
     }
 
     fn dependencies(&self) -> Vec<String> {
+        // Asked when the service registers, when nobody holds the slot: no wait (which a
+        // single-threaded runtime could not allow) is needed then.
+        let of = |instance: &Option<BoxAsyncInstance<Req, Resp>>| {
+            instance.as_deref().map(|i| i.dependencies()).unwrap_or_default()
+        };
+        if let Ok(instance) = self.0.instance.try_lock() {
+            return of(&instance);
+        }
         match self.0.enter_blocking() {
-            Ok(entered) => entered.plumbing().map(|i| i.dependencies()).unwrap_or_default(),
-            Err(_) => Vec::new(),
+            Ok(entered) => of(&entered.instance),
+            Err(error) => {
+                tracing::error!(service = %self.0.name, %error, "could not read the dependencies of a busy async service");
+                Vec::new()
+            }
         }
     }
 

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use super::{Entered, Plumbing, SaveInFlight, Slot};
 use crate::runtime::error::{Hook, LifecycleError};
 use crate::runtime::service::Status;
-use crate::runtime::sync::thread_token;
+use crate::runtime::sync::caller_token;
 use crate::state::EncodedState;
 
 /// How a stop bounded by a timeout ended, agreed between the stopping thread and the waiting one.
@@ -74,7 +74,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
     }
 
     fn held_here(&self) -> bool {
-        self.owner.load(Ordering::Relaxed) == thread_token()
+        self.owner.load(Ordering::Relaxed) == caller_token()
     }
 
     fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool) {

@@ -16,7 +16,7 @@ use crate::runtime::context::Context;
 use crate::runtime::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::runtime::kernel::Shared;
 use crate::runtime::service::{Handler, Status};
-use crate::runtime::sync::thread_token;
+use crate::runtime::sync::caller_token;
 use crate::runtime::wait::{self, Held};
 
 mod instance;
@@ -264,7 +264,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
     /// [`try_enter`](Self::try_enter), waiting at most `timeout` for another holder to leave.
     #[inline]
     pub(crate) fn try_enter_within(&self, timeout: Option<Duration>) -> Result<Entered<'_, Req, Resp>, Blocked> {
-        let me = thread_token();
+        let me = caller_token();
         if self.owner.load(Ordering::Relaxed) == me {
             return Err(Blocked::Reentry);
         }
@@ -326,7 +326,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
     /// holds it (for async callers, which must not wait on this thread).
     #[cfg(feature = "tokio")]
     pub(crate) fn call_now(&self, request: Req) -> Result<Result<Resp, CallError>, Req> {
-        let me = thread_token();
+        let me = caller_token();
         if self.owner.load(Ordering::Relaxed) == me {
             return Ok(Err(self.refused(Blocked::Reentry)));
         }

@@ -271,3 +271,65 @@ fn the_kernel_is_send_sync_and_cheap_to_clone() {
     assert_send_sync::<Kernel>();
     assert_send_sync::<microkernel::Handle>();
 }
+
+/// Calls by name find their slot in a per-thread cache: it must never route to the wrong
+/// kernel, miss a service registered later, or keep a dropped kernel's services alive.
+#[test]
+fn calls_by_name_route_per_kernel_and_keep_nothing_alive() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    struct Named(&'static str, Arc<AtomicUsize>);
+    impl Drop for Named {
+        fn drop(&mut self) {
+            self.1.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    impl microkernel::Service for Named {
+        type State = microkernel::Stateless;
+        fn name(&self) -> &str {
+            "svc"
+        }
+        fn dependencies(&self) -> Vec<String> {
+            Vec::new()
+        }
+        fn export_state(&self) -> Result<&microkernel::Stateless, microkernel::BoxError> {
+            Ok(&microkernel::Stateless)
+        }
+        fn import_state(&mut self, _: microkernel::Stateless) -> Result<(), microkernel::BoxError> {
+            Ok(())
+        }
+    }
+    impl microkernel::Handler for Named {
+        type Request = Event;
+        type Response = microkernel::Reply;
+        fn handle(&mut self, _: Event, _: &microkernel::Context<'_>) -> microkernel::Reply {
+            microkernel::Reply::ok(self.0, "")
+        }
+    }
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let call = |kernel: &Kernel| {
+        kernel
+            .call("svc", Event::new("svc", "t", "k", ""))
+            .map(|r| r.message.to_string())
+    };
+    let first = Kernel::new();
+    assert!(call(&first).is_err(), "not registered yet");
+    first.register(Named("first", Arc::clone(&dropped))).unwrap();
+    first.start_all().unwrap();
+    assert_eq!(call(&first).unwrap(), "first", "registered after a miss");
+    let second = Kernel::new();
+    second.register(Named("second", Arc::clone(&dropped))).unwrap();
+    second.start_all().unwrap();
+    for _ in 0..3 {
+        assert_eq!(call(&first).unwrap(), "first");
+        assert_eq!(call(&second).unwrap(), "second");
+    }
+    drop(first);
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        1,
+        "the dropped kernel's service is gone"
+    );
+    assert_eq!(call(&second).unwrap(), "second");
+}

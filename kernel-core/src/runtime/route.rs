@@ -33,3 +33,88 @@ impl Route {
         }
     }
 }
+
+/// A route held weakly: a dropped kernel's services are not kept alive by a thread's cache.
+enum WeakRoute {
+    Sync(std::sync::Weak<Slot<Event, Reply>>),
+    #[cfg(feature = "tokio")]
+    Async(std::sync::Weak<crate::runtime::asynchronous::AsyncSlot<Event, Reply>>),
+    Typed,
+}
+
+impl WeakRoute {
+    fn of(route: &Route) -> Self {
+        match route {
+            Route::Sync(slot) => WeakRoute::Sync(Arc::downgrade(slot)),
+            #[cfg(feature = "tokio")]
+            Route::Async(slot) => WeakRoute::Async(Arc::downgrade(slot)),
+            Route::Typed => WeakRoute::Typed,
+        }
+    }
+
+    fn upgrade(&self) -> Option<Route> {
+        match self {
+            WeakRoute::Sync(slot) => slot.upgrade().map(Route::Sync),
+            #[cfg(feature = "tokio")]
+            WeakRoute::Async(slot) => slot.upgrade().map(Route::Async),
+            WeakRoute::Typed => Some(Route::Typed),
+        }
+    }
+}
+
+/// The routes one thread has looked up in one kernel.
+struct KernelRoutes {
+    kernel: u64,
+    routes: std::collections::HashMap<Box<str>, WeakRoute, crate::runtime::kernel::Names>,
+}
+
+/// Kernels a thread remembers routes for, and routes per kernel, at most.
+const CACHED_KERNELS: usize = 8;
+const CACHED_ROUTES: usize = 4096;
+
+std::thread_local! {
+    /// Routes this thread has looked up by name. A call by name finds its slot here without the
+    /// registry's lock, which every thread calling by name would otherwise share: services are
+    /// never unregistered and a service's route never changes (a replacement swaps the instance
+    /// inside the slot), so an entry stays right for its kernel's life.
+    static CACHE: std::cell::RefCell<Vec<KernelRoutes>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The route to `name` in kernel `kernel`, if this thread has looked it up before.
+pub(crate) fn cached(kernel: u64, name: &str) -> Option<Route> {
+    CACHE
+        .try_with(|cache| {
+            // A call made from a handler reached through the cache finds it borrowed: it reads
+            // it again (shared), and only an insertion would have to give up.
+            let cache = cache.try_borrow().ok()?;
+            let routes = cache.iter().find(|k| k.kernel == kernel)?;
+            routes.routes.get(name)?.upgrade()
+        })
+        .ok()
+        .flatten()
+}
+
+/// Remembers the route to `name` in kernel `kernel` for this thread (if its cache is free).
+pub(crate) fn remember(kernel: u64, name: &str, route: &Route) {
+    let _ = CACHE.try_with(|cache| {
+        let Ok(mut cache) = cache.try_borrow_mut() else { return };
+        let at = match cache.iter().position(|k| k.kernel == kernel) {
+            Some(at) => at,
+            None => {
+                if cache.len() == CACHED_KERNELS {
+                    cache.remove(0);
+                }
+                cache.push(KernelRoutes {
+                    kernel,
+                    routes: Default::default(),
+                });
+                cache.len() - 1
+            }
+        };
+        let routes = &mut cache[at].routes;
+        if routes.len() >= CACHED_ROUTES {
+            routes.clear();
+        }
+        routes.insert(name.into(), WeakRoute::of(route));
+    });
+}

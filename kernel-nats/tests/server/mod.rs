@@ -25,10 +25,30 @@ impl NatsServer {
             eprintln!("skipped: `nats-server` is not on PATH (apt-get install -y nats-server)");
             return None;
         }
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        // Tests run in parallel: a port the OS hands out twice would put two servers on one
+        // port, and one test would talk to the other's server. Each start gets a port of its
+        // own, and the server is checked to be the one listening.
+        for _ in 0..5 {
+            if let Some(server) = Self::try_start() {
+                return Some(server);
+            }
+        }
+        panic!("nats-server did not start on a free port in 5 tries");
+    }
+
+    fn try_start() -> Option<Self> {
+        static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+        let port = loop {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            let mut taken = TAKEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !taken.contains(&port) {
+                taken.push(port);
+                break port;
+            }
+        };
         let dir = std::env::temp_dir().join(format!("mk-nats-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a store directory");
         let config = dir.join("nats.conf");
@@ -40,7 +60,7 @@ impl NatsServer {
             ),
         )
         .expect("a config file");
-        let child = Command::new("nats-server")
+        let mut child = Command::new("nats-server")
             .arg("-c")
             .arg(&config)
             .stdout(Stdio::null())
@@ -51,7 +71,16 @@ impl NatsServer {
         let deadline = Instant::now() + Duration::from_secs(10);
         while TcpStream::connect(addr).is_err() {
             assert!(Instant::now() < deadline, "nats-server did not listen on {addr}");
+            if child.try_wait().ok().flatten().is_some() {
+                let _ = std::fs::remove_dir_all(&dir);
+                return None; // it exited: the port was taken after all
+            }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        // Listening, and ours: still running.
+        if child.try_wait().ok().flatten().is_some() {
+            let _ = std::fs::remove_dir_all(&dir);
+            return None;
         }
         Some(Self { child, addr, dir })
     }

@@ -176,6 +176,10 @@ impl KernelBuilder {
         }
         let shared = Arc::new_cyclic(|this| Shared {
             stops: AtomicU64::new(0),
+            id: {
+                static NEXT_KERNEL: AtomicU64 = AtomicU64::new(1);
+                NEXT_KERNEL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
             this: Weak::clone(this),
             registry: RwLock::new(HashMap::default()),
             lifecycle: Arc::default(),

@@ -92,6 +92,8 @@ pub(crate) struct Shared {
     pub(crate) restarts: Restarts,
     /// How many times `stop_all` began: a restart scheduled before the latest is dropped.
     stops: AtomicU64,
+    /// Names this kernel among all the process's, for the threads' route caches.
+    pub(crate) id: u64,
     /// The `Arc` this lives in, for threads that must not keep the kernel alive.
     this: Weak<Shared>,
     #[cfg(feature = "fault-injection")]
@@ -265,7 +267,7 @@ impl std::hash::Hasher for NameHasher {
     }
 }
 
-type Names = std::hash::BuildHasherDefault<NameHasher>;
+pub(crate) type Names = std::hash::BuildHasherDefault<NameHasher>;
 
 /// Handler name → entry.
 type Registry = HashMap<Arc<str>, Entry, Names>;
@@ -387,8 +389,19 @@ impl Shared {
         self.sealer.as_ref()
     }
 
-    /// Where events for `name` go.
+    /// Where events for `name` go: from this thread's cache, else from the registry (then
+    /// remembered).
     pub(crate) fn route(&self, name: &str) -> Result<Route, CallError> {
+        if let Some(route) = crate::runtime::route::cached(self.id, name) {
+            return Ok(route);
+        }
+        let route = self.route_from_registry(name)?;
+        crate::runtime::route::remember(self.id, name, &route);
+        Ok(route)
+    }
+
+    /// Where events for `name` go, read from the registry.
+    fn route_from_registry(&self, name: &str) -> Result<Route, CallError> {
         let registry = self.read();
         let entry = registry.get(name).ok_or_else(|| CallError::NotFound {
             service: name.to_owned(),

@@ -17,17 +17,22 @@
 //! [`Claims`] say which node runs a service: expiring claims, refreshed by compare-and-set,
 //! given up before they could expire when a refresh fails.
 //!
-//! Not yet here (see the project's issue on several nodes): the kernel acting on claims by
-//! itself, calls across nodes, handover, and states larger than the server's payload limit
+//! [`take_over`] runs a service on this node while it holds the claim: claim, restore from the
+//! store, fencing write, start — and stop the moment the claim is lost.
+//!
+//! Not yet here (see the project's issue on several nodes): calls across nodes, handover of a
+//! live service with its in-flight calls, and states larger than the server's payload limit
 //! (refused with `StoreError::TooLarge` naming the limit).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod names;
+mod node;
 mod ownership;
 mod store;
 
 pub use names::{MAX_KEY_LEN, check_key};
+pub use node::{Owned, TakeOverError, take_over};
 pub use ownership::{Claim, ClaimError, Claims};
 pub use store::{NatsStore, NatsStoreOptions};

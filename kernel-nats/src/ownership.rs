@@ -227,7 +227,7 @@ impl Claim {
     }
 
     /// Gives the service up: the key is removed if this node still holds it.
-    pub async fn release(self) -> Result<(), ClaimError> {
+    pub async fn release(&self) -> Result<(), ClaimError> {
         self.refresher.abort();
         let revision = self.shared.held.lock().unwrap_or_else(PoisonError::into_inner).0;
         self.claims

@@ -150,6 +150,12 @@ impl Kernel {
         off_workers(move || kernel.stop(&name)).await
     }
 
+    /// [`stop_cascade`](Self::stop_cascade) from async code, run off the runtime's workers.
+    pub async fn stop_cascade_async(&self, name: &str) -> Result<(), LifecycleError> {
+        let (kernel, name) = (self.clone(), name.to_owned());
+        off_workers(move || kernel.stop_cascade(&name)).await
+    }
+
     /// [`checkpoint`](Self::checkpoint) from async code, run off the runtime's workers.
     pub async fn checkpoint_async(&self) -> Result<Vec<Location>, CheckpointError> {
         let kernel = self.clone();

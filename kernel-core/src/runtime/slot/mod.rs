@@ -107,9 +107,11 @@ impl Blocked {
     }
 }
 
-/// Times a waiting caller retries at once before it registers its wait: most holders are short
-/// handlers, and registering takes a process-wide lock.
+/// Times a waiting caller retries at once before it waits: most holders are short handlers.
 const SPINS: u32 = 64;
+
+/// How long a waiting caller waits before it registers its wait in the wait-for table.
+const GRACE: Duration = Duration::from_micros(200);
 
 /// The slot's mutex, held by the current thread; clears the owner when dropped.
 pub(crate) struct Entered<'a, Req, Resp> {
@@ -291,6 +293,17 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
             if let Some(instance) = self.instance.try_lock() {
                 return Ok(instance);
             }
+        }
+        // A short wait, unregistered: under contention most holders leave within it, and the
+        // wait-for table (one process-wide lock) is only for waits that could be a cycle. A
+        // cycle cannot resolve by itself, so every thread in one still registers after this
+        // grace, and the last to register still sees it.
+        let grace = match timeout {
+            None => GRACE,
+            Some(timeout) => GRACE.min(timeout),
+        };
+        if let Some(instance) = self.instance.try_lock_for(grace) {
+            return Ok(instance);
         }
         let Some(this) = self.this.upgrade() else {
             // Unreachable while a caller holds a reference: the slot lives in an `Arc`.

@@ -21,9 +21,9 @@ pub const fn random_nonce_limit(algorithm: Algorithm) -> u64 {
 
 /// Seals and opens state envelopes. Thread-safe; the keyring can be rotated while in use.
 ///
-/// Cheap to clone: clones share one keyring and one seal counter per key, so giving the same
-/// sealer to the kernel (`KernelBuilder::sealer`) and to its store (`StateStore::open`) counts
-/// every seal against the key's nonce limit once.
+/// Cheap to clone: clones share one keyring and one seal counter per key, so every seal made
+/// with one key — across replacements and the store's saves (`KernelBuilder::sealer` seals
+/// both), and across any clones an application keeps — is counted against its nonce limit once.
 ///
 /// Nonces come from `rand`'s thread-local CSPRNG (ChaCha, seeded and reseeded from the OS), reseeded
 /// in a forked child before its first seal, so nonces never repeat across processes either.

@@ -20,13 +20,19 @@
 //! [`take_over`] runs a service on this node while it holds the claim: claim, restore from the
 //! store, fencing write, start — and stop the moment the claim is lost.
 //!
-//! Not yet here (see the project's issue on several nodes): calls across nodes, handover of a
-//! live service with its in-flight calls, and states larger than the server's payload limit
-//! (refused with `StoreError::TooLarge` naming the limit).
+//! [`calls`] reaches a service on whichever node serves it (`calls::serve` on the serving
+//! node, `calls::call` on the calling one): typed, shape-checked, deadline-bound, retried on
+//! "no responders", answered once per call id.
+//!
+//! Not yet here (see the project's issue on several nodes): `Kernel::call_async` reaching
+//! remote services by itself, the handover of a live service with its in-flight calls, and
+//! states larger than the server's payload limit (refused with `StoreError::TooLarge` naming the
+//! limit).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod calls;
 mod names;
 mod node;
 mod ownership;

@@ -6,6 +6,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use crate::state::{DataModelType, NamedType, NamedValue, Schema};
+
 /// Text carried by messages: a `'static` literal or an owned string.
 pub type Text = Cow<'static, str>;
 
@@ -19,7 +21,7 @@ pub const KERNEL: &str = "kernel";
 /// let ev = Event::new("echo", "main", "greet", "Hello, Log!");
 /// assert_eq!(ev.to, "echo");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     /// The service (or [`KERNEL`]) the event is for.
     pub to: Text,
@@ -53,7 +55,7 @@ impl Event {
 /// let r = Reply::new(0, "echo service handled", "from microKernel: Hello, Log!");
 /// assert_eq!(r.to_string(), "{0 echo service handled from microKernel: Hello, Log!}");
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Reply {
     /// 0 on success; an HTTP-like status otherwise.
     pub code: u16,
@@ -106,4 +108,42 @@ pub mod code {
     pub const FAILED: u16 = 500;
     /// The kernel is shutting down or gone.
     pub const UNAVAILABLE: u16 = 503;
+}
+
+/// A text field in a message's schema.
+const TEXT: &NamedType = <String as Schema>::SCHEMA;
+
+/// `Event` crosses processes (calls between nodes) encoded with postcard; its schema names the
+/// shape a node accepts.
+impl Schema for Event {
+    const SCHEMA: &'static NamedType = &NamedType {
+        name: "Event",
+        ty: &DataModelType::Struct(&[
+            &NamedValue { name: "to", ty: TEXT },
+            &NamedValue { name: "from", ty: TEXT },
+            &NamedValue { name: "kind", ty: TEXT },
+            &NamedValue {
+                name: "content",
+                ty: TEXT,
+            },
+        ]),
+    };
+}
+
+/// `Reply` crosses processes as `Event` does.
+impl Schema for Reply {
+    const SCHEMA: &'static NamedType = &NamedType {
+        name: "Reply",
+        ty: &DataModelType::Struct(&[
+            &NamedValue {
+                name: "code",
+                ty: <u16 as Schema>::SCHEMA,
+            },
+            &NamedValue {
+                name: "message",
+                ty: TEXT,
+            },
+            &NamedValue { name: "data", ty: TEXT },
+        ]),
+    };
 }

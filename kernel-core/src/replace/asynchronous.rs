@@ -4,7 +4,7 @@
 //! `KernelBuilder::drain_timeout` to finish, and the hooks awaited. It runs on the blocking pool:
 //! the crossing of a large state (encode, seal, open, decode) never occupies a worker.
 
-use super::{Crossed, Direction, REAP_ABOVE, ReplaceError, Replaced, Step, cross, finished};
+use super::{Crossed, Direction, REAP_ABOVE, ReplaceError, Replaced, Step, begin, cross, finished};
 use crate::runtime::asynchronous::chain::{self, WouldBlockRuntime};
 use crate::runtime::asynchronous::{AsyncEntered, AsyncHandler, AsyncSlot};
 use crate::runtime::error::{Hook, LifecycleError};
@@ -21,15 +21,7 @@ pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
 ) -> Result<Replaced, ReplaceError> {
     let service = &**slot.name();
     let _span = tracing::info_span!("replace", service, ?direction).entered();
-    if new.name() != service {
-        let error = format!("the new version is named `{}`", new.name());
-        return Err(ReplaceError::new(service, Step::Enter, error));
-    }
-    let _serial = shared
-        .lifecycle_lock("replace")
-        .map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
-    slot.check_no_late_stop()
-        .map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
+    let _serial = begin(shared, service, new.name(), || slot.check_no_late_stop())?;
     let would_block = |WouldBlockRuntime| {
         ReplaceError::new(
             service,

@@ -114,16 +114,7 @@ fn replace_in_slot<S: Handler>(
 ) -> Result<Replaced, ReplaceError> {
     let service = &**slot.name();
     let _span = tracing::info_span!("replace", service, ?direction).entered();
-    if new.name() != service {
-        let error = format!("the new version is named `{}`", new.name());
-        return Err(ReplaceError::new(service, Step::Enter, error));
-    }
-    let _serial = shared
-        .lifecycle_lock("replace")
-        .map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
-
-    slot.check_no_late_stop()
-        .map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
+    let _serial = begin(shared, service, new.name(), || slot.check_no_late_stop())?;
 
     // 1. Take the slot: calls arriving from now on wait.
     let mut entered = slot.enter().ok_or_else(|| {
@@ -183,6 +174,26 @@ fn replace_in_slot<S: Handler>(
         crate::runtime::reap::drop_reporting(Some(shared), service, Box::new(old));
     }
     Ok(finished(shared, service, &crossed))
+}
+
+/// Before step 1, the same for every kind of slot: the new version has the service's name, the
+/// kernel's lifecycle lock is taken (held until the replacement ends), and no stop that outlived
+/// its timeout is still running.
+pub(crate) fn begin<'a>(
+    shared: &'a Shared,
+    service: &str,
+    new_name: &str,
+    no_late_stop: impl FnOnce() -> Result<(), LifecycleError>,
+) -> Result<crate::runtime::sync::ReentrantGuard<'a>, ReplaceError> {
+    if new_name != service {
+        let error = format!("the new version is named `{new_name}`");
+        return Err(ReplaceError::new(service, Step::Enter, error));
+    }
+    let serial = shared
+        .lifecycle_lock("replace")
+        .map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
+    no_late_stop().map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
+    Ok(serial)
 }
 
 /// What step 2 of a replacement hands on to the swap.

@@ -130,9 +130,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
     }
 
     pub(crate) fn next_generation(&self) -> u64 {
-        let next = self.slot.generation.load(Ordering::Relaxed).saturating_add(1);
-        self.slot.generation.store(next, Ordering::Relaxed);
-        next
+        crate::runtime::slot::next_generation(&self.slot.generation)
     }
 
     /// Which instance the slot holds.

@@ -75,6 +75,15 @@ impl Drop for SaveInFlight {
     }
 }
 
+/// Takes the next generation from a slot's counter, the slot held (so a load and a store suffice,
+/// and generations follow the order of exports). Saturating: a store that claimed `u64::MAX`
+/// (see SECURITY.md) makes saves refused as stale, not wrap to 0 or panic.
+pub(crate) fn next_generation(counter: &AtomicU64) -> u64 {
+    let next = counter.load(Ordering::Relaxed).saturating_add(1);
+    counter.store(next, Ordering::Relaxed);
+    next
+}
+
 /// Why a thread cannot take a slot.
 #[derive(Debug)]
 pub(crate) enum Blocked {
@@ -129,11 +138,7 @@ impl<Req, Resp> Entered<'_, Req, Resp> {
     /// The generation of a state exported now: one more than the last (the mutex is held, so
     /// generations follow the order of exports).
     pub(crate) fn next_generation(&self) -> u64 {
-        // Saturating: a store that claimed `u64::MAX` (see SECURITY.md) makes saves refused as
-        // stale, not wrap to 0 or panic.
-        let next = self.slot.generation.load(Ordering::Relaxed).saturating_add(1);
-        self.slot.generation.store(next, Ordering::Relaxed);
-        next
+        next_generation(&self.slot.generation)
     }
 
     pub(crate) fn status(&self) -> Status {

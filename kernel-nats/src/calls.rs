@@ -240,7 +240,15 @@ async fn answer(
             Err(e) => Reply::new(code::UNSUPPORTED, "Undecodable request", e.to_string()),
             Ok(event) => {
                 let to = event.to.to_string();
-                match tokio::time::timeout(remaining, kernel.call_async(&to, event)).await {
+                // Local services only: a name served here but not registered must not bounce
+                // back out to the network.
+                let local = async {
+                    match kernel.async_handle(&to) {
+                        Ok(handle) => handle.call(event).await,
+                        Err(error) => Err(error),
+                    }
+                };
+                match tokio::time::timeout(remaining, local).await {
                     Ok(Ok(reply)) => reply,
                     Ok(Err(error)) => error.to_reply(),
                     Err(_) => return, // past the caller's deadline: it has gone
@@ -268,5 +276,36 @@ async fn answer(
         .await
     {
         tracing::warn!(%error, "could not send a reply to another node");
+    }
+}
+
+/// [`RemoteCalls`](kernel_core::asynchronous::RemoteCalls) over NATS: give it to
+/// `KernelBuilder::remote`, and `kernel.call_async(name, event)` reaches a service that runs on
+/// another node (one that [`serve`]s it) when no local service has the name.
+#[derive(Clone)]
+pub struct NatsCalls {
+    client: async_nats::Client,
+    timeout: Duration,
+}
+
+impl NatsCalls {
+    /// Calls over `client`, each bounded by `timeout` unless the caller gives its own.
+    pub fn new(client: async_nats::Client, timeout: Duration) -> Self {
+        Self { client, timeout }
+    }
+}
+
+impl kernel_core::asynchronous::RemoteCalls for NatsCalls {
+    fn call(&self, event: Event, timeout: Option<Duration>) -> kernel_core::asynchronous::CallFuture<Reply> {
+        let (client, timeout) = (self.client.clone(), timeout.unwrap_or(self.timeout));
+        Box::pin(async move {
+            let service = event.to.to_string();
+            call(&client, event, timeout)
+                .await
+                .map_err(|error| kernel_core::CallError::Remote {
+                    service,
+                    reason: error.to_string(),
+                })
+        })
     }
 }

@@ -107,3 +107,41 @@ async fn a_service_on_one_node_answers_calls_from_another() {
     let refused: Reply = postcard::from_bytes(&refused.payload).unwrap();
     assert_eq!(refused.code, kernel_core::code::UNSUPPORTED, "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kernel_given_remote_calls_reaches_services_on_other_nodes_by_name() {
+    let Some(server) = server::NatsServer::start() else {
+        return;
+    };
+    let client_a = async_nats::connect(server.url()).await.unwrap();
+    let client_b = async_nats::connect(server.url()).await.unwrap();
+    let node_a = Kernel::new();
+    node_a.register(Counter::default()).unwrap();
+    node_a.start_all_async().await.unwrap();
+    let _serving = calls::serve(&node_a, &client_a, &["counter"]).await.unwrap();
+
+    let node_b = Kernel::builder()
+        .remote(calls::NatsCalls::new(client_b, Duration::from_secs(2)))
+        .build()
+        .unwrap();
+    let reply = node_b
+        .call_async("counter", Event::new("counter", "b", "count", ""))
+        .await
+        .unwrap();
+    assert_eq!(reply.data, "1");
+    // A synchronous call never waits on the network: a typed error says so.
+    let err = node_b
+        .call("counter", Event::new("counter", "b", "count", ""))
+        .unwrap_err();
+    assert!(matches!(err, kernel_core::CallError::Remote { .. }), "{err}");
+    // Nobody serves it anywhere: the deadline ends the call with the same typed error.
+    let err = node_b
+        .call_async_timeout(
+            "nowhere",
+            Event::new("nowhere", "b", "x", ""),
+            Duration::from_millis(200),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, kernel_core::CallError::Remote { .. }), "{err}");
+}

@@ -274,6 +274,15 @@ pub enum CallError {
     /// The kernel has been dropped.
     #[error("the kernel is gone")]
     KernelGone,
+    /// The service runs on another node (or nowhere): the call could not reach it there, or a
+    /// synchronous call would have had to wait on the network.
+    #[error("service `{service}` is not served on this node: {reason}")]
+    Remote {
+        /// The service.
+        service: String,
+        /// Why the call did not reach it.
+        reason: String,
+    },
     /// Synchronous code on a single-threaded tokio runtime's own thread called an async
     /// service: waiting would stop the runtime that must run it. Await the call instead
     /// (`Kernel::call_async`, `AsyncHandle::call`), or use a multi-thread runtime.
@@ -299,6 +308,7 @@ impl CallError {
             CallError::Unsupported { .. } => (code::UNSUPPORTED, "Unsupported request type"),
             CallError::KernelGone => (code::UNAVAILABLE, "Kernel unavailable"),
             CallError::WouldBlockRuntime { .. } => (code::UNAVAILABLE, "Would block the runtime"),
+            CallError::Remote { .. } => (code::UNAVAILABLE, "Remote service unavailable"),
         };
         Reply::new(code, message, self.to_string())
     }

@@ -92,13 +92,30 @@ impl Kernel {
     }
 
     /// Calls the service `to` (async or not) from async code and awaits its reply.
+    ///
+    /// A name no local service has goes to the kernel's [`RemoteCalls`](super::RemoteCalls),
+    /// if it was given one (`KernelBuilder::remote`): the service may run on another node.
     pub async fn call_async(&self, to: &str, event: Event) -> Result<Reply, CallError> {
-        self.async_handle(to)?.call(event).await
+        match self.async_handle(to) {
+            Ok(handle) => handle.call(event).await,
+            Err(CallError::NotFound { service }) => match &self.shared().remote {
+                Some(remote) => remote.call(event, None).await,
+                None => Err(CallError::NotFound { service }),
+            },
+            Err(error) => Err(error),
+        }
     }
 
     /// [`call_async`](Self::call_async), waiting at most `timeout` to enter the service.
     pub async fn call_async_timeout(&self, to: &str, event: Event, timeout: Duration) -> Result<Reply, CallError> {
-        self.async_handle(to)?.call_timeout(event, timeout).await
+        match self.async_handle(to) {
+            Ok(handle) => handle.call_timeout(event, timeout).await,
+            Err(CallError::NotFound { service }) => match &self.shared().remote {
+                Some(remote) => remote.call(event, Some(timeout)).await,
+                None => Err(CallError::NotFound { service }),
+            },
+            Err(error) => Err(error),
+        }
     }
 
     /// Pushes an event and awaits its reply for at most `timeout` (tokio's timer): the Go

@@ -51,6 +51,7 @@ mod context;
 mod handle;
 mod handler;
 mod kernel;
+mod remote;
 mod slot;
 
 use std::future::Future;
@@ -59,6 +60,7 @@ use std::pin::Pin;
 pub use context::AsyncContext;
 pub use handle::AsyncHandle;
 pub use handler::AsyncHandler;
+pub use remote::RemoteCalls;
 pub(crate) use slot::{AsyncEntered, AsyncLifecycle, AsyncSlot};
 
 use crate::runtime::error::CallError;

@@ -27,6 +27,8 @@ pub struct KernelBuilder {
     checkpoint_every: Option<Duration>,
     stop_timeout: Option<Duration>,
     drain_timeout: Duration,
+    #[cfg(feature = "tokio")]
+    remote: Option<Arc<dyn crate::runtime::asynchronous::RemoteCalls>>,
     #[cfg(feature = "fault-injection")]
     transit_fault: Option<TransitFault>,
     #[cfg(feature = "fault-injection")]
@@ -53,6 +55,8 @@ impl Default for KernelBuilder {
             checkpoint_every: None,
             stop_timeout: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            #[cfg(feature = "tokio")]
+            remote: None,
             #[cfg(feature = "fault-injection")]
             transit_fault: None,
             #[cfg(feature = "fault-injection")]
@@ -139,6 +143,14 @@ impl KernelBuilder {
         self
     }
 
+    /// Sends async calls to names no local service has to `remote` (other nodes; feature
+    /// `tokio`): see [`RemoteCalls`](crate::asynchronous::RemoteCalls).
+    #[cfg(feature = "tokio")]
+    pub fn remote(mut self, remote: impl crate::runtime::asynchronous::RemoteCalls) -> Self {
+        self.remote = Some(Arc::new(remote));
+        self
+    }
+
     /// Builds the kernel, refusing settings that could not mean anything: no push workers,
     /// periodic checkpoints without a store, a store without a sealer, a zero checkpoint
     /// interval or stop timeout.
@@ -192,6 +204,8 @@ impl KernelBuilder {
             checkpointer: Mutex::new(None),
             stop_timeout: self.stop_timeout,
             drain_timeout: self.drain_timeout,
+            #[cfg(feature = "tokio")]
+            remote: self.remote,
             reaper: Reaper::default(),
             restarts: Restarts::default(),
             #[cfg(feature = "fault-injection")]

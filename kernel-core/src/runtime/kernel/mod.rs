@@ -88,6 +88,9 @@ pub(crate) struct Shared {
     stop_timeout: Option<Duration>,
     /// How long a replacement of an async service waits for a handler mid-`.await`.
     drain_timeout: Duration,
+    /// Where async calls to names no local service has go (feature `tokio`).
+    #[cfg(feature = "tokio")]
+    pub(crate) remote: Option<Arc<dyn crate::runtime::asynchronous::RemoteCalls>>,
     pub(crate) reaper: Reaper,
     pub(crate) restarts: Restarts,
     /// How many times `stop_all` began: a restart scheduled before the latest is dropped.
@@ -181,13 +184,13 @@ impl Kernel {
 
     /// Calls the service `to` on this thread (the Go design's `Send`, typed).
     pub fn call(&self, to: &str, event: Event) -> Result<Reply, CallError> {
-        self.shared.route(to)?.call(to, event, None)
+        self.shared.local_route(to)?.call(to, event, None)
     }
 
     /// [`call`](Self::call), waiting at most `timeout` to enter the service (see
     /// [`Handle::call_timeout`]: a handler that has started is not interrupted).
     pub fn call_timeout(&self, to: &str, event: Event, timeout: Duration) -> Result<Reply, CallError> {
-        self.shared.route(to)?.call(to, event, Some(timeout))
+        self.shared.local_route(to)?.call(to, event, Some(timeout))
     }
 
     /// Routes `event` to the service named by `event.to` and returns its reply; failures
@@ -387,6 +390,20 @@ impl Shared {
 
     pub(crate) fn sealer(&self) -> Option<&Sealer> {
         self.sealer.as_ref()
+    }
+
+    /// Where a synchronous call to `name` goes: a local service, else an error — which says so
+    /// when the kernel has other nodes to ask, since a synchronous call never waits on the
+    /// network.
+    pub(crate) fn local_route(&self, name: &str) -> Result<Route, CallError> {
+        match self.route(name) {
+            #[cfg(feature = "tokio")]
+            Err(CallError::NotFound { service }) if self.remote.is_some() => Err(CallError::Remote {
+                service,
+                reason: "it is not served on this node, and a synchronous call does not wait on the network: await Kernel::call_async".into(),
+            }),
+            other => other,
+        }
     }
 
     /// Where events for `name` go: from this thread's cache, else from the registry (then

@@ -4,7 +4,7 @@
 //! `KernelBuilder::drain_timeout` to finish, and the hooks awaited. It runs on the blocking pool:
 //! the crossing of a large state (encode, seal, open, decode) never occupies a worker.
 
-use super::{Crossed, Direction, REAP_ABOVE, ReplaceError, Replaced, Step, begin, cross, finished};
+use super::{Crossed, Direction, ReplaceError, Replaced, Step, begin, cross, dispose_old, finished};
 use crate::runtime::asynchronous::chain::{self, WouldBlockRuntime};
 use crate::runtime::asynchronous::{AsyncEntered, AsyncHandler, AsyncSlot};
 use crate::runtime::error::{Hook, LifecycleError};
@@ -92,13 +92,7 @@ pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
         shared.set_dependencies(service, deps);
     }
     drop(entered);
-    if crossed.state_len > REAP_ABOVE {
-        shared
-            .reaper
-            .dispose(slot.kernel().clone(), std::sync::Arc::clone(slot.name()), Box::new(old));
-    } else {
-        crate::runtime::reap::drop_reporting(Some(shared), service, Box::new(old));
-    }
+    dispose_old(shared, slot.kernel(), slot.name(), &crossed, Box::new(old));
     Ok(finished(shared, service, &crossed))
 }
 

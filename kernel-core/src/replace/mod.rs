@@ -163,16 +163,7 @@ fn replace_in_slot<S: Handler>(
         shared.set_dependencies(service, deps);
     }
     drop(entered);
-    // Freeing a large state takes milliseconds; a small one costs less than waking the reaper.
-    // Either way a panicking `Drop` is reported, not unwound into the caller of a replacement
-    // that succeeded.
-    if crossed.state_len > REAP_ABOVE {
-        shared
-            .reaper
-            .dispose(slot.kernel().clone(), Arc::clone(slot.name()), Box::new(old));
-    } else {
-        crate::runtime::reap::drop_reporting(Some(shared), service, Box::new(old));
-    }
+    dispose_old(shared, slot.kernel(), slot.name(), &crossed, Box::new(old));
     Ok(finished(shared, service, &crossed))
 }
 
@@ -194,6 +185,24 @@ pub(crate) fn begin<'a>(
         .map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
     no_late_stop().map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
     Ok(serial)
+}
+
+/// After the swap, the same for every kind of slot: the replaced instance is dropped. Freeing a
+/// large state takes milliseconds, so it goes to the reaper thread; a small one costs less than
+/// waking the reaper. Either way a panicking `Drop` is reported, not unwound into the caller of
+/// a replacement that succeeded.
+pub(crate) fn dispose_old(
+    shared: &Shared,
+    kernel: &std::sync::Weak<Shared>,
+    service: &Arc<str>,
+    crossed: &Crossed,
+    old: Box<dyn Send>,
+) {
+    if crossed.state_len > REAP_ABOVE {
+        shared.reaper.dispose(kernel.clone(), Arc::clone(service), old);
+    } else {
+        crate::runtime::reap::drop_reporting(Some(shared), service, old);
+    }
 }
 
 /// What step 2 of a replacement hands on to the swap.

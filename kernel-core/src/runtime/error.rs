@@ -315,3 +315,21 @@ impl CallError {
 }
 
 pub(crate) use crate::panic::panic_message;
+
+/// A hook's outcome, panics caught, as the lifecycle reports it: the same for every kind of
+/// slot.
+pub(crate) fn hook_outcome(
+    service: String,
+    hook: Hook,
+    outcome: Result<Result<(), BoxError>, Box<dyn std::any::Any + Send>>,
+) -> Result<(), LifecycleError> {
+    match outcome {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(source)) => Err(LifecycleError::HookFailed { service, hook, source }),
+        Err(panic) => Err(LifecycleError::HookPanicked {
+            service,
+            hook,
+            message: panic_message(&*panic),
+        }),
+    }
+}

@@ -175,15 +175,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
             _ => instance.start(&ctx),
         };
         let outcome = CatchUnwind(std::pin::pin!(chain::within(token, hook_future).instrument(span))).await;
-        match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(LifecycleError::HookFailed { service, hook, source }),
-            Err(panic) => Err(LifecycleError::HookPanicked {
-                service,
-                hook,
-                message: panic_message(&*panic),
-            }),
-        }
+        crate::runtime::error::hook_outcome(service, hook, outcome)
     }
 
     /// Runs a hook and records the outcome: Running or Stopped, Failed on an error or a panic.

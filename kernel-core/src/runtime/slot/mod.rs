@@ -183,16 +183,7 @@ impl<Req, Resp> Entered<'_, Req, Resp> {
             Hook::Stop => instance.stop(&ctx),
             _ => instance.start(&ctx),
         }));
-        let service = self.slot.name.to_string();
-        match outcome {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(source)) => Err(LifecycleError::HookFailed { service, hook, source }),
-            Err(panic) => Err(LifecycleError::HookPanicked {
-                service,
-                hook,
-                message: panic_message(&*panic),
-            }),
-        }
+        crate::runtime::error::hook_outcome(self.slot.name.to_string(), hook, outcome)
     }
 }
 

@@ -206,6 +206,14 @@ pub enum LifecycleError {
         /// The service.
         service: String,
     },
+    /// Only a service that is not running can be unregistered.
+    #[error("cannot unregister `{service}`: it is {status}; stop it first")]
+    NotStopped {
+        /// The service.
+        service: String,
+        /// Its status.
+        status: crate::runtime::service::Status,
+    },
 }
 
 /// `stop_all` went on past failures; these are all of them.

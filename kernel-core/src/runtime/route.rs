@@ -65,6 +65,9 @@ impl WeakRoute {
 /// The routes one thread has looked up in one kernel.
 struct KernelRoutes {
     kernel: u64,
+    /// The kernel's count of unregistered services when these routes were read: once it moves
+    /// on, a cached route may lead to a slot that left the registry.
+    epoch: u64,
     routes: std::collections::HashMap<Box<str>, WeakRoute, crate::runtime::kernel::Names>,
 }
 
@@ -74,20 +77,20 @@ const CACHED_ROUTES: usize = 4096;
 
 std::thread_local! {
     /// Routes this thread has looked up by name. A call by name finds its slot here without the
-    /// registry's lock, which every thread calling by name would otherwise share: services are
-    /// never unregistered and a service's route never changes (a replacement swaps the instance
-    /// inside the slot), so an entry stays right for its kernel's life.
+    /// registry's lock, which every thread calling by name would otherwise share: a service's
+    /// route never changes while it is registered (a replacement swaps the instance inside the
+    /// slot), so an entry stays right until a service is unregistered (the kernel's epoch).
     static CACHE: std::cell::RefCell<Vec<KernelRoutes>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// The route to `name` in kernel `kernel`, if this thread has looked it up before.
-pub(crate) fn cached(kernel: u64, name: &str) -> Option<Route> {
+pub(crate) fn cached(kernel: u64, epoch: u64, name: &str) -> Option<Route> {
     CACHE
         .try_with(|cache| {
             // A call made from a handler reached through the cache finds it borrowed: it reads
             // it again (shared), and only an insertion would have to give up.
             let cache = cache.try_borrow().ok()?;
-            let routes = cache.iter().find(|k| k.kernel == kernel)?;
+            let routes = cache.iter().find(|k| k.kernel == kernel && k.epoch == epoch)?;
             routes.routes.get(name)?.upgrade()
         })
         .ok()
@@ -95,7 +98,7 @@ pub(crate) fn cached(kernel: u64, name: &str) -> Option<Route> {
 }
 
 /// Remembers the route to `name` in kernel `kernel` for this thread (if its cache is free).
-pub(crate) fn remember(kernel: u64, name: &str, route: &Route) {
+pub(crate) fn remember(kernel: u64, epoch: u64, name: &str, route: &Route) {
     let _ = CACHE.try_with(|cache| {
         let Ok(mut cache) = cache.try_borrow_mut() else { return };
         let at = match cache.iter().position(|k| k.kernel == kernel) {
@@ -106,11 +109,16 @@ pub(crate) fn remember(kernel: u64, name: &str, route: &Route) {
                 }
                 cache.push(KernelRoutes {
                     kernel,
+                    epoch,
                     routes: Default::default(),
                 });
                 cache.len() - 1
             }
         };
+        if cache[at].epoch != epoch {
+            cache[at].epoch = epoch;
+            cache[at].routes.clear();
+        }
         let routes = &mut cache[at].routes;
         if routes.len() >= CACHED_ROUTES {
             routes.clear();

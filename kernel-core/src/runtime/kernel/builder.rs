@@ -188,6 +188,7 @@ impl KernelBuilder {
         }
         let shared = Arc::new_cyclic(|this| Shared {
             stops: AtomicU64::new(0),
+            removals: AtomicU64::new(0),
             id: {
                 static NEXT_KERNEL: AtomicU64 = AtomicU64::new(1);
                 NEXT_KERNEL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)

@@ -97,6 +97,8 @@ pub(crate) struct Shared {
     stops: AtomicU64,
     /// Names this kernel among all the process's, for the threads' route caches.
     pub(crate) id: u64,
+    /// How many services were unregistered: a thread's cached routes from before are dropped.
+    pub(crate) removals: AtomicU64,
     /// The `Arc` this lives in, for threads that must not keep the kernel alive.
     this: Weak<Shared>,
     #[cfg(feature = "fault-injection")]
@@ -409,11 +411,12 @@ impl Shared {
     /// Where events for `name` go: from this thread's cache, else from the registry (then
     /// remembered).
     pub(crate) fn route(&self, name: &str) -> Result<Route, CallError> {
-        if let Some(route) = crate::runtime::route::cached(self.id, name) {
+        let epoch = self.removals.load(std::sync::atomic::Ordering::Acquire);
+        if let Some(route) = crate::runtime::route::cached(self.id, epoch, name) {
             return Ok(route);
         }
         let route = self.route_from_registry(name)?;
-        crate::runtime::route::remember(self.id, name, &route);
+        crate::runtime::route::remember(self.id, epoch, name, &route);
         Ok(route)
     }
 

@@ -10,7 +10,7 @@ use crate::runtime::graph;
 use crate::runtime::handle::Handle;
 use crate::runtime::notice::Notice;
 use crate::runtime::route::Route;
-use crate::runtime::service::Handler;
+use crate::runtime::service::{Handler, Status};
 use crate::runtime::slot::{Lifecycle, Slot, SlotOf};
 
 impl Kernel {
@@ -74,6 +74,51 @@ impl Kernel {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Removes a service that is not running (created, stopped or failed) from the kernel, so
+    /// that the name can be registered again — by a node that handed the service to another
+    /// node and may take it back later with the state saved since. Its state is not saved here
+    /// (stopping saved it). Services that depend on it stay registered and cannot start until a
+    /// service of that name is registered again. Handles to it keep answering
+    /// [`CallError::NotRunning`](crate::CallError::NotRunning).
+    ///
+    /// ```
+    /// # use microkernel::{Kernel, Event, Reply, Context, Handler, Service, LifecycleError};
+    /// # #[derive(Service)] #[service(name = "echo")] struct Echo;
+    /// # impl Handler for Echo { type Request = Event; type Response = Reply;
+    /// #     fn handle(&mut self, e: Event, _: &Context) -> Reply { Reply::ok("echo", e.content) } }
+    /// let kernel = Kernel::new();
+    /// kernel.register(Echo)?;
+    /// kernel.start("echo")?;
+    /// assert!(matches!(kernel.unregister("echo"), Err(LifecycleError::NotStopped { .. })));
+    /// kernel.stop("echo")?;
+    /// kernel.unregister("echo")?;
+    /// assert_eq!(kernel.status("echo"), None);
+    /// kernel.register(Echo)?; // the name is free again
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn unregister(&self, name: &str) -> Result<(), LifecycleError> {
+        // Under the lifecycle lock: no start can slip in between the check and the removal.
+        let _serial = self.shared.lifecycle_lock("unregister")?;
+        {
+            let mut registry = self.shared.write();
+            let entry = registry
+                .get(name)
+                .ok_or_else(|| LifecycleError::NotFound { name: name.to_owned() })?;
+            let status = entry.lifecycle.status();
+            if !matches!(status, Status::Created | Status::Stopped | Status::Failed) {
+                return Err(LifecycleError::NotStopped {
+                    service: name.to_owned(),
+                    status,
+                });
+            }
+            registry.remove(name);
+            // Threads' cached routes may lead to the removed slot: they are read again.
+            self.shared.removals.fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
+        tracing::debug!(service = name, "unregistered");
+        Ok(())
     }
 
     pub(crate) fn insert(&self, lifecycle: Arc<dyn Lifecycle>, route: Route) -> Result<(), LifecycleError> {

@@ -4,39 +4,46 @@
 //! `Mk-Shape` header so that a node refuses a message of another shape (415); the caller's
 //! deadline travels in `Mk-Deadline` (milliseconds since the Unix epoch) and a call id in
 //! `Mk-Call`: a retried call is answered from the serving node's record of answers (kept past
-//! the deadline), not handled twice.
+//! the deadline, and moved to the next owner at a handover), not handled twice.
 //!
-//! "No responders" (nobody serves the subject right now: a service between two nodes) is retried
-//! with a doubling backoff until the deadline; a timeout is not retried (the call may have been
-//! handled). Call cycles across nodes are bounded by the deadline: a cycle ends in a timeout.
+//! Retries, all with the same call id and all within the caller's deadline:
+//! - "no responders" (nobody serves the subject right now: a service between two nodes) is
+//!   retried with a doubling backoff (5 ms up to 500 ms);
+//! - an attempt that got no reply within its own timeout (250 ms, doubling, at most what is left
+//!   of the deadline) is sent again. This is not a blind retry: the call id makes it
+//!   idempotent — a call the service already handled is answered from the record, one still
+//!   being handled is answered when it ends. It is what recovers a request lost in flight (a
+//!   subscription ending as a node hands a service over).
+//!
+//! Past the deadline the call fails with [`RemoteCallError::Timeout`] (it may have been handled)
+//! or [`RemoteCallError::NoResponders`] (nobody took it). Call cycles across nodes are bounded
+//! by the deadline: a cycle ends in a timeout.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_nats::{HeaderMap, RequestErrorKind};
 use bytes::Bytes;
 use kernel_core::state::{Schema, fingerprint};
-use kernel_core::{Event, Kernel, Reply, code};
+use kernel_core::{Event, Kernel, Reply};
+
+use crate::answers::{Answers, now_ms};
+use crate::serve::{ServeMode, Server};
 
 /// The subject a service is called on.
 pub fn subject(service: &str) -> String {
     format!("mk.call.{service}")
 }
 
-const SHAPE: &str = "Mk-Shape";
-const DEADLINE: &str = "Mk-Deadline";
-const CALL_ID: &str = "Mk-Call";
+pub(crate) const SHAPE: &str = "Mk-Shape";
+pub(crate) const DEADLINE: &str = "Mk-Deadline";
+pub(crate) const CALL_ID: &str = "Mk-Call";
 
-fn shape_of<T: Schema>() -> String {
+/// The first attempt's timeout; each further attempt waits twice as long.
+const FIRST_ATTEMPT: Duration = Duration::from_millis(250);
+
+pub(crate) fn shape_of<T: Schema>() -> String {
     format!("{:016x}", fingerprint(T::SCHEMA, 1).0)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A call to another node failed.
@@ -89,24 +96,25 @@ impl std::error::Error for RemoteCallError {}
 
 /// Calls `event.to` on whichever node serves it, waiting at most `timeout` in all.
 pub async fn call(client: &async_nats::Client, event: Event, timeout: Duration) -> Result<Reply, RemoteCallError> {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
     let service = event.to.to_string();
     let started = Instant::now();
-    let call_id = format!(
-        "{}-{}-{}",
-        std::process::id(),
-        now_ms(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    );
+    // Unique across nodes and processes: the client's inbox names are (a NUID each).
+    let call_id = client.new_inbox().trim_start_matches("_INBOX.").to_owned();
     let payload = Bytes::from(postcard::to_allocvec(&event).map_err(|e| RemoteCallError::Backend {
         service: service.clone(),
         source: e.into(),
     })?);
     let mut backoff = Duration::from_millis(5);
+    let mut attempt = FIRST_ATTEMPT;
+    let mut sent = false; // whether some attempt reached a server that took it
     loop {
         let left = timeout.saturating_sub(started.elapsed());
         if left.is_zero() {
-            return Err(RemoteCallError::NoResponders { service });
+            return Err(if sent {
+                RemoteCallError::Timeout { service }
+            } else {
+                RemoteCallError::NoResponders { service }
+            });
         }
         let mut headers = HeaderMap::new();
         headers.insert(SHAPE, shape_of::<Event>().as_str());
@@ -115,14 +123,18 @@ pub async fn call(client: &async_nats::Client, event: Event, timeout: Duration) 
         let request = async_nats::Request::new()
             .headers(headers)
             .payload(payload.clone())
-            .timeout(Some(left));
+            .timeout(Some(attempt.min(left)));
         match client.send_request(subject(&service), request).await {
             Ok(message) => return decode_reply(&service, &message),
             Err(e) if e.kind() == RequestErrorKind::NoResponders => {
                 tokio::time::sleep(backoff.min(timeout.saturating_sub(started.elapsed()))).await;
                 backoff = (backoff * 2).min(Duration::from_millis(500));
             }
-            Err(e) if e.kind() == RequestErrorKind::TimedOut => return Err(RemoteCallError::Timeout { service }),
+            Err(e) if e.kind() == RequestErrorKind::TimedOut => {
+                // Sent again with the same call id: answered once, whoever serves it now.
+                sent = true;
+                attempt *= 2;
+            }
             Err(e) => {
                 return Err(RemoteCallError::Backend {
                     service,
@@ -149,134 +161,41 @@ fn decode_reply(service: &str, message: &async_nats::Message) -> Result<Reply, R
     postcard::from_bytes(&message.payload).map_err(|e| bad(e.to_string()))
 }
 
-/// Answers already given, by call id, until a while after their deadline.
-#[derive(Default)]
-struct Answered {
-    replies: HashMap<String, (Instant, Reply)>,
-}
-
-impl Answered {
-    fn get(&mut self, id: &str) -> Option<Reply> {
-        let now = Instant::now();
-        self.replies.retain(|_, (until, _)| *until > now);
-        self.replies.get(id).map(|(_, reply)| reply.clone())
-    }
-}
-
 /// This node's services, served to the other nodes; dropping it stops serving them.
 pub struct Serving {
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    servers: Vec<Server>,
 }
 
-impl Drop for Serving {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
+impl Serving {
+    /// The services served.
+    pub fn services(&self) -> Vec<&str> {
+        self.servers.iter().map(Server::service).collect()
     }
 }
 
 /// Serves `services` of `kernel` (its `Event`/`Reply` services, sync or async) to the other
-/// nodes over `client`, on the current tokio runtime.
+/// nodes over `client`, on the current tokio runtime; each service has its own record of
+/// answers. A service that moves between nodes is better served through
+/// [`Node::take_over`](crate::Node::take_over), which moves its record with it.
 pub async fn serve(
     kernel: &Kernel,
     client: &async_nats::Client,
     services: &[&str],
 ) -> Result<Serving, RemoteCallError> {
-    let mut tasks = Vec::new();
-    let answered = Arc::new(Mutex::new(Answered::default()));
+    let mut servers = Vec::with_capacity(services.len());
     for service in services {
-        let mut subscription = client
-            .queue_subscribe(subject(service), "mk".to_owned())
-            .await
-            .map_err(|e| RemoteCallError::Backend {
-                service: (*service).to_owned(),
-                source: e.into(),
-            })?;
-        let (kernel, client, answered) = (kernel.clone(), client.clone(), Arc::clone(&answered));
-        tasks.push(tokio::spawn(async move {
-            use futures_util::StreamExt;
-            while let Some(message) = subscription.next().await {
-                let (kernel, client, answered) = (kernel.clone(), client.clone(), Arc::clone(&answered));
-                tokio::spawn(async move { answer(&kernel, &client, &answered, message).await });
-            }
-        }));
+        servers.push(
+            Server::start(
+                kernel,
+                client,
+                service,
+                Arc::new(Answers::default()),
+                ServeMode::default(),
+            )
+            .await?,
+        );
     }
-    Ok(Serving { tasks })
-}
-
-async fn answer(
-    kernel: &Kernel,
-    client: &async_nats::Client,
-    answered: &Mutex<Answered>,
-    message: async_nats::Message,
-) {
-    let Some(reply_to) = message.reply.clone() else { return };
-    let header = |name: &str| {
-        message
-            .headers
-            .as_ref()
-            .and_then(|h| h.get(name))
-            .map(|v| v.as_str().to_owned())
-    };
-    let call_id = header(CALL_ID);
-    let remaining = header(DEADLINE)
-        .and_then(|d| d.parse::<u64>().ok())
-        .map(|deadline| Duration::from_millis(deadline.saturating_sub(now_ms())))
-        .unwrap_or(Duration::from_secs(30));
-    let reply = if header(SHAPE).as_deref() != Some(shape_of::<Event>().as_str()) {
-        Reply::new(
-            code::UNSUPPORTED,
-            "Unsupported request shape",
-            format!("expected {}", shape_of::<Event>()),
-        )
-    } else if let Some(done) = call_id
-        .as_deref()
-        .and_then(|id| answered.lock().unwrap_or_else(PoisonError::into_inner).get(id))
-    {
-        done // a retry of a call already answered here: the same answer, not a second handling
-    } else {
-        let reply = match postcard::from_bytes::<Event>(&message.payload) {
-            Err(e) => Reply::new(code::UNSUPPORTED, "Undecodable request", e.to_string()),
-            Ok(event) => {
-                let to = event.to.to_string();
-                // Local services only: a name served here but not registered must not bounce
-                // back out to the network.
-                let local = async {
-                    match kernel.async_handle(&to) {
-                        Ok(handle) => handle.call(event).await,
-                        Err(error) => Err(error),
-                    }
-                };
-                match tokio::time::timeout(remaining, local).await {
-                    Ok(Ok(reply)) => reply,
-                    Ok(Err(error)) => error.to_reply(),
-                    Err(_) => return, // past the caller's deadline: it has gone
-                }
-            }
-        };
-        if let Some(id) = call_id {
-            // Kept past the deadline, so that a late retry is not handled twice.
-            let until = Instant::now() + remaining + Duration::from_secs(30);
-            answered
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .replies
-                .insert(id, (until, reply.clone()));
-        }
-        reply
-    };
-    let Ok(payload) = postcard::to_allocvec(&reply) else {
-        return;
-    };
-    let mut headers = HeaderMap::new();
-    headers.insert(SHAPE, shape_of::<Reply>().as_str());
-    if let Err(error) = client
-        .publish_with_headers(reply_to, headers, Bytes::from(payload))
-        .await
-    {
-        tracing::warn!(%error, "could not send a reply to another node");
-    }
+    Ok(Serving { servers })
 }
 
 /// [`RemoteCalls`](kernel_core::asynchronous::RemoteCalls) over NATS: give it to

@@ -17,28 +17,28 @@
 //! [`Claims`] say which node runs a service: expiring claims, refreshed by compare-and-set,
 //! given up before they could expire when a refresh fails.
 //!
-//! [`take_over`] runs a service on this node while it holds the claim: claim, restore from the
-//! store, fencing write, start — and stop the moment the claim is lost.
+//! A [`Node`] runs a service while it holds the claim ([`Node::take_over`]: claim, restore
+//! from the store, fencing write, start, serve to the other nodes — and stop the moment the
+//! claim is lost), and hands it to another node ([`Owned::hand_over`]: stop taking requests,
+//! finish the ones taken, save, leave the record of answered calls, release) without a failed,
+//! lost or doubled call.
 //!
-//! [`calls`] reaches a service on whichever node serves it (`calls::serve` on the serving
-//! node, `calls::call` on the calling one): typed, shape-checked, deadline-bound, retried on
-//! "no responders", answered once per call id.
-//!
-//! Not yet here (see the project's issue on several nodes): `Kernel::call_async` reaching
-//! remote services by itself, the handover of a live service with its in-flight calls, and
-//! states larger than the server's payload limit (refused with `StoreError::TooLarge` naming the
-//! limit).
+//! [`calls`] reaches a service on whichever node serves it (`calls::call`, or
+//! [`calls::NatsCalls`] behind `Kernel::call_async`): typed, shape-checked, deadline-bound,
+//! retried with the same call id, answered once per call id.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod answers;
 pub mod calls;
 mod names;
 mod node;
 mod ownership;
+mod serve;
 mod store;
 
 pub use names::{MAX_KEY_LEN, check_key};
-pub use node::{Owned, TakeOverError, take_over};
+pub use node::{Node, NodeOptions, Owned, TakeOverError};
 pub use ownership::{Claim, ClaimError, Claims};
 pub use store::{NatsStore, NatsStoreOptions};

@@ -1,27 +1,49 @@
-//! A kernel running services only while it holds their claims.
+//! A kernel as one node of several: it runs a service only while it holds its claim, serves it
+//! to the other nodes, and hands it over to another node without losing or doubling a call.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::jetstream::{self, kv, stream};
+use bytes::Bytes;
 use kernel_core::{Kernel, LifecycleError};
+use tokio::sync::Mutex as AsyncMutex;
 
+use crate::answers::Answers;
+use crate::calls::RemoteCallError;
 use crate::ownership::{Claim, ClaimError, Claims};
+use crate::serve::{ServeMode, Server};
 
-/// Taking a service over failed.
+/// Taking a service over, or handing it over, failed.
 #[derive(Debug)]
 #[non_exhaustive]
 pub enum TakeOverError {
     /// The claim could not be made (another node kept it past the wait, or the server failed).
     Claim(ClaimError),
-    /// Registering, restoring, the fencing write or the start failed; the claim was released.
+    /// Registering, restoring, the fencing write, the start or the stop failed; on taking
+    /// over, the claim was released.
     Lifecycle(LifecycleError),
+    /// Serving the service to the other nodes failed.
+    Serve(RemoteCallError),
+    /// The record of answered calls could not be moved (written by the old owner, or read and
+    /// opened by the new one).
+    Answers {
+        /// The service.
+        service: String,
+        /// What was wrong.
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for TakeOverError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            TakeOverError::Claim(e) => write!(f, "taking the service over failed: {e}"),
-            TakeOverError::Lifecycle(e) => write!(f, "taking the service over failed: {e}"),
+            TakeOverError::Claim(e) => write!(f, "moving the service failed: {e}"),
+            TakeOverError::Lifecycle(e) => write!(f, "moving the service failed: {e}"),
+            TakeOverError::Serve(e) => write!(f, "moving the service failed: {e}"),
+            TakeOverError::Answers { service, reason } => {
+                write!(f, "moving the record of answered calls of `{service}` failed: {reason}")
+            }
         }
     }
 }
@@ -31,81 +53,314 @@ impl std::error::Error for TakeOverError {
         match self {
             TakeOverError::Claim(e) => Some(e),
             TakeOverError::Lifecycle(e) => Some(e),
+            TakeOverError::Serve(e) => Some(e),
+            TakeOverError::Answers { .. } => None,
         }
     }
 }
 
-/// A service this node runs while it holds its claim. Dropping it stops refreshing the claim
-/// (it expires; the service keeps running here until then is the caller's affair: use
-/// [`release`](Self::release) to stop it and give it up cleanly).
-pub struct Owned {
+/// How a [`Node`] keeps its claims and records.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct NodeOptions {
+    claims_bucket: String,
+    answers_bucket: String,
+    claim_ttl: Duration,
+    answers_ttl: Duration,
+    write_through: bool,
+    poll: Duration,
+}
+
+impl Default for NodeOptions {
+    fn default() -> Self {
+        Self {
+            claims_bucket: "mk-owners".into(),
+            answers_bucket: "mk-answers".into(),
+            claim_ttl: Duration::from_secs(10),
+            answers_ttl: Duration::from_secs(600),
+            write_through: false,
+            poll: Duration::from_millis(20),
+        }
+    }
+}
+
+impl NodeOptions {
+    /// The ownership bucket (default `mk-owners`).
+    pub fn claims_bucket(mut self, bucket: impl Into<String>) -> Self {
+        self.claims_bucket = bucket.into();
+        self
+    }
+
+    /// The bucket of records of answered calls moved at handovers (default `mk-answers`).
+    pub fn answers_bucket(mut self, bucket: impl Into<String>) -> Self {
+        self.answers_bucket = bucket.into();
+        self
+    }
+
+    /// A claim's time to live (default 10 s): a dead owner's services are taken over this long
+    /// after its last refresh. Every node of a system must use the same.
+    pub fn claim_ttl(mut self, ttl: Duration) -> Self {
+        self.claim_ttl = ttl;
+        self
+    }
+
+    /// Save each service's state after every handled request, before its reply (default off):
+    /// a reply never announces a change that a crash of this node could lose, at the price of a
+    /// store write per request (see BENCHMARKS.md).
+    pub fn write_through(mut self, on: bool) -> Self {
+        self.write_through = on;
+        self
+    }
+
+    /// How often a node waiting for a claim looks again (default 20 ms).
+    pub fn poll(mut self, every: Duration) -> Self {
+        self.poll = every.max(Duration::from_millis(1));
+        self
+    }
+}
+
+/// One node: a kernel, its connection, its claims. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+struct NodeInner {
     kernel: Kernel,
+    client: async_nats::Client,
+    claims: Claims,
+    answers: kv::Store,
+    options: NodeOptions,
+}
+
+impl Node {
+    /// Node `name` of the system whose kernels share `client`'s server: opens (creating them
+    /// if missing) the ownership bucket and the bucket of moved records.
+    pub async fn open(
+        kernel: &Kernel,
+        client: async_nats::Client,
+        name: &str,
+        options: NodeOptions,
+    ) -> Result<Self, ClaimError> {
+        let claims = Claims::open(client.clone(), &options.claims_bucket, name, options.claim_ttl).await?;
+        let answers = open_answers(&client, &options).await?;
+        Ok(Self {
+            inner: Arc::new(NodeInner {
+                kernel: kernel.clone(),
+                client,
+                claims,
+                answers,
+                options,
+            }),
+        })
+    }
+
+    /// This node's name.
+    pub fn name(&self) -> &str {
+        self.inner.claims.node()
+    }
+
+    /// The node's kernel.
+    pub fn kernel(&self) -> &Kernel {
+        &self.inner.kernel
+    }
+
+    /// The node's view of the ownership bucket.
+    pub fn claims(&self) -> &Claims {
+        &self.inner.claims
+    }
+
+    /// Takes `service` over on this node:
+    ///
+    /// 1. claims it, waiting up to `wait` while another node holds it (a dead owner's claim
+    ///    expires after its time to live; a handing-over owner releases it at once);
+    /// 2. registers it with `register` — with the kernel's store, the registration restores
+    ///    the newest saved state, upgraded through its chain;
+    /// 3. makes the fencing write (a checkpoint of the state just restored): from then on, any
+    ///    write by the previous owner fails with `StoreError::Conflict`;
+    /// 4. reads the record of calls the previous owner answered (if it handed over), so that a
+    ///    retry of one of them is answered, not handled again;
+    /// 5. starts it and serves it to the other nodes (subject `mk.call.<service>`);
+    ///
+    /// and stops serving it the moment the claim is lost. On a failure after the claim, the
+    /// claim is given up.
+    pub async fn take_over<F, Fut>(&self, service: &str, wait: Duration, register: F) -> Result<Owned, TakeOverError>
+    where
+        F: FnOnce(Kernel) -> Fut,
+        Fut: Future<Output = Result<(), LifecycleError>>,
+    {
+        let claim = Arc::new(self.claim(service, wait).await?);
+        let ready = self.ready(service, register).await;
+        let server = match ready {
+            Ok(server) => server,
+            Err(error) => {
+                let _ = claim.release().await;
+                return Err(error);
+            }
+        };
+        let server = Arc::new(AsyncMutex::new(Some(server)));
+        let watcher = tokio::spawn(stop_when_lost(
+            self.clone(),
+            service.to_owned(),
+            Arc::clone(&claim),
+            Arc::clone(&server),
+        ));
+        Ok(Owned {
+            node: self.clone(),
+            service: service.to_owned(),
+            claim,
+            server,
+            watcher,
+        })
+    }
+
+    async fn claim(&self, service: &str, wait: Duration) -> Result<Claim, TakeOverError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match self.inner.claims.claim(service).await {
+                Ok(claim) => return Ok(claim),
+                Err(ClaimError::Held { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(self.inner.options.poll).await;
+                }
+                Err(error) => return Err(TakeOverError::Claim(error)),
+            }
+        }
+    }
+
+    /// Steps 2 to 5 of a take-over.
+    async fn ready<F, Fut>(&self, service: &str, register: F) -> Result<Server, TakeOverError>
+    where
+        F: FnOnce(Kernel) -> Fut,
+        Fut: Future<Output = Result<(), LifecycleError>>,
+    {
+        let kernel = &self.inner.kernel;
+        register(kernel.clone()).await.map_err(TakeOverError::Lifecycle)?;
+        let name = service.to_owned();
+        kernel
+            .blocking(move |k| k.checkpoint_service(&name).map(drop))
+            .await
+            .map_err(TakeOverError::Lifecycle)?;
+        let answers = self.moved_answers(service).await?;
+        kernel.start_async(service).await.map_err(TakeOverError::Lifecycle)?;
+        self.serve(service, Arc::new(answers)).await
+    }
+
+    async fn serve(&self, service: &str, answers: Arc<Answers>) -> Result<Server, TakeOverError> {
+        let mode = ServeMode {
+            write_through: self.inner.options.write_through,
+        };
+        Server::start(&self.inner.kernel, &self.inner.client, service, answers, mode)
+            .await
+            .map_err(TakeOverError::Serve)
+    }
+
+    /// The record the previous owner of `service` left at its handover (none after a crash).
+    async fn moved_answers(&self, service: &str) -> Result<Answers, TakeOverError> {
+        let failed = |reason: String| TakeOverError::Answers {
+            service: service.to_owned(),
+            reason,
+        };
+        let Some(blob) = self
+            .inner
+            .answers
+            .get(service)
+            .await
+            .map_err(|e| failed(e.to_string()))?
+        else {
+            return Ok(Answers::default());
+        };
+        let sealer = self
+            .inner
+            .kernel
+            .sealer()
+            .ok_or_else(|| failed("the kernel has no sealer to open it with".into()))?;
+        Answers::open(sealer, service, &blob).map_err(|e| failed(e.to_string()))
+    }
+
+    /// Unregisters a service this node no longer runs, so that taking it back later registers
+    /// it afresh from the state saved since.
+    async fn forget(&self, service: &str) {
+        let name = service.to_owned();
+        if let Err(error) = self.inner.kernel.blocking(move |k| k.unregister(&name)).await {
+            tracing::warn!(service, %error, "a service this node gave up stays registered here");
+        }
+    }
+
+    /// Seals and writes `answers` for the next owner of `service`.
+    async fn leave_answers(&self, service: &str, answers: &Answers) -> Result<(), TakeOverError> {
+        let failed = |reason: String| TakeOverError::Answers {
+            service: service.to_owned(),
+            reason,
+        };
+        let sealer = self
+            .inner
+            .kernel
+            .sealer()
+            .ok_or_else(|| failed("the kernel has no sealer to seal it with".into()))?;
+        let blob = answers.seal(sealer, service).map_err(|e| failed(e.to_string()))?;
+        self.inner
+            .answers
+            .put(service, Bytes::from(blob))
+            .await
+            .map(drop)
+            .map_err(|e| failed(e.to_string()))
+    }
+}
+
+/// Opens (creating it if missing, as a key-value bucket's stream) the bucket of moved records.
+async fn open_answers(client: &async_nats::Client, options: &NodeOptions) -> Result<kv::Store, ClaimError> {
+    let bucket = &options.answers_bucket;
+    let backend = |source: Box<dyn std::error::Error + Send + Sync>| ClaimError::Backend {
+        service: format!("(bucket {bucket})"),
+        source,
+    };
+    let context = jetstream::new(client.clone());
+    if let Ok(kv) = context.get_key_value(bucket).await {
+        return Ok(kv);
+    }
+    let config = stream::Config {
+        name: format!("KV_{bucket}"),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        max_age: options.answers_ttl,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        discard: stream::DiscardPolicy::New,
+        storage: stream::StorageType::File,
+        ..Default::default()
+    };
+    context
+        .get_or_create_stream(config)
+        .await
+        .map_err(|e| backend(e.into()))?;
+    context.get_key_value(bucket).await.map_err(|e| backend(e.into()))
+}
+
+/// Stops serving and running `service` when its claim is lost: another node may take it over.
+async fn stop_when_lost(node: Node, service: String, claim: Arc<Claim>, server: Arc<AsyncMutex<Option<Server>>>) {
+    claim.lost().await;
+    tracing::error!(service, "claim lost: stopping the service on this node");
+    if let Some(server) = server.lock().await.take() {
+        drop(server.drain().await);
+    }
+    match node.inner.kernel.stop_cascade_async(&service).await {
+        Ok(()) => node.forget(&service).await,
+        Err(error) => tracing::error!(service, %error, "stopping a service whose claim was lost failed"),
+    }
+}
+
+/// A service this node runs and serves while it holds its claim. [`hand_over`](Self::hand_over)
+/// gives it to the next node without losing a call. Dropping it is what a crash looks like to
+/// the other nodes: it stops serving the service to them and stops refreshing the claim (which
+/// then expires, and another node takes the service over from its last saved state); the service
+/// stays registered in this node's kernel.
+pub struct Owned {
+    node: Node,
     service: String,
     claim: Arc<Claim>,
+    server: Arc<AsyncMutex<Option<Server>>>,
     watcher: tokio::task::JoinHandle<()>,
-}
-
-/// Takes `service` over on this node:
-///
-/// 1. claims it, waiting up to `wait` while another node holds it (a dead owner's claim
-///    expires after its time to live);
-/// 2. registers it with `register` — with the kernel's store, the registration restores the
-///    newest saved state, upgraded through its chain;
-/// 3. makes the fencing write (a checkpoint of the state just restored): from then on, any
-///    write by the previous owner fails with `StoreError::Conflict`;
-/// 4. starts it;
-///
-/// and stops it the moment the claim is lost. On a failure after the claim, the claim is given
-/// up.
-pub async fn take_over<F, Fut>(
-    kernel: &Kernel,
-    claims: &Claims,
-    service: &str,
-    wait: Duration,
-    register: F,
-) -> Result<Owned, TakeOverError>
-where
-    F: FnOnce(Kernel) -> Fut,
-    Fut: Future<Output = Result<(), LifecycleError>>,
-{
-    let deadline = tokio::time::Instant::now() + wait;
-    let claim = loop {
-        match claims.claim(service).await {
-            Ok(claim) => break claim,
-            Err(ClaimError::Held { .. }) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(error) => return Err(TakeOverError::Claim(error)),
-        }
-    };
-    let claim = Arc::new(claim);
-    let ready = async {
-        register(kernel.clone()).await?;
-        let fenced = kernel.clone();
-        let name = service.to_owned();
-        fenced.blocking(move |k| k.checkpoint_service(&name).map(drop)).await?;
-        kernel.start_async(service).await
-    };
-    if let Err(error) = ready.await {
-        let _ = claim.release().await;
-        return Err(TakeOverError::Lifecycle(error));
-    }
-    let watcher = {
-        let (kernel, claim, name) = (kernel.clone(), Arc::clone(&claim), service.to_owned());
-        tokio::spawn(async move {
-            claim.lost().await;
-            tracing::error!(service = name, "claim lost: stopping the service on this node");
-            if let Err(error) = kernel.stop_cascade_async(&name).await {
-                tracing::error!(service = name, %error, "stopping a service whose claim was lost failed");
-            }
-        })
-    };
-    Ok(Owned {
-        kernel: kernel.clone(),
-        service: service.to_owned(),
-        claim,
-        watcher,
-    })
 }
 
 impl Owned {
@@ -119,15 +374,48 @@ impl Owned {
         self.claim.is_valid()
     }
 
-    /// Stops the service here (saving its state through the store, a fenced write) and gives
-    /// the claim up, so that another node can take it over at once.
-    pub async fn release(self) -> Result<(), TakeOverError> {
+    /// Hands the service over to whichever node takes it next (one waiting in
+    /// [`Node::take_over`] does at once):
+    ///
+    /// 1. stops taking requests (the subscription ends; callers meanwhile see "no responders"
+    ///    and retry) and answers every request already taken;
+    /// 2. stops the service (and its dependants), saving its state — a fenced write;
+    /// 3. leaves the record of answered calls, sealed, for the next owner;
+    /// 4. releases the claim.
+    ///
+    /// If step 2 or 3 fails, the service is started and served here again, with its record,
+    /// and the error returned: the old version keeps serving.
+    pub async fn hand_over(self) -> Result<(), TakeOverError> {
         self.watcher.abort();
-        self.kernel
-            .stop_cascade_async(&self.service)
+        let server = self.server.lock().await.take();
+        let answers = match server {
+            Some(server) => server.drain().await,
+            None => Arc::new(Answers::default()), // the claim was lost: nothing to hand over
+        };
+        let kernel = &self.node.inner.kernel;
+        let saved = match kernel.stop_cascade_async(&self.service).await {
+            Ok(()) => self.node.leave_answers(&self.service, &answers).await,
+            Err(error) => Err(TakeOverError::Lifecycle(error)),
+        };
+        if let Err(error) = saved {
+            tracing::error!(service = self.service, %error, "handover failed: serving here again");
+            self.resume(answers).await?;
+            return Err(error);
+        }
+        self.node.forget(&self.service).await;
+        self.claim.release().await.map_err(TakeOverError::Claim)
+    }
+
+    /// Serves the service here again after a failed handover.
+    async fn resume(&self, answers: Arc<Answers>) -> Result<(), TakeOverError> {
+        let kernel = &self.node.inner.kernel;
+        kernel
+            .start_async(&self.service)
             .await
             .map_err(TakeOverError::Lifecycle)?;
-        self.claim.release().await.map_err(TakeOverError::Claim)
+        let server = self.node.serve(&self.service, answers).await?;
+        *self.server.lock().await = Some(server);
+        Ok(())
     }
 }
 

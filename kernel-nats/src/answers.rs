@@ -1,0 +1,198 @@
+//! The record of calls a service answered (and is answering), by call id: what makes a retried
+//! call be answered once, on this node and — moved with the service at a handover — on the
+//! next.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kernel_core::Reply;
+use kernel_core::seal::{SealError, Sealer};
+use kernel_core::state::{DataModelType, HEADER_LEN, NamedType, NamedValue, Schema, StateTag, fingerprint};
+use tokio::sync::watch;
+
+/// How long past a call's deadline its answer is kept: covers clocks that disagree between the
+/// caller and the serving nodes by up to this much.
+pub(crate) const KEPT_PAST_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Milliseconds since the Unix epoch (wall clock: deadlines cross nodes).
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// What a call id has come to.
+pub(crate) enum Seen {
+    /// Never seen: the caller handles it, then calls [`Answers::finish`].
+    New(watch::Sender<Option<Reply>>),
+    /// Answered: the same answer again.
+    Answered(Reply),
+    /// Being handled (a retry arrived while the first attempt runs): wait for its answer.
+    InFlight(watch::Receiver<Option<Reply>>),
+}
+
+/// One service's record. Entries expire [`KEPT_PAST_DEADLINE`] after their call's deadline.
+#[derive(Default)]
+pub(crate) struct Answers {
+    inner: Mutex<Record>,
+}
+
+#[derive(Default)]
+struct Record {
+    /// Call id → (keep until, Unix ms; the answer).
+    done: HashMap<String, (u64, Reply)>,
+    in_flight: HashMap<String, watch::Receiver<Option<Reply>>>,
+}
+
+/// The record as it travels between nodes (sealed with the kernel's sealer, bound to the
+/// service's name): the answers still within their keeping time.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Moved {
+    /// (call id, keep until in Unix ms, the answer).
+    done: Vec<(String, u64, Reply)>,
+}
+
+impl Schema for Moved {
+    const SCHEMA: &'static NamedType = &NamedType {
+        name: "AnswersMoved",
+        ty: &DataModelType::Struct(&[&NamedValue {
+            name: "done",
+            ty: <Vec<(String, u64, Reply)> as Schema>::SCHEMA,
+        }]),
+    };
+}
+
+/// The version of [`Moved`]'s encoding.
+const MOVED_VERSION: u32 = 1;
+
+fn moved_tag() -> StateTag {
+    StateTag {
+        version: MOVED_VERSION,
+        fingerprint: fingerprint(<Moved as Schema>::SCHEMA, MOVED_VERSION),
+    }
+}
+
+/// The name the record is sealed under: the service's, so that one service's record cannot be
+/// passed off as another's.
+fn sealed_name(service: &str) -> String {
+    format!("{service}.answers")
+}
+
+impl Answers {
+    fn record(&self) -> std::sync::MutexGuard<'_, Record> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Looks `id` up, marking it in flight when it is new.
+    pub(crate) fn begin(&self, id: &str) -> Seen {
+        let mut record = self.record();
+        let now = now_ms();
+        record.done.retain(|_, (until, _)| *until > now);
+        if let Some((_, reply)) = record.done.get(id) {
+            return Seen::Answered(reply.clone());
+        }
+        if let Some(waiting) = record.in_flight.get(id) {
+            return Seen::InFlight(waiting.clone());
+        }
+        let (tx, rx) = watch::channel(None);
+        record.in_flight.insert(id.to_owned(), rx);
+        Seen::New(tx)
+    }
+
+    /// Records the answer to `id`, kept until `deadline_ms` plus [`KEPT_PAST_DEADLINE`], and
+    /// wakes the retries waiting for it.
+    pub(crate) fn finish(&self, id: &str, deadline_ms: u64, reply: &Reply, waiting: watch::Sender<Option<Reply>>) {
+        let until = deadline_ms.saturating_add(KEPT_PAST_DEADLINE.as_millis() as u64);
+        let mut record = self.record();
+        record.in_flight.remove(id);
+        record.done.insert(id.to_owned(), (until, reply.clone()));
+        let _ = waiting.send(Some(reply.clone()));
+    }
+
+    /// How many answers are kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.record().done.len()
+    }
+
+    /// The record sealed for the next owner of `service`. Call it once no call is in flight.
+    pub(crate) fn seal(&self, sealer: &Sealer, service: &str) -> Result<Vec<u8>, SealError> {
+        let now = now_ms();
+        let done = self
+            .record()
+            .done
+            .iter()
+            .filter(|(_, (until, _))| *until > now)
+            .map(|(id, (until, reply))| (id.clone(), *until, reply.clone()))
+            .collect();
+        // An encoded state: its tag, then the body.
+        let mut plain = moved_tag().to_bytes().to_vec();
+        plain = postcard::to_extend(&Moved { done }, plain).map_err(|_| SealError::InconsistentPlaintext)?;
+        sealer.seal(&sealed_name(service), moved_tag(), &plain)
+    }
+
+    /// The record a previous owner of `service` sealed.
+    pub(crate) fn open(sealer: &Sealer, service: &str, blob: &[u8]) -> Result<Self, SealError> {
+        let plain = sealer.open_state(&sealed_name(service), moved_tag(), blob)?;
+        let body = plain.get(HEADER_LEN..).ok_or(SealError::InconsistentPlaintext)?;
+        let moved: Moved = postcard::from_bytes(body).map_err(|_| SealError::InconsistentPlaintext)?;
+        let now = now_ms();
+        let done = moved
+            .done
+            .into_iter()
+            .filter(|(_, until, _)| *until > now)
+            .map(|(id, until, reply)| (id, (until, reply)))
+            .collect();
+        Ok(Self {
+            inner: Mutex::new(Record {
+                done,
+                in_flight: HashMap::new(),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kernel_core::seal::{Algorithm, Key, Keyring};
+
+    use super::*;
+
+    fn sealer() -> Sealer {
+        Sealer::new(Keyring::new(1, Key::generate(Algorithm::XChaCha20Poly1305).unwrap()))
+    }
+
+    #[test]
+    fn a_retry_gets_the_first_answer_and_the_record_moves_sealed() {
+        let answers = Answers::default();
+        let Seen::New(tx) = answers.begin("c1") else {
+            panic!("c1 is new")
+        };
+        assert!(
+            matches!(answers.begin("c1"), Seen::InFlight(_)),
+            "a retry while in flight waits"
+        );
+        answers.finish("c1", now_ms() + 1_000, &Reply::ok("done", "1"), tx);
+        assert!(matches!(answers.begin("c1"), Seen::Answered(r) if r.data == "1"));
+
+        let sealer = sealer();
+        let blob = answers.seal(&sealer, "counter").unwrap();
+        let moved = Answers::open(&sealer, "counter", &blob).unwrap();
+        assert!(matches!(moved.begin("c1"), Seen::Answered(r) if r.data == "1"));
+        assert!(matches!(moved.begin("c2"), Seen::New(_)));
+        // Bound to the service: another service cannot take it for its own.
+        assert!(Answers::open(&sealer, "other", &blob).is_err());
+    }
+
+    #[test]
+    fn answers_past_their_keeping_time_are_dropped() {
+        let answers = Answers::default();
+        let Seen::New(tx) = answers.begin("old") else { panic!() };
+        // A deadline long past: kept only until deadline + KEPT_PAST_DEADLINE, also past.
+        answers.finish("old", 1, &Reply::ok("done", ""), tx);
+        assert_eq!(answers.len(), 1, "kept until the next lookup");
+        assert!(matches!(answers.begin("old"), Seen::New(_)), "expired: handled as new");
+        assert_eq!(answers.len(), 0);
+    }
+}

@@ -1,0 +1,242 @@
+//! The serving side of calls between nodes: one subscription per service (queue group `mk`, so
+//! one node answers each call), each request answered from the local kernel, each answer
+//! recorded by call id.
+//!
+//! A [`Server`] can be *drained*: it stops taking requests, finishes every one it took, and
+//! gives back its record of answers — the first step of a handover.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use kernel_core::{Event, Kernel, Reply, code};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::answers::{Answers, Seen, now_ms};
+use crate::calls::{CALL_ID, DEADLINE, RemoteCallError, SHAPE, shape_of, subject};
+
+/// The queue group every serving node joins: NATS hands each request to one member.
+const QUEUE: &str = "mk";
+
+/// When a request carries no deadline (a caller that is not ours).
+const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
+
+/// How one service is served.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ServeMode {
+    /// Save the service's state (a fenced write through the kernel's store) after every handled
+    /// request and before its reply: a reply then never announces a change a crash could lose.
+    pub(crate) write_through: bool,
+}
+
+/// One service served to the other nodes.
+pub(crate) struct Server {
+    service: String,
+    answers: Arc<Answers>,
+    stop: Option<oneshot::Sender<()>>,
+    receiving: tokio::task::JoinHandle<()>,
+    /// Each answering task holds a clone of the sender: when all are gone, nothing is in flight.
+    in_flight: Option<mpsc::Sender<()>>,
+    all_done: mpsc::Receiver<()>,
+}
+
+impl Server {
+    /// Subscribes to `service`'s subject and answers from `kernel`, with `answers` as the record
+    /// (empty, or moved from the previous owner).
+    pub(crate) async fn start(
+        kernel: &Kernel,
+        client: &async_nats::Client,
+        service: &str,
+        answers: Arc<Answers>,
+        mode: ServeMode,
+    ) -> Result<Self, RemoteCallError> {
+        let subscription = client
+            .queue_subscribe(subject(service), QUEUE.to_owned())
+            .await
+            .map_err(|e| RemoteCallError::Backend {
+                service: service.to_owned(),
+                source: e.into(),
+            })?;
+        let (stop, stopped) = oneshot::channel();
+        let (in_flight, all_done) = mpsc::channel(1);
+        let receiving = tokio::spawn(receive(
+            Answering {
+                kernel: kernel.clone(),
+                client: client.clone(),
+                service: service.to_owned(),
+                answers: Arc::clone(&answers),
+                mode,
+                _in_flight: in_flight.clone(),
+            },
+            subscription,
+            stopped,
+        ));
+        Ok(Self {
+            service: service.to_owned(),
+            answers,
+            stop: Some(stop),
+            receiving,
+            in_flight: Some(in_flight),
+            all_done,
+        })
+    }
+
+    /// The service.
+    pub(crate) fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Stops taking requests, answers every request already taken, and returns the record of
+    /// answers. A request the server routed here as the subscription ended may be dropped by
+    /// the client library; its caller retries it with the same call id after an attempt's
+    /// timeout, and the record (moved to the next owner) answers it once.
+    pub(crate) async fn drain(mut self) -> Arc<Answers> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.receiving).await;
+        self.in_flight = None;
+        // `None` once every answering task (each holding a sender) has ended.
+        while self.all_done.recv().await.is_some() {}
+        Arc::clone(&self.answers)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.receiving.abort();
+    }
+}
+
+/// What an answering task needs.
+#[derive(Clone)]
+struct Answering {
+    kernel: Kernel,
+    client: async_nats::Client,
+    service: String,
+    answers: Arc<Answers>,
+    mode: ServeMode,
+    /// Held, never sent on: [`Server::drain`] waits until every clone is dropped.
+    _in_flight: mpsc::Sender<()>,
+}
+
+/// Takes requests until told to stop, then drains the subscription: the messages the client
+/// already holds are answered too.
+async fn receive(answering: Answering, mut subscription: async_nats::Subscriber, mut stopped: oneshot::Receiver<()>) {
+    loop {
+        tokio::select! {
+            biased;
+            _ = &mut stopped => break,
+            message = subscription.next() => match message {
+                Some(message) => spawn_answer(&answering, message),
+                None => return,
+            },
+        }
+    }
+    if let Err(error) = subscription.drain().await {
+        tracing::warn!(service = answering.service, %error, "draining a subscription failed");
+    }
+    while let Some(message) = subscription.next().await {
+        spawn_answer(&answering, message);
+    }
+}
+
+fn spawn_answer(answering: &Answering, message: async_nats::Message) {
+    let answering = answering.clone();
+    tokio::spawn(async move { answer(&answering, message).await });
+}
+
+fn header(message: &async_nats::Message, name: &str) -> Option<String> {
+    message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(name))
+        .map(|v| v.as_str().to_owned())
+}
+
+async fn answer(answering: &Answering, message: async_nats::Message) {
+    let Some(reply_to) = message.reply.clone() else { return };
+    let deadline_ms = header(&message, DEADLINE)
+        .and_then(|d| d.parse::<u64>().ok())
+        .unwrap_or_else(|| now_ms() + DEFAULT_DEADLINE.as_millis() as u64);
+    let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
+    let reply = if header(&message, SHAPE).as_deref() != Some(shape_of::<Event>().as_str()) {
+        Reply::new(
+            code::UNSUPPORTED,
+            "Unsupported request shape",
+            format!("expected {}", shape_of::<Event>()),
+        )
+    } else {
+        match header(&message, CALL_ID) {
+            None => handle(answering, &message.payload).await,
+            Some(id) => match answering.answers.begin(&id) {
+                // A retry of a call answered here (or by the previous owner): the same answer.
+                Seen::Answered(reply) => reply,
+                Seen::InFlight(mut first) => {
+                    match tokio::time::timeout(remaining, first.wait_for(Option::is_some)).await {
+                        Ok(Ok(reply)) => reply.clone().unwrap_or_default(),
+                        _ => return, // the caller's deadline passed: it has gone
+                    }
+                }
+                Seen::New(waiting) => {
+                    let reply = handle(answering, &message.payload).await;
+                    answering.answers.finish(&id, deadline_ms, &reply, waiting);
+                    reply
+                }
+            },
+        }
+    };
+    publish(answering, reply_to, &reply).await;
+}
+
+/// Decodes and handles one request on the local kernel. The handling is not cut short at the
+/// caller's deadline: a request the service took is driven to completion and its answer
+/// recorded, so that a late retry is answered, not handled again.
+async fn handle(answering: &Answering, payload: &[u8]) -> Reply {
+    let event = match postcard::from_bytes::<Event>(payload) {
+        Err(e) => return Reply::new(code::UNSUPPORTED, "Undecodable request", e.to_string()),
+        Ok(event) => event,
+    };
+    if event.to != answering.service.as_str() {
+        return Reply::new(
+            code::NOT_FOUND,
+            "Wrong subject",
+            format!("a request for `{}` on the subject of `{}`", event.to, answering.service),
+        );
+    }
+    // Local services only: a name served here but not registered must not bounce back out to
+    // the network.
+    let reply = match answering.kernel.async_handle(&answering.service) {
+        Ok(handle) => handle.call(event).await,
+        Err(error) => Err(error),
+    };
+    let reply = match reply {
+        Ok(reply) => reply,
+        Err(error) => return error.to_reply(),
+    };
+    if answering.mode.write_through {
+        let (kernel, name) = (answering.kernel.clone(), answering.service.clone());
+        if let Err(error) = kernel.blocking(move |k| k.checkpoint_service(&name)).await {
+            tracing::error!(service = answering.service, %error, "write-through save failed");
+            return Reply::new(code::UNAVAILABLE, "Handled but not saved", error.to_string());
+        }
+    }
+    reply
+}
+
+async fn publish(answering: &Answering, reply_to: async_nats::Subject, reply: &Reply) {
+    let Ok(payload) = postcard::to_allocvec(reply) else {
+        return;
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(SHAPE, shape_of::<Reply>().as_str());
+    if let Err(error) = answering
+        .client
+        .publish_with_headers(reply_to, headers, Bytes::from(payload))
+        .await
+    {
+        tracing::warn!(service = answering.service, %error, "could not send a reply to another node");
+    }
+}

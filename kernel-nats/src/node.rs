@@ -341,9 +341,9 @@ async fn open_answers(client: &async_nats::Client, options: &NodeOptions) -> Res
 async fn stop_when_lost(node: Node, service: String, claim: Arc<Claim>, server: Arc<AsyncMutex<Option<Server>>>) {
     claim.lost().await;
     tracing::error!(service, "claim lost: stopping the service on this node");
-    if let Some(server) = server.lock().await.take() {
-        drop(server.drain().await);
-    }
+    // No draining: the server may be out of reach (a drain would wait for it), and another
+    // node may start the service once the claim expires. Taking no more requests comes first.
+    drop(server.lock().await.take());
     match node.inner.kernel.stop_cascade_async(&service).await {
         Ok(()) => node.forget(&service).await,
         Err(error) => tracing::error!(service, %error, "stopping a service whose claim was lost failed"),

@@ -245,29 +245,44 @@ impl Drop for Claim {
 }
 
 /// Rewrites the claim every third of its time to live; gives it up when a refresh cannot
-/// succeed before the claim's validity (by this node's clock) ends.
+/// succeed before the claim's validity (by this node's clock) ends. A refresh that fails for
+/// want of the server (a restart, a broken connection) is tried again until then; one the
+/// server refuses (someone else wrote the claim) loses the claim at once.
 async fn refresh(claims: Claims, service: String, shared: Arc<ClaimState>, lost: watch::Sender<bool>) {
     let every = claims.ttl / 3;
     loop {
         tokio::time::sleep(every).await;
-        let (revision, valid_until) = *shared.held.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Err(why) = refresh_once(&claims, &service, &shared).await {
+            tracing::error!(service, "claim lost: {why}");
+            let _ = lost.send(true);
+            return;
+        }
+    }
+}
+
+async fn refresh_once(claims: &Claims, service: &str, shared: &ClaimState) -> Result<(), String> {
+    let (revision, valid_until) = *shared.held.lock().unwrap_or_else(PoisonError::into_inner);
+    loop {
         let started = Instant::now();
         let remaining = valid_until.saturating_duration_since(started);
+        if remaining.is_zero() {
+            return Err("no refresh before it could expire".into());
+        }
         let value = Bytes::from(claims.node.to_string());
-        let updated = tokio::time::timeout(remaining, claims.kv.update(&service, value, revision)).await;
-        match updated {
+        match tokio::time::timeout(remaining, claims.kv.update(service, value, revision)).await {
             Ok(Ok(revision)) => {
                 *shared.held.lock().unwrap_or_else(PoisonError::into_inner) =
                     (revision, started + claims.ttl - claims.margin());
+                return Ok(());
             }
-            failed => {
-                match failed {
-                    Ok(Err(error)) => tracing::error!(service, %error, "claim lost: its refresh was refused"),
-                    _ => tracing::error!(service, "claim lost: no refresh before it could expire"),
-                }
-                let _ = lost.send(true);
-                return;
+            Ok(Err(error)) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                return Err(format!("its refresh was refused: {error}"));
             }
+            Ok(Err(error)) => {
+                tracing::warn!(service, %error, "a claim's refresh failed; trying again");
+                tokio::time::sleep(Duration::from_millis(100).min(remaining)).await;
+            }
+            Err(_) => return Err("no refresh before it could expire".into()),
         }
     }
 }

@@ -13,6 +13,7 @@ pub struct NatsServer {
     child: Child,
     pub addr: SocketAddr,
     dir: PathBuf,
+    config: PathBuf,
 }
 
 impl NatsServer {
@@ -60,34 +61,55 @@ impl NatsServer {
             ),
         )
         .expect("a config file");
-        let mut child = Command::new("nats-server")
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nats-server starts");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(addr).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on {addr}");
-            if child.try_wait().ok().flatten().is_some() {
-                let _ = std::fs::remove_dir_all(&dir);
-                return None; // it exited: the port was taken after all
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Listening, and ours: still running.
-        if child.try_wait().ok().flatten().is_some() {
+        let Some(child) = spawn_and_wait(&config, addr) else {
             let _ = std::fs::remove_dir_all(&dir);
-            return None;
-        }
-        Some(Self { child, addr, dir })
+            return None; // it exited: the port was taken after all
+        };
+        Some(Self {
+            child,
+            addr,
+            dir,
+            config,
+        })
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to its clients) and starts it again on the same
+    /// port with the same store directory, after `down`.
+    pub fn restart(&mut self, down: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::thread::sleep(down);
+        self.child = spawn_and_wait(&self.config, self.addr).expect("the server restarts on its port");
     }
 
     pub fn url(&self) -> String {
         format!("nats://{}", self.addr)
     }
+}
+
+/// Starts `nats-server -c config` and waits until it listens on `addr`; `None` if it exited.
+fn spawn_and_wait(config: &std::path::Path, addr: SocketAddr) -> Option<Child> {
+    let mut child = Command::new("nats-server")
+        .arg("-c")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server starts");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nats-server did not listen on {addr}");
+        if child.try_wait().ok().flatten().is_some() {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Listening, and ours: still running.
+    if child.try_wait().ok().flatten().is_some() {
+        return None;
+    }
+    Some(child)
 }
 
 impl Drop for NatsServer {

@@ -38,6 +38,9 @@ mod ownership;
 mod serve;
 mod store;
 
+/// The NATS client this crate speaks through: connect with it (TLS and credentials are its
+/// `ConnectOptions`) and hand the client to [`NatsStore::open`] and [`Node::open`].
+pub use async_nats;
 pub use names::{MAX_KEY_LEN, check_key};
 pub use node::{Node, NodeOptions, Owned, TakeOverError};
 pub use ownership::{Claim, ClaimError, Claims};

@@ -311,7 +311,7 @@ fn check_new_dependencies(
     }
     // The common case, same dependencies as before, needs no copy of the registry: the graph
     // was acyclic and stays so, and the running dependencies were checked when it started.
-    let mut snapshot = shared.snapshot_if(|registered| registered.get(service).is_none_or(|e| e.deps != deps));
+    let mut snapshot = shared.snapshot_if(|registered| registered.get(service).is_none_or(|e| *e.deps != *deps));
     let Some(snapshot) = &mut snapshot else {
         if running {
             shared.check_running(service, &deps).map_err(fail)?;
@@ -321,7 +321,7 @@ fn check_new_dependencies(
     // Services are never unregistered, so the entry is there; if it were not, the graph
     // without it is still checked.
     if let Some(entry) = snapshot.get_mut(service) {
-        entry.deps = deps.clone();
+        entry.deps = deps.clone().into();
     }
     graph::start_order(&dep_graph(snapshot)).map_err(fail)?;
     if running {

@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::messaging::message::{Event, KERNEL};
 use crate::runtime::error::LifecycleError;
-use crate::runtime::graph;
-use crate::runtime::kernel::{Kernel, Shared, dep_graph};
+use crate::runtime::kernel::{Kernel, Shared};
 use crate::runtime::notice::Notice;
 use crate::runtime::service::Status;
 
@@ -281,13 +280,11 @@ impl Shared {
     /// A service's instance `epoch` just failed (a handler panic): tell its dependants and, if
     /// it is supervised, schedule a restart of that instance.
     pub(crate) fn report_failure(self: &Arc<Self>, service: &str, epoch: u64) {
-        let snapshot = self.snapshot();
-        let graph = dep_graph(&snapshot);
-        for dependant in graph::dependants(&graph, service) {
-            // `dependants` names keys of the graph built from this snapshot.
-            if snapshot[dependant].lifecycle.status() != Status::Running {
+        for (dependant, entry) in self.dependants_of(service) {
+            if entry.lifecycle.status() != Status::Running {
                 continue;
             }
+            let dependant = &*dependant;
             self.notify(&Notice::DependencyFailed {
                 service: dependant,
                 dependency: service,

@@ -5,13 +5,16 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::{Entry, Kernel, Shared, check_dependencies_running, dep_graph, not_found};
+use super::{Entry, Kernel, Shared, not_found};
 use crate::runtime::error::{Hook, LifecycleError, StopAllError};
-use crate::runtime::graph;
+use crate::runtime::graph::{self, Graph};
 use crate::runtime::notice::Notice;
 use crate::runtime::persist::Checkpointer;
 use crate::runtime::service::Status;
 use crate::runtime::slot::StopRace;
+
+#[cfg(test)]
+mod linear;
 
 impl Kernel {
     /// Starts one service. Its dependencies must be registered and running. Starting a running
@@ -19,13 +22,12 @@ impl Kernel {
     pub fn start(&self, name: &str) -> Result<(), LifecycleError> {
         let _serial = self.shared.lifecycle_lock("start")?;
         self.ensure_checkpointer();
-        let snapshot = self.shared.snapshot();
-        let entry = snapshot.get(name).ok_or_else(|| not_found(name))?;
+        let entry = self.shared.entry(name).ok_or_else(|| not_found(name))?;
         if entry.lifecycle.status() == Status::Running {
             return Ok(());
         }
-        check_dependencies_running(name, &entry.deps, &snapshot)?;
-        self.shared.run_hook(entry, Hook::Start)
+        self.shared.check_running(name, &entry.deps)?;
+        self.shared.run_hook(&entry, Hook::Start)
     }
 
     /// Stops one service. Refuses while running services depend on it, naming them; use
@@ -33,13 +35,13 @@ impl Kernel {
     /// running does nothing.
     pub fn stop(&self, name: &str) -> Result<(), LifecycleError> {
         let _serial = self.shared.lifecycle_lock("stop")?;
-        let snapshot = self.shared.snapshot();
-        let entry = snapshot.get(name).ok_or_else(|| not_found(name))?;
-        let graph = dep_graph(&snapshot);
-        let dependants: Vec<String> = graph::dependants(&graph, name)
+        let entry = self.shared.entry(name).ok_or_else(|| not_found(name))?;
+        let dependants: Vec<String> = self
+            .shared
+            .dependants_of(name)
             .into_iter()
-            .filter(|d| snapshot[*d].lifecycle.status() == Status::Running)
-            .map(str::to_owned)
+            .filter(|(_, dependant)| dependant.lifecycle.status() == Status::Running)
+            .map(|(dependant, _)| dependant.to_string())
             .collect();
         if !dependants.is_empty() {
             return Err(LifecycleError::HasRunningDependants {
@@ -47,21 +49,20 @@ impl Kernel {
                 dependants,
             });
         }
-        self.shared.stop_if_running(entry)
+        self.shared.stop_if_running(&entry)
     }
 
     /// Stops a service after every running service that depends on it, directly or not,
     /// dependants first. Stops at the first failure, leaving the rest running.
     pub fn stop_cascade(&self, name: &str) -> Result<(), LifecycleError> {
         let _serial = self.shared.lifecycle_lock("stop_cascade")?;
-        let snapshot = self.shared.snapshot();
-        snapshot.get(name).ok_or_else(|| not_found(name))?;
-        let graph = dep_graph(&snapshot);
-        let order = graph::start_order(&graph)?;
-        let mut affected = graph::dependants_closure(&graph, name);
-        affected.insert(name);
-        for service in order.iter().rev().filter(|s| affected.contains(s.as_str())) {
-            self.shared.stop_if_running(&snapshot[service.as_str()])?;
+        let services = self.shared.numbered();
+        let service = services.graph.number(name).ok_or_else(|| not_found(name))?;
+        let order = services.graph.start_order()?;
+        let mut affected = services.graph.dependants_closure(service);
+        affected[service] = true;
+        for &stopping in order.iter().rev().filter(|s| affected[**s]) {
+            self.shared.stop_if_running(services.entry(stopping))?;
         }
         Ok(())
     }
@@ -73,18 +74,19 @@ impl Kernel {
     pub fn start_all(&self) -> Result<(), LifecycleError> {
         let _serial = self.shared.lifecycle_lock("start_all")?;
         self.ensure_checkpointer();
-        let snapshot = self.shared.snapshot();
-        let order = graph::start_order(&dep_graph(&snapshot))?;
+        let services = self.shared.numbered();
+        let order = services.graph.start_order()?;
         let mut started: Vec<&Entry> = Vec::new();
-        for name in &order {
-            let entry = &snapshot[name.as_str()];
+        for &service in &order {
+            let entry = services.entry(service);
             if entry.lifecycle.status() == Status::Running {
                 continue;
             }
-            let outcome = check_dependencies_running(name, &entry.deps, &snapshot)
+            let outcome = services
+                .dependencies_running(service)
                 .and_then(|()| self.shared.run_hook(entry, Hook::Start));
             if let Err(error) = outcome {
-                tracing::warn!(service = %name, %error, "start_all failed; stopping what it started");
+                tracing::warn!(service = services.graph.name(service), %error, "start_all failed; stopping what it started");
                 for done in started.iter().rev() {
                     if let Err(stop_error) = self.shared.stop_if_running(done) {
                         tracing::warn!(%stop_error, "stopping after a failed start_all failed too");
@@ -223,14 +225,16 @@ impl Shared {
         let serial = self.lifecycle_lock("stop_all").map_err(|e| StopAllError(vec![e]))?;
         // Restarts scheduled before this point are dropped: after `stop_all`, nothing runs.
         self.stops.fetch_add(1, Ordering::SeqCst);
-        let snapshot = self.snapshot();
+        let services = self.numbered();
         // A cycle cannot have started, but stop everything anyway: reverse name order then.
-        let order = graph::start_order(&dep_graph(&snapshot))
-            .unwrap_or_else(|_| snapshot.keys().map(|k| k.to_string()).collect());
+        let order = services
+            .graph
+            .start_order()
+            .unwrap_or_else(|_| (0..services.graph.len()).collect());
         let errors: Vec<LifecycleError> = order
             .iter()
             .rev()
-            .filter_map(|name| self.stop_if_running(&snapshot[name.as_str()]).err())
+            .filter_map(|service| self.stop_if_running(services.entry(*service)).err())
             .collect();
         // The supervisor may be waiting for the lock to drop a restart: release it first.
         drop(serial);
@@ -279,5 +283,75 @@ fn stopped_late(kernel: Option<&Shared>, entry: &Entry, result: Result<(), Lifec
             Ok(location) => tracing::info!(service, %location, "saved the state of a late stop"),
             Err(error) => tracing::error!(service, %error, "saving the state of a late stop failed"),
         }
+    }
+}
+
+/// The registry copied for a walk over every service: the entries in name order, numbered as in
+/// their graph, so that the walk finds an entry by its number, without a lookup by name.
+struct Numbered {
+    entries: Vec<Entry>,
+    graph: Graph<Arc<str>>,
+}
+
+impl Numbered {
+    /// The entry of service number `service`.
+    fn entry(&self, service: usize) -> &Entry {
+        graph::visited(1);
+        &self.entries[service]
+    }
+
+    /// Every dependency of service number `service` is running; the first that is not (in the
+    /// order listed) is named. Its dependencies are all registered: the graph's order was found.
+    fn dependencies_running(&self, service: usize) -> Result<(), LifecycleError> {
+        for &dependency in self.graph.deps(service) {
+            let status = self.entries[dependency].lifecycle.status();
+            if status != Status::Running {
+                return Err(LifecycleError::DependencyNotRunning {
+                    service: self.graph.name(service).to_owned(),
+                    dependency: self.graph.name(dependency).to_owned(),
+                    status,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// A copy of the registry to walk, numbered in name order with its graph, made under one
+    /// read lock: no registry lock is held while service code runs.
+    fn numbered(&self) -> Numbered {
+        let registry = self.read();
+        let services = graph::sorted_by_name(registry.iter());
+        let graph = Graph::new(
+            services
+                .iter()
+                .map(|(name, entry)| (Arc::clone(name), &*entry.deps))
+                .collect(),
+        );
+        let entries = services.into_iter().map(|(_, entry)| entry.clone()).collect();
+        Numbered { entries, graph }
+    }
+
+    /// A copy of the service's entry, if it is registered.
+    fn entry(&self, name: &str) -> Option<Entry> {
+        graph::visited(1);
+        self.read().get(name).cloned()
+    }
+
+    /// The registered services that list `service` as a dependency, in name order: one pass
+    /// over the registry's edges.
+    pub(crate) fn dependants_of(&self, service: &str) -> Vec<(Arc<str>, Entry)> {
+        let registry = self.read();
+        let mut dependants: Vec<(Arc<str>, Entry)> = registry
+            .iter()
+            .filter(|(_, entry)| {
+                graph::visited(1 + entry.deps.len());
+                entry.deps.iter().any(|d| d == service)
+            })
+            .map(|(name, entry)| (Arc::clone(name), entry.clone()))
+            .collect();
+        dependants.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        dependants
     }
 }

@@ -112,7 +112,8 @@ pub(crate) struct Entry {
     pub(crate) lifecycle: Arc<dyn Lifecycle>,
     /// Where events addressed to it by name go.
     pub(crate) route: Route,
-    pub(crate) deps: Vec<String>,
+    /// Shared, so that the copies lifecycle walks take of the registry cost no allocation.
+    pub(crate) deps: Arc<[String]>,
 }
 
 impl Kernel {
@@ -278,14 +279,7 @@ pub(crate) type Names = std::hash::BuildHasherDefault<NameHasher>;
 type Registry = HashMap<Arc<str>, Entry, Names>;
 
 pub(crate) fn dep_graph(snapshot: &Snapshot) -> DepGraph<'_> {
-    snapshot
-        .iter()
-        .map(|(name, entry)| (&**name, entry.deps.as_slice()))
-        .collect()
-}
-
-fn check_dependencies_running(service: &str, deps: &[String], snapshot: &Snapshot) -> Result<(), LifecycleError> {
-    dependencies_running(service, deps, |name| snapshot.get(name))
+    snapshot.iter().map(|(name, entry)| (&**name, &*entry.deps)).collect()
 }
 
 /// Every dependency is registered (per `lookup`) and running.
@@ -348,11 +342,11 @@ impl Shared {
     /// Records a replaced service's dependencies, if they changed.
     pub(crate) fn set_dependencies(&self, service: &str, deps: Vec<String>) {
         // The common case, unchanged dependencies, needs only the read lock.
-        if self.read().get(service).is_some_and(|e| e.deps == deps) {
+        if self.read().get(service).is_some_and(|e| *e.deps == *deps) {
             return;
         }
         if let Some(entry) = self.write().get_mut(service) {
-            entry.deps = deps;
+            entry.deps = deps.into();
         }
     }
 

@@ -123,7 +123,7 @@ impl Kernel {
 
     pub(crate) fn insert(&self, lifecycle: Arc<dyn Lifecycle>, route: Route) -> Result<(), LifecycleError> {
         let name = Arc::clone(lifecycle.name());
-        let deps = lifecycle.dependencies();
+        let deps: Arc<[String]> = lifecycle.dependencies().into();
         {
             let mut registry = self.shared.write();
             if registry.contains_key(&name) {

@@ -34,6 +34,7 @@ mod answers;
 pub mod calls;
 mod names;
 mod node;
+mod objects;
 mod ownership;
 mod serve;
 mod store;

@@ -4,38 +4,47 @@ use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv, object_store, stream};
 use bytes::Bytes;
 use kernel_core::seal::SealedObject;
 use kernel_core::store::{Location, StateStore, StoreError, StoreFuture, Stored};
 use tokio::runtime::Handle as Runtime;
 
 use crate::names::check_key;
+use crate::objects;
 
 /// How a [`NatsStore`] opens its bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub struct NatsStoreOptions {
     max_state_bytes: u64,
+    inline_bytes: u64,
     replicas: usize,
 }
 
 impl Default for NatsStoreOptions {
     fn default() -> Self {
         Self {
+            max_state_bytes: 256 << 20,
             // The server's default `max_payload` is 1 MiB, headers included.
-            max_state_bytes: 1_000_000,
+            inline_bytes: 900_000,
             replicas: 1,
         }
     }
 }
 
 impl NatsStoreOptions {
-    /// The largest sealed state written or read, in bytes (default 1,000,000: under the
-    /// server's default `max_payload` of 1 MiB with the message's headers). Raise it with the
-    /// server's `max_payload`.
+    /// The largest sealed state written or read, in bytes (default 256 MiB).
     pub fn max_state_bytes(mut self, limit: u64) -> Self {
         self.max_state_bytes = limit;
+        self
+    }
+
+    /// The largest sealed state kept in the key-value entry itself (default 900,000 bytes:
+    /// under the server's default `max_payload` of 1 MiB with the message's headers). A larger
+    /// one goes to the bucket's object store (`<bucket>_objects`), the entry pointing at it.
+    pub fn inline_bytes(mut self, limit: u64) -> Self {
+        self.inline_bytes = limit;
         self
     }
 
@@ -59,6 +68,9 @@ pub struct NatsStore {
 
 struct Inner {
     kv: kv::Store,
+    objects: object_store::ObjectStore,
+    /// For object names no other writer can pick (its inbox names are unique).
+    client: async_nats::Client,
     bucket: String,
     options: NatsStoreOptions,
     /// Serializes this store's operations: a compare-and-set and the record of what it saw
@@ -73,6 +85,8 @@ struct Seen {
     revisions: HashMap<String, u64>,
     /// Per service, the newest generation written or loaded.
     newest: HashMap<String, u64>,
+    /// Per service, the object the entry last read or written points at (a large state).
+    objects: HashMap<String, String>,
 }
 
 impl NatsStore {
@@ -83,14 +97,22 @@ impl NatsStore {
             object: Location::key(describe(bucket), ""),
             source: format!("open the store from within a tokio runtime: {e}").into(),
         })?;
-        let context = jetstream::new(client);
+        let context = jetstream::new(client.clone());
         let kv = match context.get_key_value(bucket).await {
             Ok(kv) => kv,
             Err(_) => create_bucket(&context, bucket, options).await?,
         };
+        let objects = objects::open(&context, bucket, options.replicas)
+            .await
+            .map_err(|source| StoreError::Backend {
+                object: Location::key(describe(bucket), ""),
+                source,
+            })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 kv,
+                objects,
+                client,
                 bucket: bucket.to_owned(),
                 options,
                 serial: tokio::sync::Mutex::new(()),
@@ -201,7 +223,18 @@ impl Inner {
                 newest,
             });
         }
-        let value = Bytes::from(object.into_bytes());
+        let bytes = object.into_bytes();
+        let large = bytes.len() as u64 > self.options.inline_bytes;
+        let (value, object_name) = if large {
+            let name = format!(
+                "{service}/{generation}/{}",
+                self.client.new_inbox().trim_start_matches("_INBOX.")
+            );
+            objects::put(&self.objects, &name, &bytes, &at).await?;
+            (objects::pointer(&name), Some(name))
+        } else {
+            (Bytes::from(bytes), None)
+        };
         let written = match revision {
             Some(revision) => self.kv.update(service, value, revision).await.map_err(|e| match e.kind() {
                 kv::UpdateErrorKind::WrongLastRevision => StoreError::Conflict {
@@ -220,10 +253,29 @@ impl Inner {
                 _ => self.backend(service, e),
             }),
         };
-        let revision = written?;
-        let mut seen = self.seen();
-        seen.revisions.insert(service.to_owned(), revision);
-        seen.newest.insert(service.to_owned(), generation);
+        let revision = match written {
+            Ok(revision) => revision,
+            Err(error) => {
+                // Nobody points at the object just written: remove it.
+                if let Some(name) = object_name {
+                    objects::remove(&self.objects, &name).await;
+                }
+                return Err(error);
+            }
+        };
+        let replaced = {
+            let mut seen = self.seen();
+            seen.revisions.insert(service.to_owned(), revision);
+            seen.newest.insert(service.to_owned(), generation);
+            match object_name {
+                Some(name) => seen.objects.insert(service.to_owned(), name),
+                None => seen.objects.remove(service),
+            }
+        };
+        // The entry no longer points at the previous object.
+        if let Some(old) = replaced {
+            objects::remove(&self.objects, &old).await;
+        }
         Ok(at)
     }
 
@@ -243,7 +295,12 @@ impl Inner {
                 limit,
             });
         }
-        let object = SealedObject::from_bytes(entry.value.to_vec()).map_err(|source| StoreError::Seal {
+        let pointed = objects::pointed(&entry.value).map(str::to_owned);
+        let bytes = match &pointed {
+            Some(name) => objects::get(&self.objects, name, limit, &location).await?,
+            None => entry.value.to_vec(),
+        };
+        let object = SealedObject::from_bytes(bytes).map_err(|source| StoreError::Seal {
             object: location.clone(),
             source,
         })?;
@@ -258,6 +315,10 @@ impl Inner {
         }
         seen.revisions.insert(service.to_owned(), entry.revision);
         seen.newest.insert(service.to_owned(), object.generation());
+        match pointed {
+            Some(name) => seen.objects.insert(service.to_owned(), name),
+            None => seen.objects.remove(service),
+        };
         Ok(Some(Stored::new(location, object)))
     }
 
@@ -278,7 +339,12 @@ impl Inner {
             .delete_expect_revision(service, Some(entry.revision))
             .await
             .map_err(|e| self.backend(service, e))?;
-        self.seen().revisions.remove(service);
+        {
+            // The set-aside copy now owns the object the entry pointed at, if any.
+            let mut seen = self.seen();
+            seen.revisions.remove(service);
+            seen.objects.remove(service);
+        }
         Ok(Some(self.location(&aside)))
     }
 }

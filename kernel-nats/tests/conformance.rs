@@ -43,10 +43,12 @@ fn shared() -> Option<&'static Shared> {
         .as_ref()
 }
 
-/// A fresh bucket per check.
+/// A fresh bucket per check; `inline` bytes at most in an entry, larger states in the object
+/// store beside it.
 struct BucketFixture {
     shared: &'static Shared,
     bucket: String,
+    inline: u64,
     raw: async_nats::jetstream::kv::Store,
 }
 
@@ -54,38 +56,87 @@ impl BucketFixture {
     const LIMIT: u64 = 64 << 10;
 
     fn new(shared: &'static Shared) -> Self {
+        Self::with_inline(shared, BucketFixture::LIMIT)
+    }
+
+    /// Every state over 16 bytes goes through the object store.
+    fn objects(shared: &'static Shared) -> Self {
+        Self::with_inline(shared, 16)
+    }
+
+    fn with_inline(shared: &'static Shared, inline: u64) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let bucket = format!("conformance{}", NEXT.fetch_add(1, Ordering::Relaxed));
         let _entered = shared.runtime.enter();
         let store = shared
             .runtime
-            .block_on(NatsStore::open(shared.client.clone(), &bucket, options()))
+            .block_on(NatsStore::open(shared.client.clone(), &bucket, options(inline)))
             .expect("the bucket is created");
         drop(store);
         let raw = shared
             .runtime
             .block_on(jetstream::new(shared.client.clone()).get_key_value(&bucket))
             .expect("the bucket");
-        Self { shared, bucket, raw }
+        Self {
+            shared,
+            bucket,
+            inline,
+            raw,
+        }
+    }
+
+    /// How many objects the bucket's object store holds.
+    fn object_count(&self) -> usize {
+        use futures_util::StreamExt;
+        self.shared.runtime.block_on(async {
+            let objects = jetstream::new(self.shared.client.clone())
+                .get_object_store(format!("{}_objects", self.bucket))
+                .await
+                .expect("the object store");
+            objects.list().await.expect("a listing").count().await
+        })
     }
 }
 
-fn options() -> NatsStoreOptions {
-    NatsStoreOptions::default().max_state_bytes(BucketFixture::LIMIT)
+fn options(inline: u64) -> NatsStoreOptions {
+    NatsStoreOptions::default()
+        .max_state_bytes(BucketFixture::LIMIT)
+        .inline_bytes(inline)
 }
 
 impl Fixture for BucketFixture {
     type Store = NatsStore;
 
     fn open(&self) -> Result<NatsStore, StoreError> {
-        self.shared
-            .runtime
-            .block_on(NatsStore::open(self.shared.client.clone(), &self.bucket, options()))
+        self.shared.runtime.block_on(NatsStore::open(
+            self.shared.client.clone(),
+            &self.bucket,
+            options(self.inline),
+        ))
     }
 
+    /// The stored state: the entry, or the object it points at.
     fn raw(&self, service: &str) -> Option<Vec<u8>> {
-        let value = self.shared.runtime.block_on(self.raw.get(service)).expect("a raw read");
-        value.map(|v| v.to_vec())
+        let value = self
+            .shared
+            .runtime
+            .block_on(self.raw.get(service))
+            .expect("a raw read")?;
+        let Some(name) = value.strip_prefix(b"MKOBJ1:") else {
+            return Some(value.to_vec());
+        };
+        let name = std::str::from_utf8(name).expect("an object name").to_owned();
+        self.shared.runtime.block_on(async {
+            use tokio::io::AsyncReadExt;
+            let objects = jetstream::new(self.shared.client.clone())
+                .get_object_store(format!("{}_objects", self.bucket))
+                .await
+                .expect("the object store");
+            let mut object = objects.get(&name).await.expect("the object pointed at");
+            let mut bytes = Vec::new();
+            object.read_to_end(&mut bytes).await.expect("the object's bytes");
+            Some(bytes)
+        })
     }
 
     fn put_raw(&self, service: &str, bytes: &[u8]) {
@@ -104,6 +155,36 @@ impl Fixture for BucketFixture {
 fn the_nats_store_passes_the_conformance_suite() {
     let Some(shared) = shared() else { return };
     conformance::run_all(|| BucketFixture::new(shared));
+}
+
+#[test]
+fn the_nats_store_passes_the_conformance_suite_through_its_object_store() {
+    let Some(shared) = shared() else { return };
+    conformance::run_all(|| BucketFixture::objects(shared));
+}
+
+#[test]
+fn large_states_leave_no_object_behind() {
+    let Some(shared) = shared() else { return };
+    let fixture = BucketFixture::objects(shared);
+    let a = fixture.open().unwrap();
+    let big = |generation: u64| conformance::object("svc", generation, &vec![7u8; 4096]);
+    block_on(a.save("svc", big(1))).unwrap();
+    block_on(a.save("svc", big(2))).unwrap();
+    assert_eq!(
+        fixture.object_count(),
+        1,
+        "the object replaced by a newer one is removed"
+    );
+    // B takes over; A's compare-and-set then fails, and its object is removed again.
+    let b = fixture.open().unwrap();
+    assert_eq!(block_on(b.load("svc")).unwrap().unwrap().object.generation(), 2);
+    let written_by_b = big(3);
+    block_on(b.save("svc", written_by_b.clone())).unwrap();
+    let err = block_on(a.save("svc", big(4))).unwrap_err();
+    assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+    assert_eq!(fixture.object_count(), 1, "only B's state is left");
+    assert!(fixture.raw("svc") == Some(written_by_b.into_bytes()), "B's state stays");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! call be answered once, on this node and — moved with the service at a handover — on the
 //! next.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -42,7 +43,33 @@ pub(crate) struct Answers {
 struct Record {
     /// Call id → (keep until, Unix ms; the answer).
     done: HashMap<String, (u64, Reply)>,
+    /// The same ids by when they expire, soonest first: expiry costs O(log n) per answer, not
+    /// a scan of the record per call.
+    expiry: BinaryHeap<Reverse<(u64, String)>>,
     in_flight: HashMap<String, watch::Receiver<Option<Reply>>>,
+}
+
+impl Record {
+    fn keep(&mut self, id: String, until: u64, reply: Reply) {
+        self.expiry.push(Reverse((until, id.clone())));
+        self.done.insert(id, (until, reply));
+    }
+
+    /// Drops the answers whose keeping time has passed.
+    fn expire(&mut self, now: u64) {
+        while let Some(Reverse((until, _))) = self.expiry.peek() {
+            if *until > now {
+                break;
+            }
+            let Some(Reverse((until, id))) = self.expiry.pop() else {
+                break;
+            };
+            // Only if not kept longer since (the same id answered again).
+            if self.done.get(&id).is_some_and(|(kept, _)| *kept == until) {
+                self.done.remove(&id);
+            }
+        }
+    }
 }
 
 /// The record as it travels between nodes (sealed with the kernel's sealer, bound to the
@@ -88,7 +115,7 @@ impl Answers {
     pub(crate) fn begin(&self, id: &str) -> Seen {
         let mut record = self.record();
         let now = now_ms();
-        record.done.retain(|_, (until, _)| *until > now);
+        record.expire(now);
         if let Some((_, reply)) = record.done.get(id) {
             return Seen::Answered(reply.clone());
         }
@@ -106,7 +133,7 @@ impl Answers {
         let until = deadline_ms.saturating_add(KEPT_PAST_DEADLINE.as_millis() as u64);
         let mut record = self.record();
         record.in_flight.remove(id);
-        record.done.insert(id.to_owned(), (until, reply.clone()));
+        record.keep(id.to_owned(), until, reply.clone());
         let _ = waiting.send(Some(reply.clone()));
     }
 
@@ -138,17 +165,12 @@ impl Answers {
         let body = plain.get(HEADER_LEN..).ok_or(SealError::InconsistentPlaintext)?;
         let moved: Moved = postcard::from_bytes(body).map_err(|_| SealError::InconsistentPlaintext)?;
         let now = now_ms();
-        let done = moved
-            .done
-            .into_iter()
-            .filter(|(_, until, _)| *until > now)
-            .map(|(id, until, reply)| (id, (until, reply)))
-            .collect();
+        let mut record = Record::default();
+        for (id, until, reply) in moved.done.into_iter().filter(|(_, until, _)| *until > now) {
+            record.keep(id, until, reply);
+        }
         Ok(Self {
-            inner: Mutex::new(Record {
-                done,
-                in_flight: HashMap::new(),
-            }),
+            inner: Mutex::new(record),
         })
     }
 }

@@ -39,11 +39,25 @@ pub(crate) const SHAPE: &str = "Mk-Shape";
 pub(crate) const DEADLINE: &str = "Mk-Deadline";
 pub(crate) const CALL_ID: &str = "Mk-Call";
 
-/// The first attempt's timeout; each further attempt waits twice as long.
-const FIRST_ATTEMPT: Duration = Duration::from_millis(250);
+/// The first attempt's timeout; each further attempt waits twice as long. It bounds the pause
+/// of a call whose request was lost as a subscription ended (see [`crate::Owned::hand_over`]).
+const FIRST_ATTEMPT: Duration = Duration::from_millis(100);
 
-pub(crate) fn shape_of<T: Schema>() -> String {
+/// The `Mk-Shape` header of a message carrying a `T`: its schema fingerprint in hex.
+fn shape_of<T: Schema>() -> String {
     format!("{:016x}", fingerprint(T::SCHEMA, 1).0)
+}
+
+/// The shapes of the two messages that cross nodes, computed once.
+pub(crate) fn event_shape() -> &'static str {
+    static SHAPE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHAPE.get_or_init(shape_of::<Event>)
+}
+
+/// See [`event_shape`].
+pub(crate) fn reply_shape() -> &'static str {
+    static SHAPE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHAPE.get_or_init(shape_of::<Reply>)
 }
 
 /// A call to another node failed.
@@ -117,7 +131,7 @@ pub async fn call(client: &async_nats::Client, event: Event, timeout: Duration) 
             });
         }
         let mut headers = HeaderMap::new();
-        headers.insert(SHAPE, shape_of::<Event>().as_str());
+        headers.insert(SHAPE, event_shape());
         headers.insert(DEADLINE, (now_ms() + left.as_millis() as u64).to_string().as_str());
         headers.insert(CALL_ID, call_id.as_str());
         let request = async_nats::Request::new()
@@ -155,8 +169,8 @@ fn decode_reply(service: &str, message: &async_nats::Message) -> Result<Reply, R
         .as_ref()
         .and_then(|h| h.get(SHAPE))
         .map(|v| v.as_str().to_owned());
-    if shape.as_deref() != Some(shape_of::<Reply>().as_str()) {
-        return Err(bad(format!("shape {shape:?}, expected {}", shape_of::<Reply>())));
+    if shape.as_deref() != Some(reply_shape()) {
+        return Err(bad(format!("shape {shape:?}, expected {}", reply_shape())));
     }
     postcard::from_bytes(&message.payload).map_err(|e| bad(e.to_string()))
 }

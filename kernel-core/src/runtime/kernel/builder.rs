@@ -1,6 +1,5 @@
 //! Building a kernel: its settings, and the refusal of settings that cannot mean anything.
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
@@ -194,7 +193,7 @@ impl KernelBuilder {
                 NEXT_KERNEL.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             },
             this: Weak::clone(this),
-            registry: RwLock::new(HashMap::default()),
+            registry: RwLock::new(Default::default()),
             lifecycle: Arc::default(),
             observer: self.observer,
             pusher: Pusher::new(self.max_push_workers),

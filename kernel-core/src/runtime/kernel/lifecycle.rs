@@ -339,16 +339,12 @@ impl Shared {
         self.read().get(name).cloned()
     }
 
-    /// The registered services that list `service` as a dependency, in name order: one pass
-    /// over the registry's edges.
+    /// The registered services that list `service` as a dependency, in name order (from the
+    /// registry's reverse edges: no pass over other services).
     pub(crate) fn dependants_of(&self, service: &str) -> Vec<(Arc<str>, Entry)> {
-        let registry = self.read();
-        let mut dependants: Vec<(Arc<str>, Entry)> = registry
-            .iter()
-            .filter(|(_, entry)| {
-                graph::visited(1 + entry.deps.len());
-                entry.deps.iter().any(|d| d == service)
-            })
+        let mut dependants: Vec<(Arc<str>, Entry)> = self
+            .read()
+            .dependants(service)
             .map(|(name, entry)| (Arc::clone(name), entry.clone()))
             .collect();
         dependants.sort_unstable_by(|a, b| a.0.cmp(&b.0));

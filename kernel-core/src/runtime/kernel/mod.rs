@@ -1,6 +1,6 @@
 //! The kernel: a registry of named slots, the lifecycle in dependency order, and routing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
@@ -8,10 +8,12 @@ use std::time::Duration;
 mod builder;
 mod lifecycle;
 mod register;
+mod registry;
 
 pub use builder::{BuildError, KernelBuilder};
 #[cfg(feature = "fault-injection")]
 use builder::{SavePause, TransitFault};
+use registry::Registry;
 
 use crate::messaging::message::{Event, KERNEL, Reply};
 use crate::messaging::push::{PendingReply, Pusher};
@@ -173,7 +175,7 @@ impl Kernel {
 
     /// Registered service names, sorted.
     pub fn services(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.shared.read().keys().map(|k| k.to_string()).collect();
+        let mut names: Vec<String> = self.shared.read().iter().map(|(k, _)| k.to_string()).collect();
         names.sort();
         names
     }
@@ -275,9 +277,6 @@ impl std::hash::Hasher for NameHasher {
 
 pub(crate) type Names = std::hash::BuildHasherDefault<NameHasher>;
 
-/// Handler name → entry.
-type Registry = HashMap<Arc<str>, Entry, Names>;
-
 pub(crate) fn dep_graph(snapshot: &Snapshot) -> DepGraph<'_> {
     snapshot.iter().map(|(name, entry)| (&**name, &*entry.deps)).collect()
 }
@@ -345,9 +344,7 @@ impl Shared {
         if self.read().get(service).is_some_and(|e| *e.deps == *deps) {
             return;
         }
-        if let Some(entry) = self.write().get_mut(service) {
-            entry.deps = deps.into();
-        }
+        self.write().set_deps(service, deps.into());
     }
 
     /// Takes the kernel's lifecycle lock for `operation`, unless waiting for it would deadlock.

@@ -112,11 +112,63 @@ fn a_wide_fan_in_starts_and_stops_in_linear_steps() {
 
 #[test]
 fn starting_and_stopping_one_service_reads_its_own_entry() {
-    // One service among 100,000 starts and stops without a walk over the graph: a stop reads
-    // the registry's edges once (to find running dependants), a start none.
+    // One service among 100,000 starts and stops without a walk over the others: a start reads
+    // its entry, a stop its entry and its (here no) dependants.
     let (kernel, size) = kernel(|_| None);
     let last = name(SERVICES - 1);
     linear("start", 1, || kernel.start(&last)).expect("start");
-    linear("stop", size / PER_ITEM + 1, || kernel.stop(&last)).expect("stop");
+    linear("stop", 2, || kernel.stop(&last)).expect("stop");
     linear("dropping the kernel", size, || drop(ManuallyDrop::into_inner(kernel)));
+}
+
+#[test]
+fn services_started_and_stopped_one_by_one_cost_their_own_edges() {
+    // 100,000 single starts then single stops, dependants first: each reads only its own entry,
+    // dependencies and dependants, so all of them together stay linear.
+    let (kernel, size) = kernel(|i| i.checked_sub(1));
+    linear("starting one by one", size, || {
+        (0..SERVICES).for_each(|i| kernel.start(&name(i)).expect("start"))
+    });
+    linear("stopping one by one", size, || {
+        (0..SERVICES).rev().for_each(|i| kernel.stop(&name(i)).expect("stop"))
+    });
+    // A refused stop names the running dependant, found the same way.
+    kernel.start_all().expect("start_all");
+    let refused = linear("a refused stop", 4, || kernel.stop(&name(0)));
+    let Err(LifecycleError::HasRunningDependants { dependants, .. }) = refused else {
+        panic!("{refused:?}")
+    };
+    assert_eq!(dependants, [name(1)]);
+    linear("dropping the kernel", size, || drop(ManuallyDrop::into_inner(kernel)));
+}
+
+#[test]
+fn dependants_follow_registration_replacement_and_removal() {
+    // The registry's reverse edges, which a stop reads, stay right as services come, change
+    // their dependencies and go.
+    let kernel = Kernel::new();
+    let service = |name: &str, deps: &[&str]| Named {
+        name: name.into(),
+        deps: deps.iter().map(|d| (*d).to_owned()).collect(),
+    };
+    kernel.register(service("c", &["a"])).expect("register");
+    kernel.register(service("b", &["a", "z"])).expect("register");
+    kernel.register(service("a", &[])).expect("register");
+    kernel.register(service("z", &[])).expect("register");
+    kernel.start_all().expect("start_all");
+    let refused = |kernel: &Kernel, name: &str| match kernel.stop(name) {
+        Err(LifecycleError::HasRunningDependants { dependants, .. }) => dependants,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(refused(&kernel, "a"), ["b", "c"]);
+    kernel.replace(service("b", &["z"])).expect("replace");
+    assert_eq!(refused(&kernel, "a"), ["c"]);
+    assert_eq!(refused(&kernel, "z"), ["b"]);
+    kernel.stop("c").expect("stop");
+    kernel.unregister("c").expect("unregister");
+    kernel.stop("a").expect("stop");
+    kernel.register(service("c", &["a"])).expect("register again");
+    kernel.start("a").expect("start");
+    kernel.start("c").expect("start");
+    assert_eq!(refused(&kernel, "a"), ["c"]);
 }

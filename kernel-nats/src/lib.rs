@@ -1,9 +1,14 @@
-//! The NATS JetStream state store of [microkernel](https://docs.rs/microkernel), for kernels
-//! on several nodes: each service's sealed state is one key of a JetStream key-value bucket, and
-//! every write is a compare-and-set on the revision this store last saw, so that two stores (two
-//! nodes) can never both write a service's state. The server's revisions are what a directory
-//! cannot offer: an older state cannot be written back without the server noticing (see
-//! docs/SECURITY.md).
+//! Several [microkernel](https://docs.rs/microkernel) kernels — processes on several hosts — as
+//! one system through NATS with JetStream: sealed states in the server, one owner per service,
+//! calls that reach a service wherever it runs, and services handed between nodes (a rolling
+//! upgrade) without a failed, lost or doubled call.
+//!
+//! [`NatsStore`]: each service's sealed state is one key of a JetStream key-value bucket (a state
+//! larger than [`NatsStoreOptions::inline_bytes`] lives in the bucket's object store, the key
+//! pointing at it), and every write is a compare-and-set on the revision this store last saw, so
+//! that two stores (two nodes) can never both write a service's state. The server's revisions
+//! are what a directory cannot offer: an older state cannot be written back without the server
+//! noticing (see docs/SECURITY.md).
 //!
 //! [`NatsStore`] implements [`StateStore`](kernel_core::store::StateStore) and passes its
 //! conformance suite against a real `nats-server` (`tests/conformance.rs`). Its futures run on
@@ -26,6 +31,11 @@
 //! [`calls`] reaches a service on whichever node serves it (`calls::call`, or
 //! [`calls::NatsCalls`] behind `Kernel::call_async`): typed, shape-checked, deadline-bound,
 //! retried with the same call id, answered once per call id.
+//!
+//! Nodes sharing one sealing key should use XChaCha20-Poly1305 (each node counts only its own
+//! seals against a key's random-nonce limit; 192-bit nonces make that limit moot), or each have
+//! a key of their own: docs/SECURITY.md, "Several nodes". Connect with [`async_nats`] (TLS and
+//! credentials are its `ConnectOptions`).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

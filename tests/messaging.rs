@@ -333,3 +333,46 @@ fn calls_by_name_route_per_kernel_and_keep_nothing_alive() {
     );
     assert_eq!(call(&second).unwrap(), "second");
 }
+
+#[test]
+fn a_name_unregistered_and_registered_again_routes_to_the_new_service() {
+    use microkernel::LifecycleError;
+
+    #[derive(microkernel::Service)]
+    #[service(name = "svc")]
+    struct Version(&'static str);
+    impl Handler for Version {
+        type Request = Event;
+        type Response = Reply;
+        fn handle(&mut self, _: Event, _: &Context) -> Reply {
+            Reply::ok(self.0, "")
+        }
+    }
+    let kernel = Kernel::new();
+    let old = kernel.register(Version("old")).unwrap();
+    kernel.start_all().unwrap();
+    // Called by name first: this thread's route cache now holds the old slot.
+    assert_eq!(kernel.call("svc", ev("svc", "k", "")).unwrap().message, "old");
+    let refused = kernel.unregister("svc").unwrap_err();
+    assert!(matches!(refused, LifecycleError::NotStopped { .. }), "{refused}");
+    assert!(refused.to_string().contains("stop it first"), "{refused}");
+    kernel.stop("svc").unwrap();
+    kernel.unregister("svc").unwrap();
+    assert_eq!(kernel.status("svc"), None);
+    assert!(matches!(
+        kernel.call("svc", ev("svc", "k", "")),
+        Err(CallError::NotFound { .. })
+    ));
+    kernel.register(Version("new")).unwrap();
+    kernel.start("svc").unwrap();
+    // Not the cached old slot (still alive: `old` holds it), but the new one.
+    assert_eq!(kernel.call("svc", ev("svc", "k", "")).unwrap().message, "new");
+    assert!(matches!(
+        old.call(ev("svc", "k", "")),
+        Err(CallError::NotRunning { .. })
+    ));
+    assert!(matches!(
+        kernel.unregister("ghost"),
+        Err(LifecycleError::NotFound { .. })
+    ));
+}

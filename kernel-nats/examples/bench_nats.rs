@@ -54,9 +54,12 @@ fn summary(name: &str, mut samples: Vec<Duration>) -> Duration {
 }
 
 /// A raw request/reply echoing the payload, against our call of the counter on another node
-/// (its kernel, headers, shape check and record of answers), and with write-through.
+/// (its kernel, headers, shape check and record of answers), and with write-through. The kinds
+/// alternate in rounds, so that a change of the machine's load falls on both alike; the
+/// overhead is the median of the rounds' ratios of means.
 async fn calls_against_raw(url: &str) -> Result<(), Error> {
-    const N: usize = 5_000;
+    const ROUNDS: usize = 12;
+    const PER_ROUND: usize = 500;
     let payload = postcard::to_allocvec(&counter::count())?;
     let responder = async_nats::connect(url).await?;
     let mut subscription = responder.subscribe("raw.echo").await?;
@@ -68,39 +71,62 @@ async fn calls_against_raw(url: &str) -> Result<(), Error> {
         }
     });
     let client = async_nats::connect(url).await?;
-    let mut raw = Vec::with_capacity(N);
-    for _ in 0..N {
-        let started = Instant::now();
-        client.request("raw.echo", payload.clone().into()).await?;
-        raw.push(started.elapsed());
-    }
-    echo.abort();
-
     let key = counter::shared_key();
-    let mut ours = Vec::new();
-    for write_through in [false, true] {
-        let options = NodeOptions::default().write_through(write_through);
-        let node = counter::node_with(url, if write_through { "wt" } else { "plain" }, &key, options).await;
-        let owned = node
+    let plain_node = counter::node_with(url, "plain", &key, NodeOptions::default()).await;
+    let wt_node = counter::node_with(url, "wt", &key, NodeOptions::default().write_through(true)).await;
+    let time = |n: usize| {
+        let client = client.clone();
+        let payload = payload.clone();
+        move |ours: bool| {
+            let (client, payload) = (client.clone(), payload.clone());
+            async move {
+                let mut samples = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let started = Instant::now();
+                    if ours {
+                        calls::call(&client, counter::count(), Duration::from_secs(5)).await?;
+                    } else {
+                        client.request("raw.echo", payload.clone().into()).await?;
+                    }
+                    samples.push(started.elapsed());
+                }
+                Ok::<_, Error>(samples)
+            }
+        }
+    };
+    let run = time(PER_ROUND);
+    let (mut raw, mut ours, mut wt, mut ratios, mut wt_extra) = (vec![], vec![], vec![], vec![], vec![]);
+    let mean = |s: &[Duration]| s.iter().sum::<Duration>().as_secs_f64() / s.len() as f64;
+    for _ in 0..ROUNDS {
+        let r = run(false).await?;
+        let owned = plain_node
             .take_over("counter", Duration::from_secs(5), counter::register_v1)
             .await?;
-        let n = if write_through { N / 5 } else { N };
-        let mut samples = Vec::with_capacity(n);
-        for _ in 0..n {
-            let started = Instant::now();
-            calls::call(&client, counter::count(), Duration::from_secs(5)).await?;
-            samples.push(started.elapsed());
-        }
-        ours.push(samples);
+        let o = run(true).await?;
         owned.hand_over().await?;
+        let owned = wt_node
+            .take_over("counter", Duration::from_secs(5), counter::register_v1)
+            .await?;
+        let w = run(true).await?;
+        owned.hand_over().await?;
+        ratios.push(mean(&o) / mean(&r));
+        wt_extra.push(mean(&w) - mean(&o));
+        raw.extend(r);
+        ours.extend(o);
+        wt.extend(w);
     }
-    let raw = summary("raw async-nats request/reply", raw);
-    let plain = summary("cross-node call (calls::call)", ours.remove(0));
-    let write_through = summary("cross-node call, write-through", ours.remove(0));
+    echo.abort();
+    summary("raw async-nats request/reply", raw);
+    summary("cross-node call (calls::call)", ours);
+    summary("cross-node call, write-through", wt);
+    ratios.sort_by(f64::total_cmp);
+    wt_extra.sort_by(f64::total_cmp);
     println!(
-        "  overhead of a cross-node call over raw request/reply: {:+.1}%; write-through adds {:.1?} per call",
-        (plain.as_secs_f64() / raw.as_secs_f64() - 1.0) * 100.0,
-        write_through.saturating_sub(plain)
+        "  overhead of a cross-node call over raw request/reply, median of {ROUNDS} alternating rounds: {:+.1}% (rounds {:+.1}% .. {:+.1}%); write-through adds {:.1} us per call",
+        (ratios[ROUNDS / 2] - 1.0) * 100.0,
+        (ratios[0] - 1.0) * 100.0,
+        (ratios[ROUNDS - 1] - 1.0) * 100.0,
+        wt_extra[ROUNDS / 2] * 1e6
     );
     Ok(())
 }

@@ -16,6 +16,21 @@ use tokio::sync::watch;
 /// caller and the serving nodes by up to this much.
 pub(crate) const KEPT_PAST_DEADLINE: Duration = Duration::from_secs(30);
 
+/// The farthest deadline a call may carry (a later one is cut to this): bounds how long an
+/// answer is kept, whatever a caller claims.
+pub(crate) const MAX_DEADLINE: Duration = Duration::from_secs(600);
+
+/// The longest call id kept (ours are 22 characters).
+pub(crate) const MAX_CALL_ID: usize = 128;
+
+/// How many answers one service keeps at most; past it, new calls are refused (503) rather
+/// than answered without a record that makes their retries safe.
+pub(crate) const MAX_ANSWERS: usize = 200_000;
+
+/// The plaintext of one sealed part of a moved record stays under this (a message must fit the
+/// server's `max_payload`, 1 MiB by default).
+const PART_BYTES: usize = 512 << 10;
+
 /// Milliseconds since the Unix epoch (wall clock: deadlines cross nodes).
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
@@ -27,6 +42,8 @@ pub(crate) fn now_ms() -> u64 {
 pub(crate) enum Seen {
     /// Never seen: the caller handles it, then calls [`Answers::finish`].
     New(watch::Sender<Option<Reply>>),
+    /// The record is full: refuse the call (it was not handled).
+    Full,
     /// Answered: the same answer again.
     Answered(Reply),
     /// Being handled (a retry arrived while the first attempt runs): wait for its answer.
@@ -76,6 +93,8 @@ impl Record {
 /// service's name): the answers still within their keeping time.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Moved {
+    /// How many parts the record has (each sealed on its own, part `i` bound to its index).
+    parts: u32,
     /// (call id, keep until in Unix ms, the answer).
     done: Vec<(String, u64, Reply)>,
 }
@@ -83,10 +102,16 @@ struct Moved {
 impl Schema for Moved {
     const SCHEMA: &'static NamedType = &NamedType {
         name: "AnswersMoved",
-        ty: &DataModelType::Struct(&[&NamedValue {
-            name: "done",
-            ty: <Vec<(String, u64, Reply)> as Schema>::SCHEMA,
-        }]),
+        ty: &DataModelType::Struct(&[
+            &NamedValue {
+                name: "parts",
+                ty: <u32 as Schema>::SCHEMA,
+            },
+            &NamedValue {
+                name: "done",
+                ty: <Vec<(String, u64, Reply)> as Schema>::SCHEMA,
+            },
+        ]),
     };
 }
 
@@ -100,10 +125,10 @@ fn moved_tag() -> StateTag {
     }
 }
 
-/// The name the record is sealed under: the service's, so that one service's record cannot be
-/// passed off as another's.
-fn sealed_name(service: &str) -> String {
-    format!("{service}.answers")
+/// The name part `part` of the record is sealed under: the service's and the part's, so that
+/// one service's record (or part) cannot be passed off as another's.
+fn sealed_name(service: &str, part: usize) -> String {
+    format!("{service}.answers.{part}")
 }
 
 impl Answers {
@@ -122,6 +147,9 @@ impl Answers {
         if let Some(waiting) = record.in_flight.get(id) {
             return Seen::InFlight(waiting.clone());
         }
+        if record.done.len() + record.in_flight.len() >= MAX_ANSWERS {
+            return Seen::Full;
+        }
         let (tx, rx) = watch::channel(None);
         record.in_flight.insert(id.to_owned(), rx);
         Seen::New(tx)
@@ -130,6 +158,7 @@ impl Answers {
     /// Records the answer to `id`, kept until `deadline_ms` plus [`KEPT_PAST_DEADLINE`], and
     /// wakes the retries waiting for it.
     pub(crate) fn finish(&self, id: &str, deadline_ms: u64, reply: &Reply, waiting: watch::Sender<Option<Reply>>) {
+        let deadline_ms = deadline_ms.min(now_ms().saturating_add(MAX_DEADLINE.as_millis() as u64));
         let until = deadline_ms.saturating_add(KEPT_PAST_DEADLINE.as_millis() as u64);
         let mut record = self.record();
         record.in_flight.remove(id);
@@ -143,35 +172,54 @@ impl Answers {
         self.record().done.len()
     }
 
-    /// The record sealed for the next owner of `service`. Call it once no call is in flight.
-    pub(crate) fn seal(&self, sealer: &Sealer, service: &str) -> Result<Vec<u8>, SealError> {
+    /// The record sealed for the next owner of `service`, in parts that each fit a message.
+    /// Call it once no call is in flight.
+    pub(crate) fn seal(&self, sealer: &Sealer, service: &str) -> Result<Vec<Vec<u8>>, SealError> {
         let now = now_ms();
-        let done = self
-            .record()
-            .done
-            .iter()
-            .filter(|(_, (until, _))| *until > now)
-            .map(|(id, (until, reply))| (id.clone(), *until, reply.clone()))
-            .collect();
-        // An encoded state: its tag, then the body.
-        let mut plain = moved_tag().to_bytes().to_vec();
-        plain = postcard::to_extend(&Moved { done }, plain).map_err(|_| SealError::InconsistentPlaintext)?;
-        sealer.seal(&sealed_name(service), moved_tag(), &plain)
+        let mut parts: Vec<Vec<(String, u64, Reply)>> = vec![Vec::new()];
+        let mut size = 0;
+        for (id, (until, reply)) in self.record().done.iter().filter(|(_, (until, _))| *until > now) {
+            let entry = id.len() + reply.message.len() + reply.data.len() + 16;
+            if size + entry > PART_BYTES && !parts[parts.len() - 1].is_empty() {
+                parts.push(Vec::new());
+                size = 0;
+            }
+            size += entry;
+            let last = parts.len() - 1;
+            parts[last].push((id.clone(), *until, reply.clone()));
+        }
+        let count = parts.len() as u32;
+        parts
+            .into_iter()
+            .enumerate()
+            .map(|(i, done)| {
+                // An encoded state: its tag, then the body.
+                let plain = moved_tag().to_bytes().to_vec();
+                let plain = postcard::to_extend(&Moved { parts: count, done }, plain)
+                    .map_err(|_| SealError::InconsistentPlaintext)?;
+                sealer.seal(&sealed_name(service, i), moved_tag(), &plain)
+            })
+            .collect()
     }
 
-    /// The record a previous owner of `service` sealed.
-    pub(crate) fn open(sealer: &Sealer, service: &str, blob: &[u8]) -> Result<Self, SealError> {
-        let plain = sealer.open_state(&sealed_name(service), moved_tag(), blob)?;
+    /// Opens part `part` of the record a previous owner of `service` sealed, adding its answers
+    /// to this record; returns how many parts the record has.
+    pub(crate) fn open_part(
+        &self,
+        sealer: &Sealer,
+        service: &str,
+        part: usize,
+        blob: &[u8],
+    ) -> Result<usize, SealError> {
+        let plain = sealer.open_state(&sealed_name(service, part), moved_tag(), blob)?;
         let body = plain.get(HEADER_LEN..).ok_or(SealError::InconsistentPlaintext)?;
         let moved: Moved = postcard::from_bytes(body).map_err(|_| SealError::InconsistentPlaintext)?;
         let now = now_ms();
-        let mut record = Record::default();
+        let mut record = self.record();
         for (id, until, reply) in moved.done.into_iter().filter(|(_, until, _)| *until > now) {
             record.keep(id, until, reply);
         }
-        Ok(Self {
-            inner: Mutex::new(record),
-        })
+        Ok(moved.parts as usize)
     }
 }
 
@@ -199,12 +247,48 @@ mod tests {
         assert!(matches!(answers.begin("c1"), Seen::Answered(r) if r.data == "1"));
 
         let sealer = sealer();
-        let blob = answers.seal(&sealer, "counter").unwrap();
-        let moved = Answers::open(&sealer, "counter", &blob).unwrap();
+        let parts = answers.seal(&sealer, "counter").unwrap();
+        assert_eq!(parts.len(), 1);
+        let moved = Answers::default();
+        assert_eq!(moved.open_part(&sealer, "counter", 0, &parts[0]).unwrap(), 1);
         assert!(matches!(moved.begin("c1"), Seen::Answered(r) if r.data == "1"));
         assert!(matches!(moved.begin("c2"), Seen::New(_)));
-        // Bound to the service: another service cannot take it for its own.
-        assert!(Answers::open(&sealer, "other", &blob).is_err());
+        // Bound to the service and the part: not another's, not another part.
+        assert!(Answers::default().open_part(&sealer, "other", 0, &parts[0]).is_err());
+        assert!(Answers::default().open_part(&sealer, "counter", 1, &parts[0]).is_err());
+    }
+
+    #[test]
+    fn a_large_record_moves_in_parts_that_fit_a_message() {
+        let answers = Answers::default();
+        let big = "x".repeat(100_000);
+        for i in 0..20 {
+            let id = format!("call-{i}");
+            let Seen::New(tx) = answers.begin(&id) else { panic!() };
+            answers.finish(&id, now_ms() + 60_000, &Reply::ok("done", big.clone()), tx);
+        }
+        let sealer = sealer();
+        let parts = answers.seal(&sealer, "svc").unwrap();
+        assert!(parts.len() >= 4, "2 MB of answers in {} parts", parts.len());
+        assert!(
+            parts.iter().all(|p| p.len() < 1 << 20),
+            "each part fits a 1 MiB message"
+        );
+        let moved = Answers::default();
+        for (i, part) in parts.iter().enumerate() {
+            assert_eq!(moved.open_part(&sealer, "svc", i, part).unwrap(), parts.len());
+        }
+        assert_eq!(moved.len(), 20);
+    }
+
+    #[test]
+    fn a_far_deadline_is_cut_and_the_record_is_bounded() {
+        let answers = Answers::default();
+        let Seen::New(tx) = answers.begin("far") else { panic!() };
+        answers.finish("far", u64::MAX, &Reply::ok("done", ""), tx);
+        let until = answers.record().done["far"].0;
+        let bound = now_ms() + (MAX_DEADLINE + KEPT_PAST_DEADLINE).as_millis() as u64;
+        assert!(until <= bound, "kept until {until}, past {bound}");
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! Retries, all with the same call id and all within the caller's deadline:
 //! - "no responders" (nobody serves the subject right now: a service between two nodes) is
 //!   retried with a doubling backoff (5 ms up to 500 ms);
-//! - an attempt that got no reply within its own timeout (250 ms, doubling, at most what is left
+//! - an attempt that got no reply within its own timeout (100 ms, doubling, at most what is left
 //!   of the deadline) is sent again. This is not a blind retry: the call id makes it
 //!   idempotent — a call the service already handled is answered from the record, one still
 //!   being handled is answered when it ends. It is what recovers a request lost in flight (a
@@ -98,7 +98,7 @@ impl std::fmt::Display for RemoteCallError {
             }
             RemoteCallError::Timeout { service } => write!(
                 f,
-                "no reply from `{service}` before the call's deadline (it may have been handled; not retried)"
+                "no reply from `{service}` before the call's deadline (it may have been handled, once)"
             ),
             RemoteCallError::BadReply { service, reason } => write!(f, "bad reply from `{service}`: {reason}"),
             RemoteCallError::Backend { service, source } => write!(f, "calling `{service}` failed: {source}"),
@@ -205,6 +205,7 @@ pub async fn serve(
                 service,
                 Arc::new(Answers::default()),
                 ServeMode::default(),
+                None,
             )
             .await?,
         );

@@ -53,6 +53,6 @@ mod store;
 /// `ConnectOptions`) and hand the client to [`NatsStore::open`] and [`Node::open`].
 pub use async_nats;
 pub use names::{MAX_KEY_LEN, check_key};
-pub use node::{Node, NodeOptions, Owned, TakeOverError};
+pub use node::{HandOverError, Node, NodeOptions, Owned, TakeOverError};
 pub use ownership::{Claim, ClaimError, Claims};
 pub use store::{NatsStore, NatsStoreOptions};

@@ -25,6 +25,14 @@ pub enum TakeOverError {
     Lifecycle(LifecycleError),
     /// Serving the service to the other nodes failed.
     Serve(RemoteCallError),
+    /// The requests taken were not all answered within the drain timeout (a handler that does
+    /// not return): the handover did not happen.
+    Drain {
+        /// The service.
+        service: String,
+        /// The timeout.
+        timeout: Duration,
+    },
     /// The record of answered calls could not be moved (written by the old owner, or read and
     /// opened by the new one).
     Answers {
@@ -41,6 +49,10 @@ impl std::fmt::Display for TakeOverError {
             TakeOverError::Claim(e) => write!(f, "moving the service failed: {e}"),
             TakeOverError::Lifecycle(e) => write!(f, "moving the service failed: {e}"),
             TakeOverError::Serve(e) => write!(f, "moving the service failed: {e}"),
+            TakeOverError::Drain { service, timeout } => write!(
+                f,
+                "moving `{service}` failed: the requests it took were not answered within {timeout:?}"
+            ),
             TakeOverError::Answers { service, reason } => {
                 write!(f, "moving the record of answered calls of `{service}` failed: {reason}")
             }
@@ -54,7 +66,7 @@ impl std::error::Error for TakeOverError {
             TakeOverError::Claim(e) => Some(e),
             TakeOverError::Lifecycle(e) => Some(e),
             TakeOverError::Serve(e) => Some(e),
-            TakeOverError::Answers { .. } => None,
+            TakeOverError::Answers { .. } | TakeOverError::Drain { .. } => None,
         }
     }
 }
@@ -69,6 +81,7 @@ pub struct NodeOptions {
     answers_ttl: Duration,
     write_through: bool,
     poll: Duration,
+    drain_timeout: Duration,
 }
 
 impl Default for NodeOptions {
@@ -80,6 +93,7 @@ impl Default for NodeOptions {
             answers_ttl: Duration::from_secs(600),
             write_through: false,
             poll: Duration::from_millis(20),
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -109,6 +123,20 @@ impl NodeOptions {
     /// store write per request (see BENCHMARKS.md).
     pub fn write_through(mut self, on: bool) -> Self {
         self.write_through = on;
+        self
+    }
+
+    /// How long a handover waits for the requests already taken to be answered (default 30 s);
+    /// past it the handover fails and the service goes on here.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// How long a record of answered calls left at a handover is kept in its bucket if
+    /// nobody takes the service over (default 10 minutes; used when the bucket is created).
+    pub fn answers_ttl(mut self, ttl: Duration) -> Self {
+        self.answers_ttl = ttl;
         self
     }
 
@@ -190,21 +218,21 @@ impl Node {
         Fut: Future<Output = Result<(), LifecycleError>>,
     {
         let claim = Arc::new(self.claim(service, wait).await?);
-        let ready = self.ready(service, register).await;
-        let server = match ready {
+        if let Err(error) = register(self.inner.kernel.clone()).await {
+            let _ = claim.release().await;
+            return Err(TakeOverError::Lifecycle(error));
+        }
+        let server = match self.ready(service, &claim).await {
             Ok(server) => server,
             Err(error) => {
+                // Registered here but not taken over: leave nothing running or registered.
+                self.abandon(service).await;
                 let _ = claim.release().await;
                 return Err(error);
             }
         };
         let server = Arc::new(AsyncMutex::new(Some(server)));
-        let watcher = tokio::spawn(stop_when_lost(
-            self.clone(),
-            service.to_owned(),
-            Arc::clone(&claim),
-            Arc::clone(&server),
-        ));
+        let watcher = self.watch(service, &claim, &server);
         Ok(Owned {
             node: self.clone(),
             service: service.to_owned(),
@@ -212,6 +240,29 @@ impl Node {
             server,
             watcher,
         })
+    }
+
+    /// Stops serving and running `service` when `claim` is lost.
+    fn watch(
+        &self,
+        service: &str,
+        claim: &Arc<Claim>,
+        server: &Arc<AsyncMutex<Option<Server>>>,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(stop_when_lost(
+            self.clone(),
+            service.to_owned(),
+            Arc::clone(claim),
+            Arc::clone(server),
+        ))
+    }
+
+    /// Stops and unregisters a service this node does not (or no longer) own.
+    async fn abandon(&self, service: &str) {
+        if let Err(error) = self.inner.kernel.stop_cascade_async(service).await {
+            tracing::warn!(service, %error, "stopping a service this node gives up failed");
+        }
+        self.forget(service).await;
     }
 
     async fn claim(&self, service: &str, wait: Duration) -> Result<Claim, TakeOverError> {
@@ -227,14 +278,9 @@ impl Node {
         }
     }
 
-    /// Steps 2 to 5 of a take-over.
-    async fn ready<F, Fut>(&self, service: &str, register: F) -> Result<Server, TakeOverError>
-    where
-        F: FnOnce(Kernel) -> Fut,
-        Fut: Future<Output = Result<(), LifecycleError>>,
-    {
+    /// Steps 3 to 5 of a take-over.
+    async fn ready(&self, service: &str, claim: &Arc<Claim>) -> Result<Server, TakeOverError> {
         let kernel = &self.inner.kernel;
-        register(kernel.clone()).await.map_err(TakeOverError::Lifecycle)?;
         let name = service.to_owned();
         kernel
             .blocking(move |k| k.checkpoint_service(&name).map(drop))
@@ -242,16 +288,24 @@ impl Node {
             .map_err(TakeOverError::Lifecycle)?;
         let answers = self.moved_answers(service).await?;
         kernel.start_async(service).await.map_err(TakeOverError::Lifecycle)?;
-        self.serve(service, Arc::new(answers)).await
+        self.serve(service, Arc::new(answers), claim).await
     }
 
-    async fn serve(&self, service: &str, answers: Arc<Answers>) -> Result<Server, TakeOverError> {
+    async fn serve(&self, service: &str, answers: Arc<Answers>, claim: &Arc<Claim>) -> Result<Server, TakeOverError> {
         let mode = ServeMode {
             write_through: self.inner.options.write_through,
         };
-        Server::start(&self.inner.kernel, &self.inner.client, service, answers, mode)
-            .await
-            .map_err(TakeOverError::Serve)
+        let client = &self.inner.client;
+        Server::start(
+            &self.inner.kernel,
+            client,
+            service,
+            answers,
+            mode,
+            Some(Arc::clone(claim)),
+        )
+        .await
+        .map_err(TakeOverError::Serve)
     }
 
     /// The record the previous owner of `service` left at its handover (none after a crash).
@@ -260,21 +314,33 @@ impl Node {
             service: service.to_owned(),
             reason,
         };
-        let Some(blob) = self
-            .inner
-            .answers
-            .get(service)
-            .await
-            .map_err(|e| failed(e.to_string()))?
-        else {
-            return Ok(Answers::default());
-        };
-        let sealer = self
-            .inner
-            .kernel
-            .sealer()
-            .ok_or_else(|| failed("the kernel has no sealer to open it with".into()))?;
-        Answers::open(sealer, service, &blob).map_err(|e| failed(e.to_string()))
+        let answers = Answers::default();
+        let (mut part, mut parts) = (0, 1);
+        while part < parts {
+            let key = part_key(service, part);
+            let blob = self.inner.answers.get(&key).await.map_err(|e| failed(e.to_string()))?;
+            let Some(blob) = blob else {
+                if part == 0 {
+                    return Ok(answers); // never handed over: nothing to read
+                }
+                return Err(failed(format!("part {part} of {parts} is missing")));
+            };
+            let sealer = self
+                .inner
+                .kernel
+                .sealer()
+                .ok_or_else(|| failed("the kernel has no sealer to open it with".into()))?;
+            let count = answers
+                .open_part(sealer, service, part, &blob)
+                .map_err(|e| failed(format!("part {part}: {e}")))?;
+            if part == 0 {
+                parts = count;
+            } else if count != parts {
+                return Err(failed(format!("part {part} belongs to another record")));
+            }
+            part += 1;
+        }
+        Ok(answers)
     }
 
     /// Unregisters a service this node no longer runs, so that taking it back later registers
@@ -297,14 +363,23 @@ impl Node {
             .kernel
             .sealer()
             .ok_or_else(|| failed("the kernel has no sealer to seal it with".into()))?;
-        let blob = answers.seal(sealer, service).map_err(|e| failed(e.to_string()))?;
-        self.inner
-            .answers
-            .put(service, Bytes::from(blob))
-            .await
-            .map(drop)
-            .map_err(|e| failed(e.to_string()))
+        let parts = answers.seal(sealer, service).map_err(|e| failed(e.to_string()))?;
+        // The first part last: a reader that finds it finds the others of its record.
+        for (part, blob) in parts.into_iter().enumerate().rev() {
+            self.inner
+                .answers
+                .put(part_key(service, part), Bytes::from(blob))
+                .await
+                .map_err(|e| failed(format!("part {part}: {e}")))?;
+        }
+        Ok(())
     }
+}
+
+/// Where part `part` of `service`'s moved record is kept: `<part>.<service>` (a number first,
+/// so that no service's parts meet another's).
+fn part_key(service: &str, part: usize) -> String {
+    format!("{part}.{service}")
 }
 
 /// Opens (creating it if missing, as a key-value bucket's stream) the bucket of moved records.
@@ -378,44 +453,142 @@ impl Owned {
     /// [`Node::take_over`] does at once):
     ///
     /// 1. stops taking requests (the subscription ends; callers meanwhile see "no responders"
-    ///    and retry) and answers every request already taken;
+    ///    and retry) and answers every request already taken, waiting at most
+    ///    [`NodeOptions::drain_timeout`];
     /// 2. stops the service (and its dependants), saving its state — a fenced write;
     /// 3. leaves the record of answered calls, sealed, for the next owner;
-    /// 4. releases the claim.
+    /// 4. unregisters it here and releases the claim.
     ///
-    /// If step 2 or 3 fails, the service is started and served here again, with its record,
-    /// and the error returned: the old version keeps serving.
-    pub async fn hand_over(self) -> Result<(), TakeOverError> {
+    /// If step 1, 2 or 3 fails while the claim is still held, the service is started and
+    /// served here again, with its record: [`HandOverError::into_owned`] gives it back, and the
+    /// old version keeps serving. If the claim was lost, the service is stopped here and there is
+    /// nothing to give back.
+    pub async fn hand_over(self) -> Result<(), HandOverError> {
         self.watcher.abort();
+        if !self.claim.is_valid() {
+            return Err(self.lost().await);
+        }
         let server = self.server.lock().await.take();
-        let answers = match server {
-            Some(server) => server.drain().await,
-            None => Arc::new(Answers::default()), // the claim was lost: nothing to hand over
+        let Some(server) = server else {
+            return Err(self.lost().await); // the watcher took it: the claim was lost
         };
+        let answers = server.answers();
+        let drain_timeout = self.node.inner.options.drain_timeout;
+        if tokio::time::timeout(drain_timeout, server.drain()).await.is_err() {
+            let error = TakeOverError::Drain {
+                service: self.service.clone(),
+                timeout: drain_timeout,
+            };
+            return Err(self.resume(answers, error).await);
+        }
         let kernel = &self.node.inner.kernel;
         let saved = match kernel.stop_cascade_async(&self.service).await {
             Ok(()) => self.node.leave_answers(&self.service, &answers).await,
             Err(error) => Err(TakeOverError::Lifecycle(error)),
         };
         if let Err(error) = saved {
-            tracing::error!(service = self.service, %error, "handover failed: serving here again");
-            self.resume(answers).await?;
-            return Err(error);
+            return Err(self.resume(answers, error).await);
         }
         self.node.forget(&self.service).await;
-        self.claim.release().await.map_err(TakeOverError::Claim)
+        self.claim.release().await.map_err(|e| HandOverError {
+            error: TakeOverError::Claim(e),
+            owned: None,
+        })
     }
 
-    /// Serves the service here again after a failed handover.
-    async fn resume(&self, answers: Arc<Answers>) -> Result<(), TakeOverError> {
-        let kernel = &self.node.inner.kernel;
-        kernel
-            .start_async(&self.service)
-            .await
-            .map_err(TakeOverError::Lifecycle)?;
-        let server = self.node.serve(&self.service, answers).await?;
-        *self.server.lock().await = Some(server);
-        Ok(())
+    /// The claim was lost: the service stops here (if the watcher has not stopped it yet).
+    async fn lost(self) -> HandOverError {
+        drop(self.server.lock().await.take());
+        self.node.abandon(&self.service).await;
+        HandOverError {
+            error: TakeOverError::Claim(ClaimError::Lost {
+                service: self.service.clone(),
+            }),
+            owned: None,
+        }
+    }
+
+    /// Serves the service here again after a failed handover, if the claim is still held.
+    async fn resume(mut self, answers: Arc<Answers>, error: TakeOverError) -> HandOverError {
+        tracing::error!(service = self.service, %error, "handover failed: serving here again");
+        if !self.claim.is_valid() {
+            let lost = self.lost().await;
+            return HandOverError {
+                error,
+                owned: lost.owned,
+            };
+        }
+        let restarted = async {
+            self.node
+                .inner
+                .kernel
+                .start_async(&self.service)
+                .await
+                .map_err(TakeOverError::Lifecycle)?;
+            self.node.serve(&self.service, answers, &self.claim).await
+        };
+        match restarted.await {
+            Ok(server) => {
+                *self.server.lock().await = Some(server);
+                self.watcher = self.node.watch(&self.service, &self.claim, &self.server);
+                HandOverError {
+                    error,
+                    owned: Some(self),
+                }
+            }
+            Err(resume_error) => {
+                tracing::error!(service = self.service, %resume_error, "serving again after a failed handover failed");
+                let _ = self.claim.release().await;
+                self.node.abandon(&self.service).await;
+                HandOverError { error, owned: None }
+            }
+        }
+    }
+}
+
+/// A handover failed; [`into_owned`](Self::into_owned) gives the service back if it is served
+/// here again.
+#[derive(Debug)]
+pub struct HandOverError {
+    error: TakeOverError,
+    owned: Option<Owned>,
+}
+
+impl HandOverError {
+    /// What failed.
+    pub fn error(&self) -> &TakeOverError {
+        &self.error
+    }
+
+    /// The service, served by this node again, if the claim was still held.
+    pub fn into_owned(self) -> Option<Owned> {
+        self.owned
+    }
+}
+
+impl std::fmt::Display for HandOverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let still = if self.owned.is_some() {
+            "still served here"
+        } else {
+            "no longer served here"
+        };
+        write!(f, "handing the service over failed ({still}): {}", self.error)
+    }
+}
+
+impl std::error::Error for HandOverError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.error)
+    }
+}
+
+impl std::fmt::Debug for Owned {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owned")
+            .field("service", &self.service)
+            .field("node", &self.node.name())
+            .finish_non_exhaustive()
     }
 }
 

@@ -7,6 +7,9 @@ use bytes::Bytes;
 use kernel_core::store::{Location, StoreError};
 use tokio::io::AsyncReadExt;
 
+/// How long reading one object may take.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// What a pointer entry starts with; a sealed state starts with `MKSE`, so the two never meet.
 const POINTER: &[u8] = b"MKOBJ1:";
 
@@ -83,21 +86,28 @@ pub(crate) async fn get(
         object: at.clone(),
         source: format!("reading object `{name}` of the object store: {e}").into(),
     };
-    let mut object = store.get(name).await.map_err(|e| failed(e.to_string()))?;
-    let size = object.info().size as u64;
-    if size > limit {
-        return Err(StoreError::TooLarge {
-            object: at.clone(),
-            size,
-            limit,
-        });
-    }
-    let mut bytes = Vec::with_capacity(size as usize);
-    object
-        .read_to_end(&mut bytes)
+    let read = async {
+        let mut object = store.get(name).await.map_err(|e| failed(e.to_string()))?;
+        let size = object.info().size as u64;
+        if size > limit {
+            return Err(StoreError::TooLarge {
+                object: at.clone(),
+                size,
+                limit,
+            });
+        }
+        let mut bytes = Vec::with_capacity(size as usize);
+        object
+            .read_to_end(&mut bytes)
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(bytes)
+    };
+    // An object whose chunks vanish while it is read (removed by a writer that replaced it)
+    // would leave the read waiting for them for ever.
+    tokio::time::timeout(READ_TIMEOUT, read)
         .await
-        .map_err(|e| failed(e.to_string()))?;
-    Ok(bytes)
+        .unwrap_or_else(|_| Err(failed(format!("no complete object within {READ_TIMEOUT:?}"))))
 }
 
 /// Removes object `name`, best effort: a leftover is logged, never an error of the save.

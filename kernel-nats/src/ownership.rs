@@ -123,6 +123,20 @@ impl Claims {
                 context.get_key_value(bucket).await.map_err(|e| backend(e.into()))?
             }
         };
+        // A claim lives as long as the bucket keeps it: a bucket made by nodes with another
+        // time to live would let this node believe a claim valid after the server dropped it.
+        let stream = context
+            .get_stream(format!("KV_{bucket}"))
+            .await
+            .map_err(|e| backend(e.into()))?;
+        let kept = stream.cached_info().config.max_age;
+        if kept != ttl {
+            return Err(ClaimError::Invalid {
+                reason: format!(
+                    "the ownership bucket `{bucket}` keeps claims for {kept:?}, but this node was given a time to live of {ttl:?}: every node must use the bucket's"
+                ),
+            });
+        }
         Ok(Self {
             kv,
             node: node.into(),
@@ -161,6 +175,14 @@ impl Claims {
             Err(e) => return Err(self.backend(service, e)),
         };
         Ok(Claim::start(self.clone(), service.to_owned(), revision, started))
+    }
+
+    /// The claim's current revision and whether it is this node's, if there is one.
+    async fn current(&self, service: &str) -> Result<Option<(u64, bool)>, ClaimError> {
+        let entry = self.kv.entry(service).await.map_err(|e| self.backend(service, e))?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .map(|e| (e.revision, *e.value == *self.node.as_bytes())))
     }
 
     fn backend(&self, service: &str, source: impl std::error::Error + Send + Sync + 'static) -> ClaimError {
@@ -230,11 +252,19 @@ impl Claim {
     pub async fn release(&self) -> Result<(), ClaimError> {
         self.refresher.abort();
         let revision = self.shared.held.lock().unwrap_or_else(PoisonError::into_inner).0;
-        self.claims
-            .kv
-            .delete_expect_revision(&self.service, Some(revision))
-            .await
-            .map_err(|e| self.claims.backend(&self.service, e))
+        let kv = &self.claims.kv;
+        if kv.delete_expect_revision(&self.service, Some(revision)).await.is_ok() {
+            return Ok(());
+        }
+        // A refresh in flight as the refresher stopped may have moved the revision on: the
+        // claim is released if it is still this node's, and left alone if it is another's.
+        match self.claims.current(&self.service).await? {
+            Some((revision, true)) => kv
+                .delete_expect_revision(&self.service, Some(revision))
+                .await
+                .map_err(|e| self.claims.backend(&self.service, e)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -262,6 +292,8 @@ async fn refresh(claims: Claims, service: String, shared: Arc<ClaimState>, lost:
 
 async fn refresh_once(claims: &Claims, service: &str, shared: &ClaimState) -> Result<(), String> {
     let (revision, valid_until) = *shared.held.lock().unwrap_or_else(PoisonError::into_inner);
+    // The server keeps a landed write `ttl` from when it stored it, no sooner than this.
+    let first_try = Instant::now();
     loop {
         let started = Instant::now();
         let remaining = valid_until.saturating_duration_since(started);
@@ -276,7 +308,16 @@ async fn refresh_once(claims: &Claims, service: &str, shared: &ClaimState) -> Re
                 return Ok(());
             }
             Ok(Err(error)) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                return Err(format!("its refresh was refused: {error}"));
+                // An earlier try whose answer was lost may have landed: then the claim is
+                // still this node's, at the revision that try wrote.
+                return match claims.current(service).await {
+                    Ok(Some((landed, true))) if landed > revision => {
+                        *shared.held.lock().unwrap_or_else(PoisonError::into_inner) =
+                            (landed, first_try + claims.ttl - claims.margin());
+                        Ok(())
+                    }
+                    _ => Err(format!("its refresh was refused: {error}")),
+                };
             }
             Ok(Err(error)) => {
                 tracing::warn!(service, %error, "a claim's refresh failed; trying again");

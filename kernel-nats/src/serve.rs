@@ -14,8 +14,9 @@ use futures_util::StreamExt;
 use kernel_core::{Event, Kernel, Reply, code};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::answers::{Answers, Seen, now_ms};
+use crate::answers::{Answers, MAX_CALL_ID, Seen, now_ms};
 use crate::calls::{CALL_ID, DEADLINE, RemoteCallError, SHAPE, event_shape, reply_shape, subject};
+use crate::ownership::Claim;
 
 /// The queue group every serving node joins: NATS hands each request to one member.
 const QUEUE: &str = "mk";
@@ -51,6 +52,7 @@ impl Server {
         service: &str,
         answers: Arc<Answers>,
         mode: ServeMode,
+        claim: Option<Arc<Claim>>,
     ) -> Result<Self, RemoteCallError> {
         let subscription = client
             .queue_subscribe(subject(service), QUEUE.to_owned())
@@ -68,6 +70,7 @@ impl Server {
                 service: service.to_owned(),
                 answers: Arc::clone(&answers),
                 mode,
+                claim,
                 _in_flight: in_flight.clone(),
             },
             subscription,
@@ -86,6 +89,11 @@ impl Server {
     /// The service.
     pub(crate) fn service(&self) -> &str {
         &self.service
+    }
+
+    /// The record of answers (shared: answers still being given land in it).
+    pub(crate) fn answers(&self) -> Arc<Answers> {
+        Arc::clone(&self.answers)
     }
 
     /// Stops taking requests, answers every request already taken, and returns the record of
@@ -118,6 +126,9 @@ struct Answering {
     service: String,
     answers: Arc<Answers>,
     mode: ServeMode,
+    /// The claim this node serves the service under, if any: a request is not handled once it
+    /// is no longer valid (the caller retries, and the next owner answers).
+    claim: Option<Arc<Claim>>,
     /// Held, never sent on: [`Server::drain`] waits until every clone is dropped.
     _in_flight: mpsc::Sender<()>,
 }
@@ -166,6 +177,9 @@ fn header(message: &async_nats::Message, name: &str) -> Option<String> {
 
 async fn answer(answering: &Answering, message: async_nats::Message) {
     let Some(reply_to) = message.reply.clone() else { return };
+    if answering.claim.as_ref().is_some_and(|claim| !claim.is_valid()) {
+        return; // no longer ours: the caller sends it again, and the next owner answers
+    }
     let deadline_ms = header(&message, DEADLINE)
         .and_then(|d| d.parse::<u64>().ok())
         .unwrap_or_else(|| now_ms() + DEFAULT_DEADLINE.as_millis() as u64);
@@ -179,7 +193,17 @@ async fn answer(answering: &Answering, message: async_nats::Message) {
     } else {
         match header(&message, CALL_ID) {
             None => handle(answering, &message.payload).await,
+            Some(id) if id.len() > MAX_CALL_ID => Reply::new(
+                code::UNSUPPORTED,
+                "Call id too long",
+                format!("{} bytes, at most {MAX_CALL_ID}", id.len()),
+            ),
             Some(id) => match answering.answers.begin(&id) {
+                Seen::Full => Reply::new(
+                    code::UNAVAILABLE,
+                    "Too many calls answered recently",
+                    "not handled; try again later",
+                ),
                 // A retry of a call answered here (or by the previous owner): the same answer.
                 Seen::Answered(reply) => reply,
                 Seen::InFlight(mut first) => {

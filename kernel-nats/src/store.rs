@@ -236,7 +236,7 @@ impl Inner {
             (Bytes::from(bytes), None)
         };
         let written = match revision {
-            Some(revision) => self.kv.update(service, value, revision).await.map_err(|e| match e.kind() {
+            Some(revision) => self.kv.update(service, value.clone(), revision).await.map_err(|e| match e.kind() {
                 kv::UpdateErrorKind::WrongLastRevision => StoreError::Conflict {
                     object: at.clone(),
                     reason: format!(
@@ -245,7 +245,7 @@ impl Inner {
                 },
                 _ => self.backend(service, e),
             }),
-            None => self.kv.create(service, value).await.map_err(|e| match e.kind() {
+            None => self.kv.create(service, value.clone()).await.map_err(|e| match e.kind() {
                 kv::CreateErrorKind::AlreadyExists => StoreError::Conflict {
                     object: at.clone(),
                     reason: "it exists and this store has not read it: load it first (or another owner holds it)".into(),
@@ -255,13 +255,21 @@ impl Inner {
         };
         let revision = match written {
             Ok(revision) => revision,
-            Err(error) => {
-                // Nobody points at the object just written: remove it.
-                if let Some(name) = object_name {
-                    objects::remove(&self.objects, &name).await;
+            Err(error) => match self.landed(service, &value).await {
+                // The write landed though its answer was lost (a timeout), or a retried create
+                // met the write itself: it succeeded.
+                Some(revision) => revision,
+                None => {
+                    // Nobody points at the object just written (or nobody could be shown to,
+                    // and then it stays): remove it only when the entry is known to be another.
+                    if let Some(name) = object_name
+                        && !matches!(error, StoreError::Backend { .. })
+                    {
+                        objects::remove(&self.objects, &name).await;
+                    }
+                    return Err(error);
                 }
-                return Err(error);
-            }
+            },
         };
         let replaced = {
             let mut seen = self.seen();
@@ -277,6 +285,15 @@ impl Inner {
             objects::remove(&self.objects, &old).await;
         }
         Ok(at)
+    }
+
+    /// The revision of `service`'s entry if it holds exactly `value` (a write reported as
+    /// failed that landed all the same), read again from the server.
+    async fn landed(&self, service: &str, value: &Bytes) -> Option<u64> {
+        match self.kv.entry(service).await {
+            Ok(Some(entry)) if entry.operation == kv::Operation::Put && entry.value == *value => Some(entry.revision),
+            _ => None,
+        }
     }
 
     async fn load(&self, service: &str) -> Result<Option<Stored>, StoreError> {

@@ -80,3 +80,63 @@ async fn handovers_under_concurrent_callers_answer_every_call_exactly_once() {
     );
     owned.hand_over().await.unwrap();
 }
+
+/// A service whose "slow" calls take a while.
+#[derive(microkernel::Service, Default)]
+#[service(name = "slow")]
+struct Slow {
+    #[state]
+    count: counter::CountV1,
+}
+
+impl kernel_core::asynchronous::AsyncHandler for Slow {
+    type Request = kernel_core::Event;
+    type Response = kernel_core::Reply;
+    async fn handle(
+        &mut self,
+        event: kernel_core::Event,
+        _: &kernel_core::asynchronous::AsyncContext,
+    ) -> kernel_core::Reply {
+        if &*event.kind == "slow" {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+        }
+        self.count.n += 1;
+        kernel_core::Reply::ok("slow", self.count.n.to_string())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handover_that_cannot_drain_in_time_fails_and_the_service_goes_on_here() {
+    let Some(server) = server::NatsServer::start() else {
+        return;
+    };
+    let options = kernel_nats::NodeOptions::default()
+        .claim_ttl(TTL)
+        .drain_timeout(Duration::from_millis(200));
+    let a = counter::node_with(&server.url(), "node-a", &shared_key(), options).await;
+    let register = |k: kernel_core::Kernel| async move { k.register_async(Slow::default()).await.map(drop) };
+    let owned = a.take_over("slow", TTL, register).await.unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let event = |kind: &'static str| kernel_core::Event::new("slow", "test", kind, "");
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { calls::call(&client, event("slow"), Duration::from_secs(10)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await; // the slow call is being handled
+
+    let failed = owned.hand_over().await.unwrap_err();
+    assert!(
+        matches!(failed.error(), kernel_nats::TakeOverError::Drain { .. }),
+        "{failed}"
+    );
+    assert!(failed.to_string().contains("still served here"), "{failed}");
+    let owned = failed.into_owned().expect("served here again");
+    assert!(owned.is_valid());
+    assert_eq!(slow.await.unwrap().unwrap().data, "1", "the slow call was answered");
+    let quick = calls::call(&client, event("quick"), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(quick.data, "2", "the same node goes on serving, with its state");
+    owned.hand_over().await.unwrap();
+    assert_eq!(a.kernel().status("slow"), None);
+}

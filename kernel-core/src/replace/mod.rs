@@ -318,7 +318,7 @@ fn check_new_dependencies(
         }
         return Ok(None);
     };
-    // Services are never unregistered, so the entry is there; if it were not, the graph
+    // The entry is there unless the service was unregistered meanwhile; then the graph
     // without it is still checked.
     if let Some(entry) = snapshot.get_mut(service) {
         entry.deps = deps.clone().into();

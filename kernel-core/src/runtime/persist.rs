@@ -28,11 +28,12 @@ impl Kernel {
 
     /// Saves one service's state to the store, whatever its status.
     pub fn checkpoint_service(&self, name: &str) -> Result<Location, LifecycleError> {
-        let snapshot = self.shared().snapshot();
-        let entry = snapshot
-            .get(name)
+        // Its own entry only: a write-through node saves after every call.
+        let entry = self
+            .shared()
+            .entry(name)
             .ok_or_else(|| LifecycleError::NotFound { name: name.to_owned() })?;
-        self.shared().save(entry)
+        self.shared().save(&entry)
     }
 
     /// Before a service is registered: if the store holds its state, import it. Returns the

@@ -334,7 +334,7 @@ impl Shared {
     }
 
     /// A copy of the service's entry, if it is registered.
-    fn entry(&self, name: &str) -> Option<Entry> {
+    pub(crate) fn entry(&self, name: &str) -> Option<Entry> {
         graph::visited(1);
         self.read().get(name).cloned()
     }

@@ -24,41 +24,17 @@ use std::time::{Duration, Instant};
 
 use async_nats::{HeaderMap, RequestErrorKind};
 use bytes::Bytes;
-use kernel_core::state::{Schema, fingerprint};
 use kernel_core::{Event, Kernel, Reply};
 
 use crate::answers::{Answers, now_ms};
 use crate::serve::{ServeMode, Server};
 
-/// The subject a service is called on.
-pub fn subject(service: &str) -> String {
-    format!("mk.call.{service}")
-}
-
-pub(crate) const SHAPE: &str = "Mk-Shape";
-pub(crate) const DEADLINE: &str = "Mk-Deadline";
-pub(crate) const CALL_ID: &str = "Mk-Call";
+pub use crate::wire::subject;
+use crate::wire::{CALL_ID, DEADLINE, SHAPE, event_shape, reply_shape};
 
 /// The first attempt's timeout; each further attempt waits twice as long. It bounds the pause
 /// of a call whose request was lost as a subscription ended (see [`crate::Owned::hand_over`]).
 const FIRST_ATTEMPT: Duration = Duration::from_millis(100);
-
-/// The `Mk-Shape` header of a message carrying a `T`: its schema fingerprint in hex.
-fn shape_of<T: Schema>() -> String {
-    format!("{:016x}", fingerprint(T::SCHEMA, 1).0)
-}
-
-/// The shapes of the two messages that cross nodes, computed once.
-pub(crate) fn event_shape() -> &'static str {
-    static SHAPE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SHAPE.get_or_init(shape_of::<Event>)
-}
-
-/// See [`event_shape`].
-pub(crate) fn reply_shape() -> &'static str {
-    static SHAPE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SHAPE.get_or_init(shape_of::<Reply>)
-}
 
 /// A call to another node failed.
 #[derive(Debug)]
@@ -207,7 +183,11 @@ pub async fn serve(
                 ServeMode::default(),
                 None,
             )
-            .await?,
+            .await
+            .map_err(|e| RemoteCallError::Backend {
+                service: (*service).to_owned(),
+                source: e.into(),
+            })?,
         );
     }
     Ok(Serving { servers })

@@ -48,6 +48,7 @@ mod objects;
 mod ownership;
 mod serve;
 mod store;
+mod wire;
 
 /// The NATS client this crate speaks through: connect with it (TLS and credentials are its
 /// `ConnectOptions`) and hand the client to [`NatsStore::open`] and [`Node::open`].

@@ -305,7 +305,12 @@ impl Node {
             Some(Arc::clone(claim)),
         )
         .await
-        .map_err(TakeOverError::Serve)
+        .map_err(|e| {
+            TakeOverError::Serve(RemoteCallError::Backend {
+                service: service.to_owned(),
+                source: e.into(),
+            })
+        })
     }
 
     /// The record the previous owner of `service` left at its handover (none after a crash).

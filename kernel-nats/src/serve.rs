@@ -15,8 +15,8 @@ use kernel_core::{Event, Kernel, Reply, code};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::answers::{Answers, MAX_CALL_ID, Seen, now_ms};
-use crate::calls::{CALL_ID, DEADLINE, RemoteCallError, SHAPE, event_shape, reply_shape, subject};
 use crate::ownership::Claim;
+use crate::wire::{CALL_ID, DEADLINE, SHAPE, event_shape, reply_shape, subject};
 
 /// The queue group every serving node joins: NATS hands each request to one member.
 const QUEUE: &str = "mk";
@@ -53,14 +53,8 @@ impl Server {
         answers: Arc<Answers>,
         mode: ServeMode,
         claim: Option<Arc<Claim>>,
-    ) -> Result<Self, RemoteCallError> {
-        let subscription = client
-            .queue_subscribe(subject(service), QUEUE.to_owned())
-            .await
-            .map_err(|e| RemoteCallError::Backend {
-                service: service.to_owned(),
-                source: e.into(),
-            })?;
+    ) -> Result<Self, async_nats::SubscribeError> {
+        let subscription = client.queue_subscribe(subject(service), QUEUE.to_owned()).await?;
         let (stop, stopped) = oneshot::channel();
         let (in_flight, all_done) = mpsc::channel(1);
         let receiving = tokio::spawn(receive(

@@ -41,6 +41,7 @@
 #![warn(missing_docs)]
 
 mod answers;
+mod buckets;
 pub mod calls;
 mod names;
 mod node;

@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use kernel_core::{Kernel, LifecycleError};
 use tokio::sync::Mutex as AsyncMutex;
 
 use crate::answers::Answers;
+use crate::buckets::{self, BucketConfig};
 use crate::calls::RemoteCallError;
 use crate::ownership::{Claim, ClaimError, Claims};
 use crate::serve::{ServeMode, Server};
@@ -82,6 +83,7 @@ pub struct NodeOptions {
     write_through: bool,
     poll: Duration,
     drain_timeout: Duration,
+    replicas: usize,
 }
 
 impl Default for NodeOptions {
@@ -94,6 +96,7 @@ impl Default for NodeOptions {
             write_through: false,
             poll: Duration::from_millis(20),
             drain_timeout: Duration::from_secs(30),
+            replicas: 1,
         }
     }
 }
@@ -140,6 +143,14 @@ impl NodeOptions {
         self
     }
 
+    /// How many servers of a NATS cluster keep the ownership bucket and the bucket of moved
+    /// records (default 1; used when they are created). Give the state store the same
+    /// (`NatsStoreOptions::replicas`).
+    pub fn replicas(mut self, replicas: usize) -> Self {
+        self.replicas = replicas.max(1);
+        self
+    }
+
     /// How often a node waiting for a claim looks again (default 20 ms).
     pub fn poll(mut self, every: Duration) -> Self {
         self.poll = every.max(Duration::from_millis(1));
@@ -170,7 +181,14 @@ impl Node {
         name: &str,
         options: NodeOptions,
     ) -> Result<Self, ClaimError> {
-        let claims = Claims::open(client.clone(), &options.claims_bucket, name, options.claim_ttl).await?;
+        let claims = Claims::open_replicated(
+            client.clone(),
+            &options.claims_bucket,
+            name,
+            options.claim_ttl,
+            options.replicas,
+        )
+        .await?;
         let answers = open_answers(&client, &options).await?;
         Ok(Self {
             inner: Arc::new(NodeInner {
@@ -387,34 +405,19 @@ fn part_key(service: &str, part: usize) -> String {
     format!("{part}.{service}")
 }
 
-/// Opens (creating it if missing, as a key-value bucket's stream) the bucket of moved records.
+/// Opens (creating it if missing) the bucket of moved records.
 async fn open_answers(client: &async_nats::Client, options: &NodeOptions) -> Result<kv::Store, ClaimError> {
-    let bucket = &options.answers_bucket;
-    let backend = |source: Box<dyn std::error::Error + Send + Sync>| ClaimError::Backend {
-        service: format!("(bucket {bucket})"),
-        source,
+    let config = BucketConfig {
+        max_age: options.answers_ttl,
+        replicas: options.replicas,
     };
     let context = jetstream::new(client.clone());
-    if let Ok(kv) = context.get_key_value(bucket).await {
-        return Ok(kv);
-    }
-    let config = stream::Config {
-        name: format!("KV_{bucket}"),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
-        max_age: options.answers_ttl,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    };
-    context
-        .get_or_create_stream(config)
+    buckets::open_or_create(&context, &options.answers_bucket, config)
         .await
-        .map_err(|e| backend(e.into()))?;
-    context.get_key_value(bucket).await.map_err(|e| backend(e.into()))
+        .map_err(|source| ClaimError::Backend {
+            service: format!("(bucket {})", options.answers_bucket),
+            source,
+        })
 }
 
 /// Stops serving and running `service` when its claim is lost: another node may take it over.

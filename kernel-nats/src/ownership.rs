@@ -16,10 +16,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 use tokio::sync::watch;
 
+use crate::buckets::{self, BucketConfig};
 use crate::names::check_key;
 
 /// A claim could not be made, kept or released.
@@ -89,6 +90,18 @@ impl Claims {
         node: impl Into<String>,
         ttl: Duration,
     ) -> Result<Self, ClaimError> {
+        Self::open_replicated(client, bucket, node, ttl, 1).await
+    }
+
+    /// [`open`](Self::open), the bucket (if this call creates it) kept by `replicas` servers of
+    /// a NATS cluster.
+    pub async fn open_replicated(
+        client: async_nats::Client,
+        bucket: &str,
+        node: impl Into<String>,
+        ttl: Duration,
+        replicas: usize,
+    ) -> Result<Self, ClaimError> {
         let node: String = node.into();
         check_key(&node).map_err(|e| ClaimError::Invalid { reason: e.to_string() })?;
         if ttl < Duration::from_millis(300) {
@@ -101,28 +114,10 @@ impl Claims {
             source,
         };
         let context = jetstream::new(client);
-        let kv = match context.get_key_value(bucket).await {
-            Ok(kv) => kv,
-            Err(_) => {
-                let config = stream::Config {
-                    name: format!("KV_{bucket}"),
-                    subjects: vec![format!("$KV.{bucket}.>")],
-                    max_messages_per_subject: 1,
-                    max_age: ttl,
-                    allow_rollup: true,
-                    deny_delete: true,
-                    allow_direct: true,
-                    discard: stream::DiscardPolicy::New,
-                    storage: stream::StorageType::File,
-                    ..Default::default()
-                };
-                context
-                    .get_or_create_stream(config)
-                    .await
-                    .map_err(|e| backend(e.into()))?;
-                context.get_key_value(bucket).await.map_err(|e| backend(e.into()))?
-            }
-        };
+        let config = BucketConfig { max_age: ttl, replicas };
+        let kv = buckets::open_or_create(&context, bucket, config)
+            .await
+            .map_err(backend)?;
         // A claim lives as long as the bucket keeps it: a bucket made by nodes with another
         // time to live would let this node believe a claim valid after the server dropped it.
         let stream = context

@@ -3,13 +3,15 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
-use async_nats::jetstream::{self, kv, object_store, stream};
+use async_nats::jetstream::{self, kv, object_store};
 use bytes::Bytes;
 use kernel_core::seal::SealedObject;
 use kernel_core::store::{Location, StateStore, StoreError, StoreFuture, Stored};
 use tokio::runtime::Handle as Runtime;
 
+use crate::buckets::{self, BucketConfig};
 use crate::names::check_key;
 use crate::objects;
 
@@ -98,10 +100,16 @@ impl NatsStore {
             source: format!("open the store from within a tokio runtime: {e}").into(),
         })?;
         let context = jetstream::new(client.clone());
-        let kv = match context.get_key_value(bucket).await {
-            Ok(kv) => kv,
-            Err(_) => create_bucket(&context, bucket, options).await?,
+        let config = BucketConfig {
+            max_age: Duration::ZERO,
+            replicas: options.replicas,
         };
+        let kv = buckets::open_or_create(&context, bucket, config)
+            .await
+            .map_err(|source| StoreError::Backend {
+                object: Location::key(describe(bucket), ""),
+                source,
+            })?;
         let objects = objects::open(&context, bucket, options.replicas)
             .await
             .map_err(|source| StoreError::Backend {
@@ -148,36 +156,6 @@ impl NatsStore {
 /// How errors name the bucket.
 fn describe(bucket: &str) -> String {
     format!("NATS KV bucket `{bucket}`")
-}
-
-/// Creates the bucket's stream as a key-value bucket's stream is configured (one message per
-/// subject, rollups allowed, deletes denied, direct gets allowed, discard new), then opens it.
-async fn create_bucket(
-    context: &jetstream::Context,
-    bucket: &str,
-    options: NatsStoreOptions,
-) -> Result<kv::Store, StoreError> {
-    let failed = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Backend {
-        object: Location::key(describe(bucket), ""),
-        source,
-    };
-    let config = stream::Config {
-        name: format!("KV_{bucket}"),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
-        allow_rollup: true,
-        deny_delete: true,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        num_replicas: options.replicas,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    };
-    context
-        .get_or_create_stream(config)
-        .await
-        .map_err(|e| failed(e.into()))?;
-    context.get_key_value(bucket).await.map_err(|e| failed(e.into()))
 }
 
 impl Inner {

@@ -94,6 +94,7 @@ pub async fn call(client: &async_nats::Client, event: Event, timeout: Duration) 
         service: service.clone(),
         source: e.into(),
     })?);
+    let to = async_nats::Subject::from(subject(&service));
     let mut backoff = Duration::from_millis(5);
     let mut attempt = FIRST_ATTEMPT;
     let mut sent = false; // whether some attempt reached a server that took it
@@ -114,7 +115,7 @@ pub async fn call(client: &async_nats::Client, event: Event, timeout: Duration) 
             .headers(headers)
             .payload(payload.clone())
             .timeout(Some(attempt.min(left)));
-        match client.send_request(subject(&service), request).await {
+        match client.send_request(to.clone(), request).await {
             Ok(message) => return decode_reply(&service, &message),
             Err(e) if e.kind() == RequestErrorKind::NoResponders => {
                 tokio::time::sleep(backoff.min(timeout.saturating_sub(started.elapsed()))).await;

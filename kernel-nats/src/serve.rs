@@ -161,12 +161,8 @@ async fn answer_soon(answering: &Answering, message: async_nats::Message) {
     }
 }
 
-fn header(message: &async_nats::Message, name: &str) -> Option<String> {
-    message
-        .headers
-        .as_ref()
-        .and_then(|h| h.get(name))
-        .map(|v| v.as_str().to_owned())
+fn header<'m>(message: &'m async_nats::Message, name: &str) -> Option<&'m str> {
+    message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str())
 }
 
 async fn answer(answering: &Answering, message: async_nats::Message) {
@@ -178,7 +174,7 @@ async fn answer(answering: &Answering, message: async_nats::Message) {
         .and_then(|d| d.parse::<u64>().ok())
         .unwrap_or_else(|| now_ms() + DEFAULT_DEADLINE.as_millis() as u64);
     let remaining = Duration::from_millis(deadline_ms.saturating_sub(now_ms()));
-    let reply = if header(&message, SHAPE).as_deref() != Some(event_shape()) {
+    let reply = if header(&message, SHAPE) != Some(event_shape()) {
         Reply::new(
             code::UNSUPPORTED,
             "Unsupported request shape",
@@ -192,7 +188,7 @@ async fn answer(answering: &Answering, message: async_nats::Message) {
                 "Call id too long",
                 format!("{} bytes, at most {MAX_CALL_ID}", id.len()),
             ),
-            Some(id) => match answering.answers.begin(&id) {
+            Some(id) => match answering.answers.begin(id) {
                 Seen::Full => Reply::new(
                     code::UNAVAILABLE,
                     "Too many calls answered recently",
@@ -208,7 +204,7 @@ async fn answer(answering: &Answering, message: async_nats::Message) {
                 }
                 Seen::New(waiting) => {
                     let reply = handle(answering, &message.payload).await;
-                    answering.answers.finish(&id, deadline_ms, &reply, waiting);
+                    answering.answers.finish(id, deadline_ms, &reply, waiting);
                     reply
                 }
             },

@@ -240,3 +240,106 @@ fn a_large_honest_map_decodes_whole() {
     let bytes = state::encode(&table).unwrap();
     assert_eq!(state::decode::<Table>(bytes.as_bytes()).unwrap(), table);
 }
+
+/// A map decoded by `state::hash_map`, and the same map as serde decodes it.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, microkernel::Migratable)]
+#[migratable(version = 1)]
+struct SizedTable {
+    #[serde(with = "microkernel::state::hash_map")]
+    entries: std::collections::HashMap<String, u64>,
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize, microkernel::Migratable)]
+#[migratable(version = 1)]
+struct PlainTable {
+    entries: std::collections::HashMap<String, u64>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize, microkernel::Migratable)]
+#[migratable(version = 1)]
+struct SizedBlocks {
+    #[serde(with = "microkernel::state::hash_map")]
+    entries: std::collections::HashMap<u64, Block>,
+}
+
+/// The helper changes how the table is built, not the bytes: the schema is the plain map's, and
+/// a state encoded either way decodes either way.
+#[test]
+fn hash_map_encodes_as_the_plain_map() {
+    assert_eq!(SizedTable::FINGERPRINT, PlainTable::FINGERPRINT);
+    let plain = PlainTable {
+        entries: (0..1_000u64).map(|i| (format!("key-{i}"), i * 7919)).collect(),
+    };
+    let sized = SizedTable {
+        entries: plain.entries.clone(),
+    };
+    let from_plain = state::encode(&plain).unwrap();
+    let from_sized = state::encode(&sized).unwrap();
+    assert_eq!(state::decode::<SizedTable>(from_plain.as_bytes()).unwrap(), sized);
+    assert_eq!(state::decode::<PlainTable>(from_sized.as_bytes()).unwrap(), plain);
+}
+
+/// A length claiming 2^60 entries in a few bytes reserves no more than those bytes can hold, and
+/// is refused when the entries are not there; so is a claim one entry longer than the body.
+#[test]
+fn hash_map_refuses_a_lying_length_without_reserving_for_it() {
+    let mut bytes = StateTag::of::<SizedBlocks>().to_bytes().to_vec();
+    bytes.extend(postcard::to_allocvec(&(1u64 << 60)).unwrap());
+    bytes.extend([1, 5]);
+    let err = state::decode::<SizedBlocks>(&bytes).map(|_| ()).unwrap_err();
+    assert!(matches!(err, StateError::Decode { .. }), "{err}");
+    let mut bytes = StateTag::of::<SizedTable>().to_bytes().to_vec();
+    bytes.extend(postcard::to_allocvec(&(1u64 << 60)).unwrap());
+    bytes.extend([1, b'a', 5]);
+    let err = state::decode::<SizedTable>(&bytes).unwrap_err();
+    assert!(matches!(err, StateError::Decode { .. }), "{err}");
+    let honest = SizedTable {
+        entries: [("a".to_owned(), 1), ("b".to_owned(), 2)].into(),
+    };
+    let mut bytes = state::encode(&honest).unwrap().into_bytes();
+    bytes[state::HEADER_LEN] = 3; // the count: one entry more than follows
+    let err = state::decode::<SizedTable>(&bytes).unwrap_err();
+    assert!(matches!(err, StateError::Decode { .. }), "{err}");
+}
+
+/// Duplicate keys (which no honest encoder writes) end as serde's own map ends them: the last
+/// one wins.
+#[test]
+fn hash_map_takes_the_last_of_duplicate_keys_as_serde_does() {
+    let mut bytes = StateTag::of::<SizedTable>().to_bytes().to_vec();
+    bytes.extend([2, 1, b'a', 1, 1, b'a', 2]);
+    let sized = state::decode::<SizedTable>(&bytes).unwrap();
+    assert_eq!(sized.entries.len(), 1);
+    assert_eq!(sized.entries["a"], 2);
+    let plain = state::decode::<PlainTable>(&bytes).unwrap();
+    assert_eq!(plain.entries, sized.entries);
+}
+
+#[test]
+fn hash_map_decodes_a_large_honest_map_whole() {
+    let table = SizedTable {
+        entries: (0..100_000u64).map(|i| (format!("key-{i}"), i * 7919)).collect(),
+    };
+    let bytes = state::encode(&table).unwrap();
+    assert_eq!(state::decode::<SizedTable>(bytes.as_bytes()).unwrap(), table);
+}
+
+proptest! {
+    #[test]
+    fn hash_map_round_trips(entries in proptest::collection::hash_map(".{0,12}", any::<u64>(), 0..200)) {
+        let table = SizedTable { entries };
+        let back: SizedTable = state::decode(state::encode(&table).unwrap().as_bytes()).unwrap();
+        prop_assert_eq!(back, table);
+    }
+
+    /// Whatever the bytes, the helper decodes exactly what serde's own map decodes, or both
+    /// refuse them.
+    #[test]
+    fn hash_map_reads_any_bytes_as_serde_does(body in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let mut bytes = StateTag::of::<SizedTable>().to_bytes().to_vec();
+        bytes.extend(body);
+        let sized = state::decode::<SizedTable>(&bytes).map(|t| t.entries).ok();
+        let plain = state::decode::<PlainTable>(&bytes).map(|t| t.entries).ok();
+        prop_assert_eq!(sized, plain);
+    }
+}

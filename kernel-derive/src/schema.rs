@@ -179,9 +179,11 @@ fn kept_fields<'a>(owner: &Ident, fields: &'a Fields, krate: &Krate) -> syn::Res
     Ok(kept)
 }
 
-/// `state::bulk_btree_map` encodes exactly as the map itself does.
+/// `state::bulk_btree_map` and `state::hash_map` encode exactly as the map itself does (they
+/// only decode faster), so the field's own type is its schema.
 fn is_bulk_map(path: &str) -> bool {
-    path.replace(' ', "").ends_with("state::bulk_btree_map")
+    let path = path.replace(' ', "");
+    path.ends_with("state::bulk_btree_map") || path.ends_with("state::hash_map")
 }
 
 /// The schema of a field's own type; a type that contains itself has no finite schema.

@@ -3,9 +3,9 @@
 //!
 //! postcard reads a collection's length from the input, so a 21-byte body can claim 2^60
 //! entries. serde's own collections cap their pre-allocation by memory; the helpers of this
-//! crate that pre-allocate for speed (`bulk_btree_map`) cap it by the input instead — every
-//! element of a non-empty type takes at least one byte — so a large honest state is reserved in
-//! one step and a lying length costs nothing.
+//! crate that pre-allocate for speed (`bulk_btree_map`, `hash_map`) cap it by the input
+//! instead — every element of a non-empty type takes at least one byte — so a large honest state
+//! is reserved in one step and a lying length costs nothing.
 
 use std::cell::Cell;
 

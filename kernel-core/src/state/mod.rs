@@ -11,6 +11,7 @@ mod chain;
 mod encoding;
 mod error;
 mod fingerprint;
+pub mod hash_map;
 mod lock;
 mod schema;
 

@@ -80,6 +80,15 @@ bench_echo!(
     #[serde(with = "microkernel::state::bulk_btree_map")]
 );
 
+bench_echo!(
+    /// The headline table with one attribute: decoded by `state::hash_map` into a table sized
+    /// once.
+    SizedHashState,
+    SizedHashEcho,
+    HashMap<String, u64>,
+    #[serde(with = "microkernel::state::hash_map")]
+);
+
 /// The W1 handler's work: count, and build a fresh reply.
 pub fn echo(count: &mut u64, event: &Event) -> Reply {
     *count += 1;

@@ -55,6 +55,7 @@ fn main() {
         workload::median(large).as_micros() as f64 / 1000.0
     );
     println!("big_entries_after {}", workload::count_and_entries(&handle).1);
+    big_variant::<workload::SizedHashEcho>("hashmap_sized", big);
     big_variant::<workload::TreeEcho>("btreemap", big);
     big_variant::<workload::BulkTreeEcho>("btreemap_bulk", big);
 

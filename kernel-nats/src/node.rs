@@ -427,10 +427,7 @@ async fn stop_when_lost(node: Node, service: String, claim: Arc<Claim>, server: 
     // No draining: the server may be out of reach (a drain would wait for it), and another
     // node may start the service once the claim expires. Taking no more requests comes first.
     drop(server.lock().await.take());
-    match node.inner.kernel.stop_cascade_async(&service).await {
-        Ok(()) => node.forget(&service).await,
-        Err(error) => tracing::error!(service, %error, "stopping a service whose claim was lost failed"),
-    }
+    node.abandon(&service).await;
 }
 
 /// A service this node runs and serves while it holds its claim. [`hand_over`](Self::hand_over)

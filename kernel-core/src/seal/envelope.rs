@@ -22,16 +22,26 @@
 //!
 //! Format version 1 (written before generations) is still read: the same header without the
 //! generation field (the name length at 22, the name at 23); its generation reads as 0.
+//!
+//! Format version 3, the segmented envelope, seals a large state in segments that can be
+//! opened one at a time (see [`super::stream`] and `docs/FORMAT.md`): the same fields up to the
+//! name, then the segment size, a salt and a nonce prefix instead of the nonce, then the
+//! segments, each its ciphertext and tag.
 
 use super::{Algorithm, KeyId, SealError};
 use crate::state::{Fingerprint, StateTag};
 
 /// The four magic bytes.
 pub const MAGIC: [u8; 4] = *b"MKSE";
-/// The format version this program writes.
+/// The format version this program writes for a state sealed whole (up to
+/// [`SEGMENTED_ABOVE`](super::stream::SEGMENTED_ABOVE) bytes of encoding).
 pub const FORMAT_VERSION: u8 = 2;
+/// The format version of a segmented envelope (a larger state).
+pub const SEGMENTED_FORMAT_VERSION: u8 = 3;
 /// The oldest format version this program reads.
 pub const OLDEST_FORMAT_VERSION: u8 = 1;
+/// The newest format version this program reads.
+pub const NEWEST_FORMAT_VERSION: u8 = SEGMENTED_FORMAT_VERSION;
 /// Bytes before the service name (format version 2).
 pub const FIXED_LEN: usize = 31;
 /// Bytes before the service name in format version 1.
@@ -42,6 +52,10 @@ pub const GENERATION_AT: usize = 22;
 pub const TAG_LEN: usize = 16;
 /// The longest service name an envelope holds (its length is one byte).
 pub const MAX_NAME_LEN: usize = 255;
+/// Length of a segmented envelope's segment size field.
+const SEGMENT_SIZE_LEN: usize = 4;
+/// Length of a segmented envelope's salt.
+pub const SALT_LEN: usize = 32;
 
 /// A parsed envelope header (everything before the ciphertext).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,14 +72,26 @@ pub struct Header<'a> {
     pub generation: u64,
     /// The service the state belongs to.
     pub service: &'a str,
-    /// The nonce.
+    /// The nonce; in a segmented envelope, the nonce prefix of its segments.
     pub nonce: &'a [u8],
+    /// How a segmented envelope (format version 3) is cut; `None` in versions 1 and 2.
+    pub segments: Option<Segments<'a>>,
+}
+
+/// The fields only a segmented envelope (format version 3) has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segments<'a> {
+    /// Plaintext bytes in every segment but the last (which holds 1 to this many).
+    pub size: u32,
+    /// The salt from which the envelope's own key is derived (32 bytes).
+    pub salt: &'a [u8],
 }
 
 impl<'a> Header<'a> {
     /// Length of the header in bytes: the associated data.
     pub fn len(&self) -> usize {
-        fixed_len(self.format) + self.service.len() + self.nonce.len()
+        let segments = self.segments.map_or(0, |s| SEGMENT_SIZE_LEN + s.salt.len());
+        fixed_len(self.format) + self.service.len() + segments + self.nonce.len()
     }
 
     /// Whether the header is empty (never: kept for the `len` convention).
@@ -76,6 +102,23 @@ impl<'a> Header<'a> {
     /// Parses and checks the header, strictly, before any decryption: magic, format version,
     /// algorithm, name, nonce length, and room for the tag.
     pub fn parse(blob: &'a [u8]) -> Result<(Self, &'a [u8]), SealError> {
+        let (header, body_at) = Self::parse_fields(blob)?;
+        if blob.len() < body_at + TAG_LEN {
+            return Err(SealError::Truncated {
+                len: blob.len(),
+                need: body_at + TAG_LEN,
+            });
+        }
+        let body = &blob[body_at..];
+        if let Some(segments) = header.segments {
+            super::stream::segment_lengths(segments.size, body.len())?;
+        }
+        Ok((header, body))
+    }
+
+    /// Parses and checks the header alone (a segmented envelope's first part): returns it and
+    /// where the body begins.
+    pub(crate) fn parse_fields(blob: &'a [u8]) -> Result<(Self, usize), SealError> {
         let need = |n: usize| {
             if blob.len() < n {
                 Err(SealError::Truncated {
@@ -92,7 +135,7 @@ impl<'a> Header<'a> {
             return Err(SealError::BadMagic);
         }
         let format = blob[4];
-        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&format) {
+        if !(OLDEST_FORMAT_VERSION..=NEWEST_FORMAT_VERSION).contains(&format) {
             return Err(SealError::UnsupportedVersion(format));
         }
         let algorithm = Algorithm::from_id(blob[5]).ok_or(SealError::UnknownAlgorithm(blob[5]))?;
@@ -108,10 +151,25 @@ impl<'a> Header<'a> {
         if name_len == 0 {
             return Err(SealError::BadServiceName);
         }
-        let nonce_at = fixed + name_len;
-        let body_at = nonce_at + algorithm.nonce_len();
-        need(body_at + TAG_LEN)?;
-        let service = std::str::from_utf8(&blob[fixed..nonce_at]).map_err(|_| SealError::BadServiceName)?;
+        let name_end = fixed + name_len;
+        let (segments, nonce_at, nonce_len) = if format == SEGMENTED_FORMAT_VERSION {
+            let salt_at = name_end + SEGMENT_SIZE_LEN;
+            let nonce_at = salt_at + SALT_LEN;
+            need(nonce_at)?;
+            let size = read_u32(blob, name_end);
+            super::stream::check_segment_size(size)?;
+            let salt = &blob[salt_at..nonce_at];
+            (
+                Some(Segments { size, salt }),
+                nonce_at,
+                super::stream::prefix_len(algorithm),
+            )
+        } else {
+            (None, name_end, algorithm.nonce_len())
+        };
+        let body_at = nonce_at + nonce_len;
+        need(body_at)?;
+        let service = std::str::from_utf8(&blob[fixed..name_end]).map_err(|_| SealError::BadServiceName)?;
         let header = Header {
             format,
             algorithm,
@@ -120,8 +178,9 @@ impl<'a> Header<'a> {
             generation,
             service,
             nonce: &blob[nonce_at..body_at],
+            segments,
         };
-        Ok((header, &blob[body_at..]))
+        Ok((header, body_at))
     }
 
     /// Appends the header to `out`, in the format version it names (2 for every new envelope).
@@ -141,6 +200,10 @@ impl<'a> Header<'a> {
         }
         out.push(name_len);
         out.extend_from_slice(self.service.as_bytes());
+        if let Some(segments) = self.segments {
+            out.extend_from_slice(&segments.size.to_le_bytes());
+            out.extend_from_slice(segments.salt);
+        }
         out.extend_from_slice(self.nonce);
         Ok(())
     }
@@ -179,10 +242,24 @@ pub fn describe(blob: &[u8]) -> Result<String, SealError> {
         1 => "none (format version 1)".to_owned(),
         _ => header.generation.to_string(),
     };
-    // `parse` checked that the body holds at least the tag.
-    let ciphertext = body.len() - TAG_LEN;
+    // `parse` checked that the body holds at least the tag (every segment's, when segmented).
+    let (segments, tags) = match header.segments {
+        Some(s) => {
+            let count = super::stream::segment_lengths(s.size, body.len())?.0;
+            (
+                format!(
+                    "segments:           {count} of {} plaintext bytes (the last may be shorter)\n",
+                    s.size
+                ),
+                count,
+            )
+        }
+        None => (String::new(), 1),
+    };
+    let ciphertext = body.len() - TAG_LEN * tags;
+    let tag_bytes = TAG_LEN * tags;
     Ok(format!(
-        "format version:     {}\nalgorithm:          {}\nkey id:             {}\nservice:            {}\nstate version:      {}\nschema fingerprint: {}\ngeneration:         {generation}\nheader bytes:       {}\nciphertext bytes:   {ciphertext}\ntag bytes:          {TAG_LEN}\ntotal bytes:        {}",
+        "format version:     {}\nalgorithm:          {}\nkey id:             {}\nservice:            {}\nstate version:      {}\nschema fingerprint: {}\ngeneration:         {generation}\n{segments}header bytes:       {}\nciphertext bytes:   {ciphertext}\ntag bytes:          {tag_bytes}\ntotal bytes:        {}",
         header.format,
         header.algorithm,
         header.key_id,

@@ -76,7 +76,7 @@ pub enum SealError {
     #[error("not a sealed state (bad magic bytes)")]
     BadMagic,
     /// A format version this program does not read.
-    #[error("unsupported envelope format version {0} (this program reads versions 1 and 2)")]
+    #[error("unsupported envelope format version {0} (this program reads versions 1 to 3)")]
     UnsupportedVersion(u8),
     /// An algorithm byte that names no algorithm.
     #[error("unknown algorithm id {0} in the envelope")]
@@ -140,4 +140,22 @@ pub enum SealError {
     /// The AEAD refused to seal (the plaintext is too long for the algorithm).
     #[error("the AEAD refused to seal ({0} bytes)")]
     Seal(usize),
+    /// A segmented envelope (format version 3) names a segment size this format does not allow.
+    #[error("segment size {0} in the envelope is not a power of two from 4096 to 16 MiB")]
+    BadSegmentSize(u32),
+    /// A segmented envelope's segments do not add up: an empty last segment after others, or a
+    /// segment of the wrong length.
+    #[error("the segments of the sealed state are malformed: {0}")]
+    BadSegments(String),
+    /// A segment of a segmented envelope failed authentication: the envelope was altered, its
+    /// segments reordered, cut short or extended, or the key is wrong.
+    #[error(
+        "segment {segment} of the sealed state failed authentication with key {key_id} (wrong key, or tampered, reordered, truncated or extended)"
+    )]
+    SegmentAuthentication {
+        /// The key id tried.
+        key_id: u32,
+        /// The segment's index, from 0.
+        segment: u64,
+    },
 }

@@ -17,6 +17,8 @@ pub struct Keyring {
 
 pub(crate) struct KeyEntry {
     pub(crate) cipher: Cipher,
+    /// The key itself: segmented envelopes derive a key of their own from it.
+    pub(crate) key: Key,
     /// Seals made with this key, against the random-nonce limit.
     pub(crate) seals: AtomicU64,
 }
@@ -94,6 +96,7 @@ impl KeyEntry {
     fn new(key: &Key) -> Self {
         Self {
             cipher: Cipher::new(key),
+            key: key.clone(),
             seals: AtomicU64::new(0),
         }
     }

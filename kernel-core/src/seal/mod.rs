@@ -31,6 +31,8 @@ mod keyring;
 mod nonce;
 mod object;
 mod sealer;
+pub mod stream;
+pub(crate) mod writer;
 
 pub use algorithm::{Aes128Gcm, Aes256Gcm, Algorithm, AlgorithmKind, ChaCha20Poly1305, XChaCha20Poly1305};
 pub use error::{KeyError, SealError};

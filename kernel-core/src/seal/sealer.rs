@@ -1,11 +1,14 @@
 //! Sealing and opening envelopes with a keyring.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use super::envelope::{Header, TAG_LEN};
+use super::stream::{OpenSegments, SegmentCipher};
+use super::writer::{StateWriter, Written};
 use super::{Algorithm, KeyId, Keyring, SealError};
 use crate::state::{EncodedState, StateTag};
 
@@ -105,7 +108,9 @@ impl Sealer {
         self.seal_at(service, state, 0, plaintext)
     }
 
-    /// Seals `plaintext` (an encoded state with tag `state`) for `service` at `generation`.
+    /// Seals `plaintext` (an encoded state with tag `state`) for `service` at `generation`:
+    /// whole (format version 2) up to [`SEGMENTED_ABOVE`](super::stream::SEGMENTED_ABOVE) bytes,
+    /// in segments (format version 3) above.
     pub fn seal_at(
         &self,
         service: &str,
@@ -113,10 +118,60 @@ impl Sealer {
         generation: u64,
         plaintext: &[u8],
     ) -> Result<Vec<u8>, SealError> {
-        let mut buffer = self.begin(service, generation, plaintext.len())?;
-        buffer.body().extend_from_slice(plaintext);
-        buffer.set_state(state);
-        self.finish(buffer)
+        if plaintext.len() <= super::stream::SEGMENTED_ABOVE {
+            let mut buffer = self.begin(service, generation, plaintext.len())?;
+            buffer.body().extend_from_slice(plaintext);
+            buffer.set_state(state);
+            return self.finish(buffer);
+        }
+        self.seal_segmented(service, state, generation, plaintext, super::stream::SEGMENT_SIZE)
+    }
+
+    /// Seals `plaintext` (an encoded state with tag `state`) for `service` at `generation` in
+    /// segments of `segment_size` plaintext bytes (a power of two from 4096 to 16 MiB), whatever
+    /// its length: a segmented envelope (format version 3, `docs/FORMAT.md`), which a reader
+    /// opens and decodes one segment at a time.
+    ///
+    /// ```
+    /// use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
+    /// use microkernel::state;
+    ///
+    /// let sealer = Sealer::new(Keyring::new(1, Key::generate(Algorithm::Aes256Gcm)?));
+    /// let encoded = state::encode(&vec![7u8; 10_000])?;
+    /// let blob = sealer.seal_segmented("big", encoded.tag(), 1, encoded.as_bytes(), 4096)?;
+    /// assert_eq!(blob[4], 3); // format version 3
+    /// assert_eq!(sealer.open("big", &blob)?, encoded);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn seal_segmented(
+        &self,
+        service: &str,
+        state: StateTag,
+        generation: u64,
+        plaintext: &[u8],
+        segment_size: u32,
+    ) -> Result<Vec<u8>, SealError> {
+        if plaintext.get(..crate::state::HEADER_LEN) != Some(&state.to_bytes()[..]) {
+            return Err(SealError::InconsistentPlaintext);
+        }
+        let mut parts = VecDeque::new();
+        let mut writer = StateWriter::sealed_in(self, service, generation, &mut parts, segment_size, 0)?;
+        // A segment at a time, so the writer never holds more than one.
+        let written = plaintext
+            .chunks(segment_size as usize)
+            .try_for_each(|chunk| std::io::Write::write_all(&mut writer, chunk));
+        if let Some(failure) = writer.take_failure() {
+            return Err(failure);
+        }
+        written.map_err(|_| SealError::Seal(plaintext.len()))?;
+        match writer.finish(state)? {
+            Written::Whole(blob) | Written::Plain(blob) => Ok(blob),
+            Written::Segmented => {
+                let mut blob = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+                parts.iter().for_each(|part| blob.extend_from_slice(part));
+                Ok(blob)
+            }
+        }
     }
 
     /// Starts an envelope for `service`: draws the nonce, writes the header (with a state tag to
@@ -136,12 +191,7 @@ impl Sealer {
         }
         let mut nonce = [0u8; 24];
         let nonce = &mut nonce[..algorithm.nonce_len()]; // nonce_len is 12 or 24
-        let filled = if self.shared.os_nonces.load(Ordering::Relaxed) {
-            super::nonce::fill_from_os(nonce)
-        } else {
-            super::nonce::fill(nonce)
-        };
-        if let Err(error) = filled {
+        if let Err(error) = self.fill_random(nonce) {
             key.seals.fetch_sub(1, Ordering::Relaxed);
             return Err(error);
         }
@@ -157,6 +207,7 @@ impl Sealer {
             generation,
             service,
             nonce,
+            segments: None,
         };
         let mut buf = Vec::with_capacity(header.len() + capacity + TAG_LEN);
         header.write(&mut buf)?;
@@ -166,6 +217,100 @@ impl Sealer {
             key_id,
             algorithm,
         })
+    }
+
+    /// Fills `bytes` from the nonce generator (the OS's if [`with_nonces_from_os`](Self::with_nonces_from_os)).
+    pub(crate) fn fill_random(&self, bytes: &mut [u8]) -> Result<(), SealError> {
+        if self.shared.os_nonces.load(Ordering::Relaxed) {
+            super::nonce::fill_from_os(bytes)
+        } else {
+            super::nonce::fill(bytes)
+        }
+    }
+
+    /// A copy of key `key_id` (zeroized when dropped), for deriving a segmented envelope's key.
+    pub(crate) fn key(&self, key_id: u32) -> Result<super::Key, SealError> {
+        let keyring = self.shared.keyring.read().unwrap_or_else(PoisonError::into_inner);
+        keyring
+            .get(key_id)
+            .map(|k| k.key.clone())
+            .ok_or(SealError::UnknownKey(key_id))
+    }
+
+    /// Opens the parts of a segmented envelope (its header, then its segments, as a
+    /// [`StateWriter`](super::writer::StateWriter) hands them to its sink) sealed for `service`
+    /// with the state `expected`: checks the header now, and each segment as it is read.
+    pub(crate) fn open_parts(
+        &self,
+        service: &str,
+        expected: StateTag,
+        mut parts: VecDeque<Vec<u8>>,
+    ) -> Result<OpenSegments, SealError> {
+        let header_bytes = parts.pop_front().ok_or(SealError::Truncated { len: 0, need: 6 })?;
+        let (header, body_at) = Header::parse_fields(&header_bytes)?;
+        if body_at != header_bytes.len() {
+            return Err(SealError::BadSegments(
+                "the header part holds more than the header".into(),
+            ));
+        }
+        let segments = header.segments.ok_or(SealError::UnsupportedVersion(header.format))?;
+        self.check_header(service, Some(expected), &header)?;
+        let key = self.key_for(header.key_id.0, header.algorithm)?;
+        let (size, salt, prefix) = (segments.size, segments.salt.to_vec(), header.nonce.to_vec());
+        let cipher = SegmentCipher::new(&key, header.key_id.0, header_bytes, &salt, &prefix)?;
+        OpenSegments::from_parts(cipher, size, expected, parts)
+    }
+
+    /// Opens a whole segmented envelope `blob` segment by segment.
+    pub(crate) fn open_segmented_blob(
+        &self,
+        service: &str,
+        expected: Option<StateTag>,
+        blob: Vec<u8>,
+    ) -> Result<OpenSegments, SealError> {
+        let (header, body) = Header::parse(&blob)?;
+        let segments = header.segments.ok_or(SealError::UnsupportedVersion(header.format))?;
+        self.check_header(service, expected, &header)?;
+        let key = self.key_for(header.key_id.0, header.algorithm)?;
+        let body_at = blob.len() - body.len();
+        let (size, salt, prefix, state) = (
+            segments.size,
+            segments.salt.to_vec(),
+            header.nonce.to_vec(),
+            header.state,
+        );
+        let cipher = SegmentCipher::new(&key, header.key_id.0, blob[..body_at].to_vec(), &salt, &prefix)?;
+        OpenSegments::from_blob(cipher, size, state, blob, body_at)
+    }
+
+    /// The key `key_id`, refused if it is for another algorithm than the envelope's.
+    fn key_for(&self, key_id: u32, algorithm: Algorithm) -> Result<super::Key, SealError> {
+        let key = self.key(key_id)?;
+        if key.algorithm() != algorithm {
+            return Err(SealError::AlgorithmMismatch {
+                key_id,
+                key: key.algorithm(),
+                envelope: algorithm,
+            });
+        }
+        Ok(key)
+    }
+
+    /// Refuses an envelope for another service or (if one is expected) another state.
+    fn check_header(&self, service: &str, expected: Option<StateTag>, header: &Header<'_>) -> Result<(), SealError> {
+        if header.service != service {
+            return Err(SealError::WrongService {
+                expected: service.to_owned(),
+                found: header.service.to_owned(),
+            });
+        }
+        if let Some(expected) = expected.filter(|e| *e != header.state) {
+            return Err(SealError::WrongState {
+                expected,
+                found: header.state,
+            });
+        }
+        Ok(())
     }
 
     /// Encrypts the body in place and appends the tag.
@@ -227,17 +372,12 @@ impl Sealer {
         mut blob: Vec<u8>,
     ) -> Result<(Vec<u8>, Range<usize>, u64), SealError> {
         let (header, _) = Header::parse(&blob)?;
-        if header.service != service {
-            return Err(SealError::WrongService {
-                expected: service.to_owned(),
-                found: header.service.to_owned(),
-            });
-        }
-        if let Some(expected) = expected.filter(|e| *e != header.state) {
-            return Err(SealError::WrongState {
-                expected,
-                found: header.state,
-            });
+        self.check_header(service, expected, &header)?;
+        if header.segments.is_some() {
+            let generation = header.generation;
+            let plaintext = self.open_segmented_blob(service, expected, blob)?.read_all()?;
+            let len = plaintext.len();
+            return Ok((plaintext, 0..len, generation));
         }
         let (state, key_id, algorithm, header_len) = (header.state, header.key_id.0, header.algorithm, header.len());
         let generation = header.generation;
@@ -287,6 +427,18 @@ pub(crate) struct SealBuffer {
 }
 
 impl SealBuffer {
+    /// The plaintext written so far, and the key and algorithm the envelope was begun with.
+    pub(crate) fn into_body(self) -> (Vec<u8>, u32, Algorithm) {
+        let mut buf = self.buf;
+        buf.drain(..self.body_at);
+        (buf, self.key_id, self.algorithm)
+    }
+
+    /// Plaintext bytes written so far.
+    pub(crate) fn body_len(&self) -> usize {
+        self.buf.len() - self.body_at
+    }
+
     /// The buffer to append the plaintext to (after the header).
     pub(crate) fn body(&mut self) -> &mut Vec<u8> {
         &mut self.buf

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 use super::schema::{DataModelType, NamedType, Schema};
+use super::stream::Body;
 use super::{Fingerprint, MigrationError, StateError, StateTag, fingerprint, schema_text};
 
 /// One version of a service's state. Derive it with `#[derive(Migratable)]`:
@@ -77,7 +78,7 @@ pub trait Migratable: Schema + Serialize + DeserializeOwned + Send + 'static {
     /// Decodes a body tagged `tag` as this type, walking the chain down to the tagged version
     /// and upgrading back up. Not meant to be overridden; call [`decode`](super::decode).
     #[doc(hidden)]
-    fn decode_tagged(tag: StateTag, body: &[u8]) -> Result<Self, StateError> {
+    fn decode_tagged(tag: StateTag, body: Body<'_, '_>) -> Result<Self, StateError> {
         if tag.version == Self::VERSION {
             super::encoding::decode_exact::<Self>(tag, body)
         } else if tag.version < Self::VERSION {
@@ -182,7 +183,7 @@ impl Migratable for Origin {
 
     fn describe_chain(_: &mut Vec<VersionSchema>) {}
 
-    fn decode_tagged(tag: StateTag, _body: &[u8]) -> Result<Self, StateError> {
+    fn decode_tagged(tag: StateTag, _body: Body<'_, '_>) -> Result<Self, StateError> {
         Err(unknown_version::<Self>(tag.version))
     }
 }

@@ -8,6 +8,7 @@
 //! ```
 
 use super::chain::unknown_version;
+use super::stream::Body;
 use super::{CodecError, Fingerprint, Migratable, StateError};
 
 /// Length of the version tag that precedes the postcard body.
@@ -102,9 +103,21 @@ pub fn encode<T: Migratable>(value: &T) -> Result<EncodedState, StateError> {
 
 /// Appends the tag and the encoding of `value` to `out`.
 pub fn encode_into<T: Migratable>(value: &T, out: &mut Vec<u8>) -> Result<StateTag, StateError> {
+    encode_to(value, out)
+}
+
+/// Writes the tag, then the encoding of `value`, to `out` (the tag first: a sealing writer
+/// reads it from there).
+pub(crate) fn encode_to<T: Migratable, W: std::io::Write>(value: &T, mut out: W) -> Result<StateTag, StateError> {
     let tag = StateTag::of::<T>();
-    out.extend_from_slice(&tag.to_bytes());
-    postcard::to_io(value, &mut *out).map_err(|error| StateError::Encode {
+    let fail = |error| StateError::Encode {
+        ty: T::TYPE_NAME,
+        version: T::VERSION,
+        source: CodecError(error),
+    };
+    out.write_all(&tag.to_bytes())
+        .map_err(|_| fail(postcard::Error::SerializeBufferFull))?;
+    postcard::to_io(value, out).map_err(|error| StateError::Encode {
         ty: T::TYPE_NAME,
         version: T::VERSION,
         source: CodecError(error),
@@ -116,6 +129,12 @@ pub fn encode_into<T: Migratable>(value: &T, out: &mut Vec<u8>) -> Result<StateT
 /// Refuses a newer version, an unknown version or fingerprint, and trailing bytes.
 pub fn decode<T: Migratable>(bytes: &[u8]) -> Result<T, StateError> {
     let (tag, body) = StateTag::split(bytes)?;
+    decode_body::<T>(tag, Body::Bytes(body))
+}
+
+/// Decodes a body tagged `tag` into `T`, upgrading as needed: what [`decode`] and
+/// [`decode_segments`](super::decode_segments) share.
+pub(super) fn decode_body<T: Migratable>(tag: StateTag, body: Body<'_, '_>) -> Result<T, StateError> {
     if tag.version > T::VERSION {
         return Err(StateError::TooNew {
             ty: T::TYPE_NAME,
@@ -131,7 +150,7 @@ pub fn decode<T: Migratable>(bytes: &[u8]) -> Result<T, StateError> {
 }
 
 /// Decodes a body whose tag has `T`'s version: the fingerprint must match and nothing may follow.
-pub(super) fn decode_exact<T: Migratable>(tag: StateTag, body: &[u8]) -> Result<T, StateError> {
+pub(super) fn decode_exact<T: Migratable>(tag: StateTag, body: Body<'_, '_>) -> Result<T, StateError> {
     let known = tag.fingerprint == T::FINGERPRINT || Some(tag.fingerprint) == T::LEGACY_FINGERPRINT;
     if !known {
         return Err(StateError::FingerprintMismatch {
@@ -141,6 +160,10 @@ pub(super) fn decode_exact<T: Migratable>(tag: StateTag, body: &[u8]) -> Result<
             found: tag.fingerprint,
         });
     }
+    let body = match body {
+        Body::Bytes(body) => body,
+        Body::Stream(stream) => return super::stream::decode_exact_stream::<T>(stream),
+    };
     let decoded = super::budget::with_input_len(body.len(), || postcard::take_from_bytes::<T>(body));
     let (value, rest) = decoded.map_err(|error| StateError::Decode {
         ty: T::TYPE_NAME,

@@ -14,11 +14,16 @@ mod fingerprint;
 pub mod hash_map;
 mod lock;
 mod schema;
+mod stream;
 
 pub use chain::{Migratable, Origin, Stateless, VersionSchema, chain_of};
+pub(crate) use encoding::encode_to;
 pub use encoding::{EncodedState, HEADER_LEN, StateTag, decode, encode, encode_into};
 pub use error::{CodecError, MigrationError, StateError};
 pub(crate) use fingerprint::{FNV_OFFSET, fnv1a};
 pub use fingerprint::{Fingerprint, fingerprint, legacy_fingerprint};
 pub use lock::{LOCK_ENV, Problem, SchemaLockError, assert_schema_lock, check_schema_lock};
 pub use schema::{Bytes, DataModelType, DataModelVariant, NamedType, NamedValue, NamedVariant, Schema, schema_text};
+#[doc(hidden)]
+pub use stream::{Body, Stream};
+pub use stream::{SegmentSource, decode_segments};

@@ -3,6 +3,7 @@
 
 use crate::runtime::context::Context;
 use crate::runtime::service::{BoxError, Handler, Service};
+use crate::seal::writer::StateWriter;
 use crate::state::{self, Migratable, StateTag};
 
 /// A service's state plumbing with its types erased: what a replacement and a save need of an
@@ -11,7 +12,7 @@ pub(crate) trait Plumbing: Send {
     fn dependencies(&self) -> Vec<String>;
     /// Exports the current state (or its previous version when `downgrade`) and appends its
     /// encoding to `out`; returns its tag.
-    fn export(&self, downgrade: bool, out: &mut Vec<u8>) -> Result<StateTag, ExportError>;
+    fn export(&self, downgrade: bool, out: &mut StateWriter<'_>) -> Result<StateTag, ExportError>;
     /// The version and fingerprint of the state type it holds.
     fn state_tag(&self) -> StateTag;
 }
@@ -75,15 +76,15 @@ impl<S: Service + Send> Plumbing for S {
         StateTag::of::<S::State>()
     }
 
-    fn export(&self, downgrade: bool, out: &mut Vec<u8>) -> Result<StateTag, ExportError> {
+    fn export(&self, downgrade: bool, out: &mut StateWriter<'_>) -> Result<StateTag, ExportError> {
         // Each step is user code (`export_state`, the `down` conversion, `Serialize`): a panic
         // in any of them is that step's failure, and the instance is left as it was.
         let current = guarded(|| self.export_state()).map_err(ExportError::Handler)?;
         if downgrade {
             let previous = guarded(|| current.downgrade()).map_err(ExportError::Downgrade)?;
-            guarded(|| state::encode_into(&previous, out)).map_err(ExportError::Encode)
+            guarded(|| state::encode_to(&previous, &mut *out)).map_err(ExportError::Encode)
         } else {
-            guarded(|| state::encode_into(current, out)).map_err(ExportError::Encode)
+            guarded(|| state::encode_to(current, &mut *out)).map_err(ExportError::Encode)
         }
     }
 }

@@ -8,6 +8,7 @@ use super::{Entered, Plumbing, SaveInFlight, Slot};
 use crate::runtime::error::{Hook, LifecycleError};
 use crate::runtime::service::Status;
 use crate::runtime::sync::caller_token;
+use crate::seal::writer::StateWriter;
 use crate::state::EncodedState;
 
 /// How a stop bounded by a timeout ended, agreed between the stopping thread and the waiting one.
@@ -134,11 +135,15 @@ pub(crate) fn export_now(
     instance: &dyn Plumbing,
     next_generation: impl FnOnce() -> u64,
 ) -> Result<(EncodedState, u64), LifecycleError> {
-    let mut bytes = Vec::new();
-    instance.export(false, &mut bytes).map_err(|e| LifecycleError::Export {
-        service: service.to_owned(),
-        source: e.into_source(),
-    })?;
+    let mut writer = StateWriter::plain();
+    let tag = instance
+        .export(false, &mut writer)
+        .map_err(|e| LifecycleError::Export {
+            service: service.to_owned(),
+            source: e.into_source(),
+        })?;
+    debug_assert_eq!(writer.tag_written(), Some(tag));
+    let bytes = writer.into_plain();
     let generation = next_generation();
     let encoded = EncodedState::from_bytes(bytes).map_err(|e| LifecycleError::Export {
         service: service.to_owned(),

@@ -1,0 +1,305 @@
+//! Segmented sealing (envelope format version 3): a large state sealed in segments, so that it
+//! never has to be in memory whole, encoded and sealed, beside the state itself.
+//!
+//! The construction is the STREAM one of Hoffmann, Reyhanitabar, Rogaway and Vizár, as Tink's
+//! streaming AEAD (AES-GCM-HKDF) uses it:
+//!
+//! - each envelope has a key of its own, derived with HKDF-SHA256 from the sealing key and a
+//!   random 32-byte salt in the header (info: [`KDF_INFO`]), so segment nonces can never repeat
+//!   across envelopes and the sealing key's nonce budget is spent once per envelope;
+//! - segment `i` is sealed with the nonce `prefix ‖ i (u32, big endian) ‖ last`, where `prefix`
+//!   is random (7 bytes, 19 for XChaCha20-Poly1305) and `last` is 1 for the final segment and 0
+//!   otherwise, and with the whole header as associated data.
+//!
+//! So a segment cannot be moved, dropped, repeated or taken from another envelope, and cutting
+//! the envelope at a segment boundary is caught: the new last segment was sealed as not last.
+//! Every segment is authenticated before any of its bytes are used.
+
+use std::collections::VecDeque;
+
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::cipher::Cipher;
+use super::envelope::{SALT_LEN, TAG_LEN};
+use super::{Algorithm, Key, SealError};
+use crate::state::{HEADER_LEN, StateTag};
+
+/// Plaintext bytes per segment in the envelopes this program writes: 1 MiB.
+pub const SEGMENT_SIZE: u32 = 1 << 20;
+/// A state whose encoding is longer than this is sealed in segments (format version 3); a
+/// shorter one whole (format version 2), as before.
+pub const SEGMENTED_ABOVE: usize = 4 << 20;
+/// The HKDF info string of an envelope's own key.
+pub const KDF_INFO: &[u8] = b"microkernel segmented envelope v3";
+/// The smallest and largest segment sizes a reader accepts (powers of two only).
+const SEGMENT_SIZES: std::ops::RangeInclusive<u32> = (1 << 12)..=(1 << 24);
+
+/// Refuses a segment size that is not a power of two from 4 KiB to 16 MiB.
+pub(crate) fn check_segment_size(size: u32) -> Result<(), SealError> {
+    if size.is_power_of_two() && SEGMENT_SIZES.contains(&size) {
+        Ok(())
+    } else {
+        Err(SealError::BadSegmentSize(size))
+    }
+}
+
+/// Length of the random nonce prefix: the nonce less the counter (4 bytes) and the flag (1).
+pub(crate) fn prefix_len(algorithm: Algorithm) -> usize {
+    algorithm.nonce_len() - 5
+}
+
+/// How a body of `body_len` bytes falls into segments of `size` plaintext bytes: the number of
+/// segments and the length (with its tag) of the last. Refuses an empty body, a last segment
+/// shorter than a tag, and an empty last segment after others (the writer never makes one).
+pub(crate) fn segment_lengths(size: u32, body_len: usize) -> Result<(usize, usize), SealError> {
+    let full = size as usize + TAG_LEN;
+    if body_len < TAG_LEN {
+        return Err(SealError::Truncated {
+            len: body_len,
+            need: TAG_LEN,
+        });
+    }
+    let count = body_len.div_ceil(full);
+    let last = body_len - (count - 1) * full;
+    if last <= TAG_LEN && count > 1 {
+        return Err(SealError::BadSegments(format!(
+            "the last of {count} segments is {last} bytes, not more than a tag"
+        )));
+    }
+    if last < TAG_LEN {
+        return Err(SealError::BadSegments(format!(
+            "the last segment is {last} bytes, shorter than a tag"
+        )));
+    }
+    Ok((count, last))
+}
+
+/// The envelope's own cipher, derived from the sealing key and the header's salt.
+fn derive(key: &Key, salt: &[u8]) -> Result<Cipher, SealError> {
+    let algorithm = key.algorithm();
+    let mut okm = Zeroizing::new(vec![0u8; algorithm.key_len()]);
+    Hkdf::<Sha256>::new(Some(salt), key.secret())
+        .expand(KDF_INFO, &mut okm)
+        .map_err(|_| SealError::Seal(okm.len()))?;
+    let derived = Key::from_bytes(algorithm, &okm).map_err(|_| SealError::Seal(okm.len()))?;
+    Ok(Cipher::new(&derived))
+}
+
+/// Seals or opens the segments of one envelope, in order.
+pub(crate) struct SegmentCipher {
+    cipher: Cipher,
+    key_id: u32,
+    /// The whole header: every segment's associated data.
+    header: Vec<u8>,
+    prefix: [u8; 24],
+    prefix_len: usize,
+    next: u64,
+}
+
+impl SegmentCipher {
+    /// The cipher of the envelope whose header (all of it, written or parsed) is `header`, its
+    /// key derived from `key` and the header's `salt`, its nonces starting with `prefix`.
+    pub(crate) fn new(key: &Key, key_id: u32, header: Vec<u8>, salt: &[u8], prefix: &[u8]) -> Result<Self, SealError> {
+        let mut nonce_prefix = [0u8; 24];
+        nonce_prefix[..prefix.len()].copy_from_slice(prefix); // at most 19 bytes
+        Ok(Self {
+            cipher: derive(key, salt)?,
+            key_id,
+            prefix_len: prefix.len(),
+            prefix: nonce_prefix,
+            header,
+            next: 0,
+        })
+    }
+
+    /// The index of the next segment.
+    fn next_index(&self) -> u64 {
+        self.next
+    }
+
+    fn nonce(&self, last: bool) -> Result<([u8; 24], usize), SealError> {
+        let index = u32::try_from(self.next).map_err(|_| SealError::BadSegments("more than 2^32 segments".into()))?;
+        let mut nonce = self.prefix;
+        let p = self.prefix_len;
+        nonce[p..p + 4].copy_from_slice(&index.to_be_bytes());
+        nonce[p + 4] = u8::from(last);
+        Ok((nonce, p + 5))
+    }
+
+    /// Seals the next segment: encrypts `segment` in place and appends its tag.
+    pub(crate) fn seal(&mut self, segment: &mut Vec<u8>, last: bool) -> Result<(), SealError> {
+        let (nonce, len) = self.nonce(last)?;
+        let tag = self
+            .cipher
+            .seal(&nonce[..len], &self.header, segment)
+            .map_err(|_| SealError::Seal(segment.len()))?;
+        segment.extend_from_slice(&tag);
+        self.next += 1;
+        Ok(())
+    }
+
+    /// Opens the next segment (ciphertext and tag) in place; returns its plaintext's length.
+    pub(crate) fn open(&mut self, segment: &mut [u8], last: bool) -> Result<usize, SealError> {
+        let (nonce, len) = self.nonce(last)?;
+        let failed = SealError::SegmentAuthentication {
+            key_id: self.key_id,
+            segment: self.next,
+        };
+        let plain = segment
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or_else(|| SealError::BadSegments(format!("segment {} is shorter than a tag", self.next)))?;
+        let (body, tag) = segment.split_at_mut(plain);
+        self.cipher
+            .open(&nonce[..len], &self.header, body, tag)
+            .map_err(|_| failed)?;
+        self.next += 1;
+        Ok(plain)
+    }
+}
+
+/// The random parts of a new segmented header: salt and nonce prefix.
+pub(crate) fn fresh_salt_and_prefix(
+    algorithm: Algorithm,
+    fill: impl Fn(&mut [u8]) -> Result<(), SealError>,
+) -> Result<([u8; SALT_LEN], Vec<u8>), SealError> {
+    let mut salt = [0u8; SALT_LEN];
+    fill(&mut salt)?;
+    let mut prefix = vec![0u8; prefix_len(algorithm)];
+    fill(&mut prefix)?;
+    Ok((salt, prefix))
+}
+
+/// The segments of an opened envelope, handed out one at a time as they are authenticated, for
+/// a decoder to read from while the rest are still sealed.
+pub(crate) struct OpenSegments {
+    cipher: SegmentCipher,
+    /// The state the header names: the plaintext must begin with its tag.
+    state: StateTag,
+    sealed: Sealed,
+    /// Plaintext bytes in the segments not yet handed out.
+    remaining: usize,
+    failure: Option<SealError>,
+}
+
+/// Where the sealed segments are.
+enum Sealed {
+    /// One buffer per segment (as a replacement makes them): each is freed once decoded.
+    Parts(VecDeque<Vec<u8>>),
+    /// One envelope's bytes (as a store returns them): the body from `at`.
+    Whole { blob: Vec<u8>, at: usize, size: usize },
+}
+
+impl OpenSegments {
+    /// The segments `parts` (each its ciphertext and tag, in order) of the envelope whose
+    /// cipher is `cipher`; their lengths are checked here, their contents as they are read.
+    pub(crate) fn from_parts(
+        cipher: SegmentCipher,
+        size: u32,
+        state: StateTag,
+        parts: VecDeque<Vec<u8>>,
+    ) -> Result<Self, SealError> {
+        let full = size as usize + TAG_LEN;
+        let total: usize = parts.iter().map(Vec::len).sum();
+        let (count, last) = segment_lengths(size, total)?;
+        let ok = parts.len() == count
+            && parts.iter().rev().skip(1).all(|p| p.len() == full)
+            && parts.back().map(Vec::len) == Some(last);
+        if !ok {
+            return Err(SealError::BadSegments(
+                "a segment other than the last is not full".into(),
+            ));
+        }
+        Ok(Self {
+            remaining: total - TAG_LEN * parts.len(),
+            cipher,
+            state,
+            sealed: Sealed::Parts(parts),
+            failure: None,
+        })
+    }
+
+    /// The segments of a whole envelope `blob` whose body starts at `at`.
+    pub(crate) fn from_blob(
+        cipher: SegmentCipher,
+        size: u32,
+        state: StateTag,
+        blob: Vec<u8>,
+        at: usize,
+    ) -> Result<Self, SealError> {
+        let (count, _) = segment_lengths(size, blob.len() - at)?;
+        Ok(Self {
+            remaining: blob.len() - at - TAG_LEN * count,
+            cipher,
+            state,
+            sealed: Sealed::Whole {
+                blob,
+                at,
+                size: size as usize,
+            },
+            failure: None,
+        })
+    }
+
+    /// Opens every segment into one buffer (for a caller that wants the whole encoding).
+    pub(crate) fn read_all(mut self) -> Result<Vec<u8>, SealError> {
+        let mut plaintext = Vec::with_capacity(self.remaining);
+        while let Some(segment) = self.open_next()? {
+            plaintext.extend_from_slice(&segment);
+        }
+        Ok(plaintext)
+    }
+
+    /// Why a segment could not be opened, if one could not.
+    pub(crate) fn take_failure(&mut self) -> Option<SealError> {
+        self.failure.take()
+    }
+
+    fn open_next(&mut self) -> Result<Option<Vec<u8>>, SealError> {
+        let (mut segment, last) = match &mut self.sealed {
+            Sealed::Parts(parts) => match parts.pop_front() {
+                Some(segment) => (segment, parts.is_empty()),
+                None => return Ok(None),
+            },
+            Sealed::Whole { blob, at, size } => {
+                if *at == blob.len() {
+                    return Ok(None);
+                }
+                let end = (*at + *size + TAG_LEN).min(blob.len());
+                let segment = blob[*at..end].to_vec();
+                *at = end;
+                (segment, end == blob.len())
+            }
+        };
+        let first = self.cipher.next_index() == 0;
+        let plain = self.cipher.open(&mut segment, last)?;
+        segment.truncate(plain);
+        // The plaintext starts with the state's tag, which must be the one the header names.
+        if first && segment.get(..HEADER_LEN) != Some(&self.state.to_bytes()[..]) {
+            return Err(SealError::InconsistentPlaintext);
+        }
+        self.remaining -= plain;
+        Ok(Some(segment))
+    }
+}
+
+impl crate::state::SegmentSource for OpenSegments {
+    fn next_segment(&mut self) -> Option<Vec<u8>> {
+        if self.failure.is_some() {
+            return None;
+        }
+        match self.open_next() {
+            Ok(segment) => segment,
+            Err(error) => {
+                self.failure = Some(error);
+                None
+            }
+        }
+    }
+
+    fn remaining(&self) -> usize {
+        self.remaining
+    }
+}

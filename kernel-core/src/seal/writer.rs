@@ -1,0 +1,266 @@
+//! Writing a state's encoding straight into its envelope: whole (format version 2) while it is
+//! at most [`SEGMENTED_ABOVE`] bytes, then in sealed segments (format version 3) handed to a
+//! sink one by one, so a large state's encoding is never held whole beside the state.
+
+use std::collections::VecDeque;
+use std::io;
+
+use super::envelope::{Header, SEGMENTED_FORMAT_VERSION};
+use super::sealer::SealBuffer;
+use super::stream::{SEGMENT_SIZE, SEGMENTED_ABOVE, SegmentCipher, fresh_salt_and_prefix};
+use super::{KeyId, SealError, Sealer};
+use crate::state::{HEADER_LEN, StateTag};
+
+/// Where the parts of a segmented envelope go as they are sealed: first its header, then each
+/// segment (ciphertext and tag) in order.
+pub(crate) trait SegmentSink {
+    fn put(&mut self, part: Vec<u8>) -> Result<(), SealError>;
+}
+
+impl SegmentSink for VecDeque<Vec<u8>> {
+    fn put(&mut self, part: Vec<u8>) -> Result<(), SealError> {
+        self.push_back(part);
+        Ok(())
+    }
+}
+
+/// What a [`StateWriter`] wrote.
+pub(crate) enum Written {
+    /// The encoding, unsealed (no sealer).
+    Plain(Vec<u8>),
+    /// A whole envelope (format version 2).
+    Whole(Vec<u8>),
+    /// A segmented envelope: its parts went to the sink.
+    Segmented,
+}
+
+/// An encoding being written and sealed as it goes. Its `io::Write` errors stand for a
+/// [`SealError`] that [`finish`](Self::finish) returns.
+pub(crate) struct StateWriter<'a> {
+    mode: Mode<'a>,
+    failure: Option<SealError>,
+    /// Plaintext bytes per segment.
+    segment_size: u32,
+    /// Longer encodings are segmented.
+    segmented_above: usize,
+}
+
+enum Mode<'a> {
+    Plain(Vec<u8>),
+    Whole {
+        sealer: &'a Sealer,
+        service: &'a str,
+        generation: u64,
+        buffer: SealBuffer,
+        sink: &'a mut dyn SegmentSink,
+    },
+    Segmented {
+        cipher: SegmentCipher,
+        segment: Vec<u8>,
+        sink: &'a mut dyn SegmentSink,
+    },
+    /// Between two modes, or after a failure.
+    Failed,
+}
+
+impl<'a> StateWriter<'a> {
+    /// A writer that only collects the encoding.
+    pub(crate) fn plain() -> Self {
+        Self {
+            mode: Mode::Plain(Vec::new()),
+            failure: None,
+            segment_size: SEGMENT_SIZE,
+            segmented_above: SEGMENTED_ABOVE,
+        }
+    }
+
+    /// A writer sealing for `service` at `generation` with `sealer`'s primary key; if the
+    /// encoding grows past [`SEGMENTED_ABOVE`], its segments go to `sink`.
+    pub(crate) fn sealed(
+        sealer: &'a Sealer,
+        service: &'a str,
+        generation: u64,
+        sink: &'a mut dyn SegmentSink,
+    ) -> Result<Self, SealError> {
+        Self::sealed_in(sealer, service, generation, sink, SEGMENT_SIZE, SEGMENTED_ABOVE)
+    }
+
+    /// [`sealed`](Self::sealed), with segments of `segment_size` plaintext bytes for an
+    /// encoding longer than `segmented_above`.
+    pub(crate) fn sealed_in(
+        sealer: &'a Sealer,
+        service: &'a str,
+        generation: u64,
+        sink: &'a mut dyn SegmentSink,
+        segment_size: u32,
+        segmented_above: usize,
+    ) -> Result<Self, SealError> {
+        super::stream::check_segment_size(segment_size)?;
+        // Room for a small state up front; a larger one grows the buffer as it is encoded.
+        let buffer = sealer.begin(service, generation, 256)?;
+        Ok(Self {
+            mode: Mode::Whole {
+                sealer,
+                service,
+                generation,
+                buffer,
+                sink,
+            },
+            failure: None,
+            segment_size,
+            segmented_above,
+        })
+    }
+
+    /// What a [`plain`](Self::plain) writer collected (nothing, for a sealing one).
+    pub(crate) fn into_plain(self) -> Vec<u8> {
+        match self.mode {
+            Mode::Plain(bytes) => bytes,
+            _ => Vec::new(),
+        }
+    }
+
+    /// The tag at the start of a plain writer's bytes, if it has one.
+    pub(crate) fn tag_written(&self) -> Option<StateTag> {
+        match &self.mode {
+            Mode::Plain(bytes) => StateTag::split(bytes).ok().map(|(tag, _)| tag),
+            _ => None,
+        }
+    }
+
+    /// Takes the sealing failure behind an `io::Error` this writer returned, if any.
+    pub(crate) fn take_failure(&mut self) -> Option<SealError> {
+        self.failure.take()
+    }
+
+    /// Ends the encoding of a state tagged `tag`: seals what is left.
+    pub(crate) fn finish(self, tag: StateTag) -> Result<Written, SealError> {
+        if let Some(failure) = self.failure {
+            return Err(failure);
+        }
+        match self.mode {
+            Mode::Plain(bytes) => Ok(Written::Plain(bytes)),
+            Mode::Whole { sealer, mut buffer, .. } => {
+                buffer.set_state(tag);
+                sealer.finish(buffer).map(Written::Whole)
+            }
+            Mode::Segmented {
+                mut cipher,
+                mut segment,
+                sink,
+            } => {
+                cipher.seal(&mut segment, true)?;
+                sink.put(segment)?;
+                Ok(Written::Segmented)
+            }
+            Mode::Failed => Err(SealError::BadSegments("the writer failed before".into())),
+        }
+    }
+
+    /// The envelope has grown past [`SEGMENTED_ABOVE`]: writes a segmented header instead and
+    /// seals the encoding so far in segments, keeping the last (1 to a segment's bytes) open.
+    fn switch(&mut self) -> Result<(), SealError> {
+        let Mode::Whole {
+            sealer,
+            service,
+            generation,
+            buffer,
+            sink,
+        } = std::mem::replace(&mut self.mode, Mode::Failed)
+        else {
+            return Ok(());
+        };
+        let (body, key_id, algorithm) = buffer.into_body();
+        // The encoding starts with its tag (`state::encode_into` writes it first).
+        let (state, _) =
+            StateTag::split(&body[..HEADER_LEN.min(body.len())]).map_err(|_| SealError::InconsistentPlaintext)?;
+        let key = sealer.key(key_id)?;
+        let (salt, prefix) = fresh_salt_and_prefix(algorithm, |bytes| sealer.fill_random(bytes))?;
+        let header = Header {
+            format: SEGMENTED_FORMAT_VERSION,
+            algorithm,
+            key_id: KeyId(key_id),
+            state,
+            generation,
+            service,
+            nonce: &prefix,
+            segments: Some(super::envelope::Segments {
+                size: self.segment_size,
+                salt: &salt,
+            }),
+        };
+        let mut written = Vec::with_capacity(header.len());
+        header.write(&mut written)?;
+        let mut cipher = SegmentCipher::new(&key, key_id, written.clone(), &salt, &prefix)?;
+        sink.put(written)?;
+        let size = self.segment_size as usize;
+        // All but the last chunk are sealed now; the last stays open for what follows.
+        let last_at = (body.len() - 1) / size * size;
+        for chunk in body[..last_at].chunks(size) {
+            let mut segment = Vec::with_capacity(size + super::envelope::TAG_LEN);
+            segment.extend_from_slice(chunk);
+            cipher.seal(&mut segment, false)?;
+            sink.put(segment)?;
+        }
+        let mut segment = Vec::with_capacity(size + super::envelope::TAG_LEN);
+        segment.extend_from_slice(&body[last_at..]);
+        self.mode = Mode::Segmented { cipher, segment, sink };
+        Ok(())
+    }
+
+    fn write_segmented(&mut self, mut data: &[u8]) -> Result<(), SealError> {
+        let Mode::Segmented { cipher, segment, sink } = &mut self.mode else {
+            return Ok(());
+        };
+        let size = self.segment_size as usize;
+        while !data.is_empty() {
+            if segment.len() == size {
+                let fresh = Vec::with_capacity(size + super::envelope::TAG_LEN);
+                let mut full = std::mem::replace(segment, fresh);
+                cipher.seal(&mut full, false)?;
+                sink.put(full)?;
+            }
+            let take = (size - segment.len()).min(data.len());
+            segment.extend_from_slice(&data[..take]);
+            data = &data[take..];
+        }
+        Ok(())
+    }
+
+    fn fail(&mut self, error: SealError) -> io::Error {
+        self.mode = Mode::Failed;
+        self.failure = Some(error);
+        io::Error::other("sealing the state failed")
+    }
+}
+
+impl io::Write for StateWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let result = match &mut self.mode {
+            Mode::Plain(bytes) => {
+                bytes.extend_from_slice(data);
+                Ok(())
+            }
+            Mode::Whole { buffer, .. } => {
+                buffer.body().extend_from_slice(data);
+                if buffer.body_len() > self.segmented_above {
+                    self.switch()
+                } else {
+                    Ok(())
+                }
+            }
+            Mode::Segmented { .. } => self.write_segmented(data),
+            Mode::Failed => Err(SealError::BadSegments("the writer failed before".into())),
+        };
+        result.map_err(|error| self.fail(error))?;
+        Ok(data.len())
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.write(data).map(drop)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

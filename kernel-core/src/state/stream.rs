@@ -1,0 +1,176 @@
+//! Decoding a state from segments handed out one at a time (a segmented envelope being opened),
+//! so that each segment can be freed once decoded and a large state is never in memory twice,
+//! encoded and decoded.
+
+use postcard::de_flavors::Flavor;
+use typed_arena::Arena;
+
+use super::encoding::HEADER_LEN;
+use super::{CodecError, Migratable, StateError, StateTag};
+
+/// Where a streamed state's plaintext comes from: its segments in order, each already
+/// authenticated when handed out.
+pub trait SegmentSource {
+    /// The next segment's bytes, or `None` at the end (or when a segment failed to open: the
+    /// source keeps the reason, and the decoder reports the input as cut short).
+    fn next_segment(&mut self) -> Option<Vec<u8>>;
+    /// Bytes in the segments not yet handed out.
+    fn remaining(&self) -> usize;
+}
+
+/// The body of an encoded state, after its tag: bytes in memory, or segments still to come.
+#[doc(hidden)]
+pub enum Body<'a, 's> {
+    /// The whole body.
+    Bytes(&'a [u8]),
+    /// A body read segment by segment.
+    Stream(&'a mut Stream<'s>),
+}
+
+/// The reading position in a segmented body.
+#[doc(hidden)]
+pub struct Stream<'s> {
+    source: &'s mut dyn SegmentSource,
+    current: Vec<u8>,
+    at: usize,
+    /// Bytes gathered across a segment boundary.
+    scratch: Vec<u8>,
+}
+
+impl<'s> Stream<'s> {
+    fn new(source: &'s mut dyn SegmentSource) -> Self {
+        Self {
+            source,
+            current: Vec::new(),
+            at: 0,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Bytes not read yet.
+    fn left(&self) -> usize {
+        self.current.len() - self.at + self.source.remaining()
+    }
+
+    /// Moves to the next non-empty segment (the previous one is freed here).
+    fn advance(&mut self) -> bool {
+        while self.at == self.current.len() {
+            match self.source.next_segment() {
+                Some(segment) => {
+                    self.current = segment;
+                    self.at = 0;
+                }
+                None => return false,
+            }
+        }
+        true
+    }
+
+    fn pop(&mut self) -> Option<u8> {
+        if !self.advance() {
+            return None;
+        }
+        let byte = self.current[self.at];
+        self.at += 1;
+        Some(byte)
+    }
+
+    /// The next `n` bytes: borrowed from the segment if it holds them, else gathered. Refuses
+    /// more than the bytes left, so a lying length cannot make it allocate.
+    fn take(&mut self, n: usize) -> Option<&[u8]> {
+        if n > self.left() {
+            return None;
+        }
+        if self.current.len() - self.at >= n {
+            let start = self.at;
+            self.at += n;
+            return Some(&self.current[start..start + n]);
+        }
+        self.scratch.clear();
+        self.scratch.reserve(n);
+        while self.scratch.len() < n {
+            if !self.advance() {
+                return None;
+            }
+            let k = (n - self.scratch.len()).min(self.current.len() - self.at);
+            self.scratch.extend_from_slice(&self.current[self.at..self.at + k]);
+            self.at += k;
+        }
+        Some(&self.scratch)
+    }
+}
+
+/// postcard's view of a [`Stream`]. Bytes a type wants to borrow for the whole decoding
+/// (`&str`, `&[u8]`: rare in owned states) are copied into `arena`, which lives as long as the
+/// decoding does.
+struct StreamFlavor<'de, 's> {
+    stream: &'de mut Stream<'s>,
+    arena: &'de Arena<u8>,
+}
+
+impl<'de, 's: 'de> Flavor<'de> for StreamFlavor<'de, 's> {
+    type Remainder = usize;
+    type Source = ();
+
+    fn pop(&mut self) -> postcard::Result<u8> {
+        self.stream.pop().ok_or(postcard::Error::DeserializeUnexpectedEnd)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.stream.left())
+    }
+
+    fn try_take_n(&mut self, ct: usize) -> postcard::Result<&'de [u8]> {
+        let bytes = self.stream.take(ct).ok_or(postcard::Error::DeserializeUnexpectedEnd)?;
+        Ok(self.arena.alloc_extend(bytes.iter().copied()))
+    }
+
+    fn try_take_n_temp<'a>(&'a mut self, ct: usize) -> postcard::Result<&'a [u8]>
+    where
+        'de: 'a,
+    {
+        self.stream.take(ct).ok_or(postcard::Error::DeserializeUnexpectedEnd)
+    }
+
+    fn finalize(self) -> postcard::Result<usize> {
+        Ok(self.stream.left())
+    }
+}
+
+/// Decodes a state of any version in `T`'s chain from `source`, upgrading as needed, with the
+/// same checks as [`decode`](super::decode): a tag, a known version and fingerprint, nothing
+/// after the body.
+pub fn decode_segments<T: Migratable>(source: &mut dyn SegmentSource) -> Result<T, StateError> {
+    let mut stream = Stream::new(source);
+    let left = stream.left();
+    let tag = stream
+        .take(HEADER_LEN)
+        .ok_or(StateError::Truncated { len: left })
+        .and_then(StateTag::split)?
+        .0;
+    super::encoding::decode_body::<T>(tag, Body::Stream(&mut stream))
+}
+
+/// Decodes `T` exactly from the rest of `stream`: nothing may follow.
+pub(super) fn decode_exact_stream<T: Migratable>(stream: &mut Stream<'_>) -> Result<T, StateError> {
+    let arena = Arena::new();
+    let left = stream.left();
+    let flavor = StreamFlavor { stream, arena: &arena };
+    let mut deserializer = postcard::Deserializer::from_flavor(flavor);
+    let value = super::budget::with_input_len(left, || serde::Deserialize::deserialize(&mut deserializer));
+    let decode_error = |error| StateError::Decode {
+        ty: T::TYPE_NAME,
+        version: T::VERSION,
+        source: CodecError(error),
+    };
+    let value = value.map_err(decode_error)?;
+    let extra = deserializer.finalize().map_err(decode_error)?;
+    if extra != 0 {
+        return Err(StateError::TrailingBytes {
+            ty: T::TYPE_NAME,
+            version: T::VERSION,
+            extra,
+        });
+    }
+    Ok(value)
+}

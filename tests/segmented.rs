@@ -1,0 +1,280 @@
+//! Large states: sealed in segments (envelope format version 3) as they are encoded, opened
+//! and decoded one segment at a time; every way of altering the segments is refused.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use microkernel::seal::stream::{SEGMENT_SIZE, SEGMENTED_ABOVE};
+use microkernel::seal::{Algorithm, Key, Keyring, SealError, Sealer};
+use microkernel::state::{self, StateTag};
+use microkernel::{BoxError, Context, Event, Handler, Kernel, Migratable, Replaced, Reply, Service, Step};
+use serde::{Deserialize, Serialize};
+
+/// A string that insists on borrowing from the input while decoding (as `url::Url` and others
+/// do): the decoder must hand it bytes that live as long as the decoding.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+struct Borrowing(String);
+
+impl<'de> Deserialize<'de> for Borrowing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = Borrowing;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a borrowed string")
+            }
+            fn visit_borrowed_str<E: serde::de::Error>(self, s: &'de str) -> Result<Borrowing, E> {
+                Ok(Borrowing(s.to_owned()))
+            }
+        }
+        d.deserialize_str(Visit)
+    }
+}
+
+impl microkernel::state::Schema for Borrowing {
+    const SCHEMA: &'static microkernel::state::NamedType = <String as microkernel::state::Schema>::SCHEMA;
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Migratable)]
+#[migratable(version = 1)]
+struct BigV1 {
+    bytes: Vec<u8>,
+    names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Migratable)]
+#[migratable(version = 2, from = BigV1)]
+struct BigV2 {
+    bytes: Vec<u8>,
+    names: Vec<String>,
+    borrowed: Vec<Borrowing>,
+    counts: HashMap<String, u64>,
+}
+
+impl From<BigV1> for BigV2 {
+    fn from(v1: BigV1) -> Self {
+        let counts = v1.names.iter().map(|n| (n.clone(), n.len() as u64)).collect();
+        Self {
+            borrowed: v1.names.iter().map(|n| Borrowing(n.clone())).collect(),
+            bytes: v1.bytes,
+            names: v1.names,
+            counts,
+        }
+    }
+}
+
+/// What the service saw imported, for the test to compare.
+type Seen<S> = Arc<Mutex<Option<S>>>;
+
+struct Big<S> {
+    state: S,
+    seen: Seen<S>,
+}
+
+impl<S: Migratable + Clone> Service for Big<S> {
+    type State = S;
+    fn name(&self) -> &str {
+        "big"
+    }
+    fn dependencies(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn export_state(&self) -> Result<&S, BoxError> {
+        Ok(&self.state)
+    }
+    fn import_state(&mut self, state: S) -> Result<(), BoxError> {
+        *self.seen.lock().unwrap() = Some(state.clone());
+        self.state = state;
+        Ok(())
+    }
+}
+
+impl<S: Migratable + Clone> Handler for Big<S> {
+    type Request = Event;
+    type Response = Reply;
+    fn handle(&mut self, _: Event, _: &Context<'_>) -> Reply {
+        Reply::ok("big", "")
+    }
+}
+
+/// A state whose encoding (about 9 MB) is well over the segmenting threshold, with strings
+/// that cross segment boundaries.
+fn big_v1() -> BigV1 {
+    let bytes = (0..6_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let names = (0..40_000)
+        .map(|i| format!("name-{i}-{}", "x".repeat(i % 97)))
+        .collect();
+    BigV1 { bytes, names }
+}
+
+fn sealer(algorithm: Algorithm) -> Sealer {
+    Sealer::new(Keyring::new(3, Key::generate(algorithm).unwrap()))
+}
+
+#[test]
+fn a_large_state_crosses_a_replacement_in_segments_and_is_upgraded() {
+    for algorithm in [Algorithm::Aes256Gcm, Algorithm::XChaCha20Poly1305] {
+        let kernel = Kernel::builder().sealer(sealer(algorithm)).build().unwrap();
+        let v1 = big_v1();
+        let seen1: Seen<BigV1> = Arc::default();
+        kernel
+            .register(Big {
+                state: v1.clone(),
+                seen: seen1,
+            })
+            .unwrap();
+        kernel.start_all().unwrap();
+        let seen2: Seen<BigV2> = Arc::default();
+        let outcome = kernel
+            .replace(Big {
+                state: BigV2::default(),
+                seen: Arc::clone(&seen2),
+            })
+            .unwrap();
+        assert!(matches!(outcome, Replaced::Swapped { sealed: true, .. }), "{outcome:?}");
+        let got = seen2.lock().unwrap().take().unwrap();
+        assert_eq!(got, BigV2::from(v1), "{algorithm}");
+        assert!(state::encode(&got).unwrap().as_bytes().len() > SEGMENTED_ABOVE);
+        // v2 to v2: the borrowing strings are decoded from the segments themselves.
+        let seen3: Seen<BigV2> = Arc::default();
+        kernel
+            .replace(Big {
+                state: BigV2::default(),
+                seen: Arc::clone(&seen3),
+            })
+            .unwrap();
+        assert_eq!(seen3.lock().unwrap().take().unwrap(), got, "{algorithm}");
+    }
+}
+
+#[test]
+fn a_segment_altered_in_transit_fails_the_replacement_at_open_and_the_old_version_serves() {
+    // The transit fault sees the first segment of a segmented envelope.
+    let kernel = Kernel::builder()
+        .sealer(sealer(Algorithm::Aes256Gcm))
+        .fault_in_transit(|segment| segment[100] ^= 1)
+        .build()
+        .unwrap();
+    let seen1: Seen<BigV1> = Arc::default();
+    kernel
+        .register(Big {
+            state: big_v1(),
+            seen: seen1,
+        })
+        .unwrap();
+    kernel.start_all().unwrap();
+    let err = kernel
+        .replace(Big {
+            state: BigV2::default(),
+            seen: Arc::default(),
+        })
+        .unwrap_err();
+    assert_eq!(err.step(), Step::Open, "{err}");
+    assert!(err.to_string().contains("segment 0"), "{err}");
+    assert!(kernel.call("big", Event::new("big", "t", "get", "")).is_ok());
+}
+
+/// An encoded state and its segmented envelope (segments of 4096 bytes).
+fn sealed_in_segments(sealer: &Sealer, len: usize) -> (state::EncodedState, Vec<u8>) {
+    let encoded = state::encode(&BigV1 {
+        bytes: (0..len).map(|i| i as u8).collect(),
+        names: vec!["a".into()],
+    })
+    .unwrap();
+    let blob = sealer
+        .seal_segmented("big", encoded.tag(), 9, encoded.as_bytes(), 4096)
+        .unwrap();
+    (encoded, blob)
+}
+
+/// Where the segments start: after the header.
+fn body_at(blob: &[u8]) -> usize {
+    let (_, body) = microkernel::seal::envelope::Header::parse(blob).unwrap();
+    blob.len() - body.len()
+}
+
+#[test]
+fn a_segmented_envelope_opens_whole_and_names_its_segments() {
+    let sealer = sealer(Algorithm::ChaCha20Poly1305);
+    let (encoded, blob) = sealed_in_segments(&sealer, 20_000);
+    assert_eq!(blob[4], 3);
+    let (header, _) = microkernel::seal::envelope::Header::parse(&blob).unwrap();
+    assert_eq!(header.generation, 9);
+    assert_eq!(header.segments.unwrap().size, 4096);
+    assert_eq!(header.nonce.len(), 7);
+    let (opened, generation) = sealer.open_generation("big", blob.clone()).unwrap();
+    assert_eq!((opened, generation), (encoded.clone(), 9));
+    let text = microkernel::seal::envelope::describe(&blob).unwrap();
+    assert!(text.contains("segments:           5 of 4096"), "{text}");
+    // The generation is read from the clear header without a key, as for format 2.
+    assert_eq!(
+        microkernel::seal::SealedObject::from_bytes(blob).unwrap().generation(),
+        9
+    );
+    // A large state sealed by `seal_at` is segmented too, with the default segment size.
+    let big = state::encode(&big_v1()).unwrap();
+    let blob = sealer.seal_at("big", big.tag(), 1, big.as_bytes()).unwrap();
+    assert_eq!(blob[4], 3);
+    let (header, _) = microkernel::seal::envelope::Header::parse(&blob).unwrap();
+    assert_eq!(header.segments.unwrap().size, SEGMENT_SIZE);
+    assert_eq!(sealer.open("big", &blob).unwrap(), big);
+}
+
+#[test]
+fn every_alteration_of_the_segments_is_refused() {
+    let sealer = sealer(Algorithm::Aes128Gcm);
+    let (_, blob) = sealed_in_segments(&sealer, 20_000);
+    let at = body_at(&blob);
+    let full = 4096 + 16;
+    let segment = |i: usize| at + i * full..(at + (i + 1) * full).min(blob.len());
+    let open = |bytes: Vec<u8>| sealer.open("big", &bytes).unwrap_err();
+    let auth = |e: &SealError, i: u64| matches!(e, SealError::SegmentAuthentication { segment, .. } if *segment == i);
+
+    // A flipped bit in segment 2.
+    let mut flipped = blob.clone();
+    flipped[segment(2).start + 10] ^= 1;
+    assert!(auth(&open(flipped), 2));
+    // Segments 1 and 2 swapped.
+    let mut swapped = blob[..segment(1).start].to_vec();
+    swapped.extend_from_slice(&blob[segment(2)]);
+    swapped.extend_from_slice(&blob[segment(1)]);
+    swapped.extend_from_slice(&blob[segment(3).start..]);
+    assert!(auth(&open(swapped), 1));
+    // Cut after segment 3 (a boundary): segment 3 was not sealed as the last.
+    let cut = blob[..segment(3).end].to_vec();
+    assert!(auth(&open(cut), 3));
+    // A full segment repeated at the end.
+    let mut extended = blob[..segment(3).end].to_vec();
+    extended.extend_from_slice(&blob[segment(3)]);
+    extended.extend_from_slice(&blob[segment(4)]);
+    assert!(matches!(open(extended), SealError::SegmentAuthentication { .. }));
+    // The header's salt, prefix, segment size and generation are all bound to every segment.
+    for offset in [body_at(&blob) - 1, body_at(&blob) - 10, 30 + 1 + 3 + 4 + 5, 22] {
+        let mut edited = blob.clone();
+        edited[offset] ^= 1;
+        assert!(auth(&open(edited), 0), "offset {offset}");
+    }
+    // A segment size that is not allowed is refused before any decryption.
+    let mut size = blob.clone();
+    size[30 + 1 + 3..30 + 1 + 3 + 4].copy_from_slice(&1000u32.to_le_bytes());
+    assert!(matches!(open(size), SealError::BadSegmentSize(1000)));
+    // A body that ends in a segment too short to hold a tag.
+    let mut short = blob[..segment(4).start].to_vec();
+    short.extend_from_slice(&[0; 10]);
+    assert!(matches!(open(short), SealError::BadSegments(_)));
+    // Another service's name: refused before decryption.
+    assert!(matches!(
+        sealer.open("other", &blob).unwrap_err(),
+        SealError::WrongService { .. }
+    ));
+}
+
+#[test]
+fn a_plaintext_that_does_not_start_with_its_tag_is_not_sealed() {
+    let sealer = sealer(Algorithm::Aes256Gcm);
+    let tag = StateTag::of::<BigV1>();
+    let err = sealer.seal_segmented("big", tag, 1, &[0u8; 5000], 4096).unwrap_err();
+    assert!(matches!(err, SealError::InconsistentPlaintext));
+    let err = sealer.seal_segmented("big", tag, 1, &tag.to_bytes(), 1000).unwrap_err();
+    assert!(matches!(err, SealError::BadSegmentSize(1000)));
+}

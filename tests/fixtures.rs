@@ -232,6 +232,92 @@ fn format_document_offsets_match_a_current_fixture() {
     }
 }
 
+/// A state of about 10 KB, sealed in segments of 4096 bytes: three segments.
+fn big_plain() -> Vec<u8> {
+    let state = EchoStateV2 {
+        count: 3,
+        last_from: (0..10_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect(),
+    };
+    state::encode(&state).unwrap().into_bytes()
+}
+
+/// Segmented envelopes (format version 3) of every algorithm open, and one opens by
+/// docs/FORMAT.md alone: the offsets, the key derivation and the segment nonces, with the raw
+/// RustCrypto crates.
+#[test]
+fn segmented_fixtures_open_by_the_documented_construction() {
+    use aes_gcm::aead::{Aead, KeyInit, Payload};
+    let plain = big_plain();
+    let tag = StateTag::split(&plain).unwrap().0;
+    for algorithm in Algorithm::ALL {
+        let sealer = sealer(algorithm);
+        let name = format!("structural/sealed/big_v3.{}.bin", algorithm.name());
+        let blob = fixture(&name, || {
+            sealer
+                .seal_segmented("echo", tag, FIXTURE_GENERATION, &plain, 4096)
+                .unwrap()
+        });
+        let (opened, generation) = sealer
+            .open_generation("echo", blob)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            (opened.as_bytes(), generation),
+            (plain.as_slice(), FIXTURE_GENERATION),
+            "{name}"
+        );
+    }
+    let blob = fixture("structural/sealed/big_v3.aes-256-gcm.bin", || {
+        unreachable!("written above")
+    });
+    assert_eq!(&blob[0..4], b"MKSE");
+    assert_eq!(blob[4], 3, "format version at 4");
+    assert_eq!(u64::from_le_bytes(blob[22..30].try_into().unwrap()), FIXTURE_GENERATION);
+    let name_len = usize::from(blob[30]);
+    assert_eq!(&blob[31..31 + name_len], b"echo");
+    let at = 31 + name_len;
+    let size = u32::from_le_bytes(blob[at..at + 4].try_into().unwrap()) as usize;
+    assert_eq!(size, 4096, "segment size at 31+L");
+    let salt = &blob[at + 4..at + 36];
+    let prefix = &blob[at + 36..at + 43];
+    let header = &blob[..at + 43];
+    let mut key = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), &hex(TEST_KEY_HEX))
+        .expand(b"microkernel segmented envelope v3", &mut key)
+        .unwrap();
+    let cipher = aes_gcm::Aes256Gcm::new_from_slice(&key).unwrap();
+    let segments: Vec<&[u8]> = blob[header.len()..].chunks(size + 16).collect();
+    assert_eq!(segments.len(), 3);
+    let mut joined = Vec::new();
+    for (i, segment) in segments.iter().enumerate() {
+        let mut nonce = prefix.to_vec();
+        nonce.extend_from_slice(&(i as u32).to_be_bytes());
+        nonce.push(u8::from(i == segments.len() - 1));
+        let payload = Payload {
+            msg: segment,
+            aad: header,
+        };
+        let opened = cipher.decrypt(nonce.as_slice().try_into().unwrap(), payload).unwrap();
+        joined.extend_from_slice(&opened);
+    }
+    assert_eq!(joined, plain);
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/FORMAT.md")).unwrap();
+    for row in [
+        "| 31+L | 4 | segment size S",
+        "| 35+L | 32 | salt",
+        "| 67+L | P | nonce prefix",
+        "`microkernel segmented envelope v3`",
+    ] {
+        assert!(doc.contains(row), "docs/FORMAT.md lacks `{row}`");
+    }
+}
+
+fn hex(text: &str) -> Vec<u8> {
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+        .collect()
+}
+
 /// docs/FORMAT.md gives the offsets of format version 1 too; read a legacy fixture by them.
 #[test]
 fn format_document_offsets_match_a_legacy_fixture() {

@@ -81,7 +81,7 @@ fn header_errors_come_before_decryption() {
         sealer.open("echo", &b).unwrap_err()
     };
     assert!(matches!(with(0, b'X'), SealError::BadMagic));
-    assert!(matches!(with(4, 3), SealError::UnsupportedVersion(3)));
+    assert!(matches!(with(4, 4), SealError::UnsupportedVersion(4)));
     assert!(matches!(with(4, 0), SealError::UnsupportedVersion(0)));
     assert!(matches!(with(5, 9), SealError::UnknownAlgorithm(9)));
     assert!(matches!(with(30, 0), SealError::BadServiceName));

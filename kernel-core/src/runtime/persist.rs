@@ -148,8 +148,9 @@ impl Shared {
         if let Some(pause) = &self.save_pause {
             pause(&service, generation);
         }
+        // Sealed in the encoding's own buffer: a large state is not copied.
         let sealed = sealer
-            .seal_at(&service, encoded.tag(), generation, encoded.as_bytes())
+            .seal_state_at(&service, encoded, generation)
             .and_then(SealedObject::from_bytes)
             .map_err(|source| LifecycleError::Save {
                 service: service.clone(),
@@ -158,7 +159,6 @@ impl Shared {
                     source,
                 },
             })?;
-        drop(encoded);
         match block_on(store.save(&service, sealed)) {
             Ok(location) => Ok(location),
             // Another save exported later and wrote first: the store already holds a newer

@@ -8,7 +8,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use super::envelope::{Header, TAG_LEN};
 use super::stream::{OpenSegments, SegmentCipher};
-use super::writer::{StateWriter, Written};
 use super::{Algorithm, KeyId, Keyring, SealError};
 use crate::state::{EncodedState, StateTag};
 
@@ -98,9 +97,21 @@ impl Sealer {
 
     /// Seals an encoded state for `service`, recording `generation` (the service's save counter)
     /// in the authenticated header.
+    ///
+    /// A state over [`SEGMENTED_ABOVE`](super::stream::SEGMENTED_ABOVE) bytes is sealed in
+    /// segments in its own buffer, without a second copy.
     pub fn seal_state_at(&self, service: &str, state: EncodedState, generation: u64) -> Result<Vec<u8>, SealError> {
         let tag = state.tag();
-        self.seal_at(service, tag, generation, state.as_bytes())
+        if state.as_bytes().len() <= super::stream::SEGMENTED_ABOVE {
+            return self.seal_at(service, tag, generation, state.as_bytes());
+        }
+        self.seal_segmented_owned(
+            service,
+            tag,
+            generation,
+            state.into_bytes(),
+            super::stream::SEGMENT_SIZE,
+        )
     }
 
     /// Seals `plaintext` (an encoded state with tag `state`) for `service`, with generation 0.
@@ -134,10 +145,17 @@ impl Sealer {
     ///
     /// ```
     /// use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
-    /// use microkernel::state;
+    /// use microkernel::{Migratable, state};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Serialize, Deserialize, Migratable)]
+    /// #[migratable(version = 1)]
+    /// struct Big {
+    ///     bytes: Vec<u8>,
+    /// }
     ///
     /// let sealer = Sealer::new(Keyring::new(1, Key::generate(Algorithm::Aes256Gcm)?));
-    /// let encoded = state::encode(&vec![7u8; 10_000])?;
+    /// let encoded = state::encode(&Big { bytes: vec![7; 10_000] })?;
     /// let blob = sealer.seal_segmented("big", encoded.tag(), 1, encoded.as_bytes(), 4096)?;
     /// assert_eq!(blob[4], 3); // format version 3
     /// assert_eq!(sealer.open("big", &blob)?, encoded);
@@ -151,27 +169,57 @@ impl Sealer {
         plaintext: &[u8],
         segment_size: u32,
     ) -> Result<Vec<u8>, SealError> {
+        self.seal_segmented_owned(service, state, generation, plaintext.to_vec(), segment_size)
+    }
+
+    /// [`seal_segmented`](Self::seal_segmented) in the plaintext's own buffer.
+    fn seal_segmented_owned(
+        &self,
+        service: &str,
+        state: StateTag,
+        generation: u64,
+        mut plaintext: Vec<u8>,
+        segment_size: u32,
+    ) -> Result<Vec<u8>, SealError> {
         if plaintext.get(..crate::state::HEADER_LEN) != Some(&state.to_bytes()[..]) {
             return Err(SealError::InconsistentPlaintext);
         }
-        let mut parts = VecDeque::new();
-        let mut writer = StateWriter::sealed_in(self, service, generation, &mut parts, segment_size, 0)?;
-        // A segment at a time, so the writer never holds more than one.
-        let written = plaintext
-            .chunks(segment_size as usize)
-            .try_for_each(|chunk| std::io::Write::write_all(&mut writer, chunk));
-        if let Some(failure) = writer.take_failure() {
-            return Err(failure);
-        }
-        written.map_err(|_| SealError::Seal(plaintext.len()))?;
-        match writer.finish(state)? {
-            Written::Whole(blob) | Written::Plain(blob) => Ok(blob),
-            Written::Segmented => {
-                let mut blob = Vec::with_capacity(parts.iter().map(Vec::len).sum());
-                parts.iter().for_each(|part| blob.extend_from_slice(part));
-                Ok(blob)
-            }
-        }
+        super::stream::check_segment_size(segment_size)?;
+        // `begin` picks the primary key and counts the seal against it.
+        let (_, key_id, algorithm) = self.begin(service, generation, 0)?.into_body();
+        let (header, mut cipher) =
+            self.segmented_header(service, state, generation, segment_size, key_id, algorithm)?;
+        super::stream::seal_in_place(&mut cipher, segment_size as usize, &header, &mut plaintext)?;
+        Ok(plaintext)
+    }
+
+    /// A new segmented envelope's header and the cipher of its segments: a fresh salt and nonce
+    /// prefix, the key derived from key `key_id`.
+    pub(crate) fn segmented_header(
+        &self,
+        service: &str,
+        state: StateTag,
+        generation: u64,
+        size: u32,
+        key_id: u32,
+        algorithm: Algorithm,
+    ) -> Result<(Vec<u8>, SegmentCipher), SealError> {
+        let key = self.key(key_id)?;
+        let (salt, prefix) = super::stream::fresh_salt_and_prefix(algorithm, |bytes| self.fill_random(bytes))?;
+        let header = Header {
+            format: super::envelope::SEGMENTED_FORMAT_VERSION,
+            algorithm,
+            key_id: KeyId(key_id),
+            state,
+            generation,
+            service,
+            nonce: &prefix,
+            segments: Some(super::envelope::Segments { size, salt: &salt }),
+        };
+        let mut written = Vec::with_capacity(header.len());
+        header.write(&mut written)?;
+        let cipher = SegmentCipher::new(&key, key_id, written.clone(), &salt, &prefix)?;
+        Ok((written, cipher))
     }
 
     /// Starts an envelope for `service`: draws the nonce, writes the header (with a state tag to
@@ -259,28 +307,6 @@ impl Sealer {
         let (size, salt, prefix) = (segments.size, segments.salt.to_vec(), header.nonce.to_vec());
         let cipher = SegmentCipher::new(&key, header.key_id.0, header_bytes, &salt, &prefix)?;
         OpenSegments::from_parts(cipher, size, expected, parts)
-    }
-
-    /// Opens a whole segmented envelope `blob` segment by segment.
-    pub(crate) fn open_segmented_blob(
-        &self,
-        service: &str,
-        expected: Option<StateTag>,
-        blob: Vec<u8>,
-    ) -> Result<OpenSegments, SealError> {
-        let (header, body) = Header::parse(&blob)?;
-        let segments = header.segments.ok_or(SealError::UnsupportedVersion(header.format))?;
-        self.check_header(service, expected, &header)?;
-        let key = self.key_for(header.key_id.0, header.algorithm)?;
-        let body_at = blob.len() - body.len();
-        let (size, salt, prefix, state) = (
-            segments.size,
-            segments.salt.to_vec(),
-            header.nonce.to_vec(),
-            header.state,
-        );
-        let cipher = SegmentCipher::new(&key, header.key_id.0, blob[..body_at].to_vec(), &salt, &prefix)?;
-        OpenSegments::from_blob(cipher, size, state, blob, body_at)
     }
 
     /// The key `key_id`, refused if it is for another algorithm than the envelope's.
@@ -373,11 +399,14 @@ impl Sealer {
     ) -> Result<(Vec<u8>, Range<usize>, u64), SealError> {
         let (header, _) = Header::parse(&blob)?;
         self.check_header(service, expected, &header)?;
-        if header.segments.is_some() {
+        if let Some(segments) = header.segments {
             let generation = header.generation;
-            let plaintext = self.open_segmented_blob(service, expected, blob)?.read_all()?;
-            let len = plaintext.len();
-            return Ok((plaintext, 0..len, generation));
+            let body_at = header.len();
+            let key = self.key_for(header.key_id.0, header.algorithm)?;
+            let (salt, prefix) = (segments.salt.to_vec(), header.nonce.to_vec());
+            let mut cipher = SegmentCipher::new(&key, header.key_id.0, blob[..body_at].to_vec(), &salt, &prefix)?;
+            let len = super::stream::open_in_place(&mut cipher, segments.size as usize, &mut blob, body_at)?;
+            return Ok((blob, 0..len, generation));
         }
         let (state, key_id, algorithm, header_len) = (header.state, header.key_id.0, header.algorithm, header.len());
         let generation = header.generation;

@@ -120,7 +120,12 @@ impl SegmentCipher {
     }
 
     fn nonce(&self, last: bool) -> Result<([u8; 24], usize), SealError> {
-        let index = u32::try_from(self.next).map_err(|_| SealError::BadSegments("more than 2^32 segments".into()))?;
+        self.nonce_at(self.next, last)
+    }
+
+    /// The nonce of segment `index`.
+    fn nonce_at(&self, index: u64, last: bool) -> Result<([u8; 24], usize), SealError> {
+        let index = u32::try_from(index).map_err(|_| SealError::BadSegments("more than 2^32 segments".into()))?;
         let mut nonce = self.prefix;
         let p = self.prefix_len;
         nonce[p..p + 4].copy_from_slice(&index.to_be_bytes());
@@ -160,6 +165,56 @@ impl SegmentCipher {
     }
 }
 
+/// Seals `buffer` (the plaintext) in place into the segmented envelope `header` ‖ segments,
+/// with segments of `size` bytes: the buffer grows by the header and a tag per segment and
+/// nothing else is allocated, so sealing a large state to save it needs no second copy. The
+/// segments are moved right, the last first, each onto bytes already moved.
+pub(crate) fn seal_in_place(
+    cipher: &mut SegmentCipher,
+    size: usize,
+    header: &[u8],
+    buffer: &mut Vec<u8>,
+) -> Result<(), SealError> {
+    let plain = buffer.len();
+    let count = plain.div_ceil(size).max(1);
+    buffer.resize(header.len() + plain + TAG_LEN * count, 0);
+    for i in (0..count).rev() {
+        let from = i * size..((i + 1) * size).min(plain);
+        let at = header.len() + i * (size + TAG_LEN);
+        let len = from.len();
+        buffer.copy_within(from, at);
+        let (nonce, n) = cipher.nonce_at(i as u64, i + 1 == count)?;
+        let tag = cipher
+            .cipher
+            .seal(&nonce[..n], &cipher.header, &mut buffer[at..at + len])
+            .map_err(|_| SealError::Seal(len))?;
+        buffer[at + len..at + len + TAG_LEN].copy_from_slice(&tag);
+    }
+    buffer[..header.len()].copy_from_slice(header);
+    Ok(())
+}
+
+/// Opens the segments of a whole envelope in place: each is authenticated and its plaintext
+/// moved left over the header and tags before it. Returns the plaintext's length, at the start
+/// of `blob`.
+pub(crate) fn open_in_place(
+    cipher: &mut SegmentCipher,
+    size: usize,
+    blob: &mut [u8],
+    body_at: usize,
+) -> Result<usize, SealError> {
+    let (count, _) = segment_lengths(size as u32, blob.len() - body_at)?;
+    let mut plain = 0;
+    for i in 0..count {
+        let at = body_at + i * (size + TAG_LEN);
+        let end = (at + size + TAG_LEN).min(blob.len());
+        let len = cipher.open(&mut blob[at..end], i + 1 == count)?;
+        blob.copy_within(at..at + len, plain);
+        plain += len;
+    }
+    Ok(plain)
+}
+
 /// The random parts of a new segmented header: salt and nonce prefix.
 pub(crate) fn fresh_salt_and_prefix(
     algorithm: Algorithm,
@@ -178,18 +233,11 @@ pub(crate) struct OpenSegments {
     cipher: SegmentCipher,
     /// The state the header names: the plaintext must begin with its tag.
     state: StateTag,
-    sealed: Sealed,
+    /// One buffer per segment (as a replacement makes them): each is freed once decoded.
+    sealed: VecDeque<Vec<u8>>,
     /// Plaintext bytes in the segments not yet handed out.
     remaining: usize,
     failure: Option<SealError>,
-}
-
-/// Where the sealed segments are.
-enum Sealed {
-    /// One buffer per segment (as a replacement makes them): each is freed once decoded.
-    Parts(VecDeque<Vec<u8>>),
-    /// One envelope's bytes (as a store returns them): the body from `at`.
-    Whole { blob: Vec<u8>, at: usize, size: usize },
 }
 
 impl OpenSegments {
@@ -216,40 +264,9 @@ impl OpenSegments {
             remaining: total - TAG_LEN * parts.len(),
             cipher,
             state,
-            sealed: Sealed::Parts(parts),
+            sealed: parts,
             failure: None,
         })
-    }
-
-    /// The segments of a whole envelope `blob` whose body starts at `at`.
-    pub(crate) fn from_blob(
-        cipher: SegmentCipher,
-        size: u32,
-        state: StateTag,
-        blob: Vec<u8>,
-        at: usize,
-    ) -> Result<Self, SealError> {
-        let (count, _) = segment_lengths(size, blob.len() - at)?;
-        Ok(Self {
-            remaining: blob.len() - at - TAG_LEN * count,
-            cipher,
-            state,
-            sealed: Sealed::Whole {
-                blob,
-                at,
-                size: size as usize,
-            },
-            failure: None,
-        })
-    }
-
-    /// Opens every segment into one buffer (for a caller that wants the whole encoding).
-    pub(crate) fn read_all(mut self) -> Result<Vec<u8>, SealError> {
-        let mut plaintext = Vec::with_capacity(self.remaining);
-        while let Some(segment) = self.open_next()? {
-            plaintext.extend_from_slice(&segment);
-        }
-        Ok(plaintext)
     }
 
     /// Why a segment could not be opened, if one could not.
@@ -258,21 +275,10 @@ impl OpenSegments {
     }
 
     fn open_next(&mut self) -> Result<Option<Vec<u8>>, SealError> {
-        let (mut segment, last) = match &mut self.sealed {
-            Sealed::Parts(parts) => match parts.pop_front() {
-                Some(segment) => (segment, parts.is_empty()),
-                None => return Ok(None),
-            },
-            Sealed::Whole { blob, at, size } => {
-                if *at == blob.len() {
-                    return Ok(None);
-                }
-                let end = (*at + *size + TAG_LEN).min(blob.len());
-                let segment = blob[*at..end].to_vec();
-                *at = end;
-                (segment, end == blob.len())
-            }
+        let Some(mut segment) = self.sealed.pop_front() else {
+            return Ok(None);
         };
+        let last = self.sealed.is_empty();
         let first = self.cipher.next_index() == 0;
         let plain = self.cipher.open(&mut segment, last)?;
         segment.truncate(plain);

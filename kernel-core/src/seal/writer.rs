@@ -5,10 +5,9 @@
 use std::collections::VecDeque;
 use std::io;
 
-use super::envelope::{Header, SEGMENTED_FORMAT_VERSION};
 use super::sealer::SealBuffer;
-use super::stream::{SEGMENT_SIZE, SEGMENTED_ABOVE, SegmentCipher, fresh_salt_and_prefix};
-use super::{KeyId, SealError, Sealer};
+use super::stream::{SEGMENT_SIZE, SEGMENTED_ABOVE, SegmentCipher};
+use super::{SealError, Sealer};
 use crate::state::{HEADER_LEN, StateTag};
 
 /// Where the parts of a segmented envelope go as they are sealed: first its header, then each
@@ -174,24 +173,8 @@ impl<'a> StateWriter<'a> {
         // The encoding starts with its tag (`state::encode_into` writes it first).
         let (state, _) =
             StateTag::split(&body[..HEADER_LEN.min(body.len())]).map_err(|_| SealError::InconsistentPlaintext)?;
-        let key = sealer.key(key_id)?;
-        let (salt, prefix) = fresh_salt_and_prefix(algorithm, |bytes| sealer.fill_random(bytes))?;
-        let header = Header {
-            format: SEGMENTED_FORMAT_VERSION,
-            algorithm,
-            key_id: KeyId(key_id),
-            state,
-            generation,
-            service,
-            nonce: &prefix,
-            segments: Some(super::envelope::Segments {
-                size: self.segment_size,
-                salt: &salt,
-            }),
-        };
-        let mut written = Vec::with_capacity(header.len());
-        header.write(&mut written)?;
-        let mut cipher = SegmentCipher::new(&key, key_id, written.clone(), &salt, &prefix)?;
+        let (written, mut cipher) =
+            sealer.segmented_header(service, state, generation, self.segment_size, key_id, algorithm)?;
         sink.put(written)?;
         let size = self.segment_size as usize;
         // All but the last chunk are sealed now; the last stays open for what follows.

@@ -278,3 +278,99 @@ fn a_plaintext_that_does_not_start_with_its_tag_is_not_sealed() {
     let err = sealer.seal_segmented("big", tag, 1, &tag.to_bytes(), 1000).unwrap_err();
     assert!(matches!(err, SealError::BadSegmentSize(1000)));
 }
+
+/// Serializes its bytes, then fails: after the encoding has gone past the segmenting threshold.
+fn fail_late<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::{Error, SerializeSeq};
+    let mut seq = s.serialize_seq(Some(bytes.len()))?;
+    for byte in bytes {
+        seq.serialize_element(byte)?;
+    }
+    Err(S::Error::custom("refused after 6 MB"))
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Migratable)]
+#[migratable(version = 1)]
+struct FailsLate {
+    #[serde(serialize_with = "fail_late")]
+    #[schema(as = Vec<u8>)]
+    bytes: Vec<u8>,
+}
+
+/// Decodes by panicking.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+struct Boom(u8);
+
+impl<'de> Deserialize<'de> for Boom {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        panic!("Boom cannot be decoded")
+    }
+}
+
+impl microkernel::state::Schema for Boom {
+    const SCHEMA: &'static microkernel::state::NamedType = <u8 as microkernel::state::Schema>::SCHEMA;
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Migratable)]
+#[migratable(version = 1)]
+struct Exploding {
+    bytes: Vec<u8>,
+    boom: Boom,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Migratable)]
+#[migratable(version = 1)]
+struct Other {
+    numbers: Vec<u64>,
+}
+
+/// A kernel serving `big` with `state`, and the result of replacing it by a `Big<T>`.
+fn replace_large<S: Migratable + Clone, T: Migratable + Clone + Default>(
+    state: S,
+) -> (Kernel, microkernel::ReplaceError) {
+    let kernel = Kernel::builder().sealer(sealer(Algorithm::Aes256Gcm)).build().unwrap();
+    kernel
+        .register(Big {
+            state,
+            seen: Arc::default(),
+        })
+        .unwrap();
+    kernel.start_all().unwrap();
+    let err = kernel
+        .replace(Big {
+            state: T::default(),
+            seen: Arc::default(),
+        })
+        .unwrap_err();
+    (kernel, err)
+}
+
+fn six_mb() -> Vec<u8> {
+    vec![1; 6_000_000]
+}
+
+#[test]
+fn failures_while_a_large_state_streams_name_their_step_and_leave_the_old_version_serving() {
+    let serving = |kernel: &Kernel| assert!(kernel.call("big", Event::new("big", "t", "get", "")).is_ok());
+    // The old version's Serialize fails after 6 MB went down the pipe.
+    let (kernel, err) = replace_large::<FailsLate, FailsLate>(FailsLate { bytes: six_mb() });
+    assert_eq!(err.step(), Step::Encode, "{err}");
+    assert!(err.to_string().contains("FailsLate v1 does not encode"), "{err}");
+    serving(&kernel);
+    // The new version's type does not match: the decoding stops at once.
+    let (kernel, err) = replace_large::<BigV1, Other>(BigV1 {
+        bytes: six_mb(),
+        names: Vec::new(),
+    });
+    assert_eq!(err.step(), Step::Decode, "{err}");
+    assert!(err.to_string().contains("fingerprint"), "{err}");
+    serving(&kernel);
+    // A Deserialize that panics on the decoding thread.
+    let (kernel, err) = replace_large::<Exploding, Exploding>(Exploding {
+        bytes: six_mb(),
+        boom: Boom(1),
+    });
+    assert_eq!(err.step(), Step::Decode, "{err}");
+    assert!(err.to_string().contains("Boom cannot be decoded"), "{err}");
+    serving(&kernel);
+}

@@ -12,8 +12,6 @@
 //! Any failure in 2–3 leaves the old version in the slot, serving, with its state unchanged, and
 //! returns a [`ReplaceError`] naming the step.
 
-use std::collections::VecDeque;
-use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
@@ -24,16 +22,15 @@ use crate::runtime::handle::Handle;
 use crate::runtime::kernel::{Kernel, Shared, dep_graph};
 use crate::runtime::notice::Notice;
 use crate::runtime::service::{Handler, Service, Status};
-use crate::runtime::slot::{ExportError, Plumbing, Slot};
-use crate::seal::stream::OpenSegments;
-use crate::seal::writer::{StateWriter, Written};
-use crate::state::{self, StateError, StateTag};
+use crate::runtime::slot::{Plumbing, Slot};
+use crate::state::StateTag;
 
 #[cfg(feature = "tokio")]
 mod asynchronous;
 #[cfg(feature = "tokio")]
 pub(crate) use asynchronous::replace_in_async_slot;
 mod outcome;
+mod transit;
 
 pub use outcome::{ReplaceError, Replaced, Step};
 
@@ -233,10 +230,9 @@ pub(crate) fn cross<S: Service>(
     direction: Direction,
     was_running: bool,
 ) -> Result<Crossed, ReplaceError> {
-    let crossing = shared.transit(service, direction == Direction::Rollback, old, generation)?;
     let from = old.state_tag();
-    let (sealed, state_len) = (crossing.sealed(), crossing.len());
-    let state = crossing.decode::<S::State>(service)?;
+    let crossing = transit::transit::<S::State>(shared, service, direction == Direction::Rollback, old, generation)?;
+    let (state, sealed, state_len) = (crossing.state, crossing.sealed, crossing.len);
     guarded(service, Step::Import, || new.import_state(state))?
         .map_err(|e| ReplaceError::new(service, Step::Import, e))?;
     let new_deps = check_new_dependencies(shared, service, new.dependencies(), was_running)?;
@@ -285,7 +281,7 @@ fn restart_old<Req: Send + 'static, Resp: Send + 'static>(
 
 /// Runs a conversion step with its panics caught, so a panicking `From` or import leaves the old
 /// version serving.
-fn guarded<T>(service: &str, step: Step, f: impl FnOnce() -> T) -> Result<T, ReplaceError> {
+pub(super) fn guarded<T>(service: &str, step: Step, f: impl FnOnce() -> T) -> Result<T, ReplaceError> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
         let message = format!("panicked: {}", panic_message(&*panic));
         ReplaceError::new(service, step, message)
@@ -327,125 +323,4 @@ fn check_new_dependencies(
         shared.check_running(service, &deps).map_err(fail)?;
     }
     Ok(Some(deps))
-}
-
-/// The exported state after crossing: the buffer holding it and where it lies in it, or the
-/// segments of a large sealed state, opened one at a time as the new version decodes them.
-enum Crossing {
-    Bytes {
-        buffer: Vec<u8>,
-        range: Range<usize>,
-        sealed: bool,
-    },
-    Segments(OpenSegments),
-}
-
-impl Crossing {
-    fn sealed(&self) -> bool {
-        match self {
-            Crossing::Bytes { sealed, .. } => *sealed,
-            Crossing::Segments(_) => true,
-        }
-    }
-
-    /// The encoded state's length.
-    fn len(&self) -> usize {
-        match self {
-            Crossing::Bytes { range, .. } => range.len(),
-            Crossing::Segments(segments) => state::SegmentSource::remaining(segments),
-        }
-    }
-
-    /// Decodes the state as `T`, upgrading as needed; a segment that fails to open is the
-    /// step `Open`'s failure.
-    fn decode<T: state::Migratable>(self, service: &str) -> Result<T, ReplaceError> {
-        let step_of = |e| match e {
-            StateError::Migration(source) => ReplaceError::new(service, Step::Upgrade, source),
-            other => ReplaceError::new(service, Step::Decode, other),
-        };
-        match self {
-            Crossing::Bytes { buffer, range, .. } => {
-                guarded(service, Step::Decode, || state::decode::<T>(&buffer[range]))?.map_err(step_of)
-            }
-            Crossing::Segments(mut segments) => {
-                let decoded = guarded(service, Step::Decode, || state::decode_segments::<T>(&mut segments))?;
-                if let Some(failure) = segments.take_failure() {
-                    return Err(ReplaceError::new(service, Step::Open, failure));
-                }
-                decoded.map_err(step_of)
-            }
-        }
-    }
-}
-
-impl Shared {
-    /// Export → encode → (seal → open): the state crosses from the old instance to bytes the new
-    /// version decodes. With a sealer the encoding is written straight into the envelope and
-    /// decrypted where it lies, so a small state is never copied; a large one is sealed in
-    /// segments as it is encoded, and each is opened (and freed) as it is decoded.
-    fn transit(
-        &self,
-        service: &str,
-        downgrade: bool,
-        old: &dyn Plumbing,
-        generation: u64,
-    ) -> Result<Crossing, ReplaceError> {
-        let fail = |step| move |e| ReplaceError::new(service, step, e);
-        let mut parts = VecDeque::new();
-        let mut writer = match self.sealer() {
-            Some(sealer) => StateWriter::sealed(sealer, service, generation, &mut parts).map_err(fail(Step::Seal))?,
-            None => StateWriter::plain(),
-        };
-        let exported = old.export(downgrade, &mut writer);
-        if let Some(failure) = writer.take_failure() {
-            return Err(ReplaceError::new(service, Step::Seal, failure));
-        }
-        let tag = exported.map_err(|e| match e {
-            ExportError::Handler(source) => ReplaceError::new(service, Step::Export, source),
-            ExportError::Downgrade(source) => ReplaceError::new(service, Step::Downgrade, source),
-            ExportError::Encode(source) => ReplaceError::new(service, Step::Encode, source),
-        })?;
-        let written = writer.finish(tag).map_err(fail(Step::Seal))?;
-        let sealer = self.sealer();
-        match (written, sealer) {
-            (Written::Whole(mut blob), Some(sealer)) => {
-                self.inject_transit_fault(&mut blob);
-                let (buffer, range, _) = sealer
-                    .open_in_place(service, Some(tag), blob)
-                    .map_err(fail(Step::Open))?;
-                Ok(Crossing::Bytes {
-                    buffer,
-                    range,
-                    sealed: true,
-                })
-            }
-            (Written::Segmented, Some(sealer)) => {
-                if let Some(first) = parts.get_mut(1) {
-                    self.inject_transit_fault(first);
-                }
-                let segments = sealer.open_parts(service, tag, parts).map_err(fail(Step::Open))?;
-                Ok(Crossing::Segments(segments))
-            }
-            (written, _) => {
-                let buffer = match written {
-                    Written::Plain(buffer) => buffer,
-                    _ => Vec::new(),
-                };
-                Ok(Crossing::Bytes {
-                    range: 0..buffer.len(),
-                    buffer,
-                    sealed: false,
-                })
-            }
-        }
-    }
-
-    /// Lets a test alter the sealed state in transit (feature `fault-injection`).
-    #[allow(unused_variables, clippy::unused_self)]
-    fn inject_transit_fault(&self, bytes: &mut Vec<u8>) {
-        #[cfg(feature = "fault-injection")]
-        if let Some(fault) = &self.transit_fault {
-            fault(bytes);
-        }
-    }
 }

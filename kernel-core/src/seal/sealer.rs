@@ -1,9 +1,9 @@
 //! Sealing and opening envelopes with a keyring.
 
-use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use super::envelope::{Header, TAG_LEN};
@@ -285,16 +285,15 @@ impl Sealer {
             .ok_or(SealError::UnknownKey(key_id))
     }
 
-    /// Opens the parts of a segmented envelope (its header, then its segments, as a
-    /// [`StateWriter`](super::writer::StateWriter) hands them to its sink) sealed for `service`
-    /// with the state `expected`: checks the header now, and each segment as it is read.
-    pub(crate) fn open_parts(
+    /// Opens a segmented envelope whose parts come down `receiver` (the header given, then the
+    /// segments in order; the channel closes after the last), sealed for `service`: checks the
+    /// header now, and each segment as it arrives. Returns the state tag the header names.
+    pub(crate) fn open_channel(
         &self,
         service: &str,
-        expected: StateTag,
-        mut parts: VecDeque<Vec<u8>>,
-    ) -> Result<OpenSegments, SealError> {
-        let header_bytes = parts.pop_front().ok_or(SealError::Truncated { len: 0, need: 6 })?;
+        header_bytes: Vec<u8>,
+        receiver: Receiver<Vec<u8>>,
+    ) -> Result<(OpenSegments, StateTag), SealError> {
         let (header, body_at) = Header::parse_fields(&header_bytes)?;
         if body_at != header_bytes.len() {
             return Err(SealError::BadSegments(
@@ -302,11 +301,12 @@ impl Sealer {
             ));
         }
         let segments = header.segments.ok_or(SealError::UnsupportedVersion(header.format))?;
-        self.check_header(service, Some(expected), &header)?;
+        self.check_header(service, None, &header)?;
         let key = self.key_for(header.key_id.0, header.algorithm)?;
-        let (size, salt, prefix) = (segments.size, segments.salt.to_vec(), header.nonce.to_vec());
+        let (size, state) = (segments.size, header.state);
+        let (salt, prefix) = (segments.salt.to_vec(), header.nonce.to_vec());
         let cipher = SegmentCipher::new(&key, header.key_id.0, header_bytes, &salt, &prefix)?;
-        OpenSegments::from_parts(cipher, size, expected, parts)
+        Ok((OpenSegments::from_channel(cipher, size, state, receiver), state))
     }
 
     /// The key `key_id`, refused if it is for another algorithm than the envelope's.

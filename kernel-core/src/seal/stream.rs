@@ -15,7 +15,7 @@
 //! the envelope at a segment boundary is caught: the new last segment was sealed as not last.
 //! Every segment is authenticated before any of its bytes are used.
 
-use std::collections::VecDeque;
+use std::sync::mpsc::Receiver;
 
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -233,40 +233,45 @@ pub(crate) struct OpenSegments {
     cipher: SegmentCipher,
     /// The state the header names: the plaintext must begin with its tag.
     state: StateTag,
-    /// One buffer per segment (as a replacement makes them): each is freed once decoded.
-    sealed: VecDeque<Vec<u8>>,
-    /// Plaintext bytes in the segments not yet handed out.
-    remaining: usize,
+    /// The segments to come: each is freed once decoded.
+    sealed: Parts,
+    /// Plaintext bytes in the segments not yet handed out, if known.
+    remaining: Option<usize>,
+    /// Why a segment could not be opened, if one could not.
     failure: Option<SealError>,
+    /// Plaintext bytes per segment.
+    size: usize,
+}
+
+/// The sealed segments still to open, as a sealing thread sends them; the channel closes after
+/// the last. One is read ahead, to know whether the one before it is the last.
+struct Parts {
+    receiver: Receiver<Vec<u8>>,
+    ahead: Option<Vec<u8>>,
+}
+
+impl Parts {
+    /// The next sealed segment, and whether it is the last.
+    fn next(&mut self) -> Option<(Vec<u8>, bool)> {
+        let segment = self.ahead.take().or_else(|| self.receiver.recv().ok())?;
+        self.ahead = self.receiver.recv().ok();
+        Some((segment, self.ahead.is_none()))
+    }
 }
 
 impl OpenSegments {
-    /// The segments `parts` (each its ciphertext and tag, in order) of the envelope whose
-    /// cipher is `cipher`; their lengths are checked here, their contents as they are read.
-    pub(crate) fn from_parts(
-        cipher: SegmentCipher,
-        size: u32,
-        state: StateTag,
-        parts: VecDeque<Vec<u8>>,
-    ) -> Result<Self, SealError> {
-        let full = size as usize + TAG_LEN;
-        let total: usize = parts.iter().map(Vec::len).sum();
-        let (count, last) = segment_lengths(size, total)?;
-        let ok = parts.len() == count
-            && parts.iter().rev().skip(1).all(|p| p.len() == full)
-            && parts.back().map(Vec::len) == Some(last);
-        if !ok {
-            return Err(SealError::BadSegments(
-                "a segment other than the last is not full".into(),
-            ));
-        }
-        Ok(Self {
-            remaining: total - TAG_LEN * parts.len(),
+    /// The segments of the envelope whose cipher is `cipher` as they arrive on `receiver`
+    /// (each its ciphertext and tag; the channel closes after the last): their lengths and
+    /// contents are checked as they are read.
+    pub(crate) fn from_channel(cipher: SegmentCipher, size: u32, state: StateTag, receiver: Receiver<Vec<u8>>) -> Self {
+        Self {
             cipher,
             state,
-            sealed: parts,
+            sealed: Parts { receiver, ahead: None },
+            remaining: None,
             failure: None,
-        })
+            size: size as usize,
+        }
     }
 
     /// Why a segment could not be opened, if one could not.
@@ -275,10 +280,17 @@ impl OpenSegments {
     }
 
     fn open_next(&mut self) -> Result<Option<Vec<u8>>, SealError> {
-        let Some(mut segment) = self.sealed.pop_front() else {
+        let Some((mut segment, last)) = self.sealed.next() else {
             return Ok(None);
         };
-        let last = self.sealed.is_empty();
+        let full = self.size + TAG_LEN;
+        if segment.len() > full || (!last && segment.len() != full) || segment.len() <= TAG_LEN {
+            return Err(SealError::BadSegments(format!(
+                "segment {} is {} bytes",
+                self.cipher.next_index(),
+                segment.len()
+            )));
+        }
         let first = self.cipher.next_index() == 0;
         let plain = self.cipher.open(&mut segment, last)?;
         segment.truncate(plain);
@@ -286,7 +298,7 @@ impl OpenSegments {
         if first && segment.get(..HEADER_LEN) != Some(&self.state.to_bytes()[..]) {
             return Err(SealError::InconsistentPlaintext);
         }
-        self.remaining -= plain;
+        self.remaining = self.remaining.map(|r| r - plain);
         Ok(Some(segment))
     }
 }
@@ -305,7 +317,7 @@ impl crate::state::SegmentSource for OpenSegments {
         }
     }
 
-    fn remaining(&self) -> usize {
+    fn remaining(&self) -> Option<usize> {
         self.remaining
     }
 }

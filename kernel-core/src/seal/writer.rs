@@ -2,7 +2,6 @@
 //! at most [`SEGMENTED_ABOVE`] bytes, then in sealed segments (format version 3) handed to a
 //! sink one by one, so a large state's encoding is never held whole beside the state.
 
-use std::collections::VecDeque;
 use std::io;
 
 use super::sealer::SealBuffer;
@@ -16,21 +15,12 @@ pub(crate) trait SegmentSink {
     fn put(&mut self, part: Vec<u8>) -> Result<(), SealError>;
 }
 
-impl SegmentSink for VecDeque<Vec<u8>> {
-    fn put(&mut self, part: Vec<u8>) -> Result<(), SealError> {
-        self.push_back(part);
-        Ok(())
-    }
-}
-
 /// What a [`StateWriter`] wrote.
 pub(crate) enum Written {
-    /// The encoding, unsealed (no sealer).
-    Plain(Vec<u8>),
     /// A whole envelope (format version 2).
     Whole(Vec<u8>),
-    /// A segmented envelope: its parts went to the sink.
-    Segmented,
+    /// A segmented envelope: its parts went to the sink. `len`: the encoding's length.
+    Segmented { len: usize },
 }
 
 /// An encoding being written and sealed as it goes. Its `io::Write` errors stand for a
@@ -42,6 +32,8 @@ pub(crate) struct StateWriter<'a> {
     segment_size: u32,
     /// Longer encodings are segmented.
     segmented_above: usize,
+    /// Plaintext bytes written.
+    written: usize,
 }
 
 enum Mode<'a> {
@@ -70,6 +62,7 @@ impl<'a> StateWriter<'a> {
             failure: None,
             segment_size: SEGMENT_SIZE,
             segmented_above: SEGMENTED_ABOVE,
+            written: 0,
         }
     }
 
@@ -108,6 +101,7 @@ impl<'a> StateWriter<'a> {
             failure: None,
             segment_size,
             segmented_above,
+            written: 0,
         })
     }
 
@@ -138,7 +132,7 @@ impl<'a> StateWriter<'a> {
             return Err(failure);
         }
         match self.mode {
-            Mode::Plain(bytes) => Ok(Written::Plain(bytes)),
+            Mode::Plain(_) => Err(SealError::BadSegments("a plain writer seals nothing".into())),
             Mode::Whole { sealer, mut buffer, .. } => {
                 buffer.set_state(tag);
                 sealer.finish(buffer).map(Written::Whole)
@@ -150,7 +144,7 @@ impl<'a> StateWriter<'a> {
             } => {
                 cipher.seal(&mut segment, true)?;
                 sink.put(segment)?;
-                Ok(Written::Segmented)
+                Ok(Written::Segmented { len: self.written })
             }
             Mode::Failed => Err(SealError::BadSegments("the writer failed before".into())),
         }
@@ -219,6 +213,7 @@ impl<'a> StateWriter<'a> {
 
 impl io::Write for StateWriter<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.written += data.len();
         let result = match &mut self.mode {
             Mode::Plain(bytes) => {
                 bytes.extend_from_slice(data);

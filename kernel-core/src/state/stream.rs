@@ -14,8 +14,9 @@ pub trait SegmentSource {
     /// The next segment's bytes, or `None` at the end (or when a segment failed to open: the
     /// source keeps the reason, and the decoder reports the input as cut short).
     fn next_segment(&mut self) -> Option<Vec<u8>>;
-    /// Bytes in the segments not yet handed out.
-    fn remaining(&self) -> usize;
+    /// Bytes in the segments not yet handed out, if known (a source fed while it is read does
+    /// not know).
+    fn remaining(&self) -> Option<usize>;
 }
 
 /// The body of an encoded state, after its tag: bytes in memory, or segments still to come.
@@ -47,9 +48,22 @@ impl<'s> Stream<'s> {
         }
     }
 
-    /// Bytes not read yet.
+    /// Bytes not read yet, at most (`usize::MAX` when the source does not know).
     fn left(&self) -> usize {
-        self.current.len() - self.at + self.source.remaining()
+        let here = self.current.len() - self.at;
+        self.source
+            .remaining()
+            .map_or(usize::MAX, |rest| here.saturating_add(rest))
+    }
+
+    /// Reads to the end (every segment is still opened, so authenticated) and counts the bytes.
+    fn rest(&mut self) -> usize {
+        let mut count = self.current.len() - self.at;
+        self.at = self.current.len();
+        while let Some(segment) = self.source.next_segment() {
+            count += segment.len();
+        }
+        count
     }
 
     /// Moves to the next non-empty segment (the previous one is freed here).
@@ -117,7 +131,7 @@ impl<'de, 's: 'de> Flavor<'de> for StreamFlavor<'de, 's> {
     }
 
     fn size_hint(&self) -> Option<usize> {
-        Some(self.stream.left())
+        Some(self.stream.left()).filter(|left| *left != usize::MAX)
     }
 
     fn try_take_n(&mut self, ct: usize) -> postcard::Result<&'de [u8]> {
@@ -133,7 +147,7 @@ impl<'de, 's: 'de> Flavor<'de> for StreamFlavor<'de, 's> {
     }
 
     fn finalize(self) -> postcard::Result<usize> {
-        Ok(self.stream.left())
+        Ok(self.stream.rest())
     }
 }
 
@@ -142,10 +156,9 @@ impl<'de, 's: 'de> Flavor<'de> for StreamFlavor<'de, 's> {
 /// after the body.
 pub fn decode_segments<T: Migratable>(source: &mut dyn SegmentSource) -> Result<T, StateError> {
     let mut stream = Stream::new(source);
-    let left = stream.left();
     let tag = stream
         .take(HEADER_LEN)
-        .ok_or(StateError::Truncated { len: left })
+        .ok_or(StateError::Truncated { len: 0 })
         .and_then(StateTag::split)?
         .0;
     super::encoding::decode_body::<T>(tag, Body::Stream(&mut stream))

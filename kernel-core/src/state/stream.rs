@@ -80,7 +80,13 @@ impl<'s> Stream<'s> {
         true
     }
 
+    #[inline]
     fn pop(&mut self) -> Option<u8> {
+        // The common case: the current segment has the byte.
+        if let Some(&byte) = self.current.get(self.at) {
+            self.at += 1;
+            return Some(byte);
+        }
         if !self.advance() {
             return None;
         }

@@ -374,3 +374,95 @@ fn failures_while_a_large_state_streams_name_their_step_and_leave_the_old_versio
     assert!(err.to_string().contains("Boom cannot be decoded"), "{err}");
     serving(&kernel);
 }
+
+/// A fresh directory, removed afterwards.
+struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> Self {
+        let path = std::env::temp_dir().join(format!("mk-segmented-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Self(path)
+    }
+
+    /// The names of the files in it.
+    fn files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name != ".lock")
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn kernel_with_store(dir: &TempDir, key: &Key, limit: u64) -> Kernel {
+    let options = microkernel::store::StoreOptions::default().max_state_bytes(limit);
+    Kernel::builder()
+        .sealer(Sealer::new(Keyring::new(3, key.clone())))
+        .store(microkernel::DirStore::open_with(&dir.0, options).unwrap())
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_large_checkpoint_is_written_in_segments_and_restored() {
+    let dir = TempDir::new("checkpoint");
+    let key = Key::generate(Algorithm::Aes256Gcm).unwrap();
+    let v1 = big_v1();
+    {
+        let kernel = kernel_with_store(&dir, &key, 1 << 30);
+        kernel
+            .register(Big {
+                state: v1.clone(),
+                seen: Arc::default(),
+            })
+            .unwrap();
+        kernel.start_all().unwrap();
+        kernel.checkpoint_service("big").unwrap();
+        let file = std::fs::read(dir.0.join("big.state")).unwrap();
+        assert_eq!(file[4], 3, "a segmented envelope");
+        assert_eq!(dir.files(), ["big.state"], "no temporary file left");
+    }
+    // A new kernel restores it when the service registers.
+    let kernel = kernel_with_store(&dir, &key, 1 << 30);
+    let seen: Seen<BigV1> = Arc::default();
+    kernel
+        .register(Big {
+            state: BigV1::default(),
+            seen: Arc::clone(&seen),
+        })
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().take().unwrap(), v1);
+}
+
+#[test]
+fn a_large_checkpoint_over_the_store_limit_fails_while_streaming_and_leaves_nothing() {
+    let dir = TempDir::new("too-large");
+    let key = Key::generate(Algorithm::Aes256Gcm).unwrap();
+    let kernel = kernel_with_store(&dir, &key, 7_000_000);
+    kernel
+        .register(Big {
+            state: big_v1(),
+            seen: Arc::default(),
+        })
+        .unwrap();
+    kernel.start_all().unwrap();
+    let err = kernel.checkpoint_service("big").unwrap_err();
+    assert!(err.to_string().contains("limit"), "{err}");
+    assert!(
+        dir.files().is_empty(),
+        "nothing written, no temporary file left: {:?}",
+        dir.files()
+    );
+    // The service goes on serving.
+    assert!(kernel.call("big", Event::new("big", "t", "get", "")).is_ok());
+}

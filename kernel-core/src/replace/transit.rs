@@ -227,7 +227,7 @@ fn decode_channel<T: Migratable>(
 impl Shared {
     /// Lets a test alter the sealed state in transit (feature `fault-injection`): a whole
     /// envelope, or a segmented one's first segment.
-    #[allow(unused_variables, clippy::unused_self)]
+    #[allow(unused_variables, clippy::unused_self, clippy::ptr_arg)]
     fn inject_transit_fault(&self, bytes: &mut Vec<u8>) {
         #[cfg(feature = "fault-injection")]
         if let Some(fault) = &self.transit_fault {

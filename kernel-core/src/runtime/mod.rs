@@ -17,6 +17,7 @@ pub(crate) mod persist;
 pub(crate) mod reap;
 pub(crate) mod restart;
 pub(crate) mod route;
+pub(crate) mod saving;
 pub(crate) mod service;
 pub(crate) mod slot;
 pub(crate) mod sync;

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use crate::runtime::error::LifecycleError;
 use crate::runtime::kernel::{Entry, Kernel, Shared};
+use crate::runtime::saving::export_sealed;
 use crate::runtime::service::{Service, Status};
+use crate::runtime::slot::{Exported, Plumbing};
 use crate::seal::SealedObject;
 use crate::state;
 use crate::state::EncodedState;
@@ -143,23 +145,36 @@ impl Shared {
             return Err(LifecycleError::NoStore { service });
         };
         // `_in_flight` is held until the write is over: a restart of the service waits for it.
-        let (encoded, generation, _in_flight) = entry.lifecycle.export_for_save()?;
+        let mut export =
+            |instance: &dyn Plumbing, generation: u64| export_sealed(store, sealer, &service, instance, generation);
+        let (exported, generation, _in_flight) = entry.lifecycle.export_for_save(&mut export)?;
         #[cfg(feature = "fault-injection")]
         if let Some(pause) = &self.save_pause {
             pause(&service, generation);
         }
-        // Sealed in the encoding's own buffer: a large state is not copied.
-        let sealed = sealer
-            .seal_state_at(&service, encoded, generation)
-            .and_then(SealedObject::from_bytes)
-            .map_err(|source| LifecycleError::Save {
-                service: service.clone(),
-                source: StoreError::Seal {
-                    object: store.location(&service),
-                    source,
-                },
-            })?;
-        match block_on(store.save(&service, sealed)) {
+        let seal_failed = |source| LifecycleError::Save {
+            service: service.clone(),
+            source: StoreError::Seal {
+                object: store.location(&service),
+                source,
+            },
+        };
+        let written = match exported {
+            Exported::Streamed(object) => block_on(object.commit()),
+            Exported::Sealed(blob) => {
+                let object = SealedObject::from_bytes(blob).map_err(seal_failed)?;
+                block_on(store.save(&service, object))
+            }
+            Exported::Encoded(encoded) => {
+                // Sealed in the encoding's own buffer: a large state is not copied.
+                let object = sealer
+                    .seal_state_at(&service, encoded, generation)
+                    .and_then(SealedObject::from_bytes)
+                    .map_err(seal_failed)?;
+                block_on(store.save(&service, object))
+            }
+        };
+        match written {
             Ok(location) => Ok(location),
             // Another save exported later and wrote first: the store already holds a newer
             // state than this one, which is what a save promises.
@@ -176,7 +191,10 @@ impl Shared {
                 );
                 Ok(object)
             }
-            Err(source) => Err(LifecycleError::Save { service, source }),
+            Err(source) => Err(LifecycleError::Save {
+                service: service.clone(),
+                source,
+            }),
         }
     }
 

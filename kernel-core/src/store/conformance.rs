@@ -41,7 +41,7 @@ pub trait Fixture {
 }
 
 /// The names of the checks, in the order [`run_all`] runs them.
-pub const CHECKS: [&str; 10] = [
+pub const CHECKS: [&str; 11] = [
     "round_trip",
     "older_generation_is_refused",
     "replayed_object_is_refused_and_left_untouched",
@@ -52,6 +52,7 @@ pub const CHECKS: [&str; 10] = [
     "size_limit_holds_both_ways",
     "set_aside_moves_the_object_away",
     "names_the_store_cannot_keep_are_refused",
+    "streamed_saves_keep_every_guarantee",
 ];
 
 /// A sealed object for `service` at `generation` holding `payload` (sealed with a fixed test
@@ -283,6 +284,61 @@ pub fn names_the_store_cannot_keep_are_refused<F: Fixture>(fixture: &F) {
     }
 }
 
+/// A store that writes part by part ([`StateStore::begin_save`]) keeps the guarantees of whole
+/// saves: nothing is visible before the commit, a writer dropped leaves nothing, an older
+/// generation is refused at the commit, the size limit holds while the parts come. Passes at
+/// once for a store that takes whole objects only.
+pub fn streamed_saves_keep_every_guarantee<F: Fixture>(fixture: &F) {
+    let store = open(fixture);
+    let whole = object("svc", 5, b"streamed in three parts");
+    let parts = [
+        &whole.as_bytes()[..10],
+        &whole.as_bytes()[10..20],
+        &whole.as_bytes()[20..],
+    ];
+    let Some(mut writer) = store.begin_save("svc", 5) else {
+        return;
+    };
+    for part in &parts[..2] {
+        block_on(writer.write(part)).unwrap();
+    }
+    assert!(fixture.raw("svc").is_none(), "nothing visible before the commit");
+    drop(writer);
+    assert!(fixture.raw("svc").is_none(), "a dropped writer leaves nothing");
+    let mut writer = store.begin_save("svc", 5).expect("the store streamed before");
+    for part in parts {
+        block_on(writer.write(part)).unwrap();
+    }
+    let written = block_on(writer.commit()).unwrap();
+    assert_eq!(written, store.location("svc"));
+    assert_eq!(
+        fixture.raw("svc").as_deref(),
+        Some(whole.as_bytes()),
+        "the parts, joined"
+    );
+    assert_eq!(load(&store, "svc").unwrap(), Some(whole.clone()));
+    let mut older = store.begin_save("svc", 4).expect("the store streamed before");
+    block_on(older.write(object("svc", 4, b"older").as_bytes())).unwrap();
+    assert!(
+        matches!(
+            block_on(older.commit()),
+            Err(StoreError::Stale {
+                generation: 4,
+                newest: 5,
+                ..
+            })
+        ),
+        "an older generation is refused at the commit"
+    );
+    assert_eq!(fixture.raw("svc").as_deref(), Some(whole.as_bytes()), "left as it was");
+    let limit = usize::try_from(fixture.max_object_bytes()).expect("a limit that fits in memory");
+    let mut big = store.begin_save("svc", 6).expect("the store streamed before");
+    let refused = block_on(big.write(&vec![0; limit / 2])).and_then(|()| block_on(big.write(&vec![0; limit / 2 + 1])));
+    assert!(matches!(refused, Err(StoreError::TooLarge { .. })), "{refused:?}");
+    drop(big);
+    assert_eq!(fixture.raw("svc").as_deref(), Some(whole.as_bytes()), "left as it was");
+}
+
 /// Runs every check, each on a fresh fixture from `fixture`.
 pub fn run_all<F: Fixture>(fixture: impl Fn() -> F)
 where
@@ -298,6 +354,7 @@ where
     size_limit_holds_both_ways(&fixture());
     set_aside_moves_the_object_away(&fixture());
     names_the_store_cannot_keep_are_refused(&fixture());
+    streamed_saves_keep_every_guarantee(&fixture());
 }
 
 /// Runs the [conformance suite](crate::store::conformance) on a [`Fixture`], one `#[test]` per
@@ -322,7 +379,8 @@ macro_rules! store_conformance {
                 corrupt_object_is_named_and_left_untouched,
                 size_limit_holds_both_ways,
                 set_aside_moves_the_object_away,
-                names_the_store_cannot_keep_are_refused
+                names_the_store_cannot_keep_are_refused,
+                streamed_saves_keep_every_guarantee
             );
         }
     };

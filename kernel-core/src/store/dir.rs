@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use super::files;
-use super::{Location, StateStore, StoreError, StoreFuture, Stored};
+use super::{Location, ObjectWriter, StateStore, StoreError, StoreFuture, Stored};
 use crate::seal::SealedObject;
 
 /// The longest service name a [`DirStore`] takes: `<name>.state.rejected-<seconds>-<n>` (the
@@ -181,15 +181,7 @@ impl DirStore {
         }
         let generation = object.generation();
         let mut newest = self.newest();
-        if let Some(&known) = newest.get(service)
-            && generation <= known
-        {
-            return Err(StoreError::Stale {
-                object: Location::file(path),
-                generation,
-                newest: known,
-            });
-        }
+        check_fresh(&newest, service, &path, generation)?;
         files::write_atomically(&self.dir, &path, object.as_bytes())?;
         newest.insert(service.to_owned(), generation);
         Ok(Location::file(path))
@@ -231,6 +223,74 @@ impl DirStore {
     }
 }
 
+/// Refuses to write `generation` of `service` unless it is above the newest written or loaded.
+fn check_fresh(newest: &HashMap<String, u64>, service: &str, path: &Path, generation: u64) -> Result<(), StoreError> {
+    match newest.get(service) {
+        Some(&known) if generation <= known => Err(StoreError::Stale {
+            object: Location::file(path.to_owned()),
+            generation,
+            newest: known,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// A state file being written part by part: into a temporary file (made at the first part),
+/// renamed into place at commit with the checks of a whole save.
+struct DirObject<'a> {
+    store: &'a DirStore,
+    service: &'a str,
+    generation: u64,
+    temp: Option<files::Temp>,
+    written: u64,
+}
+
+impl DirObject<'_> {
+    fn write_now(&mut self, part: &[u8]) -> Result<(), StoreError> {
+        let path = self.store.path(self.service)?;
+        self.written += part.len() as u64;
+        let limit = self.store.options.max_state_bytes;
+        if self.written > limit {
+            self.temp = None; // removes what was written
+            return Err(StoreError::TooLarge {
+                object: Location::file(path),
+                size: self.written,
+                limit,
+            });
+        }
+        let temp = match &mut self.temp {
+            Some(temp) => temp,
+            None => self.temp.insert(files::Temp::create(&self.store.dir)?),
+        };
+        temp.write(part)
+    }
+
+    fn commit_now(mut self) -> Result<Location, StoreError> {
+        let path = self.store.path(self.service)?;
+        let Some(temp) = self.temp.take() else {
+            return Err(StoreError::Backend {
+                object: Location::file(path),
+                source: "nothing was written before the commit".into(),
+            });
+        };
+        let mut newest = self.store.newest();
+        check_fresh(&newest, self.service, &path, self.generation)?;
+        temp.commit(&self.store.dir, &path)?;
+        newest.insert(self.service.to_owned(), self.generation);
+        Ok(Location::file(path))
+    }
+}
+
+impl<'a> ObjectWriter<'a> for DirObject<'a> {
+    fn write(&mut self, part: &[u8]) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(self.write_now(part)))
+    }
+
+    fn commit(self: Box<Self>) -> StoreFuture<'a, Location> {
+        Box::pin(std::future::ready(self.commit_now()))
+    }
+}
+
 impl StateStore for DirStore {
     fn check_name(&self, service: &str) -> Result<(), StoreError> {
         check_name(service)
@@ -254,6 +314,16 @@ impl StateStore for DirStore {
 
     fn known_generation(&self, service: &str) -> u64 {
         self.newest().get(service).copied().unwrap_or(0)
+    }
+
+    fn begin_save<'a>(&'a self, service: &'a str, generation: u64) -> Option<Box<dyn ObjectWriter<'a> + 'a>> {
+        Some(Box::new(DirObject {
+            store: self,
+            service,
+            generation,
+            temp: None,
+            written: 0,
+        }))
     }
 }
 

@@ -23,22 +23,51 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreErro
 
 /// temp file in the same directory → write → fsync → rename over `path` → fsync the directory.
 pub(super) fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    let temp = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
-    let written = (|| {
-        let mut file = platform::private_file(OpenOptions::new().write(true).create_new(true))
-            .open(&temp)
-            .map_err(io("create", &temp))?;
-        file.write_all(bytes).map_err(io("write", &temp))?;
-        file.sync_all().map_err(io("fsync", &temp))?;
-        // `rename` replaces a symbolic link at `path` itself; it never writes through one.
-        fs::rename(&temp, path).map_err(io("rename into place", path))
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&temp);
+    let mut temp = Temp::create(dir)?;
+    temp.write(bytes)?;
+    temp.commit(dir, path)
+}
+
+/// A temporary file in the store's directory, written and then renamed into place; removed if
+/// dropped before.
+pub(super) struct Temp {
+    /// Empty once renamed into place.
+    path: PathBuf,
+    file: File,
+}
+
+impl Temp {
+    /// Creates a new temporary file (`.mk-tmp-<pid>-<n>`, owner-only) in `dir`.
+    pub(super) fn create(dir: &Path) -> Result<Self, StoreError> {
+        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
+        let file = platform::private_file(OpenOptions::new().write(true).create_new(true))
+            .open(&path)
+            .map_err(io("create", &path))?;
+        Ok(Self { path, file })
     }
-    written?;
-    sync_dir(dir)
+
+    /// Appends `bytes`.
+    pub(super) fn write(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.file.write_all(bytes).map_err(io("write", &self.path))
+    }
+
+    /// fsync → rename over `path` → fsync the directory.
+    pub(super) fn commit(mut self, dir: &Path, path: &Path) -> Result<(), StoreError> {
+        self.file.sync_all().map_err(io("fsync", &self.path))?;
+        // `rename` replaces a symbolic link at `path` itself; it never writes through one.
+        fs::rename(&self.path, path).map_err(io("rename into place", path))?;
+        self.path = PathBuf::new(); // renamed: nothing to remove
+        sync_dir(dir)
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
 }
 
 pub(super) fn sync_dir(dir: &Path) -> Result<(), StoreError> {

@@ -88,6 +88,28 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     /// The newest generation the store has written or loaded for the service (0 if none): a
     /// service registering goes on above it, whatever became of the object.
     fn known_generation(&self, service: &str) -> u64;
+
+    /// Begins writing the service's object of `generation` part by part (a large state's
+    /// segmented envelope, sealed as it is encoded), so that the kernel never holds it whole to
+    /// save it. `None`, the default, if the store takes whole objects only ([`save`](Self::save)).
+    /// A backend that streams keeps every guarantee above: nothing is visible before
+    /// [`ObjectWriter::commit`], and a writer dropped before leaves nothing behind.
+    fn begin_save<'a>(&'a self, service: &'a str, generation: u64) -> Option<Box<dyn ObjectWriter<'a> + 'a>> {
+        let _ = (service, generation);
+        None
+    }
+}
+
+/// A service's object being written part by part ([`StateStore::begin_save`]).
+pub trait ObjectWriter<'a>: Send {
+    /// Appends the next part; refuses to go past the store's size limit
+    /// ([`StoreError::TooLarge`], nothing kept).
+    fn write(&mut self, part: &[u8]) -> StoreFuture<'_, ()>;
+
+    /// Makes what was written the service's object, atomically, unless the store has written or
+    /// loaded a generation at least as new for it ([`StoreError::Stale`], nothing kept): the
+    /// same checks as [`StateStore::save`]. Returns where it was written.
+    fn commit(self: Box<Self>) -> StoreFuture<'a, Location>;
 }
 
 /// An object read from a store.

@@ -19,7 +19,9 @@ use crate::boxed::BoxError;
 use crate::runtime::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::runtime::kernel::Shared;
 use crate::runtime::service::Status;
-use crate::runtime::slot::{Blocked, Lifecycle, Plumbing, SaveInFlight, StopRace, export_now};
+use crate::runtime::slot::{
+    Blocked, ExportForSave, Exported, Lifecycle, Plumbing, SaveInFlight, StopRace, export_for_save_now, export_now,
+};
 use crate::runtime::wait::{self, Held};
 use crate::state::EncodedState;
 
@@ -456,7 +458,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req
         self.0.export_entered(&entered)
     }
 
-    fn export_for_save(&self) -> Result<(EncodedState, u64, SaveInFlight), LifecycleError> {
+    fn export_for_save<'s>(
+        &self,
+        export: &mut ExportForSave<'_, 's>,
+    ) -> Result<(Exported<'s>, u64, SaveInFlight), LifecycleError> {
         if self.dropping_in_runtime() {
             return Err(LifecycleError::WouldBlockRuntime {
                 service: self.0.name.to_string(),
@@ -465,7 +470,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req
         self.0.check_no_late_stop()?;
         let entered = self.0.enter_blocking()?;
         let in_flight = SaveInFlight::begin(&self.0.saves_in_flight);
-        let exported = self.0.export_entered(&entered);
+        let exported = entered
+            .plumbing()
+            .map_err(|source| LifecycleError::Export {
+                service: self.0.name.to_string(),
+                source,
+            })
+            .and_then(|instance| export_for_save_now(instance, || entered.next_generation(), export));
         drop(entered);
         exported.map(|(state, generation)| (state, generation, in_flight))
     }

@@ -10,6 +10,7 @@ use crate::runtime::service::Status;
 use crate::runtime::sync::caller_token;
 use crate::seal::writer::StateWriter;
 use crate::state::EncodedState;
+use crate::store::ObjectWriter;
 
 /// How a stop bounded by a timeout ended, agreed between the stopping thread and the waiting one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +23,19 @@ pub(crate) enum StopRace {
     Abandoned,
 }
 
+/// What a save's export hands back, to finish once the service is released.
+pub(crate) enum Exported<'s> {
+    /// The encoding: to seal and save whole.
+    Encoded(EncodedState),
+    /// A whole envelope, sealed: to save.
+    Sealed(Vec<u8>),
+    /// Written to the store part by part: to commit.
+    Streamed(Box<dyn ObjectWriter<'s> + 's>),
+}
+
+/// How a save exports an instance's state at a generation.
+pub(crate) type ExportForSave<'f, 's> = dyn FnMut(&dyn Plumbing, u64) -> Result<Exported<'s>, LifecycleError> + 'f;
+
 /// The kernel's view of any slot, whatever its protocol.
 pub(crate) trait Lifecycle: Send + Sync {
     fn name(&self) -> &Arc<str>;
@@ -32,9 +46,14 @@ pub(crate) trait Lifecycle: Send + Sync {
     /// The current instance's state, encoded, with the generation it was exported at (takes
     /// the slot's mutex, so it is consistent and generations follow export order).
     fn export_encoded(&self) -> Result<(EncodedState, u64), LifecycleError>;
-    /// [`export_encoded`](Self::export_encoded) for a save: also returns a guard to hold until
+    /// Exports the current instance's state for a save through `export`, called with the
+    /// instance and its next generation while the slot's mutex is held (a large state is
+    /// sealed and written to the store there, part by part). Also returns a guard to hold until
     /// the state is written, which a restart of the service waits for.
-    fn export_for_save(&self) -> Result<(EncodedState, u64, SaveInFlight), LifecycleError>;
+    fn export_for_save<'s>(
+        &self,
+        export: &mut ExportForSave<'_, 's>,
+    ) -> Result<(Exported<'s>, u64, SaveInFlight), LifecycleError>;
     /// Marks the service Failed without taking its mutex (a hook holding it did not return).
     fn mark_failed(&self);
     /// A bounded stop gave up waiting: the service is Failed, and lifecycle changes are refused
@@ -100,14 +119,17 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
         (result, late)
     }
 
-    fn export_for_save(&self) -> Result<(EncodedState, u64, SaveInFlight), LifecycleError> {
+    fn export_for_save<'s>(
+        &self,
+        export: &mut ExportForSave<'_, 's>,
+    ) -> Result<(Exported<'s>, u64, SaveInFlight), LifecycleError> {
         self.check_no_late_stop()?;
         let entered = self.enter().ok_or_else(|| LifecycleError::Reentrant {
             service: self.name.to_string(),
         })?;
         // Counted under the mutex: a restart holding it sees every export that came before.
         let in_flight = SaveInFlight::begin(&self.saves_in_flight);
-        let exported = self.export_entered(&entered);
+        let exported = export_for_save_now(&**entered.instance, || entered.next_generation(), export);
         drop(entered);
         exported.map(|(state, generation)| (state, generation, in_flight))
     }
@@ -126,6 +148,17 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
     fn export_entered(&self, entered: &Entered<'_, Req, Resp>) -> Result<(EncodedState, u64), LifecycleError> {
         export_now(&self.name, &**entered.instance, || entered.next_generation())
     }
+}
+
+/// Exports `instance`'s state for a save through `export` at its next generation (the caller
+/// holds the slot, so generations follow the order of exports): the same for every kind of slot.
+pub(crate) fn export_for_save_now<'s>(
+    instance: &dyn Plumbing,
+    next_generation: impl FnOnce() -> u64,
+    export: &mut ExportForSave<'_, 's>,
+) -> Result<(Exported<'s>, u64), LifecycleError> {
+    let generation = next_generation();
+    export(instance, generation).map(|exported| (exported, generation))
 }
 
 /// Exports `instance`'s state, taking its next generation (the caller holds the slot, so

@@ -24,8 +24,8 @@ mod lifecycle;
 
 pub(crate) use instance::{BoxInstance, ExportError, Plumbing};
 #[cfg(feature = "tokio")]
-pub(crate) use lifecycle::export_now;
-pub(crate) use lifecycle::{Lifecycle, StopRace};
+pub(crate) use lifecycle::{ExportForSave, export_for_save_now};
+pub(crate) use lifecycle::{Exported, Lifecycle, StopRace, export_now};
 
 /// The slot a service of type `S` lives in.
 pub(crate) type SlotOf<S> = Slot<<S as Handler>::Request, <S as Handler>::Response>;

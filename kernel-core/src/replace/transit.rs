@@ -126,7 +126,7 @@ struct Pipe<'scope, 'env, T> {
 }
 
 impl<T: Migratable> SegmentSink for Pipe<'_, '_, T> {
-    fn put(&mut self, mut part: Vec<u8>) -> Result<(), SealError> {
+    fn put(&mut self, mut part: Vec<u8>) -> Result<Option<Vec<u8>>, SealError> {
         self.sent += 1;
         let Some(sender) = &self.sender else {
             let (sender, receiver) = sync_channel(PIPE_DEPTH);
@@ -138,12 +138,12 @@ impl<T: Migratable> SegmentSink for Pipe<'_, '_, T> {
                     .spawn(move || span.in_scope(|| decode_channel::<T>(sealer, service, part, receiver))),
             );
             self.sender = Some(sender);
-            return Ok(());
+            return Ok(None);
         };
         if self.sent == 2 {
             self.shared.inject_transit_fault(&mut part);
         }
-        sender.send(part).map_err(|_| {
+        sender.send(part).map(|()| None).map_err(|_| {
             self.hung_up = true;
             SealError::BadSegments("the decoding stopped before the last segment".into())
         })

@@ -70,10 +70,12 @@ struct StoreSink<'s> {
 }
 
 impl SegmentSink for StoreSink<'_> {
-    fn put(&mut self, part: Vec<u8>) -> Result<(), SealError> {
-        block_on(self.object.write(&part)).map_err(|error| {
-            self.failure = Some(error);
-            SealError::BadSegments("the store refused a part".into())
-        })
+    fn put(&mut self, part: Vec<u8>) -> Result<Option<Vec<u8>>, SealError> {
+        block_on(self.object.write(&part))
+            .map(|()| Some(part))
+            .map_err(|error| {
+                self.failure = Some(error);
+                SealError::BadSegments("the store refused a part".into())
+            })
     }
 }

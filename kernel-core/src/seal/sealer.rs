@@ -463,11 +463,13 @@ impl SealBuffer {
         (buf, self.key_id, self.algorithm)
     }
 
+    #[inline]
     /// Plaintext bytes written so far.
     pub(crate) fn body_len(&self) -> usize {
         self.buf.len() - self.body_at
     }
 
+    #[inline]
     /// The buffer to append the plaintext to (after the header).
     pub(crate) fn body(&mut self) -> &mut Vec<u8> {
         &mut self.buf

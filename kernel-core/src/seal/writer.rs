@@ -12,7 +12,8 @@ use crate::state::{HEADER_LEN, StateTag};
 /// Where the parts of a segmented envelope go as they are sealed: first its header, then each
 /// segment (ciphertext and tag) in order.
 pub(crate) trait SegmentSink {
-    fn put(&mut self, part: Vec<u8>) -> Result<(), SealError>;
+    /// Takes the next part; gives its buffer back if it did not keep it, for the next segment.
+    fn put(&mut self, part: Vec<u8>) -> Result<Option<Vec<u8>>, SealError>;
 }
 
 /// What a [`StateWriter`] wrote.
@@ -192,10 +193,15 @@ impl<'a> StateWriter<'a> {
         let size = self.segment_size as usize;
         while !data.is_empty() {
             if segment.len() == size {
-                let fresh = Vec::with_capacity(size + super::envelope::TAG_LEN);
-                let mut full = std::mem::replace(segment, fresh);
-                cipher.seal(&mut full, false)?;
-                sink.put(full)?;
+                cipher.seal(segment, false)?;
+                let given_back = sink.put(std::mem::take(segment))?;
+                *segment = match given_back {
+                    Some(mut buffer) => {
+                        buffer.clear();
+                        buffer
+                    }
+                    None => Vec::with_capacity(size + super::envelope::TAG_LEN),
+                };
             }
             let take = (size - segment.len()).min(data.len());
             segment.extend_from_slice(&data[..take]);
@@ -212,9 +218,44 @@ impl<'a> StateWriter<'a> {
 }
 
 impl io::Write for StateWriter<'_> {
+    #[inline]
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.written += data.len();
-        let result = match &mut self.mode {
+        // postcard writes a byte or a few at a time: the common cases first, one branch each.
+        match &mut self.mode {
+            Mode::Segmented { segment, .. } if segment.len() + data.len() <= self.segment_size as usize => {
+                segment.extend_from_slice(data);
+                return Ok(data.len());
+            }
+            Mode::Whole { buffer, .. } if buffer.body_len() + data.len() <= self.segmented_above => {
+                buffer.body().extend_from_slice(data);
+                return Ok(data.len());
+            }
+            Mode::Plain(bytes) => {
+                bytes.extend_from_slice(data);
+                return Ok(data.len());
+            }
+            _ => {}
+        }
+        self.write_slow(data).map_err(|error| self.fail(error))?;
+        Ok(data.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
+        self.write(data).map(drop)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl StateWriter<'_> {
+    /// A write that fills a segment, or takes the envelope past the segmenting threshold.
+    #[cold]
+    fn write_slow(&mut self, data: &[u8]) -> Result<(), SealError> {
+        match &mut self.mode {
             Mode::Plain(bytes) => {
                 bytes.extend_from_slice(data);
                 Ok(())
@@ -229,16 +270,6 @@ impl io::Write for StateWriter<'_> {
             }
             Mode::Segmented { .. } => self.write_segmented(data),
             Mode::Failed => Err(SealError::BadSegments("the writer failed before".into())),
-        };
-        result.map_err(|error| self.fail(error))?;
-        Ok(data.len())
-    }
-
-    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
-        self.write(data).map(drop)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        }
     }
 }

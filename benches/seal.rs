@@ -3,13 +3,14 @@
 
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use microkernel::seal::stream::SEGMENT_SIZE;
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
 use microkernel::state::{self, StateTag};
 
 /// Seal + open of one buffer in place by a raw crate.
 type RawSealOpen = Box<dyn FnMut(&mut [u8])>;
 
-const SIZES: [usize; 4] = [64, 1024, 64 * 1024, 1 << 20];
+const SIZES: [usize; 5] = [64, 1024, 64 * 1024, 1 << 20, 16 << 20];
 
 /// Seal then open with the raw crate, in place in one reused buffer, key expanded once: the
 /// physical limit our envelope is measured against.
@@ -25,6 +26,7 @@ fn raw<C: AeadInOut + KeyInit + 'static>(key: &[u8], nonce_len: usize) -> impl F
 fn throughput(c: &mut Criterion) {
     for algorithm in Algorithm::ALL {
         let mut group = c.benchmark_group(format!("seal+open {algorithm}"));
+        group.sample_size(20);
         let key = Key::generate(algorithm).unwrap();
         let key_bytes = vec![9u8; algorithm.key_len()];
         let sealer = Sealer::new(Keyring::new(1, key));
@@ -40,6 +42,15 @@ fn throughput(c: &mut Criterion) {
                     sealer.open_owned("echo", blob).unwrap()
                 })
             });
+            // The same bytes sealed in 1 MiB segments (format version 3), as a large state is.
+            if size >= 1 << 20 {
+                group.bench_with_input(BenchmarkId::new("microkernel segmented", size), &plain, |b, plain| {
+                    b.iter(|| {
+                        let blob = sealer.seal_segmented("echo", tag, 1, plain, SEGMENT_SIZE).unwrap();
+                        sealer.open_owned("echo", blob).unwrap()
+                    })
+                });
+            }
             let mut buf = plain.clone();
             let mut raw: RawSealOpen = match algorithm {
                 Algorithm::Aes128Gcm => Box::new(raw::<aes_gcm::Aes128Gcm>(&key_bytes, 12)),

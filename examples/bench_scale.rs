@@ -647,6 +647,26 @@ fn state_charts(out: &Path, states: &[StatePoint]) {
         };
         draw(&out.join(file), &chart);
     }
+    // Peak memory in states, where the state is large enough to have a ratio.
+    let peak = |f: fn(&StatePoint) -> f64| -> Vec<(f64, f64)> {
+        states
+            .iter()
+            .filter(|p| !f(p).is_nan())
+            .map(|p| (p.bytes as f64, f(p)))
+            .collect()
+    };
+    let chart = Chart {
+        file: "peak_vs_state.svg",
+        title: "peak memory during a replacement / a checkpoint, in states",
+        x: "state bytes",
+        y: "peak RSS growth / state's own size",
+        curves: vec![
+            ("sealed replacement", plotters::style::RED, peak(|p| p.replace_peak)),
+            ("checkpoint", plotters::style::BLUE, peak(|p| p.checkpoint_peak)),
+        ],
+        reference: Reference::Flat,
+    };
+    draw(&out.join(chart.file), &chart);
 }
 
 fn color(shape: Shape) -> plotters::style::RGBColor {

@@ -169,7 +169,8 @@ impl Sealer {
         plaintext: &[u8],
         segment_size: u32,
     ) -> Result<Vec<u8>, SealError> {
-        self.seal_segmented_owned(service, state, generation, plaintext.to_vec(), segment_size)
+        let (header, mut cipher) = self.begin_segmented(service, state, generation, plaintext, segment_size)?;
+        super::stream::seal_copy(&mut cipher, segment_size as usize, &header, plaintext)
     }
 
     /// [`seal_segmented`](Self::seal_segmented) in the plaintext's own buffer.
@@ -181,16 +182,27 @@ impl Sealer {
         mut plaintext: Vec<u8>,
         segment_size: u32,
     ) -> Result<Vec<u8>, SealError> {
+        let (header, mut cipher) = self.begin_segmented(service, state, generation, &plaintext, segment_size)?;
+        super::stream::seal_in_place(&mut cipher, segment_size as usize, &header, &mut plaintext)?;
+        Ok(plaintext)
+    }
+
+    /// Checks what is to be sealed in segments, picks the primary key (counting the seal
+    /// against it) and makes the header and the segments' cipher.
+    fn begin_segmented(
+        &self,
+        service: &str,
+        state: StateTag,
+        generation: u64,
+        plaintext: &[u8],
+        segment_size: u32,
+    ) -> Result<(Vec<u8>, SegmentCipher), SealError> {
         if plaintext.get(..crate::state::HEADER_LEN) != Some(&state.to_bytes()[..]) {
             return Err(SealError::InconsistentPlaintext);
         }
         super::stream::check_segment_size(segment_size)?;
-        // `begin` picks the primary key and counts the seal against it.
         let (_, key_id, algorithm) = self.begin(service, generation, 0)?.into_body();
-        let (header, mut cipher) =
-            self.segmented_header(service, state, generation, segment_size, key_id, algorithm)?;
-        super::stream::seal_in_place(&mut cipher, segment_size as usize, &header, &mut plaintext)?;
-        Ok(plaintext)
+        self.segmented_header(service, state, generation, segment_size, key_id, algorithm)
     }
 
     /// A new segmented envelope's header and the cipher of its segments: a fresh salt and nonce

@@ -133,6 +133,19 @@ impl SegmentCipher {
         Ok((nonce, p + 5))
     }
 
+    /// Seals segment `index` held in `segment` (its plaintext, then room for the tag) in place.
+    fn seal_segment(&self, index: usize, last: bool, segment: &mut [u8]) -> Result<(), SealError> {
+        let len = segment.len() - TAG_LEN;
+        let (nonce, n) = self.nonce_at(index as u64, last)?;
+        let (body, tag_room) = segment.split_at_mut(len);
+        let tag = self
+            .cipher
+            .seal(&nonce[..n], &self.header, body)
+            .map_err(|_| SealError::Seal(len))?;
+        tag_room.copy_from_slice(&tag);
+        Ok(())
+    }
+
     /// Seals the next segment: encrypts `segment` in place and appends its tag.
     pub(crate) fn seal(&mut self, segment: &mut Vec<u8>, last: bool) -> Result<(), SealError> {
         let (nonce, len) = self.nonce(last)?;
@@ -183,15 +196,30 @@ pub(crate) fn seal_in_place(
         let at = header.len() + i * (size + TAG_LEN);
         let len = from.len();
         buffer.copy_within(from, at);
-        let (nonce, n) = cipher.nonce_at(i as u64, i + 1 == count)?;
-        let tag = cipher
-            .cipher
-            .seal(&nonce[..n], &cipher.header, &mut buffer[at..at + len])
-            .map_err(|_| SealError::Seal(len))?;
-        buffer[at + len..at + len + TAG_LEN].copy_from_slice(&tag);
+        cipher.seal_segment(i, i + 1 == count, &mut buffer[at..at + len + TAG_LEN])?;
     }
     buffer[..header.len()].copy_from_slice(header);
     Ok(())
+}
+
+/// Seals `plaintext` into a new segmented envelope `header` ‖ segments, with segments of
+/// `size` bytes: each segment is copied once, next to the one before, and sealed there.
+pub(crate) fn seal_copy(
+    cipher: &mut SegmentCipher,
+    size: usize,
+    header: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    let count = plaintext.len().div_ceil(size).max(1);
+    let mut out = Vec::with_capacity(header.len() + plaintext.len() + TAG_LEN * count);
+    out.extend_from_slice(header);
+    for (i, chunk) in plaintext.chunks(size).enumerate() {
+        let at = out.len();
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(&[0; TAG_LEN]);
+        cipher.seal_segment(i, i + 1 == count, &mut out[at..])?;
+    }
+    Ok(out)
 }
 
 /// Opens the segments of a whole envelope in place: each is authenticated and its plaintext

@@ -1,9 +1,10 @@
-//! Who holds what in async code: a token per chain of calls (the task-local the handler runs
-//! under, so a nested call knows the slots its chain holds, whatever thread it is on), panics
-//! caught as they unwind out of a poll, work that finishes even if its caller goes away, and
-//! the one place synchronous code waits for a future.
+//! Who holds what in async code: a token per chain of calls (set on the thread around every
+//! poll of a handler or hook, so a nested call knows the slots its chain holds, whatever thread
+//! it is on), panics caught as they unwind out of a poll, work that finishes even if its caller
+//! goes away, and the one place synchronous code waits for a future.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -13,28 +14,67 @@ use tokio::runtime::{Handle, RuntimeFlavor};
 
 use crate::runtime::sync::{fresh_token, thread_token};
 
-tokio::task_local! {
-    /// The token of the chain of calls the current task is running a handler or hook for.
-    static CHAIN: u64;
+std::thread_local! {
+    /// The token of the chain of calls whose handler or hook this thread is polling, 0 when
+    /// none: a task-local in effect, since it is set around each poll of that work only
+    /// ([`Scope`]), like tokio's `task_local!` but without its `RefCell` and swaps.
+    static CHAIN: Cell<u64> = const { Cell::new(0) };
 }
 
-/// The token of the chain an async call joins: the task-local of the handler or hook it is made
+/// The chain this code runs in, if it runs inside a handler or hook (or kernel work handed off
+/// the workers for one).
+#[inline]
+pub(crate) fn joined() -> Option<u64> {
+    match CHAIN.with(Cell::get) {
+        0 => None,
+        token => Some(token),
+    }
+}
+
+/// The token of the chain an async call joins: the one of the handler or hook it is made
 /// from, else a new chain (a top-level caller holds nothing, and work it abandoned must not be
 /// mistaken for its own).
 pub(crate) fn current() -> u64 {
-    CHAIN.try_with(|t| *t).unwrap_or_else(|_| fresh_token())
+    joined().unwrap_or_else(fresh_token)
 }
 
 /// The token synchronous code waits under: the chain whose handler it runs inside (a
 /// synchronous service called inline from async code), else this thread's, as the synchronous
 /// slots know it.
 pub(crate) fn current_sync() -> u64 {
-    CHAIN.try_with(|t| *t).unwrap_or_else(|_| thread_token())
+    joined().unwrap_or_else(thread_token)
+}
+
+/// Chain `token` set on this thread until dropped (also when the work unwinds), the previous
+/// one put back then.
+pub(crate) struct Scope {
+    previous: u64,
+}
+
+impl Scope {
+    #[inline]
+    pub(crate) fn enter(token: u64) -> Self {
+        Scope {
+            previous: CHAIN.with(|chain| chain.replace(token)),
+        }
+    }
+}
+
+impl Drop for Scope {
+    #[inline]
+    fn drop(&mut self) {
+        CHAIN.with(|chain| chain.set(self.previous));
+    }
 }
 
 /// Runs `future` as part of chain `token`.
-pub(crate) fn within<F: Future>(token: u64, future: F) -> impl Future<Output = F::Output> {
-    CHAIN.scope(token, future)
+pub(crate) async fn within<F: Future>(token: u64, future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(move |cx| {
+        let _scope = Scope::enter(token);
+        future.as_mut().poll(cx)
+    })
+    .await
 }
 
 /// A future whose panics are caught: `Err` carries the panic's payload.
@@ -88,7 +128,8 @@ pub(crate) async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Se
     let chain = current_sync();
     let joined = tokio::task::spawn_blocking(move || {
         let _marked = OffWorkers::mark();
-        CHAIN.sync_scope(chain, work)
+        let _scope = Scope::enter(chain);
+        work()
     })
     .await;
     match joined {

@@ -1,6 +1,6 @@
 //! The replacement of an async service (feature `tokio`): the same four steps as
-//! `replace_in_slot`, with the slot taken as tokio's fair mutex (waiting callers queue behind
-//! the replacement and are served by the new version), a handler that is mid-`.await` given
+//! `replace_in_slot`, with the slot taken through its FIFO queue (callers arriving meanwhile
+//! queue behind the replacement and are served by the new version), a handler that is mid-`.await` given
 //! `KernelBuilder::drain_timeout` to finish, and the hooks awaited. It runs on the blocking pool:
 //! the crossing of a large state (encode, seal, open, decode) never occupies a worker.
 
@@ -75,7 +75,7 @@ pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
             });
         }
     }
-    let old = entered.swap(Some(Box::new(new)));
+    let old = entered.install(new);
     if was_running {
         let started = chain::block_on(runtime, entered.invoke(Hook::Start)).map_err(would_block)?;
         if let Err(error) = started {

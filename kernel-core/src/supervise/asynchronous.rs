@@ -53,7 +53,7 @@ impl<S: AsyncHandler> Restartable<S> for Arc<AsyncSlotOf<S>> {
         }
         self.wait_for_saves();
         prepare(&mut fresh)?;
-        let broken = entered.swap(Some(Box::new(fresh)));
+        let broken = entered.install(fresh);
         let started = self
             .wait(entered.run_hook(Hook::Start))
             .unwrap_or_else(|WouldBlockRuntime| {

@@ -1,9 +1,13 @@
 //! A typed handle to call a service from async code, whether the service is async or not.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use super::slot::AsyncSlot;
+use super::handler::BoxFuture;
+use super::slot::{AsyncSlot, Call};
 use crate::messaging::message::{Event, Reply};
 use crate::runtime::error::CallError;
 use crate::runtime::handle::Handle;
@@ -70,12 +74,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncHandle<Req, Resp> {
         request: Req,
         timeout: Option<Duration>,
     ) -> impl Future<Output = Result<Resp, CallError>> + Send + 'static {
-        let target = self.target.clone();
-        async move {
-            match target {
-                Target::Async(slot) => slot.call(request, timeout).await,
-                Target::Sync(slot) => call_sync(slot, request, timeout).await,
-            }
+        match &self.target {
+            Target::Async(slot) => Calling::Async(Arc::clone(slot).call(request, timeout)),
+            Target::Sync(slot) => Calling::Sync(Some((Arc::clone(slot), request, timeout))),
         }
     }
 
@@ -103,22 +104,61 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncHandle<Req, Resp> {
     }
 }
 
-/// A synchronous service called from async code: at once if it is free; else the wait (and the
-/// handler) run on the blocking pool, which also finishes the call if the caller goes away.
-async fn call_sync<Req: Send + 'static, Resp: Send + 'static>(
+/// A call to a synchronous service: the service, the request, the timeout.
+type SyncCall<Req, Resp> = (Arc<Slot<Req, Resp>>, Req, Option<Duration>);
+
+/// The future of a call through a handle: to an async service, or to a synchronous one.
+enum Calling<Req: Send + 'static, Resp: Send + 'static> {
+    Async(Call<Req, Resp>),
+    /// Not polled yet.
+    Sync(Option<SyncCall<Req, Resp>>),
+    /// The synchronous service was busy: the wait (and the handler) run on the blocking pool.
+    OffWorkers(BoxFuture<'static, Result<Resp, CallError>>),
+}
+
+// Nothing in it is pinned structurally (the futures it holds are `Unpin`).
+impl<Req: Send + 'static, Resp: Send + 'static> Unpin for Calling<Req, Resp> {}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Future for Calling<Req, Resp> {
+    type Output = Result<Resp, CallError>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match &mut *self {
+            Calling::Async(call) => Pin::new(call).poll(cx),
+            Calling::Sync(start) => {
+                let Some((slot, request, timeout)) = start.take() else {
+                    panic!("a call's future polled after it completed")
+                };
+                let mut waiting = match call_sync(slot, request, timeout) {
+                    Ok(waiting) => waiting,
+                    Err(answered) => return Poll::Ready(answered),
+                };
+                let polled = waiting.as_mut().poll(cx);
+                *self = Calling::OffWorkers(waiting);
+                polled
+            }
+            Calling::OffWorkers(waiting) => waiting.as_mut().poll(cx),
+        }
+    }
+}
+
+/// A synchronous service called from async code: at once if it is free (`Err` carries the
+/// answer); else the wait (and the handler) run on the blocking pool, which also finishes the
+/// call if the caller goes away.
+fn call_sync<Req: Send + 'static, Resp: Send + 'static>(
     slot: Arc<Slot<Req, Resp>>,
     request: Req,
     timeout: Option<Duration>,
-) -> Result<Resp, CallError> {
+) -> Result<BoxFuture<'static, Result<Resp, CallError>>, Result<Resp, CallError>> {
     let request = match slot.call_now(request) {
-        Ok(answered) => return answered,
+        Ok(answered) => return Err(answered),
         Err(busy) => busy,
     };
-    super::chain::off_workers(move || match timeout {
+    Ok(Box::pin(super::chain::off_workers(move || match timeout {
         None => slot.call(request),
         Some(timeout) => slot.call_within(request, timeout),
-    })
-    .await
+    })))
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> From<Handle<Req, Resp>> for AsyncHandle<Req, Resp> {

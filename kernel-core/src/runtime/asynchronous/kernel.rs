@@ -72,7 +72,7 @@ impl Kernel {
         let name: Arc<str> = service.name().into();
         Ok(AsyncSlot::new(
             name,
-            Box::new(service),
+            service,
             Arc::downgrade(self.shared_arc()),
             generation,
             runtime,

@@ -5,11 +5,12 @@
 //! - **Calls** are futures: `handle.call(request).await`, `kernel.call_async(name, event)
 //!   .await`, `ctx.call(name, event).await`. A service runs one hook or handler at a time with
 //!   `&mut self`; callers waiting for it, async and synchronous alike, are served in the order
-//!   they arrived (tokio's fair mutex). Synchronous services are callable from async code (at
-//!   once when free, otherwise waiting on the blocking pool) and async services from
-//!   synchronous code (the caller's thread waits; on a multi-thread runtime's worker it first
-//!   hands its tasks off with `block_in_place`; on a single-threaded runtime's own thread the
-//!   call is refused with [`CallError::WouldBlockRuntime`](crate::CallError::WouldBlockRuntime)).
+//!   they arrived (one FIFO queue per service: nobody overtakes a caller already waiting).
+//!   Synchronous services are callable from async code (at once when free, otherwise waiting
+//!   on the blocking pool) and async services from synchronous code (the caller's thread
+//!   waits; on a multi-thread runtime's worker it first hands its tasks off with
+//!   `block_in_place`; on a single-threaded runtime's own thread the call is refused with
+//!   [`CallError::WouldBlockRuntime`](crate::CallError::WouldBlockRuntime)).
 //! - **No kernel wait blocks a worker**: lifecycle operations from async code
 //!   (`start_all_async`, `shutdown`, `replace_async`, `checkpoint_async`, `blocking`) run on
 //!   the blocking pool, and so does the crossing of a state (encode, seal, open, decode).
@@ -48,6 +49,7 @@
 
 pub(crate) mod chain;
 mod context;
+mod gate;
 mod handle;
 mod handler;
 mod kernel;

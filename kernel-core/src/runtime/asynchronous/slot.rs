@@ -1,20 +1,28 @@
-//! An async service's slot: the one place its current instance lives, behind tokio's fair
-//! mutex. Callers (async ones awaiting, synchronous ones waiting off the workers) take it in the
-//! order they arrived; a replacement that holds it makes them wait, and they are served by the
-//! new version.
+//! An async service's slot: the one place its current instance lives, behind a FIFO lock that
+//! moves the instance to its holder ([`Gate`]). Callers (async ones awaiting, synchronous ones
+//! waiting off the workers) take it in the order they arrived; a replacement that holds it makes
+//! them wait, and they are served by the new version.
+//!
+//! A call takes the instance with one atomic swap, polls the handler once right there (most
+//! handlers are done then) and puts it back with another; the handler's future lives in
+//! storage the instance keeps. Only a handler that returns `Pending` leaves its work in the
+//! call's future — and if that future is dropped, the work (which owns the instance) is moved
+//! to a task of the runtime that finishes it, so a taken request is completed once.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::runtime::Handle as Runtime;
-use tokio::sync::{Mutex, OwnedMutexGuard};
 use tracing::Instrument;
 
 use super::AsyncContext;
 use super::chain::{self, CatchUnwind, WouldBlockRuntime};
-use super::handler::BoxAsyncInstance;
-use super::handler::BoxFuture;
+use super::gate::{Gate, Ticket};
+use super::handler::{AsyncHandler, BoxAsyncInstance, Served};
 use crate::boxed::BoxError;
 use crate::runtime::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::runtime::kernel::Shared;
@@ -22,18 +30,22 @@ use crate::runtime::service::Status;
 use crate::runtime::slot::{
     Blocked, ExportForSave, Exported, Lifecycle, Plumbing, SaveInFlight, StopRace, export_for_save_now, export_now,
 };
-use crate::runtime::wait::{self, Held};
+use crate::runtime::sync::fresh_token;
+use crate::runtime::wait::{self, Held, Waiting};
 use crate::state::EncodedState;
+
+/// What the holder of an async slot gets: the instance, `None` for good once a panic of its
+/// handler lost it (restart or replace the service then).
+pub(crate) struct Lot<Req, Resp> {
+    instance: Option<BoxAsyncInstance<Req, Resp>>,
+}
 
 /// Where one async service lives.
 pub(crate) struct AsyncSlot<Req, Resp> {
     name: Arc<str>,
-    /// The instance; `None` while a call has it out (the mutex is held then), or for good if its
-    /// handler panicked (its future, which owned it, unwound): restart or replace it.
-    instance: Arc<Mutex<Option<BoxAsyncInstance<Req, Resp>>>>,
+    /// The instance, moved to whoever holds the slot.
+    gate: Gate<Lot<Req, Resp>>,
     status: AtomicU8,
-    /// The chain token of the holder, 0 when free.
-    owner: AtomicU64,
     /// The generation of the last state exported (see the synchronous slot).
     generation: AtomicU64,
     /// Which instance the slot holds: one more at every swap.
@@ -53,76 +65,29 @@ pub(crate) struct AsyncSlot<Req, Resp> {
 /// Why an async slot has no instance.
 const LOST: &str = "the instance was lost when its handler panicked; restart or replace the service";
 
-/// A call the service has taken: its handler's work, which owns the instance, and the slot,
-/// held. Awaited by the caller; if the caller goes away first, the rest of the work is spawned
-/// onto the runtime, which puts the instance back and releases the slot — so a taken request is
-/// always completed, once.
-struct InFlight<'r, Req: Send + 'static, Resp: Send + 'static> {
-    work: Option<CatchUnwind<Serving<Req, Resp>>>,
-    entered: Option<AsyncEntered<Req, Resp>>,
-    runtime: &'r Runtime,
-}
-
-/// A handler's work, owning the instance it hands back.
-type Serving<Req, Resp> = BoxFuture<'static, (BoxAsyncInstance<Req, Resp>, Resp)>;
-
-type Served<Req, Resp> = Result<(BoxAsyncInstance<Req, Resp>, Resp), Box<dyn std::any::Any + Send>>;
-
-/// The end of a call: the instance goes back (or, after a panic, the service is Failed) and the
-/// slot is released.
-fn settle<Req: Send + 'static, Resp: Send + 'static>(
-    entered: AsyncEntered<Req, Resp>,
-    served: Served<Req, Resp>,
-) -> Result<Resp, CallError> {
-    match served {
-        Ok((instance, response)) => {
-            let mut entered = entered;
-            *entered.instance = Some(instance);
-            Ok(response)
-        }
-        Err(panic) => Err(entered.slot.panicked(&entered, &*panic)),
-    }
-}
-
-impl<Req: Send + 'static, Resp: Send + 'static> std::future::Future for InFlight<'_, Req, Resp> {
-    type Output = Result<Resp, CallError>;
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
-        let Some(work) = self.work.as_mut() else {
-            unreachable!("a call is not polled after it completed")
-        };
-        let served = std::task::ready!(std::pin::Pin::new(work).poll(cx));
-        self.work = None;
-        let Some(entered) = self.entered.take() else {
-            unreachable!("the slot is held until the call completes")
-        };
-        std::task::Poll::Ready(settle(entered, served))
-    }
-}
-
-impl<Req: Send + 'static, Resp: Send + 'static> Drop for InFlight<'_, Req, Resp> {
-    fn drop(&mut self) {
-        if let (Some(work), Some(entered)) = (self.work.take(), self.entered.take()) {
-            drop(self.runtime.spawn(async move {
-                let _ = settle(entered, work.await);
-            }));
-        }
-    }
-}
-
-/// The slot, held by a chain of calls; clears the owner when dropped.
-pub(crate) struct AsyncEntered<Req, Resp> {
+/// The slot, held by a chain of calls (for the lifecycle); released when dropped.
+pub(crate) struct AsyncEntered<Req: Send + 'static, Resp: Send + 'static> {
     slot: Arc<AsyncSlot<Req, Resp>>,
-    pub(crate) instance: OwnedMutexGuard<Option<BoxAsyncInstance<Req, Resp>>>,
+    /// Always `Some` until dropped.
+    lot: Option<Box<Lot<Req, Resp>>>,
 }
 
-impl<Req, Resp> Drop for AsyncEntered<Req, Resp> {
+impl<Req: Send + 'static, Resp: Send + 'static> Drop for AsyncEntered<Req, Resp> {
     fn drop(&mut self) {
-        self.slot.owner.store(0, Ordering::Relaxed);
+        if let Some(lot) = self.lot.take() {
+            self.slot.gate.release(lot);
+        }
     }
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
+    fn lot(&mut self) -> &mut Lot<Req, Resp> {
+        match self.lot.as_deref_mut() {
+            Some(lot) => lot,
+            None => unreachable!("an entered slot holds its lot until dropped"),
+        }
+    }
+
     pub(crate) fn status(&self) -> Status {
         self.slot.status()
     }
@@ -146,35 +111,49 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
         instance: Option<BoxAsyncInstance<Req, Resp>>,
     ) -> Option<BoxAsyncInstance<Req, Resp>> {
         self.slot.epoch.fetch_add(1, Ordering::Release);
-        std::mem::replace(&mut *self.instance, instance)
+        std::mem::replace(&mut self.lot().instance, instance)
+    }
+
+    /// Puts a new instance of `service` in the slot and returns the one it replaces.
+    pub(crate) fn install<S>(&mut self, service: S) -> Option<BoxAsyncInstance<Req, Resp>>
+    where
+        S: AsyncHandler<Request = Req, Response = Resp>,
+    {
+        let instance = super::handler::boxed(service, self.slot.ctx.clone());
+        self.swap(Some(instance))
     }
 
     /// The instance, for its state plumbing; an error if a panic of its handler lost it.
     pub(crate) fn plumbing(&self) -> Result<&dyn Plumbing, BoxError> {
-        match self.instance.as_deref() {
-            Some(instance) => Ok(instance),
+        match self.lot.as_deref().and_then(|lot| lot.instance.as_deref()) {
+            Some(instance) => instance.plumbing().ok_or_else(|| LOST.into()),
             None => Err(LOST.into()),
         }
+    }
+
+    fn dependencies(&self) -> Vec<String> {
+        self.plumbing().map(|p| p.dependencies()).unwrap_or_default()
     }
 
     /// Runs `start` or `stop` on the current instance, panics caught, leaving the status as it
     /// is (see the synchronous slot's `invoke`).
     pub(crate) async fn invoke(&mut self, hook: Hook) -> Result<(), LifecycleError> {
-        let slot = Arc::clone(&self.slot);
-        let ctx = slot.ctx.clone();
-        let span = tracing::info_span!("hook", service = %slot.name, %hook);
-        let token = slot.owner.load(Ordering::Relaxed);
-        let service = slot.name.to_string();
-        let Some(instance) = self.instance.as_deref_mut() else {
+        let span = tracing::info_span!("hook", service = %self.slot.name, %hook);
+        let token = self.slot.gate.owner();
+        let service = self.slot.name.to_string();
+        let hook_future = match self.lot().instance.as_deref_mut() {
+            Some(instance) => match hook {
+                Hook::Stop => instance.stop(),
+                _ => instance.start(),
+            },
+            None => None,
+        };
+        let Some(hook_future) = hook_future else {
             return Err(LifecycleError::HookFailed {
                 service,
                 hook,
                 source: LOST.into(),
             });
-        };
-        let hook_future = match hook {
-            Hook::Stop => instance.stop(&ctx),
-            _ => instance.start(&ctx),
         };
         let outcome = CatchUnwind(std::pin::pin!(chain::within(token, hook_future).instrument(span))).await;
         crate::runtime::error::hook_outcome(service, hook, outcome)
@@ -192,20 +171,268 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
     }
 }
 
+/// A wait in a slot's queue, in arrival order, at most until its deadline; leaves the queue
+/// (passing on the slot if it was granted meanwhile) when dropped.
+struct Queued<Req: Send + 'static, Resp: Send + 'static> {
+    slot: Arc<AsyncSlot<Req, Resp>>,
+    ticket: Option<Ticket>,
+    timeout: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    /// The wait, registered for cycle detection (not for a top-level caller, which holds
+    /// nothing and so cannot close a cycle).
+    _registered: Option<Waiting>,
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Queued<Req, Resp> {
+    /// Queues chain `me` (registered in the wait table first unless `unheld`: refused if
+    /// waiting would close a cycle).
+    fn new(
+        slot: &Arc<AsyncSlot<Req, Resp>>,
+        me: u64,
+        unheld: bool,
+        timeout: Option<Duration>,
+        cx: &mut Context<'_>,
+    ) -> Result<Self, Blocked> {
+        let registered = match unheld {
+            true => None,
+            false => Some(wait::begin(me, Arc::clone(slot) as Arc<dyn Held>).map_err(Blocked::Cycle)?),
+        };
+        Ok(Self {
+            ticket: Some(slot.gate.enqueue(me, cx.waker())),
+            slot: Arc::clone(slot),
+            timeout: timeout.map(|bound| (bound, Box::pin(tokio::time::sleep(bound)))),
+            _registered: registered,
+        })
+    }
+
+    fn poll_lot(&mut self, cx: &mut Context<'_>) -> Poll<Result<Box<Lot<Req, Resp>>, Blocked>> {
+        let Some(ticket) = &self.ticket else {
+            unreachable!("a wait is not polled after it ended")
+        };
+        if let Some(lot) = self.slot.gate.poll_ticket(ticket, cx) {
+            self.ticket = None;
+            return Poll::Ready(Ok(lot));
+        }
+        if let Some((bound, sleep)) = &mut self.timeout
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            let bound = *bound;
+            if let Some(ticket) = self.ticket.take() {
+                self.slot.gate.cancel(ticket);
+            }
+            return Poll::Ready(Err(Blocked::TimedOut(bound)));
+        }
+        Poll::Pending
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Drop for Queued<Req, Resp> {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.ticket.take() {
+            self.slot.gate.cancel(ticket);
+        }
+    }
+}
+
+/// The future of a call to an async service ([`AsyncSlot::call`]).
+pub(crate) struct Call<Req: Send + 'static, Resp: Send + 'static> {
+    slot: Arc<AsyncSlot<Req, Resp>>,
+    step: Step<Req, Resp>,
+}
+
+enum Step<Req: Send + 'static, Resp: Send + 'static> {
+    /// Not polled yet.
+    Enter {
+        request: Req,
+        timeout: Option<Duration>,
+    },
+    /// Waiting for the slot, the request not delivered.
+    Queued {
+        request: Req,
+        chain: u64,
+        queued: Queued<Req, Resp>,
+    },
+    /// The handler returned `Pending`: its work, in the lot, goes on.
+    Serving {
+        lot: Box<Lot<Req, Resp>>,
+        chain: u64,
+    },
+    Done,
+}
+
+// The future is never pinned structurally: the handler's work is in the instance's own storage.
+impl<Req: Send + 'static, Resp: Send + 'static> Unpin for Call<Req, Resp> {}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Future for Call<Req, Resp> {
+    type Output = Result<Resp, CallError>;
+
+    #[inline]
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        match &mut this.step {
+            Step::Enter { .. } => {
+                let (chain, unheld) = match chain::joined() {
+                    Some(chain) => (chain, false),
+                    None => (fresh_token(), true),
+                };
+                if let Some(lot) = this.slot.gate.try_take(chain) {
+                    let Step::Enter { request, .. } = std::mem::replace(&mut this.step, Step::Done) else {
+                        unreachable!()
+                    };
+                    return this.serve(lot, request, chain, cx);
+                }
+                this.enter_contended(chain, unheld, cx)
+            }
+            Step::Queued { queued, chain, .. } => {
+                let chain = *chain;
+                match queued.poll_lot(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Err(blocked)) => {
+                        this.step = Step::Done;
+                        Poll::Ready(Err(blocked.into_call_error(&this.slot.name)))
+                    }
+                    Poll::Ready(Ok(lot)) => {
+                        let Step::Queued { request, .. } = std::mem::replace(&mut this.step, Step::Done) else {
+                            unreachable!()
+                        };
+                        this.serve(lot, request, chain, cx)
+                    }
+                }
+            }
+            Step::Serving { lot, chain } => {
+                let Some(instance) = lot.instance.as_deref_mut() else {
+                    unreachable!("a lot being served has its instance")
+                };
+                let served = std::task::ready!(instance.resume(*chain, cx));
+                let Step::Serving { lot, .. } = std::mem::replace(&mut this.step, Step::Done) else {
+                    unreachable!()
+                };
+                Poll::Ready(this.slot.settle(lot, served))
+            }
+            Step::Done => panic!("a call's future polled after it completed"),
+        }
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Call<Req, Resp> {
+    /// The slot was busy (or others wait): refuse a loop, else queue.
+    #[cold]
+    #[inline(never)]
+    fn enter_contended(&mut self, chain: u64, unheld: bool, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
+        if !unheld && self.slot.gate.owner() == chain {
+            self.step = Step::Done;
+            return Poll::Ready(Err(Blocked::Reentry.into_call_error(&self.slot.name)));
+        }
+        let Step::Enter { request, timeout } = std::mem::replace(&mut self.step, Step::Done) else {
+            unreachable!()
+        };
+        match Queued::new(&self.slot, chain, unheld, timeout, cx) {
+            Ok(queued) => {
+                self.step = Step::Queued { request, chain, queued };
+                // Polled at once: the slot may have been granted while queueing.
+                Pin::new(self).poll(cx)
+            }
+            Err(blocked) => Poll::Ready(Err(blocked.into_call_error(&self.slot.name))),
+        }
+    }
+
+    /// The slot is held: serve the request, polling the handler once here.
+    #[inline]
+    fn serve(
+        &mut self,
+        mut lot: Box<Lot<Req, Resp>>,
+        request: Req,
+        chain: u64,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Resp, CallError>> {
+        let status = self.slot.status();
+        let instance = match lot.instance.as_deref_mut() {
+            Some(instance) if status == Status::Running => instance,
+            Some(_) => return Poll::Ready(Err(self.slot.refuse(lot, status))),
+            None => return Poll::Ready(Err(self.slot.refuse(lot, Status::Failed))),
+        };
+        match instance.serve(request, chain, cx) {
+            Poll::Ready(served) => Poll::Ready(self.slot.settle(lot, served)),
+            Poll::Pending => {
+                self.step = Step::Serving { lot, chain };
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Drop for Call<Req, Resp> {
+    fn drop(&mut self) {
+        if let Step::Serving { .. } = self.step {
+            let Step::Serving { lot, chain } = std::mem::replace(&mut self.step, Step::Done) else {
+                unreachable!()
+            };
+            // The caller went away mid-handler: the work, which owns the instance, is finished
+            // on the runtime, and the slot released then.
+            let finish = Finish {
+                slot: Arc::clone(&self.slot),
+                lot: Some(lot),
+                chain,
+            };
+            drop(self.slot.runtime.spawn(finish));
+        }
+    }
+}
+
+/// The rest of a call whose caller went away.
+struct Finish<Req: Send + 'static, Resp: Send + 'static> {
+    slot: Arc<AsyncSlot<Req, Resp>>,
+    lot: Option<Box<Lot<Req, Resp>>>,
+    chain: u64,
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Unpin for Finish<Req, Resp> {}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Future for Finish<Req, Resp> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = &mut *self;
+        let Some(instance) = this.lot.as_deref_mut().and_then(|lot| lot.instance.as_deref_mut()) else {
+            return Poll::Ready(());
+        };
+        let served = std::task::ready!(instance.resume(this.chain, cx));
+        if let Some(lot) = this.lot.take() {
+            let _ = this.slot.settle(lot, served);
+        }
+        Poll::Ready(())
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Drop for Finish<Req, Resp> {
+    fn drop(&mut self) {
+        // Dropped unfinished (the runtime is shutting down): the work and the instance it owns
+        // are gone; the slot is released without it.
+        if let Some(mut lot) = self.lot.take() {
+            lot.instance = None;
+            self.slot.gate.release(lot);
+        }
+    }
+}
+
 impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
-    pub(crate) fn new(
+    pub(crate) fn new<S>(
         name: Arc<str>,
-        instance: BoxAsyncInstance<Req, Resp>,
+        service: S,
         kernel: Weak<Shared>,
         generation: u64,
         runtime: Runtime,
-    ) -> Arc<Self> {
+    ) -> Arc<Self>
+    where
+        S: AsyncHandler<Request = Req, Response = Resp>,
+    {
+        let ctx = AsyncContext::new(kernel.clone(), Arc::clone(&name));
         Arc::new(Self {
-            ctx: AsyncContext::new(kernel.clone(), Arc::clone(&name)),
+            gate: Gate::new(Lot {
+                instance: Some(super::handler::boxed(service, ctx.clone())),
+            }),
+            ctx,
             name,
-            instance: Arc::new(Mutex::new(Some(instance))),
             status: AtomicU8::new(Status::Created.to_u8()),
-            owner: AtomicU64::new(0),
             generation: AtomicU64::new(generation),
             epoch: AtomicU64::new(0),
             late_stop: AtomicBool::new(false),
@@ -259,63 +486,69 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
         me: u64,
         timeout: Option<Duration>,
     ) -> Result<AsyncEntered<Req, Resp>, Blocked> {
-        if self.owner.load(Ordering::Relaxed) == me {
+        if self.gate.owner() == me {
             return Err(Blocked::Reentry);
         }
-        let instance = match Arc::clone(&self.instance).try_lock_owned() {
-            Ok(guard) => guard,
-            Err(_) => {
-                let waiting = wait::begin(me, Arc::clone(self) as Arc<dyn Held>).map_err(Blocked::Cycle)?;
-                let lock = Arc::clone(&self.instance).lock_owned();
-                let guard = match timeout {
-                    None => lock.await,
-                    Some(bound) => tokio::time::timeout(bound, lock)
-                        .await
-                        .map_err(|_| Blocked::TimedOut(bound))?,
-                };
-                drop(waiting);
-                guard
+        let lot = match self.gate.try_take(me) {
+            Some(lot) => lot,
+            None => {
+                let mut queued = None;
+                std::future::poll_fn(|cx| match &mut queued {
+                    None => match Queued::new(self, me, false, timeout, cx) {
+                        Ok(waiting) => queued.insert(waiting).poll_lot(cx),
+                        Err(blocked) => Poll::Ready(Err(blocked)),
+                    },
+                    Some(waiting) => waiting.poll_lot(cx),
+                })
+                .await?
             }
         };
-        self.owner.store(me, Ordering::Relaxed);
         Ok(AsyncEntered {
             slot: Arc::clone(self),
-            instance,
+            lot: Some(lot),
         })
     }
 
     /// Calls the service: enters (the request is not delivered if the wait fails), then runs
     /// the handler to completion — on the runtime if the caller's future is dropped meanwhile.
-    pub(crate) async fn call(self: &Arc<Self>, request: Req, timeout: Option<Duration>) -> Result<Resp, CallError> {
-        let me = chain::current();
-        let mut entered = self
-            .enter(me, timeout)
-            .await
-            .map_err(|blocked| blocked.into_call_error(&self.name))?;
-        if entered.status() != Status::Running {
-            return Err(CallError::NotRunning {
-                service: self.name.to_string(),
-                status: entered.status(),
-            });
+    pub(crate) fn call(self: Arc<Self>, request: Req, timeout: Option<Duration>) -> Call<Req, Resp> {
+        Call {
+            slot: self,
+            step: Step::Enter { request, timeout },
         }
-        let Some(instance) = entered.instance.take() else {
-            return Err(CallError::NotRunning {
-                service: self.name.to_string(),
-                status: Status::Failed,
-            });
-        };
-        let work = CatchUnwind(instance.serve(request, self.ctx.clone(), me));
-        InFlight {
-            work: Some(work),
-            entered: Some(entered),
-            runtime: &self.runtime,
+    }
+
+    /// The end of a call: the instance goes back (or, after a panic, the service is Failed and
+    /// the instance is gone) and the slot is released.
+    #[inline]
+    fn settle(&self, mut lot: Box<Lot<Req, Resp>>, served: Served<Resp>) -> Result<Resp, CallError> {
+        match served {
+            Ok(response) => {
+                self.gate.release(lot);
+                Ok(response)
+            }
+            Err(panic) => {
+                let error = self.panicked(&*panic);
+                lot.instance = None;
+                self.gate.release(lot);
+                Err(error)
+            }
         }
-        .await
+    }
+
+    /// The call cannot be served (the service is not running, or was lost): release the slot.
+    #[cold]
+    fn refuse(&self, lot: Box<Lot<Req, Resp>>, status: Status) -> CallError {
+        self.gate.release(lot);
+        CallError::NotRunning {
+            service: self.name.to_string(),
+            status,
+        }
     }
 
     #[cold]
-    fn panicked(&self, entered: &AsyncEntered<Req, Resp>, panic: &(dyn std::any::Any + Send)) -> CallError {
-        entered.set_status(Status::Failed);
+    fn panicked(&self, panic: &(dyn std::any::Any + Send)) -> CallError {
+        self.status.store(Status::Failed.to_u8(), Ordering::Release);
         let message = panic_message(panic);
         tracing::error!(service = %self.name, %message, "async handler panicked; service marked failed");
         if let Some(kernel) = self.kernel.upgrade() {
@@ -341,8 +574,8 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
     /// Calls the service from synchronous code.
     pub(crate) fn call_blocking(self: &Arc<Self>, request: Req, timeout: Option<Duration>) -> Result<Resp, CallError> {
         let me = chain::current_sync();
-        let slot = Arc::clone(self);
-        self.wait(chain::within(me, async move { slot.call(request, timeout).await }))
+        let call = Arc::clone(self).call(request, timeout);
+        self.wait(chain::within(me, call))
             .unwrap_or_else(|WouldBlockRuntime| Err(self.would_block()))
     }
 
@@ -387,7 +620,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
 
 impl<Req: Send + 'static, Resp: Send + 'static> Held for AsyncSlot<Req, Resp> {
     fn holder(&self) -> u64 {
-        self.owner.load(Ordering::Relaxed)
+        self.gate.owner()
     }
 
     fn service(&self) -> &str {
@@ -437,14 +670,15 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req
     fn dependencies(&self) -> Vec<String> {
         // Asked when the service registers, when nobody holds the slot: no wait (which a
         // single-threaded runtime could not allow) is needed then.
-        let of = |instance: &Option<BoxAsyncInstance<Req, Resp>>| {
-            instance.as_deref().map(|i| i.dependencies()).unwrap_or_default()
-        };
-        if let Ok(instance) = self.0.instance.try_lock() {
-            return of(&instance);
+        if let Some(lot) = self.0.gate.try_take(chain::current_sync()) {
+            let entered = AsyncEntered {
+                slot: Arc::clone(&self.0),
+                lot: Some(lot),
+            };
+            return entered.dependencies();
         }
         match self.0.enter_blocking() {
-            Ok(entered) => of(&entered.instance),
+            Ok(entered) => entered.dependencies(),
             Err(error) => {
                 tracing::error!(service = %self.0.name, %error, "could not read the dependencies of a busy async service");
                 Vec::new()
@@ -491,7 +725,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req
     }
 
     fn held_here(&self) -> bool {
-        self.0.owner.load(Ordering::Relaxed) == chain::current_sync()
+        self.0.gate.owner() == chain::current_sync()
     }
 
     fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool) {

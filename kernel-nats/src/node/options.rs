@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-/// How a [`Node`] keeps its claims and records.
+/// How a [`Node`](super::Node) keeps its claims and records.
 #[derive(Debug, Clone)]
 #[must_use]
 pub struct NodeOptions {

@@ -38,7 +38,7 @@ impl Owned {
     ///
     /// 1. stops taking requests (the subscription ends; callers meanwhile see "no responders"
     ///    and retry) and answers every request already taken, waiting at most
-    ///    [`NodeOptions::drain_timeout`];
+    ///    [`NodeOptions::drain_timeout`](super::NodeOptions::drain_timeout);
     /// 2. stops the service (and its dependants), saving its state — a fenced write;
     /// 3. leaves the record of answered calls, sealed, for the next owner;
     /// 4. unregisters it here and releases the claim.

@@ -31,6 +31,7 @@ mod keyring;
 mod nonce;
 mod object;
 mod sealer;
+mod segmented;
 pub mod stream;
 pub(crate) mod writer;
 

@@ -1,0 +1,388 @@
+//! An async service's slot: the one place its current instance lives, behind a FIFO lock that
+//! moves the instance to its holder ([`Gate`]). Callers (async ones awaiting, synchronous ones
+//! waiting off the workers) take it in the order they arrived; a replacement that holds it makes
+//! them wait, and they are served by the new version.
+//!
+//! A call takes the instance with one atomic swap, polls the handler once right there (most
+//! handlers are done then) and puts it back with another; the handler's future lives in
+//! storage the instance keeps. Only a handler that returns `Pending` leaves its work in the
+//! call's future — and if that future is dropped, the work (which owns the instance) is moved
+//! to a task of the runtime that finishes it, so a taken request is completed once.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::Poll;
+use std::time::Duration;
+
+use tokio::runtime::Handle as Runtime;
+use tracing::Instrument;
+
+use super::AsyncContext;
+use super::chain::{self, CatchUnwind, WouldBlockRuntime};
+use super::gate::Gate;
+use super::handler::{AsyncHandler, BoxAsyncInstance, Served};
+use crate::boxed::BoxError;
+use crate::runtime::error::{CallError, Hook, LifecycleError, panic_message};
+use crate::runtime::kernel::Shared;
+use crate::runtime::service::Status;
+use crate::runtime::slot::{Blocked, Plumbing, export_now};
+use crate::runtime::wait::Held;
+use crate::state::EncodedState;
+
+mod call;
+mod lifecycle;
+
+pub(crate) use call::Call;
+use call::{Queued, Step};
+pub(crate) use lifecycle::AsyncLifecycle;
+
+/// What the holder of an async slot gets: the instance, `None` for good once a panic of its
+/// handler lost it (restart or replace the service then).
+pub(crate) struct Lot<Req, Resp> {
+    instance: Option<BoxAsyncInstance<Req, Resp>>,
+}
+
+/// Where one async service lives.
+pub(crate) struct AsyncSlot<Req, Resp> {
+    name: Arc<str>,
+    /// The instance, moved to whoever holds the slot.
+    gate: Gate<Lot<Req, Resp>>,
+    status: AtomicU8,
+    /// The generation of the last state exported (see the synchronous slot).
+    generation: AtomicU64,
+    /// Which instance the slot holds: one more at every swap.
+    epoch: AtomicU64,
+    /// A stop that outlived its timeout is still running.
+    late_stop: AtomicBool,
+    /// Saves exported and not yet written.
+    saves_in_flight: Arc<AtomicU32>,
+    kernel: Weak<Shared>,
+    /// The runtime the service was registered on: where synchronous callers drive its futures,
+    /// and where work whose caller went away is finished.
+    runtime: Runtime,
+    /// What its hooks and handler are given (made once: a call clones nothing).
+    ctx: AsyncContext,
+}
+
+/// Why an async slot has no instance.
+const LOST: &str = "the instance was lost when its handler panicked; restart or replace the service";
+
+/// The slot, held by a chain of calls (for the lifecycle); released when dropped.
+pub(crate) struct AsyncEntered<Req: Send + 'static, Resp: Send + 'static> {
+    slot: Arc<AsyncSlot<Req, Resp>>,
+    /// Always `Some` until dropped.
+    lot: Option<Box<Lot<Req, Resp>>>,
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Drop for AsyncEntered<Req, Resp> {
+    fn drop(&mut self) {
+        if let Some(lot) = self.lot.take() {
+            self.slot.gate.release(lot);
+        }
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
+    fn lot(&mut self) -> &mut Lot<Req, Resp> {
+        match self.lot.as_deref_mut() {
+            Some(lot) => lot,
+            None => unreachable!("an entered slot holds its lot until dropped"),
+        }
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        self.slot.status()
+    }
+
+    pub(crate) fn set_status(&self, status: Status) {
+        self.slot.status.store(status.to_u8(), Ordering::Release);
+    }
+
+    pub(crate) fn next_generation(&self) -> u64 {
+        crate::runtime::slot::next_generation(&self.slot.generation)
+    }
+
+    /// Which instance the slot holds.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.slot.epoch()
+    }
+
+    /// Puts `instance` in the slot and returns the one it replaces.
+    pub(crate) fn swap(
+        &mut self,
+        instance: Option<BoxAsyncInstance<Req, Resp>>,
+    ) -> Option<BoxAsyncInstance<Req, Resp>> {
+        self.slot.epoch.fetch_add(1, Ordering::Release);
+        std::mem::replace(&mut self.lot().instance, instance)
+    }
+
+    /// Puts a new instance of `service` in the slot and returns the one it replaces.
+    pub(crate) fn install<S>(&mut self, service: S) -> Option<BoxAsyncInstance<Req, Resp>>
+    where
+        S: AsyncHandler<Request = Req, Response = Resp>,
+    {
+        let instance = super::handler::boxed(service, self.slot.ctx.clone());
+        self.swap(Some(instance))
+    }
+
+    /// The instance, for its state plumbing; an error if a panic of its handler lost it.
+    pub(crate) fn plumbing(&self) -> Result<&dyn Plumbing, BoxError> {
+        match self.lot.as_deref().and_then(|lot| lot.instance.as_deref()) {
+            Some(instance) => instance.plumbing().ok_or_else(|| LOST.into()),
+            None => Err(LOST.into()),
+        }
+    }
+
+    fn dependencies(&self) -> Vec<String> {
+        self.plumbing().map(|p| p.dependencies()).unwrap_or_default()
+    }
+
+    /// Runs `start` or `stop` on the current instance, panics caught, leaving the status as it
+    /// is (see the synchronous slot's `invoke`).
+    pub(crate) async fn invoke(&mut self, hook: Hook) -> Result<(), LifecycleError> {
+        let span = tracing::info_span!("hook", service = %self.slot.name, %hook);
+        let token = self.slot.gate.owner();
+        let service = self.slot.name.to_string();
+        let hook_future = match self.lot().instance.as_deref_mut() {
+            Some(instance) => match hook {
+                Hook::Stop => instance.stop(),
+                _ => instance.start(),
+            },
+            None => None,
+        };
+        let Some(hook_future) = hook_future else {
+            return Err(LifecycleError::HookFailed {
+                service,
+                hook,
+                source: LOST.into(),
+            });
+        };
+        let outcome = CatchUnwind(std::pin::pin!(chain::within(token, hook_future).instrument(span))).await;
+        crate::runtime::error::hook_outcome(service, hook, outcome)
+    }
+
+    /// Runs a hook and records the outcome: Running or Stopped, Failed on an error or a panic.
+    pub(crate) async fn run_hook(&mut self, hook: Hook) -> Result<(), LifecycleError> {
+        let result = self.invoke(hook).await;
+        self.set_status(match (&result, hook) {
+            (Ok(()), Hook::Stop) => Status::Stopped,
+            (Ok(()), _) => Status::Running,
+            (Err(_), _) => Status::Failed,
+        });
+        result
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
+    pub(crate) fn new<S>(
+        name: Arc<str>,
+        service: S,
+        kernel: Weak<Shared>,
+        generation: u64,
+        runtime: Runtime,
+    ) -> Arc<Self>
+    where
+        S: AsyncHandler<Request = Req, Response = Resp>,
+    {
+        let ctx = AsyncContext::new(kernel.clone(), Arc::clone(&name));
+        Arc::new(Self {
+            gate: Gate::new(Lot {
+                instance: Some(super::handler::boxed(service, ctx.clone())),
+            }),
+            ctx,
+            name,
+            status: AtomicU8::new(Status::Created.to_u8()),
+            generation: AtomicU64::new(generation),
+            epoch: AtomicU64::new(0),
+            late_stop: AtomicBool::new(false),
+            saves_in_flight: Arc::default(),
+            kernel,
+            runtime,
+        })
+    }
+
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        Status::from_u8(self.status.load(Ordering::Acquire))
+    }
+
+    pub(crate) fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    pub(crate) fn kernel(&self) -> &Weak<Shared> {
+        &self.kernel
+    }
+
+    /// Which instance the slot holds: one more at every swap.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Waits until every save exported from this slot is written.
+    pub(crate) fn wait_for_saves(&self) {
+        while self.saves_in_flight.load(Ordering::Acquire) > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    pub(crate) fn check_no_late_stop(&self) -> Result<(), LifecycleError> {
+        if self.late_stop.load(Ordering::Acquire) {
+            return Err(LifecycleError::StopInProgress {
+                service: self.name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Takes the slot for chain `me`, in arrival order, waiting at most `timeout`; refused if
+    /// the chain holds it already or waiting would close a cycle of waits.
+    pub(crate) async fn enter(
+        self: &Arc<Self>,
+        me: u64,
+        timeout: Option<Duration>,
+    ) -> Result<AsyncEntered<Req, Resp>, Blocked> {
+        if self.gate.owner() == me {
+            return Err(Blocked::Reentry);
+        }
+        let lot = match self.gate.try_take(me) {
+            Some(lot) => lot,
+            None => {
+                let mut queued = None;
+                std::future::poll_fn(|cx| match &mut queued {
+                    None => match Queued::new(self, me, false, timeout, cx) {
+                        Ok(waiting) => queued.insert(waiting).poll_lot(cx),
+                        Err(blocked) => Poll::Ready(Err(blocked)),
+                    },
+                    Some(waiting) => waiting.poll_lot(cx),
+                })
+                .await?
+            }
+        };
+        Ok(AsyncEntered {
+            slot: Arc::clone(self),
+            lot: Some(lot),
+        })
+    }
+
+    /// Calls the service: enters (the request is not delivered if the wait fails), then runs
+    /// the handler to completion — on the runtime if the caller's future is dropped meanwhile.
+    pub(crate) fn call(self: Arc<Self>, request: Req, timeout: Option<Duration>) -> Call<Req, Resp> {
+        Call {
+            slot: self,
+            step: Step::Enter { request, timeout },
+        }
+    }
+
+    /// The end of a call: the instance goes back (or, after a panic, the service is Failed and
+    /// the instance is gone) and the slot is released.
+    #[inline]
+    fn settle(&self, mut lot: Box<Lot<Req, Resp>>, served: Served<Resp>) -> Result<Resp, CallError> {
+        match served {
+            Ok(response) => {
+                self.gate.release(lot);
+                Ok(response)
+            }
+            Err(panic) => {
+                let error = self.panicked(&*panic);
+                lot.instance = None;
+                self.gate.release(lot);
+                Err(error)
+            }
+        }
+    }
+
+    /// The call cannot be served (the service is not running, or was lost): release the slot.
+    #[cold]
+    fn refuse(&self, lot: Box<Lot<Req, Resp>>, status: Status) -> CallError {
+        self.gate.release(lot);
+        CallError::NotRunning {
+            service: self.name.to_string(),
+            status,
+        }
+    }
+
+    #[cold]
+    fn panicked(&self, panic: &(dyn std::any::Any + Send)) -> CallError {
+        self.status.store(Status::Failed.to_u8(), Ordering::Release);
+        let message = panic_message(panic);
+        tracing::error!(service = %self.name, %message, "async handler panicked; service marked failed");
+        if let Some(kernel) = self.kernel.upgrade() {
+            kernel.report_failure(&self.name, self.epoch.load(Ordering::Acquire));
+        }
+        CallError::Panicked {
+            service: self.name.to_string(),
+            message,
+        }
+    }
+
+    /// Waits, from synchronous code, for `future` on this slot's runtime.
+    pub(crate) fn wait<T>(&self, future: impl std::future::Future<Output = T>) -> Result<T, WouldBlockRuntime> {
+        chain::block_on(&self.runtime, future)
+    }
+
+    fn would_block(&self) -> CallError {
+        CallError::WouldBlockRuntime {
+            service: self.name.to_string(),
+        }
+    }
+
+    /// Calls the service from synchronous code.
+    pub(crate) fn call_blocking(self: &Arc<Self>, request: Req, timeout: Option<Duration>) -> Result<Resp, CallError> {
+        let me = chain::current_sync();
+        let call = Arc::clone(self).call(request, timeout);
+        self.wait(chain::within(me, call))
+            .unwrap_or_else(|WouldBlockRuntime| Err(self.would_block()))
+    }
+
+    /// Enters from synchronous code, for the lifecycle.
+    pub(crate) fn enter_blocking(self: &Arc<Self>) -> Result<AsyncEntered<Req, Resp>, LifecycleError> {
+        let me = chain::current_sync();
+        let reentrant = || LifecycleError::Reentrant {
+            service: self.name.to_string(),
+        };
+        match self.wait(self.enter(me, None)) {
+            Ok(Ok(entered)) => Ok(entered),
+            Ok(Err(Blocked::Cycle(cycle))) => Err(LifecycleError::WouldDeadlock {
+                operation: "lifecycle",
+                cycle,
+            }),
+            Ok(Err(_)) => Err(reentrant()),
+            Err(WouldBlockRuntime) => Err(LifecycleError::WouldBlockRuntime {
+                service: self.name.to_string(),
+            }),
+        }
+    }
+
+    /// Runs a hook, from synchronous code.
+    fn run_hook_blocking(self: &Arc<Self>, hook: Hook) -> Result<(), LifecycleError> {
+        self.check_no_late_stop()?;
+        let mut entered = self.enter_blocking()?;
+        self.wait(entered.run_hook(hook)).unwrap_or_else(|WouldBlockRuntime| {
+            Err(LifecycleError::WouldBlockRuntime {
+                service: self.name.to_string(),
+            })
+        })
+    }
+
+    fn export_entered(&self, entered: &AsyncEntered<Req, Resp>) -> Result<(EncodedState, u64), LifecycleError> {
+        let instance = entered.plumbing().map_err(|source| LifecycleError::Export {
+            service: self.name.to_string(),
+            source,
+        })?;
+        export_now(&self.name, instance, || entered.next_generation())
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> Held for AsyncSlot<Req, Resp> {
+    fn holder(&self) -> u64 {
+        self.gate.owner()
+    }
+
+    fn service(&self) -> &str {
+        &self.name
+    }
+}

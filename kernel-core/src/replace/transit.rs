@@ -58,6 +58,7 @@ pub(super) fn transit<T: Migratable>(
             decoder: None,
             sent: 0,
             hung_up: false,
+            span: tracing::Span::current(),
         };
         let written = seal(sealer, service, old, downgrade, generation, &mut pipe);
         pipe.finish(written)
@@ -123,6 +124,8 @@ struct Pipe<'scope, 'env, T> {
     sent: usize,
     /// The decoding thread stopped reading before the end (it failed).
     hung_up: bool,
+    /// The replacement's span, taken before any user code ran.
+    span: tracing::Span,
 }
 
 impl<T: Migratable> SegmentSink for Pipe<'_, '_, T> {
@@ -130,13 +133,15 @@ impl<T: Migratable> SegmentSink for Pipe<'_, '_, T> {
         self.sent += 1;
         let Some(sender) = &self.sender else {
             let (sender, receiver) = sync_channel(PIPE_DEPTH);
-            let (sealer, service) = (self.sealer, self.service);
-            // The decoding runs user code (Deserialize, the upgrades): keep the replacement's span.
-            let span = tracing::Span::current();
-            self.decoder = Some(
-                self.scope
-                    .spawn(move || span.in_scope(|| decode_channel::<T>(sealer, service, part, receiver))),
-            );
+            let (sealer, service, span) = (self.sealer, self.service, self.span.clone());
+            // The decoding runs user code (Deserialize, the upgrades): in the replacement's span.
+            let decoder = std::thread::Builder::new()
+                .name("mk-decode".into())
+                .spawn_scoped(self.scope, move || {
+                    span.in_scope(|| decode_channel::<T>(sealer, service, part, receiver))
+                })
+                .map_err(|e| SealError::BadSegments(format!("no thread to decode on: {e}")))?;
+            self.decoder = Some(decoder);
             self.sender = Some(sender);
             return Ok(None);
         };
@@ -168,11 +173,11 @@ impl<T: Migratable> Pipe<'_, '_, T> {
         match (written, decoded) {
             (Ok((tag, Written::Whole(mut blob))), None) => {
                 self.shared.inject_transit_fault(&mut blob);
-                let len = blob.len();
                 let (buffer, range, _) = self
                     .sealer
                     .open_in_place(service, Some(tag), blob)
                     .map_err(|e| ReplaceError::new(service, Step::Open, e))?;
+                let len = range.len();
                 let state = decode_bytes::<T>(service, &buffer[range])?;
                 Ok(Crossing {
                     state,

@@ -60,7 +60,7 @@ pub const SALT_LEN: usize = 32;
 /// A parsed envelope header (everything before the ciphertext).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header<'a> {
-    /// The format version it was written in (1 or 2).
+    /// The format version it was written in (1, 2, or 3 for a segmented envelope).
     pub format: u8,
     /// The algorithm.
     pub algorithm: Algorithm,
@@ -183,7 +183,7 @@ impl<'a> Header<'a> {
         Ok((header, body_at))
     }
 
-    /// Appends the header to `out`, in the format version it names (2 for every new envelope).
+    /// Appends the header to `out`, in the format version it names (2 for a state sealed whole, 3 for a segmented one).
     pub fn write(&self, out: &mut Vec<u8>) -> Result<(), SealError> {
         let name_len = u8::try_from(self.service.len())
             .ok()

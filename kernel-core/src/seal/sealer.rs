@@ -283,22 +283,20 @@ impl Sealer {
         let (header, _) = Header::parse(&blob)?;
         self.check_header(service, expected, &header)?;
         if let Some(segments) = header.segments {
-            let generation = header.generation;
+            let (generation, state) = (header.generation, header.state);
             let body_at = header.len();
             let key = self.key_for(header.key_id.0, header.algorithm)?;
             let (salt, prefix) = (segments.salt.to_vec(), header.nonce.to_vec());
             let mut cipher = SegmentCipher::new(&key, header.key_id.0, blob[..body_at].to_vec(), &salt, &prefix)?;
             let len = super::stream::open_in_place(&mut cipher, segments.size as usize, &mut blob, body_at)?;
+            check_plaintext_tag(&blob[..len], state)?;
             return Ok((blob, 0..len, generation));
         }
         let (state, key_id, algorithm, header_len) = (header.state, header.key_id.0, header.algorithm, header.len());
         let generation = header.generation;
         let body = header_len..blob.len() - TAG_LEN;
         self.decrypt(key_id, algorithm, &mut blob, header_len)?;
-        let (tag, _) = StateTag::split(&blob[body.clone()]).map_err(|_| SealError::InconsistentPlaintext)?;
-        if tag != state {
-            return Err(SealError::InconsistentPlaintext);
-        }
+        check_plaintext_tag(&blob[body.clone()], state)?;
         Ok((blob, body, generation))
     }
 
@@ -363,6 +361,14 @@ impl SealBuffer {
         // The buffer starts with a written header, longer than 22 bytes.
         self.buf[10..14].copy_from_slice(&state.version.to_le_bytes());
         self.buf[14..22].copy_from_slice(&state.fingerprint.0.to_le_bytes());
+    }
+}
+
+/// The decrypted plaintext must begin with the state tag its header names.
+fn check_plaintext_tag(plaintext: &[u8], state: StateTag) -> Result<(), SealError> {
+    match StateTag::split(plaintext) {
+        Ok((tag, _)) if tag == state => Ok(()),
+        _ => Err(SealError::InconsistentPlaintext),
     }
 }
 

@@ -212,7 +212,8 @@ impl<'a> StateWriter<'a> {
 
     fn fail(&mut self, error: SealError) -> io::Error {
         self.mode = Mode::Failed;
-        self.failure = Some(error);
+        // The first failure is the one to report (a Serialize may go on writing after it).
+        self.failure.get_or_insert(error);
         io::Error::other("sealing the state failed")
     }
 }
@@ -261,12 +262,17 @@ impl StateWriter<'_> {
                 Ok(())
             }
             Mode::Whole { buffer, .. } => {
-                buffer.body().extend_from_slice(data);
-                if buffer.body_len() > self.segmented_above {
-                    self.switch()
-                } else {
-                    Ok(())
+                // Only up to the threshold goes into the whole envelope (a single long string
+                // is written at once: the rest goes straight into segments).
+                let above = self.segmented_above.max(HEADER_LEN);
+                let room = above.saturating_sub(buffer.body_len()).min(data.len());
+                let (now, rest) = data.split_at(room);
+                buffer.body().extend_from_slice(now);
+                if rest.is_empty() {
+                    return Ok(());
                 }
+                self.switch()?;
+                self.write_segmented(rest)
             }
             Mode::Segmented { .. } => self.write_segmented(data),
             Mode::Failed => Err(SealError::BadSegments("the writer failed before".into())),

@@ -8,11 +8,16 @@ use typed_arena::Arena;
 use super::encoding::HEADER_LEN;
 use super::{CodecError, Migratable, StateError, StateTag};
 
+/// Gathering buffer kept between values (larger ones are freed): two segments' worth.
+const SCRATCH_KEPT: usize = 2 << 20;
+
 /// Where a streamed state's plaintext comes from: its segments in order, each already
 /// authenticated when handed out.
 pub trait SegmentSource {
-    /// The next segment's bytes, or `None` at the end (or when a segment failed to open: the
-    /// source keeps the reason, and the decoder reports the input as cut short).
+    /// The next segment's bytes, or `None` at the end — or when a segment failed to open: the
+    /// source keeps the reason. The decoder then reports the input as cut short, unless the
+    /// failure came after the state was read (while it checks that nothing follows), so a
+    /// caller must ask its source for a failure after decoding, whatever the result.
     fn next_segment(&mut self) -> Option<Vec<u8>>;
     /// Bytes in the segments not yet handed out, if known (a source fed while it is read does
     /// not know).
@@ -58,6 +63,7 @@ impl<'s> Stream<'s> {
 
     /// Reads to the end (every segment is still opened, so authenticated) and counts the bytes.
     fn rest(&mut self) -> usize {
+        self.scratch = Vec::new();
         let mut count = self.current.len() - self.at;
         self.at = self.current.len();
         while let Some(segment) = self.source.next_segment() {
@@ -95,8 +101,9 @@ impl<'s> Stream<'s> {
         Some(byte)
     }
 
-    /// The next `n` bytes: borrowed from the segment if it holds them, else gathered. Refuses
-    /// more than the bytes left, so a lying length cannot make it allocate.
+    /// The next `n` bytes: borrowed from the segment if it holds them, else gathered. A lying
+    /// length cannot make it allocate: it refuses more than the bytes left when the source knows
+    /// them, and otherwise the gathering grows only with the bytes that actually arrive.
     fn take(&mut self, n: usize) -> Option<&[u8]> {
         if n > self.left() {
             return None;
@@ -106,8 +113,12 @@ impl<'s> Stream<'s> {
             self.at += n;
             return Some(&self.current[start..start + n]);
         }
+        // A long value gathered before is not kept for the rest of the decoding.
+        if self.scratch.capacity() > SCRATCH_KEPT {
+            self.scratch = Vec::new();
+        }
         self.scratch.clear();
-        self.scratch.reserve(n);
+        self.scratch.reserve(n.min(self.current.len() - self.at + SCRATCH_KEPT));
         while self.scratch.len() < n {
             if !self.advance() {
                 return None;
@@ -120,9 +131,10 @@ impl<'s> Stream<'s> {
     }
 }
 
-/// postcard's view of a [`Stream`]. Bytes a type wants to borrow for the whole decoding
-/// (`&str`, `&[u8]`: rare in owned states) are copied into `arena`, which lives as long as the
-/// decoding does.
+/// postcard's view of a [`Stream`]. Bytes a type wants to borrow for the whole decoding (it
+/// deserializes with `deserialize_str` or `deserialize_bytes`: `String`, `Vec<u8>` and
+/// `serde_bytes` do not, some types from other crates do) are copied into `arena`, which lives
+/// as long as the decoding does: such fields cost their size again until the state is decoded.
 struct StreamFlavor<'de, 's> {
     stream: &'de mut Stream<'s>,
     arena: &'de Arena<u8>,
@@ -173,10 +185,16 @@ pub fn decode_segments<T: Migratable>(source: &mut dyn SegmentSource) -> Result<
 /// Decodes `T` exactly from the rest of `stream`: nothing may follow.
 pub(super) fn decode_exact_stream<T: Migratable>(stream: &mut Stream<'_>) -> Result<T, StateError> {
     let arena = Arena::new();
-    let left = stream.left();
+    // Pre-allocation is bounded by the bytes left when the source knows them; otherwise the
+    // budget's default for an unknown input applies.
+    let known = stream.source.remaining().map(|_| stream.left());
     let flavor = StreamFlavor { stream, arena: &arena };
     let mut deserializer = postcard::Deserializer::from_flavor(flavor);
-    let value = super::budget::with_input_len(left, || serde::Deserialize::deserialize(&mut deserializer));
+    let mut deserialize = || serde::Deserialize::deserialize(&mut deserializer);
+    let value = match known {
+        Some(left) => super::budget::with_input_len(left, &mut deserialize),
+        None => deserialize(),
+    };
     let decode_error = |error| StateError::Decode {
         ty: T::TYPE_NAME,
         version: T::VERSION,

@@ -180,11 +180,32 @@ impl DirStore {
             });
         }
         let generation = object.generation();
-        let mut newest = self.newest();
-        check_fresh(&newest, service, &path, generation)?;
-        files::write_atomically(&self.dir, &path, object.as_bytes())?;
-        newest.insert(service.to_owned(), generation);
-        Ok(Location::file(path))
+        check_fresh(&self.newest(), service, &path, generation)?;
+        let mut temp = files::Temp::create(&self.dir)?;
+        temp.write(object.as_bytes())?;
+        temp.sync()?;
+        self.replace_with(service, &path, generation, temp)
+    }
+
+    /// Renames a written and synced temporary file over the service's file, unless a newer
+    /// generation was written or loaded meanwhile (checked and renamed under the lock, so the
+    /// newest wins whatever the interleaving); then fsyncs the directory.
+    fn replace_with(
+        &self,
+        service: &str,
+        path: &Path,
+        generation: u64,
+        temp: files::Temp,
+    ) -> Result<Location, StoreError> {
+        {
+            let mut newest = self.newest();
+            check_fresh(&newest, service, path, generation)?;
+            temp.rename_into(path)?;
+            // In place from here on, whatever the directory's fsync says.
+            newest.insert(service.to_owned(), generation);
+        }
+        files::sync_dir(&self.dir)?;
+        Ok(Location::file(path.to_owned()))
     }
 
     fn load_now(&self, service: &str) -> Result<Option<Stored>, StoreError> {
@@ -273,11 +294,9 @@ impl DirObject<'_> {
                 source: "nothing was written before the commit".into(),
             });
         };
-        let mut newest = self.store.newest();
-        check_fresh(&newest, self.service, &path, self.generation)?;
-        temp.commit(&self.store.dir, &path)?;
-        newest.insert(self.service.to_owned(), self.generation);
-        Ok(Location::file(path))
+        let mut temp = temp;
+        temp.sync()?; // the long part, before the store's lock
+        self.store.replace_with(self.service, &path, self.generation, temp)
     }
 }
 

@@ -21,13 +21,6 @@ fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StoreErro
     move |source| StoreError::Io { op, path, source }
 }
 
-/// temp file in the same directory → write → fsync → rename over `path` → fsync the directory.
-pub(super) fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let mut temp = Temp::create(dir)?;
-    temp.write(bytes)?;
-    temp.commit(dir, path)
-}
-
 /// A temporary file in the store's directory, written and then renamed into place; removed if
 /// dropped before.
 pub(super) struct Temp {
@@ -52,13 +45,17 @@ impl Temp {
         self.file.write_all(bytes).map_err(io("write", &self.path))
     }
 
-    /// fsync → rename over `path` → fsync the directory.
-    pub(super) fn commit(mut self, dir: &Path, path: &Path) -> Result<(), StoreError> {
-        self.file.sync_all().map_err(io("fsync", &self.path))?;
+    /// fsync: what was written is on disk before it is renamed into place.
+    pub(super) fn sync(&mut self) -> Result<(), StoreError> {
+        self.file.sync_all().map_err(io("fsync", &self.path))
+    }
+
+    /// Renames the (synced) file over `path`; the caller fsyncs the directory.
+    pub(super) fn rename_into(mut self, path: &Path) -> Result<(), StoreError> {
         // `rename` replaces a symbolic link at `path` itself; it never writes through one.
         fs::rename(&self.path, path).map_err(io("rename into place", path))?;
         self.path = PathBuf::new(); // renamed: nothing to remove
-        sync_dir(dir)
+        Ok(())
     }
 }
 

@@ -248,12 +248,33 @@ fn every_alteration_of_the_segments_is_refused() {
     extended.extend_from_slice(&blob[segment(3)]);
     extended.extend_from_slice(&blob[segment(4)]);
     assert!(matches!(open(extended), SealError::SegmentAuthentication { .. }));
-    // The header's salt, prefix, segment size and generation are all bound to every segment.
-    for offset in [body_at(&blob) - 1, body_at(&blob) - 10, 30 + 1 + 3 + 4 + 5, 22] {
+    // The header's salt, prefix, generation, key id's neighbours (state version and
+    // fingerprint) are all bound to every segment.
+    for offset in [body_at(&blob) - 1, body_at(&blob) - 10, 30 + 1 + 3 + 4 + 5, 22, 10, 14] {
         let mut edited = blob.clone();
         edited[offset] ^= 1;
         assert!(auth(&open(edited), 0), "offset {offset}");
     }
+    // So is the segment size: another allowed size makes the first segment fail.
+    let mut resized = blob.clone();
+    resized[30 + 1 + 3..30 + 1 + 3 + 4].copy_from_slice(&8192u32.to_le_bytes());
+    assert!(matches!(
+        open(resized),
+        SealError::SegmentAuthentication { .. } | SealError::BadSegments(_)
+    ));
+    // A segment taken from another envelope of the same state, at the same index.
+    let (_, other) = sealed_in_segments(&sealer, 20_000);
+    let mut spliced = blob.clone();
+    spliced[segment(1)].copy_from_slice(&other[segment(1)]);
+    assert!(auth(&open(spliced), 1));
+    // A copy of the last segment appended after it.
+    let mut appended = blob.clone();
+    appended.extend_from_slice(&blob[segment(4)]);
+    assert!(
+        open(appended.clone()).to_string().contains("segment"),
+        "{}",
+        open(appended)
+    );
     // A segment size that is not allowed is refused before any decryption.
     let mut size = blob.clone();
     size[30 + 1 + 3..30 + 1 + 3 + 4].copy_from_slice(&1000u32.to_le_bytes());
@@ -465,4 +486,116 @@ fn a_large_checkpoint_over_the_store_limit_fails_while_streaming_and_leaves_noth
     );
     // The service goes on serving.
     assert!(kernel.call("big", Event::new("big", "t", "get", "")).is_ok());
+}
+
+/// A directory store that counts the parts written to it part by part.
+#[derive(Debug)]
+struct Counting {
+    inner: microkernel::DirStore,
+    parts: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+struct CountingWriter<'a> {
+    inner: Box<dyn microkernel::store::ObjectWriter<'a> + 'a>,
+    parts: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<'a> microkernel::store::ObjectWriter<'a> for CountingWriter<'a> {
+    fn write(&mut self, part: &[u8]) -> microkernel::store::StoreFuture<'_, ()> {
+        self.parts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.write(part)
+    }
+    fn commit(self: Box<Self>) -> microkernel::store::StoreFuture<'a, microkernel::store::Location> {
+        self.inner.commit()
+    }
+}
+
+impl microkernel::store::StateStore for Counting {
+    fn check_name(&self, service: &str) -> Result<(), microkernel::store::StoreError> {
+        self.inner.check_name(service)
+    }
+    fn location(&self, service: &str) -> microkernel::store::Location {
+        self.inner.location(service)
+    }
+    fn save<'a>(
+        &'a self,
+        service: &'a str,
+        object: microkernel::seal::SealedObject,
+    ) -> microkernel::store::StoreFuture<'a, microkernel::store::Location> {
+        self.inner.save(service, object)
+    }
+    fn load<'a>(&'a self, service: &'a str) -> microkernel::store::StoreFuture<'a, Option<microkernel::store::Stored>> {
+        self.inner.load(service)
+    }
+    fn set_aside<'a>(
+        &'a self,
+        service: &'a str,
+    ) -> microkernel::store::StoreFuture<'a, Option<microkernel::store::Location>> {
+        self.inner.set_aside(service)
+    }
+    fn known_generation(&self, service: &str) -> u64 {
+        self.inner.known_generation(service)
+    }
+    fn begin_save<'a>(
+        &'a self,
+        service: &'a str,
+        generation: u64,
+    ) -> Option<Box<dyn microkernel::store::ObjectWriter<'a> + 'a>> {
+        let inner = self.inner.begin_save(service, generation)?;
+        Some(Box::new(CountingWriter {
+            inner,
+            parts: Arc::clone(&self.parts),
+        }))
+    }
+}
+
+/// One string of 9 MB: postcard writes it at once, past the segmenting threshold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Migratable)]
+#[migratable(version = 1)]
+struct OneString {
+    text: String,
+    after: u64,
+}
+
+#[test]
+fn a_checkpoint_streams_its_segments_to_the_store_and_a_long_string_crosses_in_segments() {
+    let dir = TempDir::new("counting");
+    let key = Key::generate(Algorithm::ChaCha20Poly1305).unwrap();
+    let parts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let kernel = Kernel::builder()
+        .sealer(Sealer::new(Keyring::new(3, key.clone())))
+        .store(Counting {
+            inner: microkernel::DirStore::open(&dir.0).unwrap(),
+            parts: Arc::clone(&parts),
+        })
+        .build()
+        .unwrap();
+    let state = OneString {
+        text: "0123456789abcdef".repeat(9 << 16),
+        after: 7,
+    };
+    kernel
+        .register(Big {
+            state: state.clone(),
+            seen: Arc::default(),
+        })
+        .unwrap();
+    kernel.start_all().unwrap();
+    kernel.checkpoint_service("big").unwrap();
+    // A header and ten segments of 1 MiB (9 MiB and a few bytes of plaintext), part by part.
+    assert_eq!(parts.load(std::sync::atomic::Ordering::SeqCst), 11);
+    let file = std::fs::read(dir.0.join("big.state")).unwrap();
+    assert_eq!(file[4], 3);
+    let (opened, _) = Sealer::new(Keyring::new(3, key)).open_generation("big", file).unwrap();
+    assert_eq!(state::decode::<OneString>(opened.as_bytes()).unwrap(), state);
+    // The same state crosses a replacement in segments.
+    let seen: Seen<OneString> = Arc::default();
+    let outcome = kernel
+        .replace(Big {
+            state: OneString::default(),
+            seen: Arc::clone(&seen),
+        })
+        .unwrap();
+    assert!(matches!(outcome, Replaced::Swapped { sealed: true, .. }));
+    assert_eq!(seen.lock().unwrap().take().unwrap(), state);
 }

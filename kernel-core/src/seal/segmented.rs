@@ -143,3 +143,40 @@ impl Sealer {
         Ok(key)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::stream::{SEGMENT_SIZE, seal_copy};
+    use super::super::{Algorithm, Key, Keyring, SealError, Sealer};
+    use crate::state::{Fingerprint, StateTag};
+
+    /// An envelope whose header names one state and whose plaintext starts with another's tag
+    /// (only a key holder could make one) does not open.
+    #[test]
+    fn a_segmented_plaintext_must_start_with_the_tag_its_header_names() {
+        let sealer = Sealer::new(Keyring::new(1, Key::generate(Algorithm::Aes256Gcm).unwrap()));
+        let named = StateTag {
+            version: 2,
+            fingerprint: Fingerprint(7),
+        };
+        let other = StateTag {
+            version: 1,
+            fingerprint: Fingerprint(9),
+        };
+        let mut plaintext = other.to_bytes().to_vec();
+        plaintext.resize(10_000, 1);
+        let (_, key_id, algorithm) = sealer.begin("svc", 1, 0).unwrap().into_body();
+        let (header, mut cipher) = sealer
+            .segmented_header("svc", named, 1, SEGMENT_SIZE, key_id, algorithm)
+            .unwrap();
+        let blob = seal_copy(&mut cipher, SEGMENT_SIZE as usize, &header, &plaintext).unwrap();
+        assert!(matches!(
+            sealer.open("svc", &blob),
+            Err(SealError::InconsistentPlaintext)
+        ));
+        assert!(matches!(
+            sealer.open_state("svc", named, &blob),
+            Err(SealError::InconsistentPlaintext)
+        ));
+    }
+}

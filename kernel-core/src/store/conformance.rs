@@ -333,7 +333,9 @@ pub fn streamed_saves_keep_every_guarantee<F: Fixture>(fixture: &F) {
     assert_eq!(fixture.raw("svc").as_deref(), Some(whole.as_bytes()), "left as it was");
     let limit = usize::try_from(fixture.max_object_bytes()).expect("a limit that fits in memory");
     let mut big = store.begin_save("svc", 6).expect("the store streamed before");
-    let refused = block_on(big.write(&vec![0; limit / 2])).and_then(|()| block_on(big.write(&vec![0; limit / 2 + 1])));
+    // One byte over the limit in total, in two parts.
+    let refused =
+        block_on(big.write(&vec![0; limit / 2])).and_then(|()| block_on(big.write(&vec![0; limit - limit / 2 + 1])));
     assert!(matches!(refused, Err(StoreError::TooLarge { .. })), "{refused:?}");
     drop(big);
     assert_eq!(fixture.raw("svc").as_deref(), Some(whole.as_bytes()), "left as it was");

@@ -94,6 +94,10 @@ pub trait StateStore: Send + Sync + fmt::Debug + 'static {
     /// save it. `None`, the default, if the store takes whole objects only ([`save`](Self::save)).
     /// A backend that streams keeps every guarantee above: nothing is visible before
     /// [`ObjectWriter::commit`], and a writer dropped before leaves nothing behind.
+    ///
+    /// The kernel calls [`ObjectWriter::write`] while it holds the service (its state is being
+    /// encoded): calls to the service wait meanwhile, so a backend whose writes are slow (a
+    /// remote one) should keep returning `None` here. It calls `commit` after releasing it.
     fn begin_save<'a>(&'a self, service: &'a str, generation: u64) -> Option<Box<dyn ObjectWriter<'a> + 'a>> {
         let _ = (service, generation);
         None

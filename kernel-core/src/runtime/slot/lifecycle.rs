@@ -157,6 +157,8 @@ pub(crate) fn export_for_save_now<'s>(
     next_generation: impl FnOnce() -> u64,
     export: &mut ExportForSave<'_, 's>,
 ) -> Result<(Exported<'s>, u64), LifecycleError> {
+    // Taken before the export, since a segmented envelope's header carries it: an export that
+    // fails leaves a gap in the numbers, which only ever go up.
     let generation = next_generation();
     export(instance, generation).map(|exported| (exported, generation))
 }

@@ -131,3 +131,22 @@ pub async fn assert_count(handle: &AsyncHandle, expected: u64) {
         "every async call was answered exactly once, across the replacements"
     );
 }
+
+/// W1 (one caller task) and W1c (4 caller tasks) on a `current_thread` runtime, printed as
+/// `bench_peers` prints them; the service's count is checked after.
+pub fn print_one_thread_figures(calls: u64) {
+    let one_thread = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    one_thread.block_on(async {
+        let (kernel, handle) = kernel().await;
+        println!("async_call_round_trip_ns {:.1}", round_trip_ns(&handle, calls).await);
+        println!(
+            "async_call_concurrent_1thread_ops_per_s {:.0}",
+            concurrent_ops_per_s(&handle, 4, calls).await
+        );
+        assert_count(&handle, calls / 4 * 4 + calls).await;
+        kernel.shutdown().await.expect("shutdown");
+    });
+}

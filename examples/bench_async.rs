@@ -18,23 +18,7 @@ fn main() {
     };
     let (calls, rounds) = (arg(1, 2_000_000), arg(2, 1));
     for _ in 0..rounds {
-        let one_thread = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a runtime");
-        one_thread.block_on(async {
-            let (kernel, handle) = async_workload::kernel().await;
-            println!(
-                "async_call_round_trip_ns {:.1}",
-                async_workload::round_trip_ns(&handle, calls).await
-            );
-            println!(
-                "async_call_concurrent_1thread_ops_per_s {:.0}",
-                async_workload::concurrent_ops_per_s(&handle, 4, calls).await
-            );
-            async_workload::assert_count(&handle, calls / 4 * 4 + calls).await;
-            kernel.shutdown().await.expect("shutdown");
-        });
+        async_workload::print_one_thread_figures(calls);
     }
 }
 

@@ -29,10 +29,6 @@ pub(crate) enum Written {
 pub(crate) struct StateWriter<'a> {
     mode: Mode<'a>,
     failure: Option<SealError>,
-    /// Plaintext bytes per segment.
-    segment_size: u32,
-    /// Longer encodings are segmented.
-    segmented_above: usize,
     /// Plaintext bytes written.
     written: usize,
 }
@@ -61,8 +57,6 @@ impl<'a> StateWriter<'a> {
         Self {
             mode: Mode::Plain(Vec::new()),
             failure: None,
-            segment_size: SEGMENT_SIZE,
-            segmented_above: SEGMENTED_ABOVE,
             written: 0,
         }
     }
@@ -75,20 +69,6 @@ impl<'a> StateWriter<'a> {
         generation: u64,
         sink: &'a mut dyn SegmentSink,
     ) -> Result<Self, SealError> {
-        Self::sealed_in(sealer, service, generation, sink, SEGMENT_SIZE, SEGMENTED_ABOVE)
-    }
-
-    /// [`sealed`](Self::sealed), with segments of `segment_size` plaintext bytes for an
-    /// encoding longer than `segmented_above`.
-    pub(crate) fn sealed_in(
-        sealer: &'a Sealer,
-        service: &'a str,
-        generation: u64,
-        sink: &'a mut dyn SegmentSink,
-        segment_size: u32,
-        segmented_above: usize,
-    ) -> Result<Self, SealError> {
-        super::stream::check_segment_size(segment_size)?;
         // Room for a small state up front; a larger one grows the buffer as it is encoded.
         let buffer = sealer.begin(service, generation, 256)?;
         Ok(Self {
@@ -100,8 +80,6 @@ impl<'a> StateWriter<'a> {
                 sink,
             },
             failure: None,
-            segment_size,
-            segmented_above,
             written: 0,
         })
     }
@@ -169,9 +147,9 @@ impl<'a> StateWriter<'a> {
         let (state, _) =
             StateTag::split(&body[..HEADER_LEN.min(body.len())]).map_err(|_| SealError::InconsistentPlaintext)?;
         let (written, mut cipher) =
-            sealer.segmented_header(service, state, generation, self.segment_size, key_id, algorithm)?;
+            sealer.segmented_header(service, state, generation, SEGMENT_SIZE, key_id, algorithm)?;
         sink.put(written)?;
-        let size = self.segment_size as usize;
+        let size = SEGMENT_SIZE as usize;
         // All but the last chunk are sealed now; the last stays open for what follows.
         let last_at = (body.len() - 1) / size * size;
         for chunk in body[..last_at].chunks(size) {
@@ -190,7 +168,7 @@ impl<'a> StateWriter<'a> {
         let Mode::Segmented { cipher, segment, sink } = &mut self.mode else {
             return Ok(());
         };
-        let size = self.segment_size as usize;
+        let size = SEGMENT_SIZE as usize;
         while !data.is_empty() {
             if segment.len() == size {
                 cipher.seal(segment, false)?;
@@ -224,11 +202,11 @@ impl io::Write for StateWriter<'_> {
         self.written += data.len();
         // postcard writes a byte or a few at a time: the common cases first, one branch each.
         match &mut self.mode {
-            Mode::Segmented { segment, .. } if segment.len() + data.len() <= self.segment_size as usize => {
+            Mode::Segmented { segment, .. } if segment.len() + data.len() <= SEGMENT_SIZE as usize => {
                 segment.extend_from_slice(data);
                 return Ok(data.len());
             }
-            Mode::Whole { buffer, .. } if buffer.body_len() + data.len() <= self.segmented_above => {
+            Mode::Whole { buffer, .. } if buffer.body_len() + data.len() <= SEGMENTED_ABOVE => {
                 buffer.body().extend_from_slice(data);
                 return Ok(data.len());
             }
@@ -264,7 +242,7 @@ impl StateWriter<'_> {
             Mode::Whole { buffer, .. } => {
                 // Only up to the threshold goes into the whole envelope (a single long string
                 // is written at once: the rest goes straight into segments).
-                let above = self.segmented_above.max(HEADER_LEN);
+                let above = SEGMENTED_ABOVE;
                 let room = above.saturating_sub(buffer.body_len()).min(data.len());
                 let (now, rest) = data.split_at(room);
                 buffer.body().extend_from_slice(now);

@@ -176,6 +176,29 @@ where
     started.elapsed()
 }
 
+/// W3's floor: the same state crossing with no kernel at all — `postcard` encodes a
+/// [`BenchState`] of `entries` entries and decodes it again on this thread, with no sealing, no
+/// slot, no reaper (each old state is dropped outside the timed part). Returns the median of
+/// `rounds` crossings: what serde, postcard and the allocator alone cost for this state.
+pub fn state_crossing_floor(entries: u64, rounds: usize) -> Duration {
+    let mut state = BenchState {
+        count: 0,
+        table: table(entries).into_iter().collect(),
+    };
+    let samples = (0..rounds)
+        .map(|_| {
+            let started = Instant::now();
+            let bytes = postcard::to_allocvec(&state).expect("encode");
+            let crossed: BenchState = postcard::from_bytes(&bytes).expect("decode");
+            let elapsed = started.elapsed();
+            assert_eq!(crossed.table.len(), entries as usize, "the table crossed whole");
+            drop(std::mem::replace(&mut state, crossed));
+            elapsed
+        })
+        .collect();
+    median(samples)
+}
+
 /// The count and the table's length, as the service reports them.
 pub fn count_and_entries(handle: &Handle) -> (u64, usize) {
     let reply = handle.call(Event::new("echo", "bench", "count", "")).expect("count");

@@ -56,8 +56,14 @@ fn main() {
     );
     println!("big_entries_after {}", workload::count_and_entries(&handle).1);
     big_variant::<workload::SizedHashEcho>("hashmap_sized", big);
+
     big_variant::<workload::TreeEcho>("btreemap", big);
     big_variant::<workload::BulkTreeEcho>("btreemap_bulk", big);
+    // The headline's floor: its state encoded and decoded by postcard alone, in this process.
+    println!(
+        "swap_big_floor_{big}_median_ms {:.2}",
+        workload::state_crossing_floor(big, 5).as_micros() as f64 / 1000.0
+    );
 
     #[cfg(feature = "tokio")]
     async_figures(calls);

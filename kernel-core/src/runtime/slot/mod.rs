@@ -116,9 +116,6 @@ impl Blocked {
     }
 }
 
-/// Times a waiting caller retries at once before it waits: most holders are short handlers.
-const SPINS: u32 = 64;
-
 /// How long a waiting caller waits before it registers its wait in the wait-for table.
 const GRACE: Duration = Duration::from_micros(200);
 
@@ -284,12 +281,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         timeout: Option<Duration>,
     ) -> Result<MutexGuard<'_, BoxInstance<Req, Resp>>, Blocked> {
         let started = Instant::now();
-        for _ in 0..SPINS {
-            std::hint::spin_loop();
-            if let Some(instance) = self.instance.try_lock() {
-                return Ok(instance);
-            }
-        }
         // A short wait, unregistered: under contention most holders leave within it, and the
         // wait-for table (one process-wide lock) is only for waits that could be a cycle. A
         // cycle cannot resolve by itself, so every thread in one still registers after this

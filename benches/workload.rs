@@ -287,8 +287,11 @@ pub fn quantile(sorted: &[Duration], q: f64) -> Duration {
 /// `threads` callers, each calling a service of its own: through its handle, or by name.
 /// Returns calls per second.
 pub fn independent_calls(kernel: &Kernel, threads: u64, total: u64, by_name: bool) -> f64 {
+    // Fresh names each time, so that one kernel can serve several runs.
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let names: Vec<&'static str> = (0..threads)
-        .map(|i| &*Box::leak(format!("echo-own-{i}-{by_name}").into_boxed_str()))
+        .map(|i| &*Box::leak(format!("echo-own-{run}-{i}").into_boxed_str()))
         .collect();
     let handles: Vec<Handle> = names
         .iter()
@@ -305,6 +308,8 @@ pub fn independent_calls(kernel: &Kernel, threads: u64, total: u64, by_name: boo
     let started = Instant::now();
     std::thread::scope(|s| {
         for (name, handle) in names.iter().zip(&handles) {
+            // Each caller owns its handle, as a thread serving requests would.
+            let handle = handle.clone();
             s.spawn(move || {
                 let request = Event::new(*name, "bench", "unknown", "Hello, Log!");
                 for _ in 0..total / threads {

@@ -73,8 +73,8 @@ fn main() {
     contention(&kernel, &handle, calls);
     assert_eq!(
         workload::count_and_entries(&handle).0,
-        calls / 4 * 4 * 3,
-        "every call of W1c and the two sampled W1c runs was answered exactly once"
+        calls / 4 * 4 * (ROUNDS as u64 + 2),
+        "every call of the W1c rounds and of the two sampled W1c runs was answered exactly once"
     );
 
     // Last, so that no other figure runs after callsites met a subscriber: W1 again with an
@@ -126,14 +126,17 @@ where
 /// run beside them.
 fn contention(kernel: &microkernel::Kernel, handle: &microkernel::Handle, calls: u64) {
     const THREADS: u64 = 4;
-    println!(
-        "call_concurrent_ops_per_s {:.0}",
-        workload::concurrent_calls(handle, THREADS, calls)
-    );
-    println!(
-        "limit_mutex_concurrent_ops_per_s {:.0}",
-        workload::bare_mutex_calls(THREADS, calls, true)
-    );
+    // Several threads on this machine's few cores: a figure swings with where the scheduler
+    // puts them, so ours and the limit alternate, and the median of the rounds is printed.
+    let (mut ours, mut limit) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        ours.push(workload::concurrent_calls(handle, THREADS, calls));
+        limit.push(workload::bare_mutex_calls(THREADS, calls, true));
+    }
+    let (ours, limit) = (median_of(ours), median_of(limit));
+    println!("call_concurrent_ops_per_s {ours:.0}");
+    println!("limit_mutex_concurrent_ops_per_s {limit:.0}");
+    println!("call_concurrent_vs_limit {:.2}", ours / limit);
     let mut quiet = workload::sampled_concurrent_calls(handle, THREADS, calls, 64, |_| {});
     quiet.sort();
     for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p999", 0.999), ("max", 1.0)] {
@@ -154,19 +157,42 @@ fn contention(kernel: &microkernel::Kernel, handle: &microkernel::Handle, calls:
         );
     }
     println!("swaps_during_calls {}", swaps.into_inner());
+    independent(calls);
+}
+
+/// Rounds of each contended figure (ours and the limit alternating).
+const ROUNDS: usize = 5;
+
+fn median_of(mut figures: Vec<f64>) -> f64 {
+    figures.sort_by(f64::total_cmp);
+    figures[figures.len() / 2]
+}
+
+/// Independent services: 4 threads each calling a service of its own (through its handle, and
+/// by name), against a bare `Mutex` per thread; each also on 1 thread, so that how each scales
+/// with threads can be set side by side (`*_scaling`: 4 threads' throughput over 1 thread's).
+fn independent(calls: u64) {
+    const THREADS: u64 = 4;
     let own = microkernel::Kernel::new();
-    println!(
-        "call_independent_handle_ops_per_s {:.0}",
-        workload::independent_calls(&own, THREADS, calls, false)
-    );
-    println!(
-        "call_independent_name_ops_per_s {:.0}",
-        workload::independent_calls(&own, THREADS, calls, true)
-    );
-    println!(
-        "limit_mutex_independent_ops_per_s {:.0}",
-        workload::bare_mutex_calls(THREADS, calls, false)
-    );
+    let mut figures: [Vec<f64>; 6] = Default::default();
+    for _ in 0..ROUNDS {
+        for (threads, at) in [(THREADS, 0), (1, 3)] {
+            let total = calls / THREADS * threads;
+            figures[at].push(workload::independent_calls(&own, threads, total, false));
+            figures[at + 1].push(workload::independent_calls(&own, threads, total, true));
+            figures[at + 2].push(workload::bare_mutex_calls(threads, total, false));
+        }
+    }
+    let [handle, name, limit, handle_one, name_one, limit_one] = figures.map(median_of);
+    for (label, many, one) in [
+        ("call_independent_handle", handle, handle_one),
+        ("call_independent_name", name, name_one),
+        ("limit_mutex_independent", limit, limit_one),
+    ] {
+        println!("{label}_ops_per_s {many:.0}");
+        println!("{label}_one_thread_ops_per_s {one:.0}");
+        println!("{label}_scaling {:.2}", many / one);
+    }
 }
 
 /// W1 and W1c for an async service (feature `tokio`), run as `../shared/peers/rust-actors`

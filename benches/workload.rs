@@ -326,6 +326,27 @@ pub fn independent_calls(kernel: &Kernel, threads: u64, total: u64, by_name: boo
     (total / threads * threads) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// W1c's other limit: the W1 handler behind one bare `parking_lot::Mutex` (the lock a slot is
+/// built on) shared by `threads` callers. Returns calls per second.
+pub fn bare_parking_lot_calls(threads: u64, total: u64) -> f64 {
+    let lock = parking_lot::Mutex::new(0u64);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let lock = &lock;
+            s.spawn(move || {
+                let request = request();
+                for _ in 0..total / threads {
+                    let event = request.clone();
+                    let reply = echo(&mut lock.lock(), &event);
+                    std::hint::black_box(reply);
+                }
+            });
+        }
+    });
+    (total / threads * threads) as f64 / started.elapsed().as_secs_f64()
+}
+
 /// The physical limit beside our figures, in the same run: the W1 handler behind a bare
 /// `std::sync::Mutex`, either one shared by `threads` callers or one per caller.
 pub fn bare_mutex_calls(threads: u64, total: u64, shared: bool) -> f64 {

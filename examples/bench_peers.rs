@@ -128,15 +128,18 @@ fn contention(kernel: &microkernel::Kernel, handle: &microkernel::Handle, calls:
     const THREADS: u64 = 4;
     // Several threads on this machine's few cores: a figure swings with where the scheduler
     // puts them, so ours and the limit alternate, and the median of the rounds is printed.
-    let (mut ours, mut limit) = (Vec::new(), Vec::new());
+    let (mut ours, mut limit, mut parking) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
         ours.push(workload::concurrent_calls(handle, THREADS, calls));
         limit.push(workload::bare_mutex_calls(THREADS, calls, true));
+        parking.push(workload::bare_parking_lot_calls(THREADS, calls));
     }
-    let (ours, limit) = (median_of(ours), median_of(limit));
+    let (ours, limit, parking) = (median_of(ours), median_of(limit), median_of(parking));
     println!("call_concurrent_ops_per_s {ours:.0}");
     println!("limit_mutex_concurrent_ops_per_s {limit:.0}");
     println!("call_concurrent_vs_limit {:.2}", ours / limit);
+    println!("limit_parking_lot_concurrent_ops_per_s {parking:.0}");
+    println!("call_concurrent_vs_parking_lot {:.2}", ours / parking);
     let mut quiet = workload::sampled_concurrent_calls(handle, THREADS, calls, 64, |_| {});
     quiet.sort();
     for (name, q) in [("p50", 0.5), ("p99", 0.99), ("p999", 0.999), ("max", 1.0)] {

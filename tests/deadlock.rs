@@ -186,3 +186,81 @@ fn call_timeout_bounds_the_wait_to_enter_and_delivers_nothing_past_it() {
         .unwrap();
     assert_eq!(reply.data, "2");
 }
+
+/// A service that, asked "again", calls itself by name from inside its handler.
+#[derive(microkernel::Service)]
+#[service(name = "selfish")]
+struct Selfish {
+    served: u64,
+}
+
+impl Handler for Selfish {
+    type Request = Event;
+    type Response = Reply;
+    fn handle(&mut self, event: Event, ctx: &Context<'_>) -> Reply {
+        if event.kind == "count" {
+            return Reply::ok("count", self.served.to_string());
+        }
+        self.served += 1;
+        if event.kind != "again" {
+            return Reply::ok("served", "");
+        }
+        match ctx.call("selfish", Event::new("selfish", "selfish", "plain", "")) {
+            Ok(_) => Reply::ok("re-entered", ""),
+            Err(error) => error.to_reply(),
+        }
+    }
+}
+
+/// Re-entry is detected when the slot is found taken, so it must hold while other threads keep
+/// the slot busy: the handler calling itself is refused every time (never let in, never hung),
+/// and every other call is served once.
+#[test]
+fn a_handler_calling_itself_is_refused_while_other_threads_contend_for_it() {
+    const CALLERS: usize = 3;
+    const PLAIN: u64 = 20_000;
+    const AGAIN: u64 = 2_000;
+    let kernel = Kernel::new();
+    let selfish = kernel.register(Selfish { served: 0 }).unwrap();
+    kernel.start_all().unwrap();
+    let (done, finished) = mpsc::channel();
+    let worker = thread::spawn(move || {
+        let refused = thread::scope(|s| {
+            for _ in 0..CALLERS {
+                let selfish = selfish.clone();
+                s.spawn(move || {
+                    for _ in 0..PLAIN {
+                        assert!(selfish.call(Event::new("selfish", "t", "plain", "")).unwrap().is_ok());
+                    }
+                });
+            }
+            let again = s.spawn(|| {
+                (0..AGAIN)
+                    .filter(|_| {
+                        let reply = kernel.call("selfish", Event::new("selfish", "t", "again", "")).unwrap();
+                        assert_ne!(reply.message, "re-entered", "a handler entered its own slot twice");
+                        reply.code == code::LOOP
+                    })
+                    .count() as u64
+            });
+            again.join().unwrap()
+        });
+        let count: u64 = kernel
+            .call("selfish", Event::new("selfish", "t", "count", ""))
+            .unwrap()
+            .data
+            .parse()
+            .unwrap();
+        done.send((refused, count)).unwrap();
+    });
+    let Ok((refused, served)) = finished.recv_timeout(Duration::from_secs(120)) else {
+        panic!("a handler calling itself under contention hung (watchdog)");
+    };
+    worker.join().unwrap();
+    assert_eq!(refused, AGAIN, "every self-call is refused as a loop");
+    assert_eq!(
+        served,
+        CALLERS as u64 * PLAIN + AGAIN,
+        "every call was served exactly once"
+    );
+}

@@ -180,7 +180,9 @@ fn independent(calls: u64) {
     let mut figures: [Vec<f64>; 6] = Default::default();
     for _ in 0..ROUNDS {
         for (threads, at) in [(THREADS, 0), (1, 3)] {
-            let total = calls / THREADS * threads;
+            // `calls` per thread: long enough (0.1-0.2 s) for the scheduler to have spread the
+            // threads over the cores, which a run of a few milliseconds mostly measures instead.
+            let total = calls * threads;
             figures[at].push(workload::independent_calls(&own, threads, total, false));
             figures[at + 1].push(workload::independent_calls(&own, threads, total, true));
             figures[at + 2].push(workload::bare_mutex_calls(threads, total, false));

@@ -235,13 +235,21 @@ fn a_handler_calling_itself_is_refused_while_other_threads_contend_for_it() {
                 });
             }
             let again = s.spawn(|| {
-                (0..AGAIN)
-                    .filter(|_| {
-                        let reply = kernel.call("selfish", Event::new("selfish", "t", "again", "")).unwrap();
-                        assert_ne!(reply.message, "re-entered", "a handler entered its own slot twice");
-                        reply.code == code::LOOP
-                    })
-                    .count() as u64
+                // A self-call must be refused as re-entry, at once: one that waited and was
+                // refused later by the wait-for table (also `LOOP`) logs a cycle, seen here.
+                let log = Captured::default();
+                let subscriber = tracing_subscriber::fmt().with_writer(log.clone()).finish();
+                let refused = tracing::subscriber::with_default(subscriber, || {
+                    (0..AGAIN)
+                        .filter(|_| {
+                            let reply = kernel.call("selfish", Event::new("selfish", "t", "again", "")).unwrap();
+                            reply.code == code::LOOP
+                        })
+                        .count() as u64
+                });
+                let log = log.text();
+                assert!(!log.contains("call refused"), "a self-call waited for itself: {log}");
+                refused
             });
             again.join().unwrap()
         });
@@ -253,8 +261,14 @@ fn a_handler_calling_itself_is_refused_while_other_threads_contend_for_it() {
             .unwrap();
         done.send((refused, count)).unwrap();
     });
-    let Ok((refused, served)) = finished.recv_timeout(Duration::from_secs(120)) else {
-        panic!("a handler calling itself under contention hung (watchdog)");
+    let (refused, served) = match finished.recv_timeout(Duration::from_secs(120)) {
+        Ok(counts) => counts,
+        // The worker failed an assertion: its own panic is the failure to report.
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            worker.join().unwrap();
+            unreachable!("the worker ended without its counts")
+        }
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("a handler calling itself under contention hung (watchdog)"),
     };
     worker.join().unwrap();
     assert_eq!(refused, AGAIN, "every self-call is refused as a loop");
@@ -263,4 +277,31 @@ fn a_handler_calling_itself_is_refused_while_other_threads_contend_for_it() {
         CALLERS as u64 * PLAIN + AGAIN,
         "every call was served exactly once"
     );
+}
+
+/// What a test's tracing subscriber wrote.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
 }

@@ -230,27 +230,47 @@ struct LocalServer {
 impl LocalServer {
     fn start() -> Result<Self, Error> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let dir = std::env::temp_dir().join(format!("mk-cluster-{}", std::process::id()));
+        let name = format!("mk-cluster-{}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir)?;
         let binary = ["nats-server", "/usr/sbin/nats-server"]
             .into_iter()
             .find(|b| Command::new(b).arg("--version").output().is_ok())
             .ok_or("no nats-server on PATH: apt-get install -y nats-server, or pass --url")?;
         let child = Command::new(binary)
-            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-n", &name, "-sd"])
             .arg(&dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
         let url = format!("nats://127.0.0.1:{port}");
+        let mut server = Self { child, url, dir };
         for _ in 0..500 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Ok(Self { child, url, dir });
+            if server.child.try_wait()?.is_some() {
+                return Err(format!("nats-server exited: is port {port} taken?").into());
+            }
+            if answers_as(port, &name) {
+                return Ok(server);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         Err("nats-server did not start".into())
     }
+}
+
+/// Whether the server on loopback `port` greets a connection as `name`. A bare TCP connect
+/// proves less: another process may hold the port, or the connect may meet itself (a loopback
+/// connect can be given the port it dials as its own source).
+fn answers_as(port: u16, name: &str) -> bool {
+    use std::io::Read;
+    let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut info = String::new();
+    BufReader::new(stream.take(64 * 1024))
+        .read_line(&mut info)
+        .is_ok_and(|_| info.starts_with("INFO ") && info.contains(&format!("\"server_name\":\"{name}\"")))
 }
 
 impl Drop for LocalServer {

@@ -4,6 +4,7 @@
 //! `MICROKERNEL_REQUIRE_NATS=1` (set by `.ci/run`) turns the skip into a failure.
 #![allow(dead_code)]
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -14,6 +15,9 @@ pub struct NatsServer {
     pub addr: SocketAddr,
     dir: PathBuf,
     config: PathBuf,
+    /// The `server_name` in its config: how the tests know the listener on `addr` is this
+    /// server and not another process's (or a socket connected to itself).
+    name: String,
 }
 
 impl NatsServer {
@@ -53,16 +57,17 @@ impl NatsServer {
         let dir = std::env::temp_dir().join(format!("mk-nats-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a store directory");
         let config = dir.join("nats.conf");
+        let name = format!("mk-test-{}-{port}", std::process::id());
         std::fs::write(
             &config,
             format!(
-                "listen: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n}}\n",
+                "server_name: {name}\nlisten: 127.0.0.1:{port}\nmax_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n}}\n",
                 dir.join("js").display()
             ),
         )
         .expect("a config file");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
-        let Some(child) = spawn_and_wait(&config, addr) else {
+        let Some(child) = spawn_and_wait(&config, addr, &name) else {
             let _ = std::fs::remove_dir_all(&dir);
             return None; // it exited: the port was taken after all
         };
@@ -71,6 +76,7 @@ impl NatsServer {
             addr,
             dir,
             config,
+            name,
         })
     }
 
@@ -80,7 +86,7 @@ impl NatsServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(down);
-        self.child = spawn_and_wait(&self.config, self.addr).expect("the server restarts on its port");
+        self.child = spawn_and_wait(&self.config, self.addr, &self.name).expect("the server restarts on its port");
     }
 
     pub fn url(&self) -> String {
@@ -88,32 +94,70 @@ impl NatsServer {
     }
 }
 
-/// Starts `nats-server -c config` and waits until it listens on `addr`; `None` if it exited.
-fn spawn_and_wait(config: &std::path::Path, addr: SocketAddr) -> Option<Child> {
+/// Starts `nats-server -c config` and waits until it answers on `addr` as `name`; `None` if it
+/// exited (its port was taken).
+///
+/// A TCP connect alone does not prove the server is up: another process may hold the port, and
+/// a connect to a loopback port nobody listens on can be handed that same port as its source and
+/// connect to itself. Only the server's own `INFO` line, naming it, does.
+fn spawn_and_wait(config: &std::path::Path, addr: SocketAddr, name: &str) -> Option<Child> {
     let mut child = Command::new("nats-server")
         .arg("-c")
         .arg(config)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log_file(config))
         .spawn()
         .expect("nats-server starts");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nats-server did not listen on {addr}");
+    loop {
         if child.try_wait().ok().flatten().is_some() {
             return None;
         }
+        if answers_as(addr, name) {
+            return Some(child);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("nats-server {name} did not answer on {addr} within 10 s");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
-    // Listening, and ours: still running.
-    if child.try_wait().ok().flatten().is_some() {
-        return None;
+}
+
+/// The server's log (appended across restarts), beside its config: shown if it dies early.
+fn log_file(config: &std::path::Path) -> Stdio {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_file_name("nats.log"))
+        .map_or_else(|_| Stdio::null(), Stdio::from)
+}
+
+/// Whether the NATS server listening on `addr` greets a new connection as `name`.
+fn answers_as(addr: SocketAddr, name: &str) -> bool {
+    let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    if stream.set_read_timeout(Some(Duration::from_millis(500))).is_err() {
+        return false;
     }
-    Some(child)
+    let mut info = String::new();
+    let greeted = BufReader::new(stream.take(64 * 1024)).read_line(&mut info);
+    greeted.is_ok() && info.starts_with("INFO ") && info.contains(&format!("\"server_name\":\"{name}\""))
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
+        // A server that died under a test explains that test's connection errors.
+        if let Ok(Some(status)) = self.child.try_wait() {
+            let log = std::fs::read_to_string(self.config.with_file_name("nats.log"));
+            eprintln!(
+                "nats-server {} had exited ({status}) before the test ended; its log:\n{}",
+                self.name,
+                log.unwrap_or_default()
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);

@@ -347,9 +347,22 @@ pub fn bare_parking_lot_calls(threads: u64, total: u64) -> f64 {
     (total / threads * threads) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Where a bare-lock limit drops the W1 reply.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ReplyDrop {
+    /// With the lock held, as the peers' `limit-mutex` loop
+    /// (`black_box(lock.lock().unwrap().handle(req()))`): the reply's free is inside the critical
+    /// section, and the lock is free only for the loop's few instructions between two calls.
+    UnderLock,
+    /// After the lock is released, as it must be for any call that hands its reply to the
+    /// caller (ours): the free runs outside, and a waiter can take the lock meanwhile.
+    AfterUnlock,
+}
+
 /// The physical limit beside our figures, in the same run: the W1 handler behind a bare
-/// `std::sync::Mutex`, either one shared by `threads` callers or one per caller.
-pub fn bare_mutex_calls(threads: u64, total: u64, shared: bool) -> f64 {
+/// `std::sync::Mutex`, either one shared by `threads` callers or one per caller, the reply
+/// dropped where `drop` says.
+pub fn bare_mutex_calls(threads: u64, total: u64, shared: bool, drop: ReplyDrop) -> f64 {
     use std::sync::Mutex;
     /// One lock per cache line, so that independent locks share nothing (as slots do).
     #[repr(align(128))]
@@ -366,12 +379,14 @@ pub fn bare_mutex_calls(threads: u64, total: u64, shared: bool) -> f64 {
                 let lock = if shared { shared_lock } else { &own.0 };
                 let request = request();
                 for _ in 0..total / threads {
-                    // As the peers' `limit-mutex` loop (`black_box(lock.lock().unwrap().handle(req()))`):
-                    // the reply is dropped with the lock held, which is what makes that figure
-                    // higher under contention (waiters give up spinning and sleep, so the lock
-                    // stays with the thread running) than a loop that drops it after.
                     let mut count = lock.lock().expect("lock");
-                    std::hint::black_box(echo(&mut count, &request.clone()));
+                    let reply = echo(&mut count, &request.clone());
+                    // Under the lock, waiters give up spinning and sleep, so the lock stays
+                    // with the thread running: that shape is what makes the peers' figure high.
+                    if drop == ReplyDrop::AfterUnlock {
+                        std::mem::drop(count);
+                    }
+                    std::hint::black_box(reply);
                 }
             });
         }

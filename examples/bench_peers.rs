@@ -13,6 +13,7 @@ mod workload;
 mod async_workload;
 
 use std::time::Instant;
+use workload::ReplyDrop;
 
 use microkernel::Event;
 
@@ -128,16 +129,20 @@ fn contention(kernel: &microkernel::Kernel, handle: &microkernel::Handle, calls:
     const THREADS: u64 = 4;
     // Several threads on this machine's few cores: a figure swings with where the scheduler
     // puts them, so ours and the limit alternate, and the median of the rounds is printed.
-    let (mut ours, mut limit, mut parking) = (Vec::new(), Vec::new(), Vec::new());
+    let [mut ours, mut limit, mut limit_out, mut parking]: [Vec<f64>; 4] = Default::default();
     for _ in 0..ROUNDS {
         ours.push(workload::concurrent_calls(handle, THREADS, calls));
-        limit.push(workload::bare_mutex_calls(THREADS, calls, true));
+        limit.push(workload::bare_mutex_calls(THREADS, calls, true, ReplyDrop::UnderLock));
+        limit_out.push(workload::bare_mutex_calls(THREADS, calls, true, ReplyDrop::AfterUnlock));
         parking.push(workload::bare_parking_lot_calls(THREADS, calls));
     }
-    let (ours, limit, parking) = (median_of(ours), median_of(limit), median_of(parking));
+    let [ours, limit, limit_out, parking] = [ours, limit, limit_out, parking].map(median_of);
     println!("call_concurrent_ops_per_s {ours:.0}");
     println!("limit_mutex_concurrent_ops_per_s {limit:.0}");
     println!("call_concurrent_vs_limit {:.2}", ours / limit);
+    // The same std Mutex with the reply handed out of the lock, as a call returning it must.
+    println!("limit_mutex_reply_out_concurrent_ops_per_s {limit_out:.0}");
+    println!("call_concurrent_vs_limit_reply_out {:.2}", ours / limit_out);
     println!("limit_parking_lot_concurrent_ops_per_s {parking:.0}");
     println!("call_concurrent_vs_parking_lot {:.2}", ours / parking);
     let mut quiet = workload::sampled_concurrent_calls(handle, THREADS, calls, 64, |_| {});
@@ -185,7 +190,7 @@ fn independent(calls: u64) {
             let total = calls * threads;
             figures[at].push(workload::independent_calls(&own, threads, total, false));
             figures[at + 1].push(workload::independent_calls(&own, threads, total, true));
-            figures[at + 2].push(workload::bare_mutex_calls(threads, total, false));
+            figures[at + 2].push(workload::bare_mutex_calls(threads, total, false, ReplyDrop::UnderLock));
         }
     }
     let [handle, name, limit, handle_one, name_one, limit_one] = figures.map(median_of);

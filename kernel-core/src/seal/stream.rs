@@ -76,6 +76,14 @@ pub(crate) fn segment_lengths(size: u32, body_len: usize) -> Result<(usize, usiz
     Ok((count, last))
 }
 
+/// HKDF's HMAC holds SHA-256 states keyed by the extracted key (the PRK), and `expand` clones
+/// them: with sha2's `zeroize` feature, each is wiped when dropped. This fails to compile if that
+/// feature is ever lost.
+const _: fn() = || {
+    fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop>() {}
+    zeroized_on_drop::<Sha256>();
+};
+
 /// The envelope's own cipher, derived from the sealing key and the header's salt.
 fn derive(key: &Key, salt: &[u8]) -> Result<Cipher, SealError> {
     let algorithm = key.algorithm();

@@ -19,7 +19,7 @@ use std::sync::mpsc::Receiver;
 
 use hkdf::Hkdf;
 use sha2::Sha256;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 use super::cipher::Cipher;
 use super::envelope::{SALT_LEN, TAG_LEN};
@@ -78,7 +78,8 @@ pub(crate) fn segment_lengths(size: u32, body_len: usize) -> Result<(usize, usiz
 
 /// HKDF's HMAC holds SHA-256 states keyed by the extracted key (the PRK), and `expand` clones
 /// them: with sha2's `zeroize` feature, each is wiped when dropped. This fails to compile if that
-/// feature is ever lost.
+/// feature is ever lost. (Temporaries inside hkdf, hmac and sha2 — the padded key block, the
+/// output blocks — are theirs to wipe, and they do not.)
 const _: fn() = || {
     fn zeroized_on_drop<T: zeroize::ZeroizeOnDrop>() {}
     zeroized_on_drop::<Sha256>();
@@ -88,8 +89,10 @@ const _: fn() = || {
 fn derive(key: &Key, salt: &[u8]) -> Result<Cipher, SealError> {
     let algorithm = key.algorithm();
     let mut okm = Zeroizing::new(vec![0u8; algorithm.key_len()]);
-    Hkdf::<Sha256>::new(Some(salt), key.secret())
-        .expand(KDF_INFO, &mut okm)
+    // `extract` rather than `new`, which drops the PRK unwiped: this copy is wiped here.
+    let (mut prk, hkdf) = Hkdf::<Sha256>::extract(Some(salt), key.secret());
+    prk.as_mut_slice().zeroize();
+    hkdf.expand(KDF_INFO, &mut okm)
         .map_err(|_| SealError::Seal(okm.len()))?;
     let derived = Key::from_bytes(algorithm, &okm).map_err(|_| SealError::Seal(okm.len()))?;
     Ok(Cipher::new(&derived))

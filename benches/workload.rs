@@ -361,8 +361,8 @@ pub enum ReplyDrop {
 
 /// The physical limit beside our figures, in the same run: the W1 handler behind a bare
 /// `std::sync::Mutex`, either one shared by `threads` callers or one per caller, the reply
-/// dropped where `drop` says.
-pub fn bare_mutex_calls(threads: u64, total: u64, shared: bool, drop: ReplyDrop) -> f64 {
+/// dropped where `reply_drop` says.
+pub fn bare_mutex_calls(threads: u64, total: u64, shared: bool, reply_drop: ReplyDrop) -> f64 {
     use std::sync::Mutex;
     /// One lock per cache line, so that independent locks share nothing (as slots do).
     #[repr(align(128))]
@@ -383,8 +383,8 @@ pub fn bare_mutex_calls(threads: u64, total: u64, shared: bool, drop: ReplyDrop)
                     let reply = echo(&mut count, &request.clone());
                     // Under the lock, waiters give up spinning and sleep, so the lock stays
                     // with the thread running: that shape is what makes the peers' figure high.
-                    if drop == ReplyDrop::AfterUnlock {
-                        std::mem::drop(count);
+                    if reply_drop == ReplyDrop::AfterUnlock {
+                        drop(count);
                     }
                     std::hint::black_box(reply);
                 }

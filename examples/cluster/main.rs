@@ -229,14 +229,26 @@ struct LocalServer {
 
 impl LocalServer {
     fn start() -> Result<Self, Error> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let name = format!("mk-cluster-{}", std::process::id());
-        let dir = std::env::temp_dir().join(&name);
-        std::fs::create_dir_all(&dir)?;
         let binary = ["nats-server", "/usr/sbin/nats-server"]
             .into_iter()
             .find(|b| Command::new(b).arg("--version").output().is_ok())
             .ok_or("no nats-server on PATH: apt-get install -y nats-server, or pass --url")?;
+        // A probed port can be taken before the server binds it: then it exits, and another
+        // port is tried.
+        for _ in 0..5 {
+            if let Some(server) = Self::try_port(binary)? {
+                return Ok(server);
+            }
+        }
+        Err("nats-server exited at start on 5 free ports in a row".into())
+    }
+
+    /// A server on a fresh free port, once it answers as itself; `None` if it exited.
+    fn try_port(binary: &str) -> Result<Option<Self>, Error> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let name = format!("mk-cluster-{}-{port}", std::process::id());
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir)?;
         let child = Command::new(binary)
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-n", &name, "-sd"])
             .arg(&dir)
@@ -245,16 +257,17 @@ impl LocalServer {
             .spawn()?;
         let url = format!("nats://127.0.0.1:{port}");
         let mut server = Self { child, url, dir };
-        for _ in 0..500 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
             if server.child.try_wait()?.is_some() {
-                return Err(format!("nats-server exited: is port {port} taken?").into());
+                return Ok(None); // dropping it removes its directory
             }
             if answers_as(port, &name) {
-                return Ok(server);
+                return Ok(Some(server));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err("nats-server did not start".into())
+        Err(format!("nats-server did not answer on port {port} within 10 s").into())
     }
 }
 
@@ -263,7 +276,8 @@ impl LocalServer {
 /// connect can be given the port it dials as its own source).
 fn answers_as(port: u16, name: &str) -> bool {
     use std::io::Read;
-    let Ok(stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(stream) = std::net::TcpStream::connect_timeout(&address, Duration::from_millis(500)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));

@@ -18,6 +18,8 @@ pub struct NatsServer {
     /// The `server_name` in its config: how the tests know the listener on `addr` is this
     /// server and not another process's (or a socket connected to itself).
     name: String,
+    /// Inside `restart`, between killing the old server and the new one answering.
+    restarting: bool,
 }
 
 impl NatsServer {
@@ -68,8 +70,11 @@ impl NatsServer {
         .expect("a config file");
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("an address");
         let Some(child) = spawn_and_wait(&config, addr, &name) else {
+            // It exited: the port was taken after all (its log says so), or something else
+            // went wrong, which the log names before it goes with the directory.
+            eprintln!("nats-server {name} exited at start; its log:\n{}", read_log(&config));
             let _ = std::fs::remove_dir_all(&dir);
-            return None; // it exited: the port was taken after all
+            return None;
         };
         Some(Self {
             child,
@@ -77,16 +82,28 @@ impl NatsServer {
             dir,
             config,
             name,
+            restarting: false,
         })
     }
 
     /// Kills the server (SIGKILL: no goodbye to its clients) and starts it again on the same
     /// port with the same store directory, after `down`.
     pub fn restart(&mut self, down: Duration) {
+        self.restarting = true;
         let _ = self.child.kill();
         let _ = self.child.wait();
         std::thread::sleep(down);
-        self.child = spawn_and_wait(&self.config, self.addr, &self.name).expect("the server restarts on its port");
+        let restarted = spawn_and_wait(&self.config, self.addr, &self.name);
+        let Some(child) = restarted else {
+            panic!(
+                "nats-server {} did not restart on {}; its log:\n{}",
+                self.name,
+                self.addr,
+                read_log(&self.config)
+            );
+        };
+        self.child = child;
+        self.restarting = false;
     }
 
     pub fn url(&self) -> String {
@@ -119,10 +136,18 @@ fn spawn_and_wait(config: &std::path::Path, addr: SocketAddr, name: &str) -> Opt
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("nats-server {name} did not answer on {addr} within 10 s");
+            panic!(
+                "nats-server {name} did not answer on {addr} within 10 s; its log:\n{}",
+                read_log(config)
+            );
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// What the server beside `config` logged so far (empty if nothing could be read).
+fn read_log(config: &std::path::Path) -> String {
+    std::fs::read_to_string(config.with_file_name("nats.log")).unwrap_or_default()
 }
 
 /// The server's log (appended across restarts), beside its config: shown if it dies early.
@@ -149,13 +174,13 @@ fn answers_as(addr: SocketAddr, name: &str) -> bool {
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        // A server that died under a test explains that test's connection errors.
-        if let Ok(Some(status)) = self.child.try_wait() {
-            let log = std::fs::read_to_string(self.config.with_file_name("nats.log"));
+        // A server that died under a test explains that test's connection errors. (A failed
+        // restart has panicked with the log already; `child` is still the one it killed.)
+        if let (false, Ok(Some(status))) = (self.restarting, self.child.try_wait()) {
             eprintln!(
                 "nats-server {} had exited ({status}) before the test ended; its log:\n{}",
                 self.name,
-                log.unwrap_or_default()
+                read_log(&self.config)
             );
         }
         let _ = self.child.kill();

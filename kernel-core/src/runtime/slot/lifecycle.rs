@@ -94,7 +94,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
     }
 
     fn held_here(&self) -> bool {
-        self.owner.load(Ordering::Relaxed) == caller_token()
+        self.owner.0.load(Ordering::Relaxed) == caller_token()
     }
 
     fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool) {

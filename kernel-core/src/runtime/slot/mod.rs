@@ -37,8 +37,10 @@ pub(crate) type SlotOf<S> = Slot<<S as Handler>::Request, <S as Handler>::Respon
 pub(crate) struct Slot<Req, Resp> {
     name: Arc<str>,
     /// Token of the thread inside the slot's mutex, so that a thread calling back into a slot it
-    /// already holds gets an error instead of deadlocking.
-    owner: AtomicU64,
+    /// already holds gets an error instead of deadlocking. On a cache line of its own: the holder
+    /// writes it twice per call, and on the lock's line each write would take the line away from
+    /// the callers waiting on the lock.
+    owner: OwnLine<AtomicU64>,
     /// A `Status`, written only with the mutex held; readable without it.
     status: AtomicU8,
     instance: Mutex<BoxInstance<Req, Resp>>,
@@ -57,6 +59,10 @@ pub(crate) struct Slot<Req, Resp> {
     /// Saves exported (under the mutex) and not yet written: a restart waits for them.
     saves_in_flight: Arc<std::sync::atomic::AtomicU32>,
 }
+
+/// A value alone on its cache lines (128 bytes: x86 fetches lines in pairs).
+#[repr(align(128))]
+struct OwnLine<T>(T);
 
 /// A save exported from a slot and not yet written; dropping it says the write is over.
 pub(crate) struct SaveInFlight(Arc<std::sync::atomic::AtomicU32>);
@@ -127,7 +133,7 @@ pub(crate) struct Entered<'a, Req, Resp> {
 
 impl<Req, Resp> Drop for Entered<'_, Req, Resp> {
     fn drop(&mut self) {
-        self.slot.owner.store(0, Ordering::Relaxed);
+        self.slot.owner.0.store(0, Ordering::Relaxed);
     }
 }
 
@@ -198,7 +204,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
             late_stop: std::sync::atomic::AtomicBool::new(false),
             saves_in_flight: Arc::default(),
             name,
-            owner: AtomicU64::new(0),
+            owner: OwnLine(AtomicU64::new(0)),
             status: AtomicU8::new(Status::Created.to_u8()),
             instance: Mutex::new(instance),
             kernel,
@@ -265,10 +271,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         // every contended caller one more transfer of the cache line they share.
         let instance = match self.instance.try_lock() {
             Some(instance) => instance,
-            None if self.owner.load(Ordering::Relaxed) == me => return Err(Blocked::Reentry),
+            None if self.owner.0.load(Ordering::Relaxed) == me => return Err(Blocked::Reentry),
             None => self.wait_to_enter(me, timeout)?,
         };
-        self.owner.store(me, Ordering::Relaxed);
+        self.owner.0.store(me, Ordering::Relaxed);
         Ok(Entered { slot: self, instance })
     }
 
@@ -330,10 +336,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         let me = caller_token();
         match self.instance.try_lock() {
             Some(instance) => {
-                self.owner.store(me, Ordering::Relaxed);
+                self.owner.0.store(me, Ordering::Relaxed);
                 Ok(self.serve(Entered { slot: self, instance }, request))
             }
-            None if self.owner.load(Ordering::Relaxed) == me => Ok(Err(self.refused(Blocked::Reentry))),
+            None if self.owner.0.load(Ordering::Relaxed) == me => Ok(Err(self.refused(Blocked::Reentry))),
             None => Err(request),
         }
     }
@@ -406,7 +412,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
 
 impl<Req: Send + 'static, Resp: Send + 'static> Held for Slot<Req, Resp> {
     fn holder(&self) -> u64 {
-        self.owner.load(Ordering::Relaxed)
+        self.owner.0.load(Ordering::Relaxed)
     }
 
     fn service(&self) -> &str {

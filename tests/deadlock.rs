@@ -305,3 +305,126 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
         self.clone()
     }
 }
+
+mod lifecycle_cycle {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
+    use microkernel::{DirStore, LifecycleError, Migratable};
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+
+    static A_INSIDE: AtomicBool = AtomicBool::new(false);
+    static B_INSIDE: AtomicBool = AtomicBool::new(false);
+    static SAVE: Mutex<Option<Result<(), LifecycleError>>> = Mutex::new(None);
+
+    #[derive(Serialize, Deserialize, Migratable, Default)]
+    #[migratable(version = 1)]
+    struct Tally {
+        n: u64,
+    }
+
+    /// Inside, it calls `cyc-b`.
+    #[derive(microkernel::Service, Default)]
+    #[service(name = "cyc-a")]
+    struct A {
+        #[state]
+        tally: Tally,
+    }
+
+    impl Handler for A {
+        type Request = Event;
+        type Response = Reply;
+        fn handle(&mut self, _: Event, ctx: &Context<'_>) -> Reply {
+            A_INSIDE.store(true, Ordering::SeqCst);
+            ctx.call("cyc-b", Event::new("cyc-b", "cyc-a", "plain", ""))
+                .unwrap_or_else(|e| e.to_reply())
+        }
+    }
+
+    /// On "save-a", once `cyc-a` is inside and waiting for it, checkpoints `cyc-a`.
+    #[derive(microkernel::Service, Default)]
+    #[service(name = "cyc-b")]
+    struct B;
+
+    impl Handler for B {
+        type Request = Event;
+        type Response = Reply;
+        fn handle(&mut self, event: Event, ctx: &Context<'_>) -> Reply {
+            if event.kind == "save-a" {
+                B_INSIDE.store(true, Ordering::SeqCst);
+                while !A_INSIDE.load(Ordering::SeqCst) {
+                    thread::sleep(Duration::from_millis(1));
+                }
+                // Long past the unregistered grace of a waiting caller: `cyc-a`'s call to us
+                // is in the wait-for table when we ask for `cyc-a`.
+                thread::sleep(Duration::from_millis(100));
+                let saved = ctx.kernel().expect("kernel").checkpoint_service("cyc-a").map(drop);
+                *SAVE.lock().unwrap() = Some(saved);
+            }
+            Reply::ok("b", "")
+        }
+    }
+
+    /// A save made inside `cyc-b` of `cyc-a`, whose handler waits for `cyc-b` on another
+    /// thread: refused as the cycle it is, naming the services, not as a re-entry.
+    #[test]
+    fn a_save_that_would_close_a_cycle_across_threads_is_reported_as_a_cycle() {
+        let dir = std::env::temp_dir().join(format!("mk-deadlock-save-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let kernel = Kernel::builder()
+            .sealer(Sealer::new(Keyring::new(
+                1,
+                Key::generate(Algorithm::ChaCha20Poly1305).unwrap(),
+            )))
+            .store(DirStore::open(&dir).unwrap())
+            .build()
+            .unwrap();
+        kernel.register(A::default()).unwrap();
+        kernel.register(B).unwrap();
+        kernel.start_all().unwrap();
+        let (done, finished) = mpsc::channel();
+        let saver = {
+            let (kernel, done) = (kernel.clone(), done.clone());
+            thread::spawn(move || {
+                let reply = kernel.call("cyc-b", Event::new("cyc-b", "test", "save-a", ""));
+                done.send(()).unwrap();
+                reply
+            })
+        };
+        let caller = {
+            let kernel = kernel.clone();
+            thread::spawn(move || {
+                while !B_INSIDE.load(Ordering::SeqCst) {
+                    thread::sleep(Duration::from_millis(1));
+                }
+                let reply = kernel.call("cyc-a", Event::new("cyc-a", "test", "go", ""));
+                done.send(()).unwrap();
+                reply
+            })
+        };
+        for _ in 0..2 {
+            finished
+                .recv_timeout(Duration::from_secs(30))
+                .expect("a cycle of waits hung");
+        }
+        assert_eq!(saver.join().unwrap().unwrap().code, 0);
+        assert_eq!(
+            caller.join().unwrap().unwrap().code,
+            0,
+            "cyc-a's call to cyc-b was served"
+        );
+        let saved = SAVE.lock().unwrap().take().expect("the save ran");
+        match saved {
+            Err(LifecycleError::WouldDeadlock { cycle, .. }) => {
+                assert!(cycle.contains(&"cyc-a".to_owned()), "{cycle:?}");
+                assert!(cycle.contains(&"cyc-b".to_owned()), "{cycle:?}");
+            }
+            other => panic!("expected the cycle to be reported as one, got {other:?}"),
+        }
+        drop(kernel);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -117,15 +117,9 @@ fn replace_in_slot<S: Handler>(
     let _serial = begin(shared, service, new.name(), || slot.check_no_late_stop())?;
 
     // 1. Take the slot: calls arriving from now on wait.
-    let mut entered = slot.enter().ok_or_else(|| {
-        ReplaceError::new(
-            service,
-            Step::Enter,
-            LifecycleError::Reentrant {
-                service: service.to_owned(),
-            },
-        )
-    })?;
+    let mut entered = slot
+        .enter_for("replace")
+        .map_err(|error| ReplaceError::new(service, Step::Enter, error))?;
     let was_running = entered.status() == Status::Running;
 
     // 2. Move the state into the new instance; the old one is only read.

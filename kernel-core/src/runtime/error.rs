@@ -18,13 +18,20 @@ pub enum Hook {
     Handle,
 }
 
-impl fmt::Display for Hook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Hook {
+    /// The hook's name: `start`, `stop` or `handle`.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Hook::Start => "start",
             Hook::Stop => "stop",
             Hook::Handle => "handle",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -142,10 +149,11 @@ pub enum LifecycleError {
         /// The service.
         service: String,
     },
-    /// A lifecycle change (start, stop, replace, ...) made from inside a service would wait for
-    /// the kernel's lifecycle lock while the change holding it waits for that service: refused
-    /// instead of deadlocking. Retry it after the handler returns (e.g. from another thread).
-    #[error("{operation} would deadlock: the lifecycle change in progress waits for a service this thread is inside ({})", cycle.join(" -> "))]
+    /// A lifecycle change (start, stop, save, replace, ...) would wait for a service (or the
+    /// kernel's lifecycle lock) whose holder waits, through the services named, for one this
+    /// chain of calls holds: refused instead of deadlocking. Retry it after the handler returns
+    /// (e.g. from another thread or task).
+    #[error("{operation} would deadlock: it would wait for what a chain of calls holds while that chain waits for it ({})", cycle.join(" -> "))]
     WouldDeadlock {
         /// The operation refused.
         operation: &'static str,
@@ -200,8 +208,11 @@ pub enum LifecycleError {
         /// The panic's message.
         message: String,
     },
-    /// The hook would run inside a call the same service is already making on this thread.
-    #[error("service `{service}` is already busy on this thread (a lifecycle change from its own hook or handler)")]
+    /// The operation was made from inside the service itself (its own hook or handler, or a
+    /// call it is making): this chain of calls already holds the service.
+    #[error(
+        "service `{service}` is already held by this chain of calls (a lifecycle change from its own hook or handler)"
+    )]
     Reentrant {
         /// The service.
         service: String,

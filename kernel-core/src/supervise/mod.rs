@@ -220,9 +220,7 @@ impl<S: Handler> Restartable<S> for Arc<SlotOf<S>> {
         prepare: &mut dyn FnMut(&mut S) -> Result<(), LifecycleError>,
     ) -> Result<bool, LifecycleError> {
         let name = Slot::name(self);
-        let mut entered = self.enter().ok_or_else(|| LifecycleError::Reentrant {
-            service: name.to_string(),
-        })?;
+        let mut entered = self.enter_for("restart")?;
         if entered.status() != Status::Failed || entered.epoch() != epoch {
             return Ok(false); // someone started or replaced it meanwhile
         }

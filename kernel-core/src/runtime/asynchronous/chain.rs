@@ -121,11 +121,13 @@ impl Drop for OffWorkers {
 /// Runs `work` on the runtime's blocking pool, marked as kernel work that may wait: how every
 /// async lifecycle operation keeps the workers free. The work runs as part of the caller's
 /// chain of calls, so that a cycle through it (a handler stopping its own service, a handler
-/// waiting for a synchronous service whose holder waits for it) is refused, not hung.
+/// waiting for a synchronous service whose holder waits for it) is refused, not hung. A task
+/// outside any handler starts a chain of its own here: never the worker thread's token, which
+/// every other task polled on that worker would share (and so look like the same caller).
 ///
 /// Dropping the returned future does not cancel the work: it runs to its end.
 pub(crate) async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    let chain = current_sync();
+    let chain = current();
     let joined = tokio::task::spawn_blocking(move || {
         let _marked = OffWorkers::mark();
         let _scope = Scope::enter(chain);
@@ -150,7 +152,12 @@ pub(crate) fn may_block() -> bool {
 /// worker (or the `block_on` thread) of a multi-thread runtime the thread first hands its other
 /// tasks off (`block_in_place`); on a single-threaded runtime's own thread waiting would stop
 /// that runtime, so it is refused.
+///
+/// The future runs as part of the waiting code's chain (its handler's, else this thread's, which
+/// holds whatever this synchronous code holds), so async work it waits for is not taken for a
+/// caller of its own.
 pub(crate) fn block_on<F: Future>(runtime: &Handle, future: F) -> Result<F::Output, WouldBlockRuntime> {
+    let future = within(current_sync(), future);
     let off_workers = OFF_WORKERS.with(std::cell::Cell::get);
     match Handle::try_current() {
         Ok(current) if !off_workers => match current.runtime_flavor() {

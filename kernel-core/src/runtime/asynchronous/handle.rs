@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ use crate::runtime::slot::Slot;
 /// taken the request the kernel drives it to completion even if the caller's future is dropped.
 /// A call to a synchronous service runs its handler at once when it is free, and otherwise waits
 /// on the runtime's blocking pool, never on a worker.
+///
+/// **Dropping a call's future** (a `tokio::time::timeout`, a `select!`, tower's `Timeout`), for
+/// either kind of service: a request still waiting for the service is withdrawn and never
+/// handled; a request the handler already has is handled to its end, and its response dropped.
 pub struct AsyncHandle<Req = Event, Resp = Reply> {
     target: Target<Req, Resp>,
 }
@@ -144,8 +149,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> Future for Calling<Req, Resp> {
 }
 
 /// A synchronous service called from async code: at once if it is free (`Err` carries the
-/// answer); else the wait (and the handler) run on the blocking pool, which also finishes the
-/// call if the caller goes away.
+/// answer); else the wait (and the handler) run on the blocking pool. A caller that goes away
+/// before the slot is free withdraws its request ([`Withdrawable`]); once the handler has the
+/// request, it runs to its end.
 fn call_sync<Req: Send + 'static, Resp: Send + 'static>(
     slot: Arc<Slot<Req, Resp>>,
     request: Req,
@@ -155,10 +161,41 @@ fn call_sync<Req: Send + 'static, Resp: Send + 'static>(
         Ok(answered) => return Err(answered),
         Err(busy) => busy,
     };
-    Ok(Box::pin(super::chain::off_workers(move || match timeout {
-        None => slot.call(request),
-        Some(timeout) => slot.call_within(request, timeout),
-    })))
+    let withdrawn = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&withdrawn);
+    let name = slot.name().to_string();
+    let waiting = super::chain::off_workers(move || slot.call_unless_withdrawn(request, timeout, &flag));
+    Ok(Box::pin(Withdrawable {
+        waiting: Box::pin(async move {
+            // `None` only when the caller went away first, and then nobody reads this.
+            waiting.await.unwrap_or(Err(CallError::Timeout {
+                service: name,
+                timeout: Duration::ZERO,
+            }))
+        }),
+        withdrawn,
+    }))
+}
+
+/// A call waiting for a busy synchronous service; dropping it withdraws the request unless the
+/// handler has it already.
+struct Withdrawable<Resp> {
+    waiting: BoxFuture<'static, Result<Resp, CallError>>,
+    withdrawn: Arc<AtomicBool>,
+}
+
+impl<Resp> Future for Withdrawable<Resp> {
+    type Output = Result<Resp, CallError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.waiting.as_mut().poll(cx)
+    }
+}
+
+impl<Resp> Drop for Withdrawable<Resp> {
+    fn drop(&mut self) {
+        self.withdrawn.store(true, Ordering::Release);
+    }
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> From<Handle<Req, Resp>> for AsyncHandle<Req, Resp> {

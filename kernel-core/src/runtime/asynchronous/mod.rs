@@ -22,9 +22,10 @@
 //!   synchronous ones. **Limit:** the calls one handler makes share its chain's token, so two
 //!   calls it makes *at once* to the same service (`tokio::join!`) are refused as a loop
 //!   although the second could wait; make them one after the other, or from a spawned task.
-//! - **Cancellation**: a request the service has taken is driven to completion by the kernel
-//!   even if the caller's future is dropped; a caller dropped while still waiting delivers
-//!   nothing.
+//! - **Cancellation**, for async and synchronous services alike: a request still waiting for
+//!   its service when the caller's future is dropped is withdrawn and never handled; once the
+//!   handler has the request it runs to its end (an async one driven by the kernel), and the
+//!   response is dropped.
 //! - **Panics**: a panicking handler fails its service only ([`CallError::Panicked`](crate::CallError::Panicked), the
 //!   service Failed, its dependants told, its supervisor restarting it). The handler's future
 //!   owned the instance while it ran, so the panic drops it: a supervised restart or a

@@ -98,11 +98,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
     }
 
     fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool) {
-        let Some(mut entered) = self.enter() else {
-            let error = LifecycleError::Reentrant {
-                service: self.name.to_string(),
-            };
-            return (Err(error), false);
+        let mut entered = match self.enter_for("stop") {
+            Ok(entered) => entered,
+            Err(error) => return (Err(error), false),
         };
         let result = entered.invoke(Hook::Stop);
         let mut race = race.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -124,9 +122,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
         export: &mut ExportForSave<'_, 's>,
     ) -> Result<(Exported<'s>, u64, SaveInFlight), LifecycleError> {
         self.check_no_late_stop()?;
-        let entered = self.enter().ok_or_else(|| LifecycleError::Reentrant {
-            service: self.name.to_string(),
-        })?;
+        let entered = self.enter_for("save")?;
         // Counted under the mutex: a restart holding it sees every export that came before.
         let in_flight = SaveInFlight::begin(&self.saves_in_flight);
         let exported = export_for_save_now(&**entered.instance, || entered.next_generation(), export);
@@ -136,9 +132,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
 
     fn export_encoded(&self) -> Result<(EncodedState, u64), LifecycleError> {
         self.check_no_late_stop()?;
-        let entered = self.enter().ok_or_else(|| LifecycleError::Reentrant {
-            service: self.name.to_string(),
-        })?;
+        let entered = self.enter_for("export")?;
         self.export_entered(&entered)
     }
 }

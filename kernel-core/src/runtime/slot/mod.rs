@@ -103,6 +103,21 @@ pub(crate) enum Blocked {
 }
 
 impl Blocked {
+    /// The error a lifecycle operation (named by `operation`) gets for it.
+    #[cold]
+    pub(crate) fn into_lifecycle_error(self, service: &str, operation: &'static str) -> LifecycleError {
+        match self {
+            Blocked::Reentry => LifecycleError::Reentrant {
+                service: service.to_owned(),
+            },
+            Blocked::Cycle(cycle) => LifecycleError::WouldDeadlock { operation, cycle },
+            Blocked::TimedOut(timeout) => LifecycleError::StopTimeout {
+                service: service.to_owned(),
+                timeout,
+            },
+        }
+    }
+
     /// The error a caller gets for it.
     #[cold]
     pub(crate) fn into_call_error(self, service: &str) -> CallError {
@@ -248,15 +263,16 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         Status::from_u8(self.status.load(Ordering::Acquire))
     }
 
-    /// Takes the slot's mutex, unless this thread already holds it or waiting for it would
-    /// deadlock. Waits while another thread holds it (a running handler, a lifecycle change or
-    /// a replacement).
-    #[inline]
-    pub(crate) fn enter(&self) -> Option<Entered<'_, Req, Resp>> {
-        self.try_enter().ok()
+    /// Takes the slot's mutex for the lifecycle operation `operation`: a refusal says whether
+    /// this chain holds the slot already or waiting would close a cycle.
+    pub(crate) fn enter_for(&self, operation: &'static str) -> Result<Entered<'_, Req, Resp>, LifecycleError> {
+        self.try_enter()
+            .map_err(|blocked| blocked.into_lifecycle_error(&self.name, operation))
     }
 
-    /// [`enter`](Self::enter), saying why it could not.
+    /// Takes the slot's mutex, unless this chain of calls already holds it or waiting for it
+    /// would deadlock. Waits while another caller holds it (a running handler, a lifecycle
+    /// change or a replacement).
     #[inline]
     pub(crate) fn try_enter(&self) -> Result<Entered<'_, Req, Resp>, Blocked> {
         self.try_enter_within(None)
@@ -344,6 +360,28 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         }
     }
 
+    /// [`call`](Self::call) for an async caller waiting off the runtime's workers: once the
+    /// slot is entered, the request is delivered only if the caller is still there (`withdrawn`
+    /// unset); a caller that went away while waiting delivers nothing (`None`).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn call_unless_withdrawn(
+        &self,
+        request: Req,
+        timeout: Option<Duration>,
+        withdrawn: &std::sync::atomic::AtomicBool,
+    ) -> Option<Result<Resp, CallError>> {
+        let entered = match self.try_enter_within(timeout) {
+            Ok(entered) => entered,
+            Err(blocked) => return Some(Err(self.refused(blocked))),
+        };
+        // Checked with the slot held: from here on the request is admitted, and a caller that
+        // goes away now still has it handled (as a call whose handler already runs).
+        if withdrawn.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.serve(entered, request))
+    }
+
     /// [`call`](Self::call), waiting at most `timeout` to enter the service (a handler that is
     /// already running is not interrupted).
     pub(crate) fn call_within(&self, request: Req, timeout: Duration) -> Result<Resp, CallError> {
@@ -403,9 +441,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
     /// Runs a lifecycle hook with the slot held.
     pub(crate) fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError> {
         self.check_no_late_stop()?;
-        let mut entered = self.enter().ok_or_else(|| LifecycleError::Reentrant {
-            service: self.name.to_string(),
-        })?;
+        let mut entered = self.enter_for(hook.as_str())?;
         entered.run_hook(hook)
     }
 }

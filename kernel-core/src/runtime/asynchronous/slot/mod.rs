@@ -341,16 +341,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
     /// Enters from synchronous code, for the lifecycle.
     pub(crate) fn enter_blocking(self: &Arc<Self>) -> Result<AsyncEntered<Req, Resp>, LifecycleError> {
         let me = chain::current_sync();
-        let reentrant = || LifecycleError::Reentrant {
-            service: self.name.to_string(),
-        };
         match self.wait(self.enter(me, None)) {
             Ok(Ok(entered)) => Ok(entered),
-            Ok(Err(Blocked::Cycle(cycle))) => Err(LifecycleError::WouldDeadlock {
-                operation: "lifecycle",
-                cycle,
-            }),
-            Ok(Err(_)) => Err(reentrant()),
+            Ok(Err(blocked)) => Err(blocked.into_lifecycle_error(&self.name, "lifecycle")),
             Err(WouldBlockRuntime) => Err(LifecycleError::WouldBlockRuntime {
                 service: self.name.to_string(),
             }),

@@ -74,7 +74,7 @@ fn the_longest_restart_backoff_does_not_overflow() {
         within: Duration::MAX,
         backoff: Duration::MAX,
     };
-    kernel.supervise(&handle, policy, || Fragile);
+    kernel.supervise(&handle, policy, || Fragile).unwrap();
     assert!(kernel.call("fragile", Event::new("fragile", "t", "x", "")).is_err());
     // The supervisor waits "for ever"; stop_all ends it at once.
     kernel.stop_all().unwrap();

@@ -262,7 +262,9 @@ fn a_replacement_during_a_restart_backoff_is_never_undone() {
     let kernel = Kernel::builder().observer(observer).build().unwrap();
     let handle = kernel.register(Flex::<FlexV1>::new("v1")).unwrap();
     kernel.start_all().unwrap();
-    kernel.supervise(&handle, policy(500), || Flex::<FlexV1>::new("v1"));
+    kernel
+        .supervise(&handle, policy(500), || Flex::<FlexV1>::new("v1"))
+        .unwrap();
     kernel.call("flex", Event::new("flex", "t", "set", "7")).unwrap();
     assert!(kernel.call("flex", ev("panic")).is_err());
     // While the supervisor waits out its backoff, v2 replaces the failed v1 (it stays Failed:
@@ -285,11 +287,13 @@ fn stop_all_during_a_restart_leaves_nothing_running() {
     let (release, release_rx) = mpsc::channel::<()>();
     let (entered_tx, release_rx) = (Mutex::new(entered_tx), Mutex::new(release_rx));
     // The factory pauses inside the restart, which holds the lifecycle lock.
-    kernel.supervise(&handle, policy(0), move || {
-        let _ = entered_tx.lock().unwrap().send(());
-        let _ = release_rx.lock().unwrap().recv();
-        Flex::<FlexV1>::new("v1")
-    });
+    kernel
+        .supervise(&handle, policy(0), move || {
+            let _ = entered_tx.lock().unwrap().send(());
+            let _ = release_rx.lock().unwrap().recv();
+            Flex::<FlexV1>::new("v1")
+        })
+        .unwrap();
     assert!(kernel.call("flex", ev("panic")).is_err());
     entered.recv_timeout(Duration::from_secs(60)).expect("no restart began");
     let stopping = {
@@ -314,7 +318,9 @@ fn a_restart_scheduled_before_stop_all_is_dropped() {
     let kernel = Kernel::builder().observer(observer).build().unwrap();
     let handle = kernel.register(Flex::<FlexV1>::new("v1")).unwrap();
     kernel.start_all().unwrap();
-    kernel.supervise(&handle, policy(300), || Flex::<FlexV1>::new("v1"));
+    kernel
+        .supervise(&handle, policy(300), || Flex::<FlexV1>::new("v1"))
+        .unwrap();
     assert!(kernel.call("flex", ev("panic")).is_err());
     kernel.stop_all().unwrap();
     // stop_all ended the supervisor thread: nothing can start the service again.
@@ -366,9 +372,11 @@ fn a_restart_obeys_the_rules_of_start_its_dependency_must_run() {
         .unwrap();
     kernel.start_all().unwrap();
     let restarts = Arc::clone(&starts);
-    kernel.supervise(&api, policy(100), move || Api {
-        starts: Arc::clone(&restarts),
-    });
+    kernel
+        .supervise(&api, policy(100), move || Api {
+            starts: Arc::clone(&restarts),
+        })
+        .unwrap();
     assert!(kernel.call("api", Event::new("api", "t", "x", "")).is_err());
     kernel.stop("db").unwrap(); // allowed: api is Failed, not running
     // Every attempt is refused while db is stopped, until the supervisor gives up.
@@ -394,10 +402,12 @@ fn start_racing_a_restart_never_starts_an_instance_twice() {
     kernel.start_all().unwrap();
     let built = Arc::new(AtomicU32::new(0));
     let counted = Arc::clone(&built);
-    kernel.supervise(&handle, policy(200), move || {
-        counted.fetch_add(1, Ordering::SeqCst);
-        Flex::<FlexV1>::with("v1", knobs.clone())
-    });
+    kernel
+        .supervise(&handle, policy(200), move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Flex::<FlexV1>::with("v1", knobs.clone())
+        })
+        .unwrap();
     assert!(kernel.call("flex", ev("panic")).is_err());
     kernel.start("flex").unwrap(); // the failed instance, started again by hand
     let decision = next(&decisions);
@@ -656,11 +666,15 @@ fn a_panicking_factory_leaves_the_supervisor_alive_for_other_services() {
         within: Duration::from_secs(60),
         backoff: Duration::ZERO,
     };
-    kernel.supervise(&flex, once, || -> Flex<FlexV1> { panic!("the factory exploded") });
+    kernel
+        .supervise(&flex, once, || -> Flex<FlexV1> { panic!("the factory exploded") })
+        .unwrap();
     let restarts = Arc::clone(&api_starts);
-    kernel.supervise(&api, once, move || Api {
-        starts: Arc::clone(&restarts),
-    });
+    kernel
+        .supervise(&api, once, move || Api {
+            starts: Arc::clone(&restarts),
+        })
+        .unwrap();
     assert!(kernel.call("flex", ev("panic")).is_err());
     assert_eq!(next(&decisions), "panicked during restart: the factory exploded");
     assert!(next(&decisions).starts_with("failed: the factory of `flex` panicked"));
@@ -792,8 +806,10 @@ fn a_long_backoff_never_delays_another_services_restart() {
     kernel.register(Db).unwrap();
     let api = kernel.register(Api::default()).unwrap();
     kernel.start_all().unwrap();
-    kernel.supervise(&slow, policy(3_600_000), || Flex::<FlexV1>::new("v1"));
-    kernel.supervise(&api, policy(0), Api::default);
+    kernel
+        .supervise(&slow, policy(3_600_000), || Flex::<FlexV1>::new("v1"))
+        .unwrap();
+    kernel.supervise(&api, policy(0), Api::default).unwrap();
     assert!(kernel.call("flex", ev("panic")).is_err()); // waits an hour
     assert!(kernel.call("api", Event::new("api", "t", "x", "")).is_err());
     assert_eq!(next(&decisions), "restarted", "api waited behind flex's backoff");
@@ -841,7 +857,9 @@ fn replace_supervised_carries_supervision_over_and_a_plain_replace_says_it_ends(
         .unwrap();
     let handle = kernel.register(Flex::<FlexV1>::new("v1")).unwrap();
     kernel.start_all().unwrap();
-    kernel.supervise(&handle, policy(0), || Flex::<FlexV1>::new("v1"));
+    kernel
+        .supervise(&handle, policy(0), || Flex::<FlexV1>::new("v1"))
+        .unwrap();
     kernel
         .replace_supervised(Flex::<FlexV2>::new("v2"), policy(0), || Flex::<FlexV2>::new("v2"))
         .unwrap();
@@ -880,7 +898,9 @@ fn a_pending_restart_never_waits_for_a_stop_that_outlived_its_timeout() {
     let handle = kernel.register(Flex::<FlexV1>::with("v1", knobs.clone())).unwrap();
     kernel.register(B).unwrap();
     kernel.start("flex").unwrap();
-    kernel.supervise(&handle, policy(300), move || Flex::<FlexV1>::with("v1", knobs.clone()));
+    kernel
+        .supervise(&handle, policy(300), move || Flex::<FlexV1>::with("v1", knobs.clone()))
+        .unwrap();
     assert!(kernel.call("flex", ev("panic")).is_err()); // a restart in 300 ms
     kernel.start("flex").unwrap(); // running again, same instance
     assert!(matches!(kernel.stop("flex"), Err(LifecycleError::StopTimeout { .. })));

@@ -153,7 +153,7 @@ fn a_service_calling_itself_gets_an_error_not_a_deadlock() {
     assert_eq!(reply.code, code::LOOP);
     assert_eq!(
         reply.data,
-        "call to `a` would deadlock: `a` is busy with a call that waits, directly or through other services, on this thread"
+        "call to `a` would deadlock: `a` is busy with a call that waits, directly or through other services, on this chain of calls"
     );
     // The service is fine afterwards.
     assert!(kernel.call("a", ev("a", "hi", "")).unwrap().is_ok());

@@ -90,7 +90,7 @@ fn a_supervised_service_restarts_with_its_last_good_state() {
         backoff: Duration::from_millis(10),
     };
     // Supervised now: the state at this point (3) is the last good one.
-    kernel.supervise(&handle, policy, Fragile::default);
+    kernel.supervise(&handle, policy, Fragile::default).unwrap();
     kernel.call("counter", bump()).unwrap();
     assert!(kernel.call("counter", panic_event()).is_err());
     assert!(
@@ -121,7 +121,7 @@ fn a_supervised_service_restarts_from_its_last_checkpoint_when_there_is_a_store(
         within: Duration::from_secs(60),
         backoff: Duration::ZERO,
     };
-    kernel.supervise(&handle, policy, Fragile::default);
+    kernel.supervise(&handle, policy, Fragile::default).unwrap();
     for _ in 0..5 {
         kernel.call("counter", bump()).unwrap();
     }
@@ -145,7 +145,7 @@ fn past_the_restart_limit_the_service_stays_failed() {
         within: Duration::from_secs(60),
         backoff: Duration::from_millis(1),
     };
-    kernel.supervise(&handle, policy, Fragile::default);
+    kernel.supervise(&handle, policy, Fragile::default).unwrap();
     for round in 1..=2 {
         assert!(kernel.call("counter", panic_event()).is_err());
         assert!(

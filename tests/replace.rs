@@ -11,7 +11,7 @@ use common::counter::{Counter, CounterV1, CounterV2, CounterV3, Fail, OneWayV2, 
 use common::{Journal, Probe};
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
 use microkernel::state::StateTag;
-use microkernel::{Kernel, Replaced, Status, Step};
+use microkernel::{CallError, Kernel, ReplaceCause, Replaced, Status, Step};
 
 fn sealer() -> Sealer {
     Sealer::new(Keyring::new(1, Key::generate(Algorithm::Aes256Gcm).unwrap()))
@@ -38,7 +38,8 @@ fn state_moves_across_and_is_upgraded() {
     let Replaced::Swapped { from, to, sealed } = outcome else {
         panic!("{outcome:?}")
     };
-    assert_eq!((from.version, to.version, sealed), (1, 2, false));
+    // Sealed by default: with no sealer configured, with the kernel's own ephemeral key.
+    assert_eq!((from.version, to.version, sealed), (1, 2, true));
     assert_eq!(served(&kernel), "{0 v2 5}");
     kernel.call("counter", bump()).unwrap();
     assert_eq!(served(&kernel), "{0 v2 6}");
@@ -88,13 +89,28 @@ fn a_stopped_service_is_swapped_and_stays_stopped_with_the_migrated_state() {
 }
 
 #[test]
-fn replacing_an_unregistered_name_registers_it() {
+fn replacing_an_unregistered_name_is_refused_as_not_found() {
     let kernel = Kernel::new();
-    assert_eq!(
-        kernel.replace(Counter::<CounterV2>::new()).unwrap(),
-        Replaced::Registered
+    let error = kernel.replace(Counter::<CounterV2>::new()).unwrap_err();
+    assert_eq!(error.step(), Step::Enter);
+    assert!(
+        matches!(
+            error.cause(),
+            ReplaceCause::Call(CallError::NotFound { service }) if service == "counter"
+        ),
+        "{error}"
     );
-    assert_eq!(kernel.status("counter"), Some(Status::Created));
+    assert_eq!(kernel.status("counter"), None, "nothing was registered");
+}
+
+#[test]
+fn a_replacement_failure_names_its_cause_as_an_enum() {
+    let kernel = Kernel::new();
+    counting_to_five(&kernel);
+    let error = kernel.replace(Counter::<CounterV2>::failing(Fail::Import)).unwrap_err();
+    assert_eq!(error.step(), Step::Import);
+    assert!(matches!(error.cause(), ReplaceCause::Service(_)), "{error:?}");
+    assert_old_serving(&kernel);
 }
 
 /// The old version still serves, with the same state, after a failed replacement.

@@ -426,3 +426,74 @@ fn a_service_refusing_the_stored_state_is_not_registered_and_the_file_stays() {
     assert_eq!(hash(&path), before);
     assert_eq!(kernel.status("counter"), None);
 }
+
+/// A kernel on `dir` whose observer records what registration found in the store.
+fn observed_kernel_on(dir: &Path, policy: LoadPolicy) -> (Kernel, Journal) {
+    let journal = Journal::default();
+    let sink = journal.clone();
+    let kernel = Kernel::builder()
+        .sealer(sealer())
+        .store(DirStore::open(dir).unwrap())
+        .load_policy(policy)
+        .observer(move |notice| match notice {
+            microkernel::Notice::Restored {
+                service, generation, ..
+            } => sink.note(format!("restored {service} at {generation}")),
+            microkernel::Notice::NoStoredState { service, .. } => sink.note(format!("fresh {service}")),
+            _ => {}
+        })
+        .build()
+        .unwrap();
+    (kernel, journal)
+}
+
+#[test]
+fn registration_says_whether_it_restored_a_state() {
+    let dir = TempDir::new("says");
+    let (kernel, journal) = observed_kernel_on(&dir.0, LoadPolicy::Fail);
+    kernel.register(Counter::<CounterV1>::new()).unwrap();
+    assert_eq!(journal.take(), ["fresh counter"]);
+    kernel.start_all().unwrap();
+    kernel.call("counter", bump()).unwrap();
+    kernel.stop_all().unwrap();
+    drop(kernel);
+    let (kernel, journal) = observed_kernel_on(&dir.0, LoadPolicy::Fail);
+    kernel.register(Counter::<CounterV1>::new()).unwrap();
+    let lines = journal.take();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].starts_with("restored counter at "), "{lines:?}");
+}
+
+#[test]
+fn require_stored_refuses_a_service_whose_state_is_missing() {
+    let dir = TempDir::new("require");
+    // A typo in the path: the directory is new and empty.
+    let (kernel, journal) = observed_kernel_on(&dir.0.join("typo"), LoadPolicy::RequireStored);
+    let error = kernel.register(Counter::<CounterV1>::new()).unwrap_err();
+    match &error {
+        LifecycleError::NoStoredState { service, location } => {
+            assert_eq!(service, "counter");
+            assert!(location.contains("typo"), "{location}");
+        }
+        other => panic!("expected NoStoredState, got {other:?}"),
+    }
+    assert!(error.to_string().contains("RequireStored"), "{error}");
+    assert_eq!(kernel.status("counter"), None, "nothing registered");
+    assert!(journal.lines().is_empty());
+}
+
+#[test]
+fn require_stored_takes_a_service_whose_state_is_there() {
+    let dir = TempDir::new("require-ok");
+    {
+        let kernel = kernel_on(&dir.0);
+        kernel.register(Counter::<CounterV1>::new()).unwrap();
+        kernel.start_all().unwrap();
+        kernel.call("counter", bump()).unwrap();
+        kernel.stop_all().unwrap();
+    }
+    let (kernel, _) = observed_kernel_on(&dir.0, LoadPolicy::RequireStored);
+    kernel.register(Counter::<CounterV1>::new()).unwrap();
+    kernel.start_all().unwrap();
+    assert_eq!(count(&kernel), "{0 v1 1}");
+}

@@ -121,7 +121,7 @@ fn lifecycle_chaos_keeps_every_promise() {
         within: Duration::from_secs(1),
         backoff: Duration::ZERO,
     };
-    kernel.supervise(&handle, policy, Counter::<CounterV1>::new);
+    kernel.supervise(&handle, policy, Counter::<CounterV1>::new).unwrap();
     let reader = Sealer::new(keyring());
     let file = dir.join("counter.state");
 
@@ -201,19 +201,19 @@ fn lifecycle_chaos_keeps_every_promise() {
             match round % 4 {
                 0 => {
                     let _ = kernel.replace(Counter::<CounterV2>::new());
-                    kernel.supervise(&handle, policy, Counter::<CounterV2>::new);
+                    kernel.supervise(&handle, policy, Counter::<CounterV2>::new).unwrap();
                 }
                 1 => {
                     let _ = kernel.replace(Counter::<CounterV3>::new());
-                    kernel.supervise(&handle, policy, Counter::<CounterV3>::new);
+                    kernel.supervise(&handle, policy, Counter::<CounterV3>::new).unwrap();
                 }
                 2 => {
                     let _ = kernel.rollback(Counter::<CounterV2>::new());
-                    kernel.supervise(&handle, policy, Counter::<CounterV2>::new);
+                    kernel.supervise(&handle, policy, Counter::<CounterV2>::new).unwrap();
                 }
                 _ => {
                     let _ = kernel.rollback(Counter::<CounterV1>::new());
-                    kernel.supervise(&handle, policy, Counter::<CounterV1>::new);
+                    kernel.supervise(&handle, policy, Counter::<CounterV1>::new).unwrap();
                 }
             }
             progress.store(round + 1, Ordering::Relaxed);

@@ -51,7 +51,7 @@ fn stop_all_leaves_no_kernel_thread_running() {
         within: Duration::from_secs(60),
         backoff: Duration::ZERO,
     };
-    kernel.supervise(&handle, policy, || Echo);
+    kernel.supervise(&handle, policy, || Echo).unwrap();
     // Use every thread the kernel has: push workers, the supervisor, periodic checkpoints.
     for _ in 0..20 {
         assert!(

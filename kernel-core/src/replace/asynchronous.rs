@@ -4,7 +4,7 @@
 //! `KernelBuilder::drain_timeout` to finish, and the hooks awaited. It runs on the blocking pool:
 //! the crossing of a large state (encode, seal, open, decode) never occupies a worker.
 
-use super::{Crossed, Direction, ReplaceError, Replaced, Step, begin, cross, dispose_old, finished};
+use super::{Crossed, Direction, ReplaceCause, ReplaceError, Replaced, Step, begin, cross, dispose_old, finished};
 use crate::runtime::asynchronous::chain::{self, WouldBlockRuntime};
 use crate::runtime::asynchronous::{AsyncEntered, AsyncHandler, AsyncSlot};
 use crate::runtime::error::{Hook, LifecycleError};
@@ -40,10 +40,8 @@ pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
         .map_err(would_block)?
         .map_err(|blocked| {
             let reason = match blocked {
-                Blocked::TimedOut(_) => format!(
-                    "a handler of `{service}` did not finish within the drain timeout of {drain:?} (KernelBuilder::drain_timeout); the old version keeps serving"
-                ),
-                other => other.into_call_error(service).to_string(),
+                Blocked::TimedOut(timeout) => ReplaceCause::DrainTimeout { timeout },
+                other => other.into_lifecycle_error(service, "replace").into(),
             };
             ReplaceError::new(service, Step::Enter, reason)
         })?;
@@ -53,7 +51,7 @@ pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
     let generation = entered.next_generation();
     let old_instance = entered
         .plumbing()
-        .map_err(|source| ReplaceError::new(service, Step::Export, source))?;
+        .map_err(|source| ReplaceError::new(service, Step::Export, ReplaceCause::Service(source)))?;
     let mut crossed: Crossed = cross(
         shared,
         service,
@@ -139,7 +137,9 @@ impl crate::Kernel {
         new: S,
     ) -> Result<Replaced, ReplaceError> {
         let Some(slot) = handle.async_slot().cloned() else {
-            let reason = "it is a synchronous service: replace it with Kernel::replace (from async code: kernel.blocking(|k| k.replace(new)))";
+            let reason = ReplaceCause::WrongKind {
+                service_is: "a synchronous",
+            };
             return Err(ReplaceError::new(handle.name(), Step::Enter, reason));
         };
         let kernel = self.clone();
@@ -155,11 +155,24 @@ impl crate::Kernel {
         let handle = self
             .async_handle(older.name())
             .map_err(|e| ReplaceError::new(older.name(), Step::Enter, e))?;
+        self.rollback_async_at(&handle, older).await
+    }
+
+    /// [`rollback_async`](Self::rollback_async) for an async service reached through its
+    /// handle (any protocol), as [`Kernel::rollback_at`](crate::Kernel::rollback_at) does for a
+    /// synchronous one.
+    pub async fn rollback_async_at<S: AsyncHandler>(
+        &self,
+        handle: &crate::asynchronous::AsyncHandle<S::Request, S::Response>,
+        older: S,
+    ) -> Result<Replaced, ReplaceError> {
         let Some(slot) = handle.async_slot().cloned() else {
             return Err(ReplaceError::new(
                 older.name(),
                 Step::Enter,
-                "it is a synchronous service",
+                ReplaceCause::WrongKind {
+                    service_is: "a synchronous",
+                },
             ));
         };
         let kernel = self.clone();

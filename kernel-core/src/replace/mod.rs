@@ -32,7 +32,7 @@ pub(crate) use asynchronous::replace_in_async_slot;
 mod outcome;
 mod transit;
 
-pub use outcome::{ReplaceError, Replaced, Step};
+pub use outcome::{ReplaceCause, ReplaceError, Replaced, Step};
 
 /// Which way the state moves along its chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,24 +49,18 @@ impl Kernel {
     ///   by the new version.
     /// - A service that is not running (Created, Stopped, Failed) is swapped without starting
     ///   either version: it stays in its status, holding the migrated state.
-    /// - A name that is not registered registers `new` ([`Replaced::Registered`]).
+    /// - A name that is not registered is refused at [`Step::Enter`] with
+    ///   [`ReplaceCause::Call`]`(`[`CallError::NotFound`](crate::CallError::NotFound)`)`, as
+    ///   every replacement call does: register a service first.
     /// - A state type that shares no chain with the old one is refused at [`Step::Decode`],
     ///   before anything is stopped.
     pub fn replace<S>(&self, new: S) -> Result<Replaced, ReplaceError>
     where
         S: Handler<Request = Event, Response = Reply>,
     {
-        let handle = match self.handle(new.name()) {
-            Ok(handle) => handle,
-            Err(crate::CallError::NotFound { .. }) => {
-                let name = new.name().to_owned();
-                return match self.register(new) {
-                    Ok(_) => Ok(Replaced::Registered),
-                    Err(error) => Err(ReplaceError::new(&name, Step::Enter, error)),
-                };
-            }
-            Err(error) => return Err(ReplaceError::new(new.name(), Step::Enter, error)),
-        };
+        let handle = self
+            .handle(new.name())
+            .map_err(|error| ReplaceError::new(new.name(), Step::Enter, error))?;
         replace_in_slot(self.shared(), &handle.slot, new, Direction::Upgrade)
     }
 
@@ -171,7 +165,9 @@ pub(crate) fn begin<'a>(
     no_late_stop: impl FnOnce() -> Result<(), LifecycleError>,
 ) -> Result<crate::runtime::sync::ReentrantGuard<'a>, ReplaceError> {
     if new_name != service {
-        let error = format!("the new version is named `{new_name}`");
+        let error = ReplaceCause::WrongName {
+            new_name: new_name.to_owned(),
+        };
         return Err(ReplaceError::new(service, Step::Enter, error));
     }
     let serial = shared
@@ -228,7 +224,7 @@ pub(crate) fn cross<S: Service>(
     let crossing = transit::transit::<S::State>(shared, service, direction == Direction::Rollback, old, generation)?;
     let (state, sealed, state_len) = (crossing.state, crossing.sealed, crossing.len);
     guarded(service, Step::Import, || new.import_state(state))?
-        .map_err(|e| ReplaceError::new(service, Step::Import, e))?;
+        .map_err(|e| ReplaceError::new(service, Step::Import, ReplaceCause::Service(e)))?;
     let new_deps = check_new_dependencies(shared, service, new.dependencies(), was_running)?;
     let to = StateTag::of::<S::State>();
     shared.notify(&Notice::StateMigrated {
@@ -277,8 +273,8 @@ fn restart_old<Req: Send + 'static, Resp: Send + 'static>(
 /// version serving.
 pub(super) fn guarded<T>(service: &str, step: Step, f: impl FnOnce() -> T) -> Result<T, ReplaceError> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
-        let message = format!("panicked: {}", panic_message(&*panic));
-        ReplaceError::new(service, step, message)
+        let message = panic_message(&*panic);
+        ReplaceError::new(service, step, ReplaceCause::Panicked { message })
     })
 }
 

@@ -1,8 +1,10 @@
 //! What a replacement reports: the step that failed ([`Step`], [`ReplaceError`]) or what it
 //! did ([`Replaced`]).
 
+use crate::runtime::error::{CallError, LifecycleError};
 use crate::runtime::service::BoxError;
-use crate::state::StateTag;
+use crate::seal::SealError;
+use crate::state::{MigrationError, StateError, StateTag};
 
 /// A step of a replacement, as named in [`ReplaceError`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +55,61 @@ impl std::fmt::Display for Step {
     }
 }
 
+/// Why a replacement failed: match on it to tell the causes apart (no downcast needed).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReplaceCause {
+    /// The new version's name is not the service's.
+    #[error("the new version is named `{new_name}`")]
+    WrongName {
+        /// The name the new version gave.
+        new_name: String,
+    },
+    /// The service and the new version are of different kinds: `service_is` says which the
+    /// registered service is (`"synchronous"` or `"async"`); replace it with the matching call
+    /// (`Kernel::replace` for synchronous services, `Kernel::replace_async` for async ones).
+    #[error("it is {service_is} service; use the replacement call for that kind")]
+    WrongKind {
+        /// `"a synchronous"` or `"an async"`.
+        service_is: &'static str,
+    },
+    /// An async service's handler did not finish within the drain timeout
+    /// ([`KernelBuilder::drain_timeout`](crate::KernelBuilder::drain_timeout)).
+    #[error("a handler did not finish within the drain timeout of {timeout:?} (KernelBuilder::drain_timeout)")]
+    DrainTimeout {
+        /// The drain timeout.
+        timeout: std::time::Duration,
+    },
+    /// The service could not be reached (unknown name, or no handle of that kind).
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// A lifecycle rule refused a step (busy, a cycle, a dependency, a hook that failed).
+    #[error(transparent)]
+    Lifecycle(#[from] LifecycleError),
+    /// The state could not be encoded or decoded (wrong chain, newer version, bad bytes).
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// A conversion of the chain failed.
+    #[error(transparent)]
+    Migration(#[from] MigrationError),
+    /// Sealing or opening the state failed.
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// No key to seal the crossing with: the kernel's ephemeral key could not be generated.
+    #[error(transparent)]
+    Key(#[from] crate::seal::KeyError),
+    /// The service's own code failed: `export_state`, `import_state`, a downgrade, or the
+    /// state's `Serialize`.
+    #[error(transparent)]
+    Service(BoxError),
+    /// Code run during the step panicked (a conversion, an import, the state's serde code).
+    #[error("panicked: {message}")]
+    Panicked {
+        /// The panic's message.
+        message: String,
+    },
+}
+
 /// A replacement failed; the old version is still in place with its state unchanged (unless
 /// [`old_restarted`](Self::old_restarted) says its restart failed too).
 #[derive(Debug, thiserror::Error)]
@@ -65,13 +122,13 @@ pub struct ReplaceError {
     /// Whether the old version, stopped before the new one failed to start, is running again.
     /// Always `true` for failures before [`Step::StartNew`].
     pub old_restarted: bool,
-    /// What went wrong.
+    /// What went wrong: an enum to match on.
     #[source]
-    pub source: BoxError,
+    pub source: ReplaceCause,
 }
 
 impl ReplaceError {
-    pub(crate) fn new(service: &str, step: Step, source: impl Into<BoxError>) -> Self {
+    pub(crate) fn new(service: &str, step: Step, source: impl Into<ReplaceCause>) -> Self {
         Self {
             service: service.to_owned(),
             step,
@@ -83,6 +140,11 @@ impl ReplaceError {
     /// The step that failed.
     pub fn step(&self) -> Step {
         self.step
+    }
+
+    /// Why it failed.
+    pub fn cause(&self) -> &ReplaceCause {
+        &self.source
     }
 }
 
@@ -100,6 +162,4 @@ pub enum Replaced {
         /// Whether the state crossed sealed.
         sealed: bool,
     },
-    /// No service had the name: the new version was registered (status Created).
-    Registered,
 }

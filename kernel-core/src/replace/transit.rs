@@ -10,7 +10,7 @@
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
 
-use super::{ReplaceError, Step, guarded};
+use super::{ReplaceCause, ReplaceError, Step, guarded};
 use crate::runtime::kernel::Shared;
 use crate::runtime::slot::{ExportError, Plumbing};
 use crate::seal::writer::{SegmentSink, StateWriter, Written};
@@ -37,17 +37,9 @@ pub(super) fn transit<T: Migratable>(
     old: &dyn Plumbing,
     generation: u64,
 ) -> Result<Crossing<T>, ReplaceError> {
-    let Some(sealer) = shared.sealer() else {
-        let mut writer = StateWriter::plain();
-        export(service, old, downgrade, &mut writer)?;
-        let bytes = writer.into_plain();
-        let state = decode_bytes::<T>(service, &bytes)?;
-        return Ok(Crossing {
-            state,
-            sealed: false,
-            len: bytes.len(),
-        });
-    };
+    let sealer = shared
+        .crossing_sealer()
+        .map_err(|error| ReplaceError::new(service, Step::Seal, error))?;
     std::thread::scope(|scope| {
         let mut pipe = Pipe::<T> {
             scope,
@@ -77,9 +69,9 @@ fn export(
         return Err(ReplaceError::new(service, Step::Seal, failure));
     }
     exported.map_err(|e| match e {
-        ExportError::Handler(source) => ReplaceError::new(service, Step::Export, source),
-        ExportError::Downgrade(source) => ReplaceError::new(service, Step::Downgrade, source),
-        ExportError::Encode(source) => ReplaceError::new(service, Step::Encode, source),
+        ExportError::Handler(source) => ReplaceError::new(service, Step::Export, ReplaceCause::Service(source)),
+        ExportError::Downgrade(source) => ReplaceError::new(service, Step::Downgrade, ReplaceCause::Service(source)),
+        ExportError::Encode(source) => ReplaceError::new(service, Step::Encode, ReplaceCause::Service(source)),
     })
 }
 
@@ -165,7 +157,9 @@ impl<T: Migratable> Pipe<'_, '_, T> {
                 Err(ReplaceError::new(
                     self.service,
                     Step::Decode,
-                    "the decoding thread panicked",
+                    ReplaceCause::Panicked {
+                        message: "the decoding thread panicked".into(),
+                    },
                 ))
             })
         });
@@ -205,7 +199,7 @@ impl<T: Migratable> Pipe<'_, '_, T> {
             (Ok(_), _) => Err(ReplaceError::new(
                 service,
                 Step::Seal,
-                "the envelope was neither whole nor segmented",
+                SealError::BadSegments("the envelope was neither whole nor segmented".into()),
             )),
         }
     }

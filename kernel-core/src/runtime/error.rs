@@ -211,11 +211,31 @@ pub enum LifecycleError {
     /// The operation was made from inside the service itself (its own hook or handler, or a
     /// call it is making): this chain of calls already holds the service.
     #[error(
-        "service `{service}` is already held by this chain of calls (a lifecycle change from its own hook or handler)"
+        "service `{service}` is already busy in this chain of calls (a lifecycle change from its own hook or handler)"
     )]
     Reentrant {
         /// The service.
         service: String,
+    },
+    /// The kernel's load policy is [`LoadPolicy::RequireStored`](crate::LoadPolicy::RequireStored)
+    /// and the store holds no state for the registering service.
+    #[error(
+        "no stored state for `{service}` at {location}, and the load policy requires one (LoadPolicy::RequireStored): check the store's path"
+    )]
+    NoStoredState {
+        /// The service.
+        service: String,
+        /// Where the state was looked for.
+        location: String,
+    },
+    /// The operation is for the other kind of service: `service_is` says which the service is
+    /// (`"a synchronous"` or `"an async"`); use the operation's spelling for that kind.
+    #[error("`{service}` is {service_is} service; use the operation for that kind of service")]
+    WrongKind {
+        /// The service.
+        service: String,
+        /// `"a synchronous"` or `"an async"`.
+        service_is: &'static str,
     },
     /// Only a service that is not running can be unregistered.
     #[error("cannot unregister `{service}`: it is {status}; stop it first")]
@@ -259,7 +279,7 @@ pub enum CallError {
     /// through other services, for one this thread holds (A → B on one thread while B → A on
     /// another).
     #[error(
-        "call to `{service}` would deadlock: `{service}` is busy with a call that waits, directly or through other services, on this thread"
+        "call to `{service}` would deadlock: `{service}` is busy with a call that waits, directly or through other services, on this chain of calls"
     )]
     WouldDeadlock {
         /// The service.

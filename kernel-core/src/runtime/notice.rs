@@ -14,6 +14,26 @@ pub enum Notice<'a> {
         /// Its name.
         service: &'a str,
     },
+    /// A registering service's state was restored from the kernel's store (sent before
+    /// [`Registered`](Self::Registered)).
+    Restored {
+        /// Its name.
+        service: &'a str,
+        /// Where the state was read.
+        location: &'a crate::store::Location,
+        /// The generation of the state restored.
+        generation: u64,
+    },
+    /// A registering service found no stored state in the kernel's store where it looked, and
+    /// starts from the state it was given (sent before [`Registered`](Self::Registered)).
+    /// [`LoadPolicy::RequireStored`](crate::LoadPolicy::RequireStored) refuses the registration
+    /// instead.
+    NoStoredState {
+        /// Its name.
+        service: &'a str,
+        /// Where the state was looked for.
+        location: &'a crate::store::Location,
+    },
     /// A service started.
     Started {
         /// Its name.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::runtime::error::LifecycleError;
 use crate::runtime::kernel::{Entry, Kernel, Shared};
+use crate::runtime::notice::Notice;
 use crate::runtime::saving::export_sealed;
 use crate::runtime::service::{Service, Status};
 use crate::runtime::slot::{Exported, Plumbing};
@@ -60,9 +61,28 @@ impl Kernel {
         // stale for ever.
         let generation = |restored: u64| restored.max(store.known_generation(&name));
         match outcome {
-            Ok(None) => Ok(generation(0)),
+            Ok(None) => {
+                let location = store.location(&name);
+                if shared.load_policy() == LoadPolicy::RequireStored {
+                    return Err(LifecycleError::NoStoredState {
+                        service: name,
+                        location: location.to_string(),
+                    });
+                }
+                tracing::info!(service = %name, %location, "no stored state; starting from the state given");
+                shared.notify(&Notice::NoStoredState {
+                    service: &name,
+                    location: &location,
+                });
+                Ok(generation(0))
+            }
             Ok(Some((location, restored))) => {
                 tracing::info!(service = %name, %location, generation = restored, "restored state from the store");
+                shared.notify(&Notice::Restored {
+                    service: &name,
+                    location: &location,
+                    generation: restored,
+                });
                 Ok(generation(restored))
             }
             // Set aside only an object whose contents are unusable; an I/O error, a refused kind

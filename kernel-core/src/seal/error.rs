@@ -17,6 +17,25 @@ pub enum KeyError {
         /// Given length.
         found: usize,
     },
+    /// Key text (from [`Key::from_text`](super::Key::from_text), an environment variable or a
+    /// file) decodes to the wrong length: `read_as` says which encoding it was taken for.
+    #[error(
+        "a {algorithm} key is {expected} bytes, written as {} hex digits or {} characters of padded base64; the text given has {chars} characters, read as {read_as}: {found} bytes",
+        2 * expected,
+        expected.div_ceil(3) * 4
+    )]
+    TextLength {
+        /// The algorithm.
+        algorithm: Algorithm,
+        /// Required length in bytes.
+        expected: usize,
+        /// The text's length in characters (whitespace around it removed).
+        chars: usize,
+        /// `hex` (the text has only hex digits) or `base64`.
+        read_as: &'static str,
+        /// The decoded length in bytes.
+        found: usize,
+    },
     /// The text is not valid hex or base64.
     #[error("the key is not valid {encoding}")]
     Encoding {

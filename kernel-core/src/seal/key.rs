@@ -74,14 +74,29 @@ impl Key {
     }
 
     /// A key from text that is hex if it has exactly twice the key length in hex digits,
-    /// base64 otherwise.
+    /// base64 otherwise. Text of the wrong length is refused with
+    /// [`KeyError::TextLength`], which says what it was read as (hex if it has only hex
+    /// digits) and what was expected in either encoding.
     pub fn from_text(algorithm: Algorithm, text: &str) -> Result<Self, KeyError> {
         let text = text.trim();
-        let is_hex = text.len() == 2 * algorithm.key_len() && text.bytes().all(|b| b.is_ascii_hexdigit());
-        if is_hex {
-            Self::from_hex(algorithm, text)
-        } else {
-            Self::from_base64(algorithm, text)
+        let all_hex = !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit());
+        if all_hex && text.len() == 2 * algorithm.key_len() {
+            return Self::from_hex(algorithm, text);
+        }
+        let wrong_length = |read_as, found| KeyError::TextLength {
+            algorithm,
+            expected: algorithm.key_len(),
+            chars: text.chars().count(),
+            read_as,
+            found,
+        };
+        match Self::from_base64(algorithm, text) {
+            Ok(key) => Ok(key),
+            Err(KeyError::Length { .. } | KeyError::Encoding { .. }) if all_hex => {
+                Err(wrong_length("hex", text.len() / 2))
+            }
+            Err(KeyError::Length { found, .. }) => Err(wrong_length("base64", found)),
+            Err(other) => Err(other),
         }
     }
 
@@ -131,5 +146,57 @@ impl fmt::Debug for Key {
             .field("algorithm", &self.algorithm)
             .field("bytes", &"<redacted>")
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_text_of_the_wrong_length_is_named_as_hex_with_both_expected_forms() {
+        // 32 hex digits (16 bytes) for AES-256: valid base64 too, but read as the hex it is.
+        let error = Key::from_text(Algorithm::Aes256Gcm, &"ab".repeat(16)).unwrap_err();
+        assert!(
+            matches!(
+                error,
+                KeyError::TextLength {
+                    read_as: "hex",
+                    expected: 32,
+                    found: 16,
+                    chars: 32,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            error.to_string(),
+            "a aes-256-gcm key is 32 bytes, written as 64 hex digits or 44 characters of padded base64; \
+             the text given has 32 characters, read as hex: 16 bytes"
+        );
+    }
+
+    #[test]
+    fn base64_text_of_the_wrong_length_is_named_as_base64() {
+        let error = Key::from_text(Algorithm::Aes128Gcm, "AAECAwQFBgcICQoLDA0ODxAREhM=").unwrap_err();
+        assert!(
+            matches!(
+                error,
+                KeyError::TextLength {
+                    read_as: "base64",
+                    expected: 16,
+                    found: 20,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn text_of_the_right_length_in_either_encoding_is_taken() {
+        assert!(Key::from_text(Algorithm::Aes128Gcm, &"0f".repeat(16)).is_ok());
+        assert!(Key::from_text(Algorithm::Aes128Gcm, "AAECAwQFBgcICQoLDA0ODw==").is_ok());
     }
 }

@@ -133,14 +133,21 @@ impl Stored {
     }
 }
 
-/// What to do when a service's stored state exists but cannot be used.
+/// What a registering service does with its stored state: when none is stored, and when the
+/// one stored cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum LoadPolicy {
-    /// Refuse to register the service (the default): the error names the object and the
-    /// reason.
+    /// Refuse to register the service if its stored state cannot be used (the default): the
+    /// error names the object and the reason. A service with no stored state starts from the
+    /// state it was given ([`Notice::NoStoredState`](crate::Notice::NoStoredState) says so).
     #[default]
     Fail,
+    /// As [`Fail`](Self::Fail), and refuse to register a service that has no stored state
+    /// ([`LifecycleError::NoStoredState`](crate::LifecycleError::NoStoredState)): for programs
+    /// that must continue from their saved state, where a wrong store path must not silently
+    /// start from scratch.
+    RequireStored,
     /// Move the object aside ([`StateStore::set_aside`]; the directory store renames the file
     /// to `<service>.state.rejected-<unix seconds>`) and start the service with its default
     /// state. Only for services whose state may be rebuilt.

@@ -81,12 +81,11 @@ impl Kernel {
         S: AsyncHandler,
         F: Fn() -> S + Send + Sync + 'static,
     {
+        self.registered(handle.name())?;
         let Some(slot) = handle.async_slot() else {
-            return Err(LifecycleError::NotFound {
-                name: format!(
-                    "{} (a synchronous service: supervise it with Kernel::supervise)",
-                    handle.name()
-                ),
+            return Err(LifecycleError::WrongKind {
+                service: handle.name().to_owned(),
+                service_is: "a synchronous",
             });
         };
         let restarter = Arc::new(Supervised::new(Arc::clone(slot), policy, factory));
@@ -117,7 +116,9 @@ impl Kernel {
             return Err(crate::ReplaceError::new(
                 &name,
                 crate::Step::Enter,
-                "it is a synchronous service",
+                crate::replace::ReplaceCause::WrongKind {
+                    service_is: "a synchronous",
+                },
             ));
         };
         let successor: Arc<dyn Restarter> = Arc::new(Supervised::new(Arc::clone(slot), policy, factory));

@@ -240,16 +240,34 @@ impl<S: Handler> Restartable<S> for Arc<SlotOf<S>> {
 impl Kernel {
     /// Supervises the service behind `handle`: when it fails, it is rebuilt by `factory` and
     /// restarted with its last good state, per `policy` (see the [module docs](crate::supervise)).
-    pub fn supervise<S, F>(&self, handle: &Handle<S::Request, S::Response>, policy: RestartPolicy, factory: F)
+    ///
+    /// Fails with [`LifecycleError::NotFound`] if the service was unregistered since the handle
+    /// was taken (as [`supervise_async`](Kernel::supervise_async) does).
+    pub fn supervise<S, F>(
+        &self,
+        handle: &Handle<S::Request, S::Response>,
+        policy: RestartPolicy,
+        factory: F,
+    ) -> Result<(), LifecycleError>
     where
         S: Handler,
         F: Fn() -> S + Send + Sync + 'static,
     {
+        self.registered(handle.name())?;
         let restarter = Arc::new(Supervised::new(Arc::clone(&handle.slot), policy, factory));
         if handle.status() == Status::Running {
             restarter.remember_good_state();
         }
         self.shared().restarts.watch(handle.name().to_owned(), restarter);
+        Ok(())
+    }
+
+    /// The service `name` is registered.
+    pub(crate) fn registered(&self, name: &str) -> Result<(), LifecycleError> {
+        match self.status(name) {
+            Some(_) => Ok(()),
+            None => Err(LifecycleError::NotFound { name: name.to_owned() }),
+        }
     }
 }
 
@@ -272,14 +290,9 @@ impl Kernel {
         F: Fn() -> S + Send + Sync + 'static,
     {
         let name = new.name().to_owned();
-        let Ok(handle) = self.handle(&name) else {
-            // Not registered: `replace` registers it; then supervise it.
-            let replaced = self.replace(new)?;
-            if let Ok(handle) = self.handle(&name) {
-                self.supervise(&handle, policy, factory);
-            }
-            return Ok(replaced);
-        };
+        let handle = self
+            .handle(&name)
+            .map_err(|error| crate::ReplaceError::new(&name, crate::Step::Enter, error))?;
         let successor: Arc<dyn Restarter> = Arc::new(Supervised::new(Arc::clone(&handle.slot), policy, factory));
         let restarts = &self.shared().restarts;
         restarts.prepare_successor(name.clone(), successor);

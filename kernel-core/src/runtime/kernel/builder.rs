@@ -198,6 +198,7 @@ impl KernelBuilder {
             observer: self.observer,
             pusher: Pusher::new(self.max_push_workers),
             sealer: self.sealer,
+            ephemeral: std::sync::OnceLock::new(),
             checkpoint_every: self.checkpoint_every,
             store: self.store,
             load_policy: self.load_policy,

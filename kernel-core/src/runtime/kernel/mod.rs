@@ -82,6 +82,10 @@ pub(crate) struct Shared {
     observer: Option<Observer>,
     pusher: Pusher,
     sealer: Option<Sealer>,
+    /// The sealer of in-process crossings when none was configured: a key of this kernel's
+    /// own, made at the first replacement, never stored or shown (so a replacement's state is
+    /// sealed while it crosses, whatever the configuration).
+    ephemeral: std::sync::OnceLock<Result<Sealer, String>>,
     store: Option<Box<dyn StateStore>>,
     load_policy: LoadPolicy,
     checkpoint_every: Option<Duration>,
@@ -163,7 +167,10 @@ impl Kernel {
         }
     }
 
-    /// The sealer states cross replacements with, if one was configured.
+    /// The sealer configured with [`KernelBuilder::sealer`]: it seals saved states and the
+    /// states crossing a replacement. Without one, a replacement seals its state with a key
+    /// generated for this kernel alone (AES-256-GCM), which is never stored, so nothing can be
+    /// saved (a store needs a configured sealer).
     pub fn sealer(&self) -> Option<&Sealer> {
         self.shared.sealer()
     }
@@ -383,6 +390,20 @@ impl Shared {
 
     pub(crate) fn sealer(&self) -> Option<&Sealer> {
         self.sealer.as_ref()
+    }
+
+    /// The sealer a replacement's state crosses with: the configured one, else this kernel's
+    /// ephemeral one (an error only if the operating system gave no random bytes for its key).
+    pub(crate) fn crossing_sealer(&self) -> Result<&Sealer, crate::seal::KeyError> {
+        if let Some(sealer) = &self.sealer {
+            return Ok(sealer);
+        }
+        let made = self.ephemeral.get_or_init(|| {
+            let key = crate::seal::Key::generate(crate::seal::Algorithm::Aes256Gcm).map_err(|e| e.to_string())?;
+            Ok(Sealer::new(crate::seal::Keyring::new(0, key)))
+        });
+        made.as_ref()
+            .map_err(|message| crate::seal::KeyError::Random(message.clone()))
     }
 
     /// Where a synchronous call to `name` goes: a local service, else an error — which says so

@@ -60,7 +60,9 @@ impl Kernel {
         if let Some(store) = self.shared.store() {
             store.check_name(name).map_err(|e| invalid(e.to_string()))?;
         }
-        if self.shared.sealer().is_some() && name.len() > crate::seal::envelope::MAX_NAME_LEN {
+        // Every replacement seals its state (with the kernel's own key if none was configured),
+        // and the sealed header carries the name.
+        if name.len() > crate::seal::envelope::MAX_NAME_LEN {
             return Err(invalid(format!(
                 "{} bytes; a sealed state's header holds at most {} bytes of service name",
                 name.len(),

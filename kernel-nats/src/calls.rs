@@ -15,6 +15,9 @@
 //!   being handled is answered when it ends. It is what recovers a request lost in flight (a
 //!   subscription ending as a node hands a service over).
 //!
+//! The answers a serving node gives besides its service's own are listed in [`code`]; a reply
+//! of code [`code::HANDLED_NOT_SAVED`] says the call was handled: do not send it again.
+//!
 //! Past the deadline the call fails with [`RemoteCallError::Timeout`] (it may have been handled)
 //! or [`RemoteCallError::NoResponders`] (nobody took it). Call cycles across nodes are bounded
 //! by the deadline: a cycle ends in a timeout.
@@ -35,6 +38,25 @@ use crate::wire::{CALL_ID, DEADLINE, SHAPE, event_shape, reply_shape};
 /// The first attempt's timeout; each further attempt waits twice as long. It bounds the pause
 /// of a call whose request was lost as a subscription ended (see [`crate::Owned::hand_over`]).
 const FIRST_ATTEMPT: Duration = Duration::from_millis(100);
+
+/// The reply codes a serving node gives besides its service's own replies and those of
+/// [`kernel_core::code`] (which it also uses: 415 for a request of another shape or a call id
+/// too long, 404 for a request on another service's subject, 503 when its record of answers is
+/// full — none of these was handled, and sending the call again is safe).
+pub mod code {
+    /// The call was handled — the service answered with success, and the reply carries the
+    /// service's message and data — but the write-through save after it
+    /// ([`NodeOptions::write_through`](crate::NodeOptions::write_through)) failed: the call's
+    /// effect is in the service's memory on the serving node, not yet in the store. The next
+    /// save of the service that succeeds (the next call's, a checkpoint, a handover) makes it
+    /// durable; a crash of that node before then loses it.
+    ///
+    /// **Do not send the call again** as a new call: its effect would be applied twice. The
+    /// answer is recorded under the call id like any other, so a retry of the same call (as
+    /// [`call`](super::call) makes) gets this same reply and is not handled again. A 2xx code:
+    /// the call succeeded, its durability is what is not confirmed.
+    pub const HANDLED_NOT_SAVED: u16 = 202;
+}
 
 /// A call to another node failed.
 #[derive(Debug)]

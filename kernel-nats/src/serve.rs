@@ -15,6 +15,7 @@ use kernel_core::{Event, Kernel, Reply, code};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::answers::{Answers, MAX_CALL_ID, Seen, now_ms};
+use crate::calls::code::HANDLED_NOT_SAVED;
 use crate::ownership::Claim;
 use crate::wire::{CALL_ID, DEADLINE, SHAPE, event_shape, reply_shape, subject};
 
@@ -241,11 +242,28 @@ async fn handle(answering: &Answering, payload: &[u8]) -> Reply {
     if answering.mode.write_through {
         let (kernel, name) = (answering.kernel.clone(), answering.service.clone());
         if let Err(error) = kernel.blocking(move |k| k.checkpoint_service(&name)).await {
-            tracing::error!(service = answering.service, %error, "write-through save failed");
-            return Reply::new(code::UNAVAILABLE, "Handled but not saved", error.to_string());
+            tracing::error!(
+                service = answering.service,
+                %error,
+                reply_code = reply.code,
+                "write-through save failed after the call was handled: answered as handled, not saved"
+            );
+            return not_saved(reply);
         }
     }
     reply
+}
+
+/// The answer to a call that was handled but whose write-through save failed: the call took
+/// effect (in the service's memory), so it must not read as "not handled" — a caller that
+/// retried it as a new call would apply it twice. A success keeps the service's message and
+/// data under [`HANDLED_NOT_SAVED`]; any other reply is the service's own, as it is without
+/// write-through. Like every answer, it is recorded under the call id: a retry gets it again.
+fn not_saved(reply: Reply) -> Reply {
+    if reply.code != code::OK {
+        return reply;
+    }
+    Reply::new(HANDLED_NOT_SAVED, reply.message, reply.data)
 }
 
 async fn publish(answering: &Answering, reply_to: async_nats::Subject, reply: &Reply) {

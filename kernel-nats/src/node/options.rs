@@ -54,6 +54,15 @@ impl NodeOptions {
     /// Save each service's state after every handled request, before its reply (default off):
     /// a reply never announces a change that a crash of this node could lose, at the price of a
     /// store write per request (see BENCHMARKS.md).
+    ///
+    /// If that save fails, the call was still handled: its effect is in the service's memory
+    /// (made durable by the next save that succeeds, lost if this node crashes first). A
+    /// successful reply is then answered with code
+    /// [`calls::code::HANDLED_NOT_SAVED`](crate::calls::code::HANDLED_NOT_SAVED) (202) and the
+    /// service's message and data, never as "not handled"; another reply is the service's own.
+    /// That answer is recorded under the call id like any other, so a retry of the same call is
+    /// answered again, not handled again. A caller must not send such a call again as a new
+    /// call: its effect would be applied twice.
     pub fn write_through(mut self, on: bool) -> Self {
         self.write_through = on;
         self

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::answers::{Answers, MAX_CALL_ID, Seen, now_ms};
 use crate::calls::code::HANDLED_NOT_SAVED;
 use crate::ownership::Claim;
-use crate::wire::{CALL_ID, DEADLINE, SHAPE, event_shape, reply_shape, subject};
+use crate::wire::{CALL_ID, DEADLINE, SHAPE, event_shape, reply_shape, retry_subject, subject};
 
 /// The queue group every serving node joins: NATS hands each request to one member.
 const QUEUE: &str = "mk";
@@ -56,6 +56,11 @@ impl Server {
         claim: Option<Arc<Claim>>,
     ) -> Result<Self, async_nats::SubscribeError> {
         let subscription = client.queue_subscribe(subject(service), QUEUE.to_owned()).await?;
+        // Retries reach every node serving under a claim; only the valid owner answers them.
+        let retries = match claim {
+            Some(_) => Some(client.subscribe(retry_subject(service)).await?),
+            None => None,
+        };
         let (stop, stopped) = oneshot::channel();
         let (in_flight, all_done) = mpsc::channel(1);
         let receiving = tokio::spawn(receive(
@@ -69,6 +74,7 @@ impl Server {
                 _in_flight: in_flight.clone(),
             },
             subscription,
+            retries,
             stopped,
         ));
         Ok(Self {
@@ -128,24 +134,51 @@ struct Answering {
     _in_flight: mpsc::Sender<()>,
 }
 
-/// Takes requests until told to stop, then drains the subscription: the messages the client
-/// already holds are answered too.
-async fn receive(answering: Answering, mut subscription: async_nats::Subscriber, mut stopped: oneshot::Receiver<()>) {
+/// Takes requests (calls, and retries when serving under a claim) until told to stop, then
+/// drains the subscriptions: the messages the client already holds are answered too.
+async fn receive(
+    answering: Answering,
+    mut calls: async_nats::Subscriber,
+    mut retries: Option<async_nats::Subscriber>,
+    mut stopped: oneshot::Receiver<()>,
+) {
     loop {
         tokio::select! {
             biased;
             _ = &mut stopped => break,
-            message = subscription.next() => match message {
+            message = calls.next() => match message {
                 Some(message) => answer_soon(&answering, message).await,
                 None => return,
             },
+            message = next_retry(&mut retries) => match message {
+                Some(message) => answer_soon(&answering, message).await,
+                None => retries = None, // ended (the connection closed): calls end too
+            },
         }
     }
-    if let Err(error) = subscription.drain().await {
+    if let Err(error) = calls.drain().await {
         tracing::warn!(service = answering.service, %error, "draining a subscription failed");
     }
-    while let Some(message) = subscription.next().await {
+    if let Some(retries) = retries.as_mut()
+        && let Err(error) = retries.drain().await
+    {
+        tracing::warn!(service = answering.service, %error, "draining a subscription failed");
+    }
+    while let Some(message) = calls.next().await {
         answer_soon(&answering, message).await;
+    }
+    if let Some(mut retries) = retries {
+        while let Some(message) = retries.next().await {
+            answer_soon(&answering, message).await;
+        }
+    }
+}
+
+/// The next retry, or never when there is no subscription to retries.
+async fn next_retry(retries: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    match retries {
+        Some(retries) => retries.next().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -169,7 +202,10 @@ fn header<'m>(message: &'m async_nats::Message, name: &str) -> Option<&'m str> {
 async fn answer(answering: &Answering, message: async_nats::Message) {
     let Some(reply_to) = message.reply.clone() else { return };
     if answering.claim.as_ref().is_some_and(|claim| !claim.is_valid()) {
-        return; // no longer ours: the caller sends it again, and the next owner answers
+        // No longer ours (a claim that expired while this node was paused or cut off): not
+        // handled, not answered. The caller sends it again after its attempt's timeout (at most
+        // `calls::MAX_ATTEMPT`), to every node serving under a claim, and the next owner answers.
+        return;
     }
     let deadline_ms = header(&message, DEADLINE)
         .and_then(|d| d.parse::<u64>().ok())

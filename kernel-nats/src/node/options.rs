@@ -46,6 +46,14 @@ impl NodeOptions {
 
     /// A claim's time to live (default 10 s): a dead owner's services are taken over this long
     /// after its last refresh. Every node of a system must use the same.
+    ///
+    /// It also bounds how long a call waits for an owner that stopped answering without leaving
+    /// (paused by SIGSTOP or a stall, cut off from the server while its connection lingers):
+    /// about this time to live, plus the next owner's take-over (claim, restore, fencing write,
+    /// start), plus one attempt of the call ([`calls::MAX_ATTEMPT`](crate::calls::MAX_ATTEMPT),
+    /// 1 s) — if a node is waiting in [`Node::take_over`](super::Node::take_over) for it and the
+    /// call's deadline is longer. The stalled owner stops answering calls the moment its claim
+    /// could have expired, by its own clock, even if it wakes up.
     pub fn claim_ttl(mut self, ttl: Duration) -> Self {
         self.claim_ttl = ttl;
         self

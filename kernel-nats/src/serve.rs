@@ -11,7 +11,8 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use kernel_core::{Event, Kernel, Reply, code};
+use kernel_core::store::StoreError;
+use kernel_core::{Event, Kernel, LifecycleError, Reply, code};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::answers::{Answers, MAX_CALL_ID, Seen, now_ms};
@@ -21,6 +22,9 @@ use crate::wire::{CALL_ID, DEADLINE, SHAPE, event_shape, reply_shape, retry_subj
 
 /// The queue group every serving node joins: NATS hands each request to one member.
 const QUEUE: &str = "mk";
+
+/// The message of the 503 answering a call whose write-through save was fenced off.
+const FENCED_OFF: &str = "Not handled: the service moved to another node";
 
 /// When a request carries no deadline (a caller that is not ours).
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
@@ -278,6 +282,21 @@ async fn handle(answering: &Answering, payload: &[u8]) -> Reply {
     if answering.mode.write_through {
         let (kernel, name) = (answering.kernel.clone(), answering.service.clone());
         if let Err(error) = kernel.blocking(move |k| k.checkpoint_service(&name)).await {
+            if let LifecycleError::Save {
+                source: StoreError::Conflict { .. },
+                ..
+            } = error
+            {
+                // Fenced off: another node took the service over and wrote its state. This
+                // node's copy, and the call's effect on it, will never be saved: the call did
+                // not take effect in the system, and sending it again is safe.
+                tracing::error!(
+                    service = answering.service,
+                    %error,
+                    "write-through save fenced off: the call's effect is lost"
+                );
+                return Reply::new(code::UNAVAILABLE, FENCED_OFF, error.to_string());
+            }
             tracing::error!(
                 service = answering.service,
                 %error,

@@ -234,3 +234,40 @@ async fn a_retry_of_a_call_whose_save_failed_gets_the_same_answer_and_is_not_han
     }
     assert_eq!(attempt(&client, "call-3").await, Reply::ok("v1", "3"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_whose_save_is_fenced_off_is_answered_as_not_handled() {
+    let Some(server) = server::NatsServer::start() else {
+        return;
+    };
+    let key = shared_key();
+    let faults = Arc::new(Faults::default());
+    let a = flaky_node(&server.url(), "node-a", &key, &faults).await;
+    let _owned = a.take_over("counter", TTL, register_v1).await.unwrap();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    assert_eq!(attempt(&client, "call-1").await, Reply::ok("v1", "1"));
+
+    // Another kernel restores the state and writes it, as a next owner's fencing write does
+    // (no claim: A still believes it owns the service).
+    let other = counter::node_with(&server.url(), "node-b", &key, NodeOptions::default().claim_ttl(TTL)).await;
+    register_v1(other.kernel().clone()).await.unwrap();
+    other
+        .kernel()
+        .blocking(|k| k.checkpoint_service("counter").map(drop))
+        .await
+        .unwrap();
+
+    // A handles the next call on its copy, which it can no longer save: the effect is lost,
+    // and the answer says it did not take effect.
+    let fenced = attempt(&client, "call-2").await;
+    assert_eq!(
+        (fenced.code, &*fenced.message),
+        (code::UNAVAILABLE, "Not handled: the service moved to another node"),
+        "{fenced}"
+    );
+    assert_eq!(
+        faults.refused.load(Ordering::Relaxed),
+        0,
+        "refused by the server, not the test"
+    );
+}

@@ -64,13 +64,15 @@ impl NodeOptions {
     /// store write per request (see BENCHMARKS.md).
     ///
     /// If that save fails, the call was still handled: its effect is in the service's memory
-    /// (made durable by the next save that succeeds, lost if this node crashes first). A
-    /// successful reply is then answered with code
+    /// (made durable by the next save that succeeds, lost if this node crashes or loses the
+    /// service first). A successful reply is then answered with code
     /// [`calls::code::HANDLED_NOT_SAVED`](crate::calls::code::HANDLED_NOT_SAVED) (202) and the
     /// service's message and data, never as "not handled"; another reply is the service's own.
     /// That answer is recorded under the call id like any other, so a retry of the same call is
     /// answered again, not handled again. A caller must not send such a call again as a new
-    /// call: its effect would be applied twice.
+    /// call: its effect would be applied twice. A save refused because another node has taken
+    /// the service over (a fenced write) is the exception: that effect will never be saved,
+    /// and the call is answered 503 "Not handled: the service moved to another node".
     pub fn write_through(mut self, on: bool) -> Self {
         self.write_through = on;
         self

@@ -141,7 +141,11 @@ impl std::fmt::Display for RemoteCallError {
 
 impl std::error::Error for RemoteCallError {}
 
-/// Calls `event.to` on whichever node serves it, waiting at most `timeout` in all.
+/// Calls `event.to` on whichever node serves it, waiting at most `timeout` in all. A reply is
+/// returned as it is, never sent again (a reply of code [`code::HANDLED_NOT_SAVED`] included);
+/// only an attempt that got no reply is, with the same call id. An owner that stopped answering
+/// delays the call by at most about the claim's time to live, the next owner's take-over and
+/// [`MAX_ATTEMPT`] (see the [module](self) documentation).
 pub async fn call(client: &async_nats::Client, event: Event, timeout: Duration) -> Result<Reply, RemoteCallError> {
     let service = event.to.to_string();
     let started = Instant::now();

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use counter::{count, node_with, register_v1};
 use kernel_core::code;
 use kernel_core::seal::{Algorithm, Key};
+use kernel_nats::calls::code::HANDLED_NOT_SAVED;
 use kernel_nats::{NodeOptions, calls};
 
 const TTL: Duration = Duration::from_secs(2);
@@ -38,6 +39,12 @@ async fn paused_owning_node_process() {
     let _owned = node.take_over("counter", TTL, register_v1).await.unwrap();
     println!("\nMK-DRILL-READY"); // after the harness's "test ... " on the same line
     tokio::time::sleep(Duration::from_secs(3600)).await;
+}
+
+/// A reply saying the call was handled: a success, or (a write-through save that failed — the
+/// concurrent saves of issue 21 can) a success not yet saved.
+fn handled(reply: &kernel_core::Reply) -> bool {
+    reply.code == code::OK || reply.code == HANDLED_NOT_SAVED
 }
 
 fn options() -> NodeOptions {
@@ -125,7 +132,7 @@ async fn a_paused_owner_delays_a_call_at_most_a_claims_lifetime_and_one_attempt(
     for call in waiting {
         let (reply, waited) = call.await.unwrap();
         let reply = reply.unwrap_or_else(|e| panic!("a call failed: {e}"));
-        assert_eq!(reply.code, code::OK, "{reply}");
+        assert!(handled(&reply), "{reply}");
         counts.push(reply.data.parse().unwrap());
         waits.push(waited);
     }
@@ -146,7 +153,7 @@ async fn a_paused_owner_delays_a_call_at_most_a_claims_lifetime_and_one_attempt(
         let started = Instant::now();
         let reply = calls::call(&client, count(), Duration::from_secs(60)).await.unwrap();
         later.push(started.elapsed());
-        assert_eq!(reply.code, code::OK, "{reply}");
+        assert!(handled(&reply), "{reply}");
         counts.push(reply.data.parse().unwrap());
     }
     eprintln!("later calls waited {later:?}");
@@ -162,7 +169,7 @@ async fn a_paused_owner_delays_a_call_at_most_a_claims_lifetime_and_one_attempt(
     owner.signal("-CONT");
     for _ in 0..10 {
         let reply = calls::call(&client, count(), Duration::from_secs(10)).await.unwrap();
-        assert_eq!(reply.code, code::OK, "{reply}");
+        assert!(handled(&reply), "{reply}");
         counts.push(reply.data.parse().unwrap());
     }
     counts.sort_unstable();

@@ -117,6 +117,23 @@ fn special_files_and_oversized_files_are_refused_without_reading() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn the_size_limit_message_names_the_flag_that_raises_it() {
+    for verb in [
+        &["inspect", FIXTURE, "--max-bytes", "10"][..],
+        &["verify", FIXTURE, "--key-env", "K", "--max-bytes", "10"],
+    ] {
+        let (code, _, err) = run(verb, None);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains("over the limit of 10 bytes"), "{err}");
+        assert!(err.contains("--max-bytes"), "{err}");
+        assert!(
+            !err.contains("StoreOptions"),
+            "a library option the user cannot set: {err}"
+        );
+    }
+}
+
 /// A file whose service name holds a newline and a terminal escape cannot forge output lines.
 #[test]
 fn fields_read_from_the_file_are_printed_escaped() {

@@ -258,6 +258,40 @@ fn failed_or_panicking_start_of_the_new_version_restarts_the_old_one() {
 }
 
 #[test]
+fn state_migrated_is_sent_only_for_a_replacement_that_succeeded() {
+    let notices = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&notices);
+    let kernel = Kernel::builder()
+        .observer(move |notice| {
+            let line = match notice {
+                microkernel::Notice::StateMigrated { service, from, to, .. } => {
+                    format!("migrated {service} v{} -> v{}", from.version, to.version)
+                }
+                microkernel::Notice::Replaced { service } => format!("replaced {service}"),
+                _ => return,
+            };
+            sink.lock().unwrap().push(line);
+        })
+        .build()
+        .unwrap();
+    counting_to_five(&kernel);
+    for fail in [Fail::Start, Fail::StartPanic] {
+        let err = kernel.replace(Counter::<CounterV2>::failing(fail)).unwrap_err();
+        assert_eq!(err.step(), Step::StartNew, "{fail:?}");
+        assert!(err.old_restarted);
+        assert_old_serving(&kernel);
+        // v1 serves again with its state: nothing may say the state moved to v2.
+        assert_eq!(*notices.lock().unwrap(), Vec::<String>::new(), "{fail:?}");
+    }
+    kernel.replace(Counter::<CounterV2>::new()).unwrap();
+    assert_eq!(
+        *notices.lock().unwrap(),
+        ["migrated counter v1 -> v2", "replaced counter"],
+        "sent once the new version serves, before the replacement is reported done"
+    );
+}
+
+#[test]
 fn failed_stop_of_the_old_version_keeps_it_serving() {
     let kernel = Kernel::new();
     kernel.register(Counter::<CounterV1>::failing(Fail::Stop)).unwrap();

@@ -353,3 +353,88 @@ mod lock {
         assert!(matches!(err, SchemaLockError::Malformed { line: 2, .. }), "{err}");
     }
 }
+
+/// A recursive type the derive cannot see: it is reached through `#[schema(as = ..)]`, so the
+/// schema is finite while the decoder recurses once per level of the input.
+mod hidden_recursion {
+    use super::*;
+
+    #[derive(Debug, Serialize, Deserialize, PartialEq)]
+    pub enum Node {
+        Leaf,
+        Branch(Box<Node>),
+    }
+
+    impl Node {
+        pub fn deep(levels: usize) -> Self {
+            (0..levels).fold(Node::Leaf, |node, _| Node::Branch(Box::new(node)))
+        }
+    }
+
+    #[derive(Debug, Serialize, Deserialize, Migratable, PartialEq)]
+    #[migratable(version = 1)]
+    pub struct Forest {
+        #[schema(as = Vec<u8>)]
+        pub root: Node,
+    }
+
+    /// The tag of `Forest`, then `Branch` `levels` times and a `Leaf`.
+    pub fn hostile(levels: usize) -> Vec<u8> {
+        let mut bytes = StateTag::of::<Forest>().to_bytes().to_vec();
+        bytes.resize(bytes.len() + levels, 1);
+        bytes.push(0);
+        bytes
+    }
+
+    /// Hands out a body in segments of 4096 bytes, as a segmented envelope being opened does.
+    pub struct Segments(pub std::collections::VecDeque<Vec<u8>>);
+
+    impl state::SegmentSource for Segments {
+        fn next_segment(&mut self) -> Option<Vec<u8>> {
+            self.0.pop_front()
+        }
+        fn remaining(&self) -> Option<usize> {
+            Some(self.0.iter().map(Vec::len).sum())
+        }
+    }
+
+    impl Segments {
+        pub fn of(bytes: &[u8]) -> Self {
+            Self(bytes.chunks(4096).map(<[u8]>::to_vec).collect())
+        }
+    }
+}
+
+#[test]
+fn hostile_nesting_through_schema_as_is_a_typed_error_not_a_stack_overflow() {
+    use hidden_recursion::{Forest, Segments, hostile};
+    // A million levels: without a bound, the decoder overflows any thread's stack.
+    let bytes = hostile(1_000_000);
+    let too_deep = |error: StateError| match error {
+        StateError::TooDeep { ty, version, limit } => {
+            assert_eq!((ty, version, limit), ("Forest", 1, state::MAX_DECODE_DEPTH));
+            error.to_string()
+        }
+        other => panic!("expected TooDeep, got {other:?}"),
+    };
+    let message = too_deep(state::decode::<Forest>(&bytes).unwrap_err());
+    let expected = format!("nest deeper than {} levels", state::MAX_DECODE_DEPTH);
+    assert!(message.contains(&expected), "{message}");
+    // The segmented path (a large sealed state) is bounded the same way.
+    too_deep(state::decode_segments::<Forest>(&mut Segments::of(&bytes)).unwrap_err());
+    // Just over the limit is refused (a newtype variant nests one level below its enum).
+    too_deep(state::decode::<Forest>(&hostile(state::MAX_DECODE_DEPTH)).unwrap_err());
+}
+
+#[test]
+fn honest_nesting_under_the_depth_limit_still_decodes() {
+    use hidden_recursion::{Forest, Node, Segments};
+    // The struct is one level, the enum at each depth one more.
+    let forest = Forest {
+        root: Node::deep(state::MAX_DECODE_DEPTH - 2),
+    };
+    let encoded = state::encode(&forest).unwrap();
+    assert_eq!(state::decode::<Forest>(encoded.as_bytes()).unwrap(), forest);
+    let streamed = state::decode_segments::<Forest>(&mut Segments::of(encoded.as_bytes())).unwrap();
+    assert_eq!(streamed, forest);
+}

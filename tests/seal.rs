@@ -313,3 +313,25 @@ fn nonces_can_come_straight_from_the_os() {
     assert_ne!(nonce(&a), nonce(&b));
     assert_eq!(sealer.open("echo", &a).unwrap().as_bytes(), encoded().as_bytes());
 }
+
+#[test]
+fn an_empty_service_name_is_refused_as_empty_and_costs_no_seal() {
+    let sealer = Sealer::new(Keyring::new(1, Key::generate(Algorithm::Aes256Gcm).unwrap())).with_seal_limit(1);
+    let tag = echo_v1().tag();
+    let err = sealer.seal_at("", tag, 0, echo_v1().as_bytes()).unwrap_err();
+    assert!(matches!(err, SealError::EmptyServiceName), "{err:?}");
+    let message = err.to_string();
+    assert!(message.contains("empty"), "{message}");
+    assert!(!message.contains("longer than"), "{message}");
+    // The segmented path says the same.
+    let err = sealer
+        .seal_segmented("", tag, 0, echo_v1().as_bytes(), 4096)
+        .unwrap_err();
+    assert!(matches!(err, SealError::EmptyServiceName), "{err:?}");
+    // A name that is too long still says so.
+    let long = "x".repeat(256);
+    let err = sealer.seal_at(&long, tag, 0, echo_v1().as_bytes()).unwrap_err();
+    assert!(matches!(err, SealError::ServiceNameTooLong(_)), "{err:?}");
+    // None of the refused names was counted against the key's limit of one seal.
+    assert!(sealer.seal_at("echo", tag, 0, echo_v1().as_bytes()).is_ok());
+}

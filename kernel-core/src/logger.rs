@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use time::{OffsetDateTime, PrimitiveDateTime};
+
 use crate::messaging::message::{Event, Reply};
 use crate::runtime::context::{Context, Level};
 use crate::runtime::service::{BoxError, Handler, Service};
@@ -35,14 +37,16 @@ pub struct LogLine<'a> {
 
 impl fmt::Display for LogLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let since = self.at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-        let secs = since.as_secs();
-        let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-        let (h, m, s) = (secs % 86_400 / 3600, secs % 3600 / 60, secs % 60);
+        let at = utc(self.at);
+        let (year, month, day) = at.to_calendar_date();
         write!(
             f,
-            "[{year:04}-{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{:03}] [{}] [{}] {}",
-            since.subsec_millis(),
+            "[{year:04}-{:02}-{day:02} {:02}:{:02}:{:02}.{:03}] [{}] [{}] {}",
+            u8::from(month),
+            at.hour(),
+            at.minute(),
+            at.second(),
+            at.millisecond(),
             self.level.as_str(),
             self.service,
             self.message
@@ -50,18 +54,14 @@ impl fmt::Display for LogLine<'_> {
     }
 }
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (Howard Hinnant's method).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// `at` in UTC, from the `time` crate's calendar; a time before 1970 reads as 1970-01-01
+/// 00:00:00.000, one after the year 9999 as 9999-12-31 23:59:59.999.
+fn utc(at: SystemTime) -> OffsetDateTime {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    i128::try_from(since.as_nanos())
+        .ok()
+        .and_then(|nanos| OffsetDateTime::from_unix_timestamp_nanos(nanos).ok())
+        .unwrap_or(PrimitiveDateTime::MAX.assume_utc())
 }
 
 /// The logger service. Send it events whose `kind` is a level (`DEBUG`, `INFO`, `WARN`,
@@ -195,11 +195,42 @@ impl<W: Write + Send + 'static> Handler for Logger<W> {
 mod tests {
     use super::*;
 
+    fn line_at(millis: u64) -> String {
+        let line = LogLine {
+            at: UNIX_EPOCH + Duration::from_millis(millis),
+            level: Level::Warn,
+            service: "svc",
+            message: "m",
+        };
+        line.to_string()
+    }
+
     #[test]
     fn dates_across_leap_years_and_epoch() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(20_202), (2025, 4, 24));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(line_at(0), "[1970-01-01 00:00:00.000] [WARN] [svc] m");
+        assert_eq!(line_at(11_016 * 86_400_000), "[2000-02-29 00:00:00.000] [WARN] [svc] m");
+        assert_eq!(
+            line_at(20_202 * 86_400_000 + 86_399_999),
+            "[2025-04-24 23:59:59.999] [WARN] [svc] m"
+        );
+        assert_eq!(line_at(951_868_800_000 - 1), "[2000-02-29 23:59:59.999] [WARN] [svc] m");
+        // Past what nanoseconds in an i64 hold (2262).
+        assert_eq!(line_at(253_402_300_799_000), "[9999-12-31 23:59:59.000] [WARN] [svc] m");
+    }
+
+    #[test]
+    fn times_outside_the_calendar_are_clamped() {
+        let before = LogLine {
+            at: UNIX_EPOCH - Duration::from_secs(86_400),
+            level: Level::Info,
+            service: "svc",
+            message: "m",
+        };
+        assert_eq!(before.to_string(), "[1970-01-01 00:00:00.000] [INFO] [svc] m");
+        let after = LogLine {
+            at: UNIX_EPOCH + Duration::from_secs(300_000_000_000),
+            ..before
+        };
+        assert_eq!(after.to_string(), "[9999-12-31 23:59:59.999] [INFO] [svc] m");
     }
 }

@@ -8,6 +8,8 @@
 //!
 //! Each macro is split into attribute parsing (`attr`) and code generation.
 
+#![forbid(unsafe_code)]
+
 extern crate proc_macro;
 
 mod attr;

@@ -9,15 +9,38 @@
 //! Retries, all with the same call id and all within the caller's deadline:
 //! - "no responders" (nobody serves the subject right now: a service between two nodes) is
 //!   retried with a doubling backoff (5 ms up to 500 ms);
-//! - an attempt that got no reply within its own timeout (100 ms, doubling, at most what is left
-//!   of the deadline) is sent again. This is not a blind retry: the call id makes it
-//!   idempotent — a call the service already handled is answered from the record, one still
-//!   being handled is answered when it ends. It is what recovers a request lost in flight (a
-//!   subscription ending as a node hands a service over).
+//! - an attempt that got no reply within its own timeout (100 ms, doubling, but never more
+//!   than [`MAX_ATTEMPT`] nor what is left of the deadline) is sent again. This is not a blind
+//!   retry: the call id makes it idempotent — a call the service already handled is answered
+//!   from the record, one still being handled is answered when it ends. It is what recovers a
+//!   request lost in flight (a subscription ending as a node hands a service over) and one
+//!   routed to an owner that stopped answering.
+//!
+//! A retry after a timeout goes to `mk.retry.<service>`, which every node serving the service
+//! under a claim ([`Node::take_over`](crate::Node::take_over)) subscribes to outside the queue
+//! group: it reaches every such node, and only the one whose claim is valid answers (the others
+//! drop it). NATS routes a queue group's requests at random among its members, and an owner
+//! that was paused (SIGSTOP, a long GC-like stall) or cut off stays a member until the server
+//! notices (minutes, by its pings): a retry sent to the queue group again could be routed to it
+//! again, each time for a whole attempt. If nobody listens on `mk.retry.<service>` (services
+//! served by [`serve`], without claims), the retry goes to the queue group.
+//!
+//! **How long a call waits for a paused or cut-off owner.** Its claim is no longer refreshed
+//! and expires at most the claim's time to live ([`NodeOptions::claim_ttl`]) after the owner
+//! stopped; a node waiting in `take_over` then claims the service, restores it, makes its
+//! fencing write and serves it. From then on, the call's next attempt — at most
+//! [`MAX_ATTEMPT`] later — reaches the new owner. So a call waits at most about
+//! `claim_ttl + take-over + MAX_ATTEMPT` (1 s), provided its deadline is longer; new calls
+//! meanwhile lose at most their first attempt (100 ms) to the stalled node.
+//!
+//! The answers a serving node gives besides its service's own are listed in [`code`]; a reply
+//! of code [`code::HANDLED_NOT_SAVED`] says the call was handled: do not send it again.
 //!
 //! Past the deadline the call fails with [`RemoteCallError::Timeout`] (it may have been handled)
 //! or [`RemoteCallError::NoResponders`] (nobody took it). Call cycles across nodes are bounded
 //! by the deadline: a cycle ends in a timeout.
+//!
+//! [`NodeOptions::claim_ttl`]: crate::NodeOptions::claim_ttl
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,11 +53,45 @@ use crate::answers::{Answers, now_ms};
 use crate::serve::{ServeMode, Server};
 
 pub use crate::wire::subject;
-use crate::wire::{CALL_ID, DEADLINE, SHAPE, event_shape, reply_shape};
+use crate::wire::{CALL_ID, DEADLINE, SHAPE, event_shape, reply_shape, retry_subject};
 
-/// The first attempt's timeout; each further attempt waits twice as long. It bounds the pause
-/// of a call whose request was lost as a subscription ended (see [`crate::Owned::hand_over`]).
+/// The first attempt's timeout; each further attempt waits twice as long, up to
+/// [`MAX_ATTEMPT`]. It bounds the pause of a call whose request was lost as a subscription
+/// ended (see [`crate::Owned::hand_over`]).
 const FIRST_ATTEMPT: Duration = Duration::from_millis(100);
+
+/// The longest one attempt of a call waits for its reply before the call is sent again (with
+/// the same call id). It bounds how long a call stays with an owner that stopped answering once
+/// another node serves the service (see the [module](self) documentation): a call waits at most
+/// about the claim's time to live, plus the next owner's take-over, plus this.
+///
+/// A handler that runs longer than this is not a problem: each retry of a call still being
+/// handled waits, on the serving node, for the first attempt's answer.
+pub const MAX_ATTEMPT: Duration = Duration::from_secs(1);
+
+/// The reply codes a serving node gives besides its service's own replies and those of
+/// [`kernel_core::code`] (which it also uses: 415 for a request of another shape or a call id
+/// too long, 404 for a request on another service's subject, 503 when its record of answers is
+/// full, and 503 "Not handled: the service moved to another node" when a write-through save
+/// was fenced off by the service's next owner, so that the call's effect on this node's copy
+/// will never be saved — none of these took effect, and sending the call again is safe).
+pub mod code {
+    /// The call was handled — the service answered with success, and the reply carries the
+    /// service's message and data — but the write-through save after it
+    /// ([`NodeOptions::write_through`](crate::NodeOptions::write_through)) failed: the call's
+    /// effect is in the service's memory on the serving node, not yet in the store. The next
+    /// save of the service that succeeds (the next call's, a checkpoint, a handover) makes it
+    /// durable; a crash of that node before then, or its loss of the service to another node,
+    /// loses it.
+    ///
+    /// **Do not send the call again** as a new call: its effect would be applied twice (a
+    /// save that failed because another node took the service over is not answered with this
+    /// code, but with 503: that effect will never be saved). The
+    /// answer is recorded under the call id like any other, so a retry of the same call (as
+    /// [`call`](super::call) makes) gets this same reply and is not handled again. A 2xx code:
+    /// the call succeeded, its durability is what is not confirmed.
+    pub const HANDLED_NOT_SAVED: u16 = 202;
+}
 
 /// A call to another node failed.
 #[derive(Debug)]
@@ -84,7 +141,11 @@ impl std::fmt::Display for RemoteCallError {
 
 impl std::error::Error for RemoteCallError {}
 
-/// Calls `event.to` on whichever node serves it, waiting at most `timeout` in all.
+/// Calls `event.to` on whichever node serves it, waiting at most `timeout` in all. A reply is
+/// returned as it is, never sent again (a reply of code [`code::HANDLED_NOT_SAVED`] included);
+/// only an attempt that got no reply is, with the same call id. An owner that stopped answering
+/// delays the call by at most about the claim's time to live, the next owner's take-over and
+/// [`MAX_ATTEMPT`] (see the [module](self) documentation).
 pub async fn call(client: &async_nats::Client, event: Event, timeout: Duration) -> Result<Reply, RemoteCallError> {
     let service = event.to.to_string();
     let started = Instant::now();
@@ -95,43 +156,60 @@ pub async fn call(client: &async_nats::Client, event: Event, timeout: Duration) 
         source: e.into(),
     })?);
     let to = async_nats::Subject::from(subject(&service));
+    let retry_to = async_nats::Subject::from(retry_subject(&service));
     let mut backoff = Duration::from_millis(5);
     let mut attempt = FIRST_ATTEMPT;
     let mut sent = false; // whether some attempt reached a server that took it
     loop {
+        // After an attempt timed out, to the nodes serving under a claim first (every one of
+        // them: only the valid owner answers), so that a stalled member of the queue group
+        // cannot be chosen again; to the queue group if none listens.
+        let subjects: &[&async_nats::Subject] = if sent { &[&retry_to, &to] } else { &[&to] };
+        let mut timed_out = false;
+        for subject in subjects {
+            let left = timeout.saturating_sub(started.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert(SHAPE, event_shape());
+            headers.insert(DEADLINE, (now_ms() + left.as_millis() as u64).to_string().as_str());
+            headers.insert(CALL_ID, call_id.as_str());
+            let request = async_nats::Request::new()
+                .headers(headers)
+                .payload(payload.clone())
+                .timeout(Some(attempt.min(left)));
+            match client.send_request((*subject).clone(), request).await {
+                Ok(message) => return decode_reply(&service, &message),
+                Err(e) if e.kind() == RequestErrorKind::NoResponders => continue,
+                Err(e) if e.kind() == RequestErrorKind::TimedOut => {
+                    timed_out = true;
+                    break;
+                }
+                Err(e) => {
+                    return Err(RemoteCallError::Backend {
+                        service,
+                        source: e.into(),
+                    });
+                }
+            }
+        }
         let left = timeout.saturating_sub(started.elapsed());
         if left.is_zero() {
-            return Err(if sent {
+            return Err(if sent || timed_out {
                 RemoteCallError::Timeout { service }
             } else {
                 RemoteCallError::NoResponders { service }
             });
         }
-        let mut headers = HeaderMap::new();
-        headers.insert(SHAPE, event_shape());
-        headers.insert(DEADLINE, (now_ms() + left.as_millis() as u64).to_string().as_str());
-        headers.insert(CALL_ID, call_id.as_str());
-        let request = async_nats::Request::new()
-            .headers(headers)
-            .payload(payload.clone())
-            .timeout(Some(attempt.min(left)));
-        match client.send_request(to.clone(), request).await {
-            Ok(message) => return decode_reply(&service, &message),
-            Err(e) if e.kind() == RequestErrorKind::NoResponders => {
-                tokio::time::sleep(backoff.min(timeout.saturating_sub(started.elapsed()))).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
-            }
-            Err(e) if e.kind() == RequestErrorKind::TimedOut => {
-                // Sent again with the same call id: answered once, whoever serves it now.
-                sent = true;
-                attempt *= 2;
-            }
-            Err(e) => {
-                return Err(RemoteCallError::Backend {
-                    service,
-                    source: e.into(),
-                });
-            }
+        if timed_out {
+            // Sent again with the same call id: answered once, whoever serves it now.
+            sent = true;
+            attempt = (attempt * 2).min(MAX_ATTEMPT);
+        } else {
+            // Nobody serves it right now (a service between two nodes).
+            tokio::time::sleep(backoff.min(left)).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
         }
     }
 }

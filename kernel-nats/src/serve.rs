@@ -11,15 +11,20 @@ use std::time::Duration;
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::StreamExt;
-use kernel_core::{Event, Kernel, Reply, code};
+use kernel_core::store::StoreError;
+use kernel_core::{Event, Kernel, LifecycleError, Reply, code};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::answers::{Answers, MAX_CALL_ID, Seen, now_ms};
+use crate::calls::code::HANDLED_NOT_SAVED;
 use crate::ownership::Claim;
-use crate::wire::{CALL_ID, DEADLINE, SHAPE, event_shape, reply_shape, subject};
+use crate::wire::{CALL_ID, DEADLINE, SHAPE, event_shape, reply_shape, retry_subject, subject};
 
 /// The queue group every serving node joins: NATS hands each request to one member.
 const QUEUE: &str = "mk";
+
+/// The message of the 503 answering a call whose write-through save was fenced off.
+const FENCED_OFF: &str = "Not handled: the service moved to another node";
 
 /// When a request carries no deadline (a caller that is not ours).
 const DEFAULT_DEADLINE: Duration = Duration::from_secs(30);
@@ -55,6 +60,11 @@ impl Server {
         claim: Option<Arc<Claim>>,
     ) -> Result<Self, async_nats::SubscribeError> {
         let subscription = client.queue_subscribe(subject(service), QUEUE.to_owned()).await?;
+        // Retries reach every node serving under a claim; only the valid owner answers them.
+        let retries = match claim {
+            Some(_) => Some(client.subscribe(retry_subject(service)).await?),
+            None => None,
+        };
         let (stop, stopped) = oneshot::channel();
         let (in_flight, all_done) = mpsc::channel(1);
         let receiving = tokio::spawn(receive(
@@ -68,6 +78,7 @@ impl Server {
                 _in_flight: in_flight.clone(),
             },
             subscription,
+            retries,
             stopped,
         ));
         Ok(Self {
@@ -127,24 +138,51 @@ struct Answering {
     _in_flight: mpsc::Sender<()>,
 }
 
-/// Takes requests until told to stop, then drains the subscription: the messages the client
-/// already holds are answered too.
-async fn receive(answering: Answering, mut subscription: async_nats::Subscriber, mut stopped: oneshot::Receiver<()>) {
+/// Takes requests (calls, and retries when serving under a claim) until told to stop, then
+/// drains the subscriptions: the messages the client already holds are answered too.
+async fn receive(
+    answering: Answering,
+    mut calls: async_nats::Subscriber,
+    mut retries: Option<async_nats::Subscriber>,
+    mut stopped: oneshot::Receiver<()>,
+) {
     loop {
         tokio::select! {
             biased;
             _ = &mut stopped => break,
-            message = subscription.next() => match message {
+            message = calls.next() => match message {
                 Some(message) => answer_soon(&answering, message).await,
                 None => return,
             },
+            message = next_retry(&mut retries) => match message {
+                Some(message) => answer_soon(&answering, message).await,
+                None => retries = None, // ended (the connection closed): calls end too
+            },
         }
     }
-    if let Err(error) = subscription.drain().await {
+    if let Err(error) = calls.drain().await {
         tracing::warn!(service = answering.service, %error, "draining a subscription failed");
     }
-    while let Some(message) = subscription.next().await {
+    if let Some(retries) = retries.as_mut()
+        && let Err(error) = retries.drain().await
+    {
+        tracing::warn!(service = answering.service, %error, "draining a subscription failed");
+    }
+    while let Some(message) = calls.next().await {
         answer_soon(&answering, message).await;
+    }
+    if let Some(mut retries) = retries {
+        while let Some(message) = retries.next().await {
+            answer_soon(&answering, message).await;
+        }
+    }
+}
+
+/// The next retry, or never when there is no subscription to retries.
+async fn next_retry(retries: &mut Option<async_nats::Subscriber>) -> Option<async_nats::Message> {
+    match retries {
+        Some(retries) => retries.next().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -168,7 +206,10 @@ fn header<'m>(message: &'m async_nats::Message, name: &str) -> Option<&'m str> {
 async fn answer(answering: &Answering, message: async_nats::Message) {
     let Some(reply_to) = message.reply.clone() else { return };
     if answering.claim.as_ref().is_some_and(|claim| !claim.is_valid()) {
-        return; // no longer ours: the caller sends it again, and the next owner answers
+        // No longer ours (a claim that expired while this node was paused or cut off): not
+        // handled, not answered. The caller sends it again after its attempt's timeout (at most
+        // `calls::MAX_ATTEMPT`), to every node serving under a claim, and the next owner answers.
+        return;
     }
     let deadline_ms = header(&message, DEADLINE)
         .and_then(|d| d.parse::<u64>().ok())
@@ -241,11 +282,43 @@ async fn handle(answering: &Answering, payload: &[u8]) -> Reply {
     if answering.mode.write_through {
         let (kernel, name) = (answering.kernel.clone(), answering.service.clone());
         if let Err(error) = kernel.blocking(move |k| k.checkpoint_service(&name)).await {
-            tracing::error!(service = answering.service, %error, "write-through save failed");
-            return Reply::new(code::UNAVAILABLE, "Handled but not saved", error.to_string());
+            if let LifecycleError::Save {
+                source: StoreError::Conflict { .. },
+                ..
+            } = error
+            {
+                // Fenced off: another node took the service over and wrote its state. This
+                // node's copy, and the call's effect on it, will never be saved: the call did
+                // not take effect in the system, and sending it again is safe.
+                tracing::error!(
+                    service = answering.service,
+                    %error,
+                    "write-through save fenced off: the call's effect is lost"
+                );
+                return Reply::new(code::UNAVAILABLE, FENCED_OFF, error.to_string());
+            }
+            tracing::error!(
+                service = answering.service,
+                %error,
+                reply_code = reply.code,
+                "write-through save failed after the call was handled: answered as handled, not saved"
+            );
+            return not_saved(reply);
         }
     }
     reply
+}
+
+/// The answer to a call that was handled but whose write-through save failed: the call took
+/// effect (in the service's memory), so it must not read as "not handled" — a caller that
+/// retried it as a new call would apply it twice. A success keeps the service's message and
+/// data under [`HANDLED_NOT_SAVED`]; any other reply is the service's own, as it is without
+/// write-through. Like every answer, it is recorded under the call id: a retry gets it again.
+fn not_saved(reply: Reply) -> Reply {
+    if reply.code != code::OK {
+        return reply;
+    }
+    Reply::new(HANDLED_NOT_SAVED, reply.message, reply.data)
 }
 
 async fn publish(answering: &Answering, reply_to: async_nats::Subject, reply: &Reply) {

@@ -9,6 +9,13 @@ pub fn subject(service: &str) -> String {
     format!("mk.call.{service}")
 }
 
+/// The subject a call is sent to again after an attempt timed out: every node serving the
+/// service under a claim subscribes to it outside the queue group, and only the valid owner
+/// answers.
+pub(crate) fn retry_subject(service: &str) -> String {
+    format!("mk.retry.{service}")
+}
+
 /// The schema fingerprint of the message's type (hex): a node refuses a message of another shape.
 pub(crate) const SHAPE: &str = "Mk-Shape";
 /// The caller's deadline, Unix milliseconds.

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 
 use microkernel::seal::envelope::{Header, describe};
 use microkernel::seal::{Key, Keyring, Sealer};
-use microkernel::store::{DEFAULT_MAX_STATE_BYTES, read_state_file};
+use microkernel::store::{DEFAULT_MAX_STATE_BYTES, StoreError, read_state_file};
 
 const USAGE: &str = "\
 usage: microkernel-state inspect FILE [--max-bytes N]
@@ -118,7 +118,14 @@ fn parse(args: Vec<OsString>) -> Result<Command, String> {
 }
 
 fn read(file: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    read_state_file(file, limit).map_err(|e| e.to_string())
+    read_state_file(file, limit).map_err(|e| match e {
+        // The library's message names the store's option; here the limit is the flag's.
+        StoreError::TooLarge { size, limit, .. } => format!(
+            "`{}` is {size} bytes, over the limit of {limit} bytes (raise it with --max-bytes N)",
+            file.display()
+        ),
+        other => other.to_string(),
+    })
 }
 
 fn inspect(file: &Path, limit: u64) -> Result<String, String> {

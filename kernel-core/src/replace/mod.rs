@@ -227,12 +227,6 @@ pub(crate) fn cross<S: Service>(
         .map_err(|e| ReplaceError::new(service, Step::Import, ReplaceCause::Service(e)))?;
     let new_deps = check_new_dependencies(shared, service, new.dependencies(), was_running)?;
     let to = StateTag::of::<S::State>();
-    shared.notify(&Notice::StateMigrated {
-        service,
-        from,
-        to,
-        sealed,
-    });
     Ok(Crossed {
         from,
         to,
@@ -242,10 +236,20 @@ pub(crate) fn cross<S: Service>(
     })
 }
 
-/// After the swap: the log line, supervision handed over or ended, the notice.
+/// After the swap: the log line, supervision handed over or ended, the notices.
+///
+/// `Notice::StateMigrated` is sent here, once the new version serves, and never for a
+/// replacement that failed (a new version that did not start, an old one that did not stop):
+/// the old version then keeps or gets back its state, and no notice says otherwise.
 pub(crate) fn finished(shared: &Shared, service: &str, crossed: &Crossed) -> Replaced {
     let (from, to, sealed) = (crossed.from, crossed.to, crossed.sealed);
     tracing::info!(service, from = from.version, to = to.version, sealed, "replaced");
+    shared.notify(&Notice::StateMigrated {
+        service,
+        from,
+        to,
+        sealed,
+    });
     match shared.restarts.replaced(service) {
         (true, _) => shared.restarts.started(service),
         (false, true) => shared.notify(&Notice::SupervisionEnded { service }),

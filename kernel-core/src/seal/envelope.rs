@@ -185,10 +185,7 @@ impl<'a> Header<'a> {
 
     /// Appends the header to `out`, in the format version it names (2 for a state sealed whole, 3 for a segmented one).
     pub fn write(&self, out: &mut Vec<u8>) -> Result<(), SealError> {
-        let name_len = u8::try_from(self.service.len())
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| SealError::ServiceNameTooLong(self.service.to_owned()))?;
+        let name_len = check_service_name(self.service)?;
         out.extend_from_slice(&MAGIC);
         out.push(self.format);
         out.push(self.algorithm.id());
@@ -207,6 +204,14 @@ impl<'a> Header<'a> {
         out.extend_from_slice(self.nonce);
         Ok(())
     }
+}
+
+/// Checks that `service` can be named in an envelope (1 to [`MAX_NAME_LEN`] bytes); its length.
+pub(crate) fn check_service_name(service: &str) -> Result<u8, SealError> {
+    if service.is_empty() {
+        return Err(SealError::EmptyServiceName);
+    }
+    u8::try_from(service.len()).map_err(|_| SealError::ServiceNameTooLong(service.to_owned()))
 }
 
 /// Bytes before the service name in format version `format`.

@@ -152,6 +152,9 @@ pub enum SealError {
     /// The service name is longer than 255 bytes.
     #[error("service name `{0}` is longer than 255 bytes")]
     ServiceNameTooLong(String),
+    /// The service name is empty: an envelope names its service with 1 to 255 bytes.
+    #[error("the service name is empty; a sealed state names its service (1 to 255 bytes)")]
+    EmptyServiceName,
     /// The OS random number generator failed when a forked process reseeded its nonce
     /// generator; nothing was sealed.
     #[error("the OS random number generator failed while reseeding the nonce generator: {0}")]

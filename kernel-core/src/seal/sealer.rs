@@ -140,6 +140,8 @@ impl Sealer {
     /// Starts an envelope for `service`: draws the nonce, writes the header (with a state tag to
     /// be set) and leaves the buffer ready for the plaintext to be written in place.
     pub(crate) fn begin(&self, service: &str, generation: u64, capacity: usize) -> Result<SealBuffer, SealError> {
+        // Before the seal is counted against the key: a name refused costs no seal.
+        super::envelope::check_service_name(service)?;
         let keyring = self.shared.keyring.read().unwrap_or_else(PoisonError::into_inner);
         let (key_id, key) = keyring.primary_entry();
         let algorithm = key.cipher.algorithm();

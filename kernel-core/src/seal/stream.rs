@@ -9,7 +9,9 @@
 //!   across envelopes and the sealing key's nonce budget is spent once per envelope;
 //! - segment `i` is sealed with the nonce `prefix ‖ i (u32, big endian) ‖ last`, where `prefix`
 //!   is random (7 bytes, 19 for XChaCha20-Poly1305) and `last` is 1 for the final segment and 0
-//!   otherwise, and with the whole header as associated data.
+//!   otherwise, and with the whole header as associated data. That nonce is RustCrypto's
+//!   [`aead_stream::StreamBE32`], which builds it here: this module cuts the body into segments,
+//!   positions each and checks lengths, and leaves the nonces and the AEAD calls to that crate.
 //!
 //! So a segment cannot be moved, dropped, repeated or taken from another envelope, and cutting
 //! the envelope at a segment boundary is caught: the new last segment was sealed as not last.
@@ -17,11 +19,16 @@
 
 use std::sync::mpsc::Receiver;
 
+use aead_stream::aead::array::ArraySize;
+use aead_stream::aead::array::typenum::{U5, Unsigned as _};
+use aead_stream::aead::{self, AeadCore, AeadInOut, Buffer, KeyInit};
+use aead_stream::{NewStream, StreamBE32, StreamPrimitive};
+use aes_gcm::{Aes128Gcm, Aes256Gcm};
+use chacha20poly1305::{ChaCha20Poly1305, XChaCha20Poly1305};
 use hkdf::Hkdf;
 use sha2::Sha256;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::cipher::Cipher;
 use super::envelope::{SALT_LEN, TAG_LEN};
 use super::{Algorithm, Key, SealError};
 use crate::state::{HEADER_LEN, StateTag};
@@ -85,27 +92,116 @@ const _: fn() = || {
     zeroized_on_drop::<Sha256>();
 };
 
-/// The envelope's own cipher, derived from the sealing key and the header's salt.
-fn derive(key: &Key, salt: &[u8]) -> Result<Cipher, SealError> {
-    let algorithm = key.algorithm();
-    let mut okm = Zeroizing::new(vec![0u8; algorithm.key_len()]);
-    // `extract` rather than `new`, which drops the PRK unwiped: this copy is wiped here.
-    let (mut prk, hkdf) = Hkdf::<Sha256>::extract(Some(salt), key.secret());
-    prk.as_mut_slice().zeroize();
-    hkdf.expand(KDF_INFO, &mut okm)
-        .map_err(|_| SealError::Seal(okm.len()))?;
-    let derived = Key::from_bytes(algorithm, &okm).map_err(|_| SealError::Seal(okm.len()))?;
-    Ok(Cipher::new(&derived))
+/// The STREAM of one envelope: the AEAD keyed with the envelope's own key, and the nonce prefix.
+/// The AEADs zeroize their key schedules on drop (their `zeroize` feature); the prefix is public.
+enum Stream {
+    Aes128(Box<StreamBE32<Aes128Gcm>>),
+    Aes256(Box<StreamBE32<Aes256Gcm>>),
+    ChaCha(Box<StreamBE32<ChaCha20Poly1305>>),
+    XChaCha(Box<StreamBE32<XChaCha20Poly1305>>),
+}
+
+/// The STREAM of AEAD `A` keyed with `secret`, its nonces starting with `prefix`.
+fn stream_of<A>(secret: &[u8], prefix: &[u8]) -> Result<Box<StreamBE32<A>>, SealError>
+where
+    A: AeadInOut + KeyInit,
+    A::NonceSize: std::ops::Sub<U5>,
+    <<A as AeadCore>::NonceSize as std::ops::Sub<U5>>::Output: ArraySize,
+{
+    let aead = A::new_from_slice(secret).map_err(|_| SealError::Seal(secret.len()))?;
+    let prefix = aead_stream::Nonce::<A, StreamBE32<A>>::try_from(prefix).map_err(|_| {
+        SealError::BadSegments(format!(
+            "a nonce prefix of {} bytes, not {}",
+            prefix.len(),
+            <A as AeadCore>::NonceSize::USIZE - 5
+        ))
+    })?;
+    Ok(Box::new(StreamBE32::from_aead(aead, &prefix)))
+}
+
+impl Stream {
+    /// The envelope's own STREAM: its key derived from the sealing key and the header's salt,
+    /// its nonces starting with `prefix`.
+    fn derive(key: &Key, salt: &[u8], prefix: &[u8]) -> Result<Self, SealError> {
+        let algorithm = key.algorithm();
+        let mut okm = Zeroizing::new(vec![0u8; algorithm.key_len()]);
+        // `extract` rather than `new`, which drops the PRK unwiped: this copy is wiped here.
+        let (mut prk, hkdf) = Hkdf::<Sha256>::extract(Some(salt), key.secret());
+        prk.as_mut_slice().zeroize();
+        hkdf.expand(KDF_INFO, &mut okm)
+            .map_err(|_| SealError::Seal(okm.len()))?;
+        Ok(match algorithm {
+            Algorithm::Aes128Gcm => Stream::Aes128(stream_of(&okm, prefix)?),
+            Algorithm::Aes256Gcm => Stream::Aes256(stream_of(&okm, prefix)?),
+            Algorithm::ChaCha20Poly1305 => Stream::ChaCha(stream_of(&okm, prefix)?),
+            Algorithm::XChaCha20Poly1305 => Stream::XChaCha(stream_of(&okm, prefix)?),
+        })
+    }
+
+    /// Seals the message in `buffer` in place as segment `position` and appends its tag.
+    fn seal(&self, position: u32, last: bool, aad: &[u8], buffer: &mut dyn Buffer) -> aead::Result<()> {
+        match self {
+            Stream::Aes128(s) => s.encrypt_in_place(position, last, aad, buffer),
+            Stream::Aes256(s) => s.encrypt_in_place(position, last, aad, buffer),
+            Stream::ChaCha(s) => s.encrypt_in_place(position, last, aad, buffer),
+            Stream::XChaCha(s) => s.encrypt_in_place(position, last, aad, buffer),
+        }
+    }
+
+    /// Opens segment `position` (ciphertext, then tag) in `buffer` in place if its tag
+    /// authenticates it, and cuts the tag off.
+    fn open(&self, position: u32, last: bool, aad: &[u8], buffer: &mut dyn Buffer) -> aead::Result<()> {
+        match self {
+            Stream::Aes128(s) => s.decrypt_in_place(position, last, aad, buffer),
+            Stream::Aes256(s) => s.decrypt_in_place(position, last, aad, buffer),
+            Stream::ChaCha(s) => s.decrypt_in_place(position, last, aad, buffer),
+            Stream::XChaCha(s) => s.decrypt_in_place(position, last, aad, buffer),
+        }
+    }
+}
+
+/// A segment where it lies: its first `len` bytes are the message, and the tag is written (or
+/// read) right after them, within the slice, so sealing and opening move nothing.
+struct InPlace<'a> {
+    bytes: &'a mut [u8],
+    len: usize,
+}
+
+impl AsRef<[u8]> for InPlace<'_> {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+impl AsMut<[u8]> for InPlace<'_> {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes[..self.len]
+    }
+}
+
+impl Buffer for InPlace<'_> {
+    fn extend_from_slice(&mut self, other: &[u8]) -> aead::Result<()> {
+        let end = self
+            .len
+            .checked_add(other.len())
+            .filter(|&end| end <= self.bytes.len())
+            .ok_or(aead::Error)?;
+        self.bytes[self.len..end].copy_from_slice(other);
+        self.len = end;
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
 }
 
 /// Seals or opens the segments of one envelope, in order.
 pub(crate) struct SegmentCipher {
-    cipher: Cipher,
+    stream: Stream,
     key_id: u32,
     /// The whole header: every segment's associated data.
     header: Vec<u8>,
-    prefix: [u8; 24],
-    prefix_len: usize,
     next: u64,
 }
 
@@ -113,13 +209,9 @@ impl SegmentCipher {
     /// The cipher of the envelope whose header (all of it, written or parsed) is `header`, its
     /// key derived from `key` and the header's `salt`, its nonces starting with `prefix`.
     pub(crate) fn new(key: &Key, key_id: u32, header: Vec<u8>, salt: &[u8], prefix: &[u8]) -> Result<Self, SealError> {
-        let mut nonce_prefix = [0u8; 24];
-        nonce_prefix[..prefix.len()].copy_from_slice(prefix); // at most 19 bytes
         Ok(Self {
-            cipher: derive(key, salt)?,
+            stream: Stream::derive(key, salt, prefix)?,
             key_id,
-            prefix_len: prefix.len(),
-            prefix: nonce_prefix,
             header,
             next: 0,
         })
@@ -130,60 +222,48 @@ impl SegmentCipher {
         self.next
     }
 
-    fn nonce(&self, last: bool) -> Result<([u8; 24], usize), SealError> {
-        self.nonce_at(self.next, last)
-    }
-
-    /// The nonce of segment `index`.
-    fn nonce_at(&self, index: u64, last: bool) -> Result<([u8; 24], usize), SealError> {
-        let index = u32::try_from(index).map_err(|_| SealError::BadSegments("more than 2^32 segments".into()))?;
-        let mut nonce = self.prefix;
-        let p = self.prefix_len;
-        nonce[p..p + 4].copy_from_slice(&index.to_be_bytes());
-        nonce[p + 4] = u8::from(last);
-        Ok((nonce, p + 5))
+    /// Segment `index`'s position in the STREAM: its 32-bit counter.
+    fn position(index: u64) -> Result<u32, SealError> {
+        u32::try_from(index).map_err(|_| SealError::BadSegments("more than 2^32 segments".into()))
     }
 
     /// Seals segment `index` held in `segment` (its plaintext, then room for the tag) in place.
-    fn seal_segment(&self, index: usize, last: bool, segment: &mut [u8]) -> Result<(), SealError> {
+    fn seal_segment(&self, index: u64, last: bool, segment: &mut [u8]) -> Result<(), SealError> {
         let len = segment.len() - TAG_LEN;
-        let (nonce, n) = self.nonce_at(index as u64, last)?;
-        let (body, tag_room) = segment.split_at_mut(len);
-        let tag = self
-            .cipher
-            .seal(&nonce[..n], &self.header, body)
-            .map_err(|_| SealError::Seal(len))?;
-        tag_room.copy_from_slice(&tag);
-        Ok(())
+        let position = Self::position(index)?;
+        let mut buffer = InPlace { bytes: segment, len };
+        self.stream
+            .seal(position, last, &self.header, &mut buffer)
+            .map_err(|_| SealError::Seal(len))
     }
 
     /// Seals the next segment: encrypts `segment` in place and appends its tag.
     pub(crate) fn seal(&mut self, segment: &mut Vec<u8>, last: bool) -> Result<(), SealError> {
-        let (nonce, len) = self.nonce(last)?;
-        let tag = self
-            .cipher
-            .seal(&nonce[..len], &self.header, segment)
-            .map_err(|_| SealError::Seal(segment.len()))?;
-        segment.extend_from_slice(&tag);
+        segment.resize(segment.len() + TAG_LEN, 0);
+        self.seal_segment(self.next, last, segment)?;
         self.next += 1;
         Ok(())
     }
 
     /// Opens the next segment (ciphertext and tag) in place; returns its plaintext's length.
     pub(crate) fn open(&mut self, segment: &mut [u8], last: bool) -> Result<usize, SealError> {
-        let (nonce, len) = self.nonce(last)?;
+        let position = Self::position(self.next)?;
         let failed = SealError::SegmentAuthentication {
             key_id: self.key_id,
             segment: self.next,
         };
-        let plain = segment
-            .len()
-            .checked_sub(TAG_LEN)
-            .ok_or_else(|| SealError::BadSegments(format!("segment {} is shorter than a tag", self.next)))?;
-        let (body, tag) = segment.split_at_mut(plain);
-        self.cipher
-            .open(&nonce[..len], &self.header, body, tag)
+        if segment.len() < TAG_LEN {
+            return Err(SealError::BadSegments(format!(
+                "segment {} is shorter than a tag",
+                self.next
+            )));
+        }
+        let len = segment.len();
+        let mut buffer = InPlace { bytes: segment, len };
+        self.stream
+            .open(position, last, &self.header, &mut buffer)
             .map_err(|_| failed)?;
+        let plain = buffer.len;
         self.next += 1;
         Ok(plain)
     }
@@ -207,7 +287,7 @@ pub(crate) fn seal_in_place(
         let at = header.len() + i * (size + TAG_LEN);
         let len = from.len();
         buffer.copy_within(from, at);
-        cipher.seal_segment(i, i + 1 == count, &mut buffer[at..at + len + TAG_LEN])?;
+        cipher.seal_segment(i as u64, i + 1 == count, &mut buffer[at..at + len + TAG_LEN])?;
     }
     buffer[..header.len()].copy_from_slice(header);
     Ok(())
@@ -228,7 +308,7 @@ pub(crate) fn seal_copy(
         let at = out.len();
         out.extend_from_slice(chunk);
         out.extend_from_slice(&[0; TAG_LEN]);
-        cipher.seal_segment(i, i + 1 == count, &mut out[at..])?;
+        cipher.seal_segment(i as u64, i + 1 == count, &mut out[at..])?;
     }
     Ok(out)
 }
@@ -358,5 +438,101 @@ impl crate::state::SegmentSource for OpenSegments {
 
     fn remaining(&self) -> Option<usize> {
         self.remaining
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seal::envelope::Header;
+
+    /// The key of the golden fixtures in `tests/fixtures/` (a test key, as `tests/fixtures.rs`).
+    const TEST_KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+    /// Each golden segmented fixture, opened, sealed again with its own header, salt and nonce
+    /// prefix, is the same bytes, by each of the three ways this module seals: the nonces and
+    /// the AEAD calls `aead-stream` makes are the ones the fixtures were written with.
+    #[test]
+    fn golden_segmented_fixtures_seal_again_byte_for_byte() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/structural/sealed");
+        for algorithm in Algorithm::ALL {
+            let name = format!("big_v3.{}.bin", algorithm.name());
+            let blob = std::fs::read(dir.join(&name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let key = Key::from_hex(algorithm, &TEST_KEY_HEX[..2 * algorithm.key_len()]).unwrap();
+            let (header, body_at) = Header::parse_fields(&blob).unwrap();
+            let segments = header.segments.unwrap();
+            let (size, salt, prefix) = (segments.size as usize, segments.salt, header.nonce);
+            assert_eq!(prefix.len(), prefix_len(algorithm), "{name}");
+            let head = &blob[..body_at];
+            let cipher = || SegmentCipher::new(&key, header.key_id.0, head.to_vec(), salt, prefix).unwrap();
+
+            let mut opened = blob.clone();
+            let len = open_in_place(&mut cipher(), size, &mut opened, body_at).unwrap();
+            let plain = &opened[..len];
+            assert_eq!(plain.len().div_ceil(size), 3, "{name}: three segments");
+
+            assert_eq!(
+                seal_copy(&mut cipher(), size, head, plain).unwrap(),
+                blob,
+                "{name}: seal_copy"
+            );
+
+            let mut buffer = plain.to_vec();
+            seal_in_place(&mut cipher(), size, head, &mut buffer).unwrap();
+            assert_eq!(buffer, blob, "{name}: seal_in_place");
+
+            let mut one_by_one = head.to_vec();
+            let mut sealing = cipher();
+            let count = plain.len().div_ceil(size);
+            for (i, chunk) in plain.chunks(size).enumerate() {
+                let mut segment = chunk.to_vec();
+                sealing.seal(&mut segment, i + 1 == count).unwrap();
+                one_by_one.extend_from_slice(&segment);
+            }
+            assert_eq!(one_by_one, blob, "{name}: SegmentCipher::seal");
+        }
+    }
+
+    /// The nonce of segment `i` is `prefix ‖ i (u32, big endian) ‖ last`: a segment sealed by
+    /// hand with that nonce opens as segment `i`, and not as another index or flag.
+    #[test]
+    fn segment_nonces_are_prefix_big_endian_counter_and_last_flag() {
+        let key = Key::from_hex(Algorithm::Aes256Gcm, TEST_KEY_HEX).unwrap();
+        let (salt, prefix) = ([5u8; SALT_LEN], [9u8; 7]);
+        let header = b"header".to_vec();
+        let mut okm = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(&salt), key.secret())
+            .expand(KDF_INFO, &mut okm)
+            .unwrap();
+        let aead = Aes256Gcm::new_from_slice(&okm).unwrap();
+        let index: u32 = 0x0102_0304;
+        let mut nonce = prefix.to_vec();
+        nonce.extend_from_slice(&[1, 2, 3, 4, 1]);
+        let mut sealed = b"segment".to_vec();
+        let tag = aead
+            .encrypt_inout_detached(
+                nonce.as_slice().try_into().unwrap(),
+                &header,
+                sealed.as_mut_slice().into(),
+            )
+            .unwrap();
+        sealed.extend_from_slice(&tag);
+        let try_open = |at: u32, last: bool| {
+            let mut cipher = SegmentCipher::new(&key, 1, header.clone(), &salt, &prefix).unwrap();
+            cipher.next = u64::from(at);
+            let mut segment = sealed.clone();
+            cipher.open(&mut segment, last).map(|len| segment[..len].to_vec())
+        };
+        assert_eq!(try_open(index, true).unwrap(), b"segment");
+        assert!(try_open(index, false).is_err());
+        assert!(try_open(index.swap_bytes(), true).is_err());
+    }
+
+    /// A nonce prefix of the wrong length is refused with a reason, not a panic.
+    #[test]
+    fn a_prefix_of_the_wrong_length_is_refused() {
+        let key = Key::from_hex(Algorithm::Aes128Gcm, &TEST_KEY_HEX[..32]).unwrap();
+        let refused = SegmentCipher::new(&key, 1, Vec::new(), &[0; SALT_LEN], &[0; 19]);
+        assert!(matches!(refused, Err(SealError::BadSegments(reason)) if reason.contains("19 bytes, not 7")));
     }
 }

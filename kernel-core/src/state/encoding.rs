@@ -164,8 +164,12 @@ pub(super) fn decode_exact<T: Migratable>(tag: StateTag, body: Body<'_, '_>) -> 
         Body::Bytes(body) => body,
         Body::Stream(stream) => return super::stream::decode_exact_stream::<T>(stream),
     };
-    let decoded = super::budget::with_input_len(body.len(), || postcard::take_from_bytes::<T>(body));
-    let (value, rest) = decoded.map_err(|error| StateError::Decode {
+    let mut deserializer = postcard::Deserializer::from_bytes(body);
+    let decoded = super::budget::with_input_len(body.len(), || {
+        super::depth::deserialize::<T, _>(&mut deserializer).map_err(bounded_error::<T>)
+    });
+    let value = decoded?;
+    let rest = deserializer.finalize().map_err(|error| StateError::Decode {
         ty: T::TYPE_NAME,
         version: T::VERSION,
         source: CodecError(error),
@@ -178,4 +182,20 @@ pub(super) fn decode_exact<T: Migratable>(tag: StateTag, body: Body<'_, '_>) -> 
         });
     }
     Ok(value)
+}
+
+/// The error of a depth-bounded decoding of `T`.
+pub(super) fn bounded_error<T: Migratable>(failure: super::depth::Failure<postcard::Error>) -> StateError {
+    match failure {
+        super::depth::Failure::TooDeep => StateError::TooDeep {
+            ty: T::TYPE_NAME,
+            version: T::VERSION,
+            limit: super::MAX_DECODE_DEPTH,
+        },
+        super::depth::Failure::Codec(error) => StateError::Decode {
+            ty: T::TYPE_NAME,
+            version: T::VERSION,
+            source: CodecError(error),
+        },
+    }
 }

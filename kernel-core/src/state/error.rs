@@ -111,6 +111,18 @@ pub enum StateError {
         #[source]
         source: CodecError,
     },
+    /// The body nests deeper than [`MAX_DECODE_DEPTH`](super::MAX_DECODE_DEPTH) levels: a
+    /// hostile input aimed at a recursive type (one reached through `#[schema(as = ..)]`, which
+    /// the derive cannot see), refused before it exhausts the stack.
+    #[error("state bytes of {ty} v{version} nest deeper than {limit} levels")]
+    TooDeep {
+        /// The type.
+        ty: &'static str,
+        /// The version.
+        version: u32,
+        /// The limit, [`MAX_DECODE_DEPTH`](super::MAX_DECODE_DEPTH).
+        limit: usize,
+    },
     /// Bytes remain after the value.
     #[error("{extra} trailing bytes after {ty} v{version}")]
     TrailingBytes {

@@ -8,6 +8,7 @@
 mod budget;
 pub mod bulk_btree_map;
 mod chain;
+mod depth;
 mod encoding;
 mod error;
 mod fingerprint;
@@ -17,6 +18,7 @@ mod schema;
 mod stream;
 
 pub use chain::{Migratable, Origin, Stateless, VersionSchema, chain_of};
+pub use depth::MAX_DECODE_DEPTH;
 pub(crate) use encoding::encode_to;
 pub use encoding::{EncodedState, HEADER_LEN, StateTag, decode, encode, encode_into};
 pub use error::{CodecError, MigrationError, StateError};

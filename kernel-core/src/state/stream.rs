@@ -190,17 +190,17 @@ pub(super) fn decode_exact_stream<T: Migratable>(stream: &mut Stream<'_>) -> Res
     let known = stream.source.remaining().map(|_| stream.left());
     let flavor = StreamFlavor { stream, arena: &arena };
     let mut deserializer = postcard::Deserializer::from_flavor(flavor);
-    let mut deserialize = || serde::Deserialize::deserialize(&mut deserializer);
+    let mut deserialize = || super::depth::deserialize::<T, _>(&mut deserializer);
     let value = match known {
         Some(left) => super::budget::with_input_len(left, &mut deserialize),
         None => deserialize(),
     };
+    let value = value.map_err(super::encoding::bounded_error::<T>)?;
     let decode_error = |error| StateError::Decode {
         ty: T::TYPE_NAME,
         version: T::VERSION,
         source: CodecError(error),
     };
-    let value = value.map_err(decode_error)?;
     let extra = deserializer.finalize().map_err(decode_error)?;
     if extra != 0 {
         return Err(StateError::TrailingBytes {

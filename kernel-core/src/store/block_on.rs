@@ -1,24 +1,8 @@
-//! How a synchronous caller waits for a store's future: poll it on the calling thread, park the
-//! thread between polls. The directory store's futures are ready at once (one poll, no park).
+//! How a synchronous caller waits for a store's future: `pollster`'s executor polls it on the
+//! calling thread and parks the thread between polls. The directory store's futures are ready
+//! at once (one poll, no park).
 
 use std::future::Future;
-use std::pin::pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
-use std::thread::{self, Thread};
-
-/// Wakes the thread that waits.
-struct Unpark(Thread);
-
-impl Wake for Unpark {
-    fn wake(self: Arc<Self>) {
-        self.0.unpark();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.0.unpark();
-    }
-}
 
 /// Runs `future` to completion on this thread, parking it while the future waits.
 ///
@@ -33,17 +17,7 @@ impl Wake for Unpark {
 /// assert_eq!(answer, 42);
 /// ```
 pub fn block_on<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    let waker = Waker::from(Arc::new(Unpark(thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    loop {
-        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
-            return output;
-        }
-        // A wake that came before this park makes it return at once; a spurious return polls
-        // again, which a future must tolerate.
-        thread::park();
-    }
+    pollster::block_on(future)
 }
 
 #[cfg(test)]

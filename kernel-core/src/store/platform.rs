@@ -19,36 +19,16 @@ mod imp {
 
     use super::*;
 
-    /// `O_NONBLOCK`, so that opening a FIFO swapped in after the file was examined returns at
-    /// once (and is then refused by the inode check) instead of waiting for a writer. Its value
-    /// on Linux for these architectures (the core has no `libc`); elsewhere the flag is not set
-    /// and that narrow race remains.
-    const NONBLOCKING_OPEN: i32 = if cfg!(all(
-        target_os = "linux",
-        any(
-            target_arch = "x86",
-            target_arch = "x86_64",
-            target_arch = "arm",
-            target_arch = "aarch64",
-            target_arch = "riscv64",
-            target_arch = "powerpc64",
-            target_arch = "s390x",
-            target_arch = "loongarch64"
-        )
-    )) {
-        0o4000
-    } else {
-        0
-    };
-
     /// Files the store creates are readable and writable by their owner only.
     pub(in super::super) fn private_file(options: &mut OpenOptions) -> &mut OpenOptions {
         options.mode(0o600)
     }
 
-    /// Opens never wait on a FIFO.
+    /// Opens never wait on a FIFO: with `O_NONBLOCK` (its value for this target, from `libc`),
+    /// opening a FIFO swapped in after the file was examined returns at once (and is then
+    /// refused by the inode check) instead of waiting for a writer.
     pub(in super::super) fn nonblocking(options: &mut OpenOptions) -> &mut OpenOptions {
-        options.custom_flags(NONBLOCKING_OPEN)
+        options.custom_flags(libc::O_NONBLOCK)
     }
 
     /// Directories the store creates are its owner's only.

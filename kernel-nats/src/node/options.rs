@@ -46,6 +46,14 @@ impl NodeOptions {
 
     /// A claim's time to live (default 10 s): a dead owner's services are taken over this long
     /// after its last refresh. Every node of a system must use the same.
+    ///
+    /// It also bounds how long a call waits for an owner that stopped answering without leaving
+    /// (paused by SIGSTOP or a stall, cut off from the server while its connection lingers):
+    /// about this time to live, plus the next owner's take-over (claim, restore, fencing write,
+    /// start), plus one attempt of the call ([`calls::MAX_ATTEMPT`](crate::calls::MAX_ATTEMPT),
+    /// 1 s) — if a node is waiting in [`Node::take_over`](super::Node::take_over) for it and the
+    /// call's deadline is longer. The stalled owner stops answering calls the moment its claim
+    /// could have expired, by its own clock, even if it wakes up.
     pub fn claim_ttl(mut self, ttl: Duration) -> Self {
         self.claim_ttl = ttl;
         self
@@ -54,6 +62,17 @@ impl NodeOptions {
     /// Save each service's state after every handled request, before its reply (default off):
     /// a reply never announces a change that a crash of this node could lose, at the price of a
     /// store write per request (see BENCHMARKS.md).
+    ///
+    /// If that save fails, the call was still handled: its effect is in the service's memory
+    /// (made durable by the next save that succeeds, lost if this node crashes or loses the
+    /// service first). A successful reply is then answered with code
+    /// [`calls::code::HANDLED_NOT_SAVED`](crate::calls::code::HANDLED_NOT_SAVED) (202) and the
+    /// service's message and data, never as "not handled"; another reply is the service's own.
+    /// That answer is recorded under the call id like any other, so a retry of the same call is
+    /// answered again, not handled again. A caller must not send such a call again as a new
+    /// call: its effect would be applied twice. A save refused because another node has taken
+    /// the service over (a fenced write) is the exception: that effect will never be saved,
+    /// and the call is answered 503 "Not handled: the service moved to another node".
     pub fn write_through(mut self, on: bool) -> Self {
         self.write_through = on;
         self

@@ -122,9 +122,10 @@ pub struct ReplaceError {
     /// Whether the old version, stopped before the new one failed to start, is running again.
     /// Always `true` for failures before [`Step::StartNew`].
     pub old_restarted: bool,
-    /// What went wrong: an enum to match on.
+    /// What went wrong: an enum to match on (boxed: a `Result` carrying this error stays
+    /// small); [`cause`](Self::cause) borrows it.
     #[source]
-    pub source: ReplaceCause,
+    pub source: Box<ReplaceCause>,
 }
 
 impl ReplaceError {
@@ -133,7 +134,7 @@ impl ReplaceError {
             service: service.to_owned(),
             step,
             old_restarted: true,
-            source: source.into(),
+            source: Box::new(source.into()),
         }
     }
 

@@ -54,7 +54,9 @@ pub enum Notice<'a> {
         /// The event.
         event: &'a Event,
     },
-    /// A replacement moved a service's state into the new version (before the old one stops).
+    /// A replacement moved a service's state into the new version, and the new version serves:
+    /// sent only once the replacement succeeded, just before [`Replaced`](Self::Replaced); a
+    /// failed replacement sends none (the old version serves on with its state).
     StateMigrated {
         /// The service.
         service: &'a str,

@@ -4,19 +4,18 @@
 //! `KernelBuilder::drain_timeout` to finish, and the hooks awaited. It runs on the blocking pool:
 //! the crossing of a large state (encode, seal, open, decode) never occupies a worker.
 
-use super::{Crossed, Direction, ReplaceCause, ReplaceError, Replaced, Step, begin, cross, dispose_old, finished};
+use super::{Direction, ReplaceCause, ReplaceError, Replaced, Step, begin, swap_versions};
 use crate::runtime::asynchronous::chain::{self, WouldBlockRuntime};
-use crate::runtime::asynchronous::{AsyncEntered, AsyncHandler, AsyncSlot};
-use crate::runtime::error::{Hook, LifecycleError};
+use crate::runtime::asynchronous::{AsyncHandler, AsyncSlot};
+use crate::runtime::error::LifecycleError;
 use crate::runtime::kernel::Shared;
-use crate::runtime::service::Status;
 use crate::runtime::slot::Blocked;
 
 /// The whole protocol for one async slot, run from the blocking pool.
 pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
     shared: &Shared,
     slot: &std::sync::Arc<AsyncSlot<S::Request, S::Response>>,
-    mut new: S,
+    new: S,
     direction: Direction,
 ) -> Result<Replaced, ReplaceError> {
     let service = &**slot.name();
@@ -36,7 +35,7 @@ pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
     // 1. Take the slot: a handler mid-`.await` may finish (within the drain timeout); calls
     // arriving from now on queue behind the replacement.
     let drain = shared.drain_timeout();
-    let mut entered = chain::block_on(runtime, slot.enter(chain::current_sync(), Some(drain)))
+    let entered = chain::block_on(runtime, slot.enter(chain::current_sync(), Some(drain)))
         .map_err(would_block)?
         .map_err(|blocked| {
             let reason = match blocked {
@@ -45,72 +44,7 @@ pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
             };
             ReplaceError::new(service, Step::Enter, reason)
         })?;
-    let was_running = entered.status() == Status::Running;
-
-    // 2. Move the state into the new instance; the old one is only read.
-    let generation = entered.next_generation();
-    let old_instance = entered
-        .plumbing()
-        .map_err(|source| ReplaceError::new(service, Step::Export, ReplaceCause::Service(source)))?;
-    let mut crossed: Crossed = cross(
-        shared,
-        service,
-        old_instance,
-        &mut new,
-        generation,
-        direction,
-        was_running,
-    )?;
-
-    // 3. Stop the old instance, start the new one; the old one comes back if either fails.
-    if was_running {
-        let stopped = chain::block_on(runtime, entered.invoke(Hook::Stop)).map_err(would_block)?;
-        if let Err(error) = stopped {
-            let restarted = restart_old(&mut entered, runtime);
-            return Err(ReplaceError {
-                old_restarted: restarted,
-                ..ReplaceError::new(service, Step::StopOld, error)
-            });
-        }
-    }
-    let old = entered.install(new);
-    if was_running {
-        let started = chain::block_on(runtime, entered.invoke(Hook::Start)).map_err(would_block)?;
-        if let Err(error) = started {
-            entered.swap(old);
-            let restarted = restart_old(&mut entered, runtime);
-            return Err(ReplaceError {
-                old_restarted: restarted,
-                ..ReplaceError::new(service, Step::StartNew, error)
-            });
-        }
-    }
-    // 4. The new instance is in: release the slot to the waiting calls.
-    if let Some(deps) = crossed.new_deps.take() {
-        shared.set_dependencies(service, deps);
-    }
-    drop(entered);
-    dispose_old(shared, slot.kernel(), slot.name(), &crossed, Box::new(old));
-    Ok(finished(shared, service, &crossed))
-}
-
-/// Starts the old instance again after a failed replacement; whether it is running.
-fn restart_old<Req: Send + 'static, Resp: Send + 'static>(
-    entered: &mut AsyncEntered<Req, Resp>,
-    runtime: &tokio::runtime::Handle,
-) -> bool {
-    match chain::block_on(runtime, entered.invoke(Hook::Start)) {
-        Ok(Ok(())) => true,
-        Ok(Err(error)) => {
-            entered.set_status(Status::Failed);
-            tracing::error!(%error, "restarting the old version after a failed replacement failed");
-            false
-        }
-        Err(WouldBlockRuntime) => {
-            entered.set_status(Status::Failed);
-            false
-        }
-    }
+    swap_versions(shared, entered, new, direction)
 }
 
 impl crate::Kernel {

@@ -22,13 +22,14 @@ use crate::runtime::handle::Handle;
 use crate::runtime::kernel::{Kernel, Shared, dep_graph};
 use crate::runtime::notice::Notice;
 use crate::runtime::service::{Handler, Service, Status};
-use crate::runtime::slot::{Plumbing, Slot};
+use crate::runtime::slot::{HeldSlot, Installs, Plumbing, Slot};
 use crate::state::StateTag;
 
 #[cfg(feature = "tokio")]
 mod asynchronous;
 #[cfg(feature = "tokio")]
 pub(crate) use asynchronous::replace_in_async_slot;
+
 mod outcome;
 mod transit;
 
@@ -103,7 +104,7 @@ const REAP_ABOVE: usize = 64 * 1024;
 fn replace_in_slot<S: Handler>(
     shared: &Shared,
     slot: &Slot<S::Request, S::Response>,
-    mut new: S,
+    new: S,
     direction: Direction,
 ) -> Result<Replaced, ReplaceError> {
     let service = &**slot.name();
@@ -111,25 +112,42 @@ fn replace_in_slot<S: Handler>(
     let _serial = begin(shared, service, new.name(), || slot.check_no_late_stop())?;
 
     // 1. Take the slot: calls arriving from now on wait.
-    let mut entered = slot
+    let entered = slot
         .enter_for("replace")
         .map_err(|error| ReplaceError::new(service, Step::Enter, error))?;
+    swap_versions(shared, entered, new, direction)
+}
+
+/// Steps 2–4, the same for every kind of slot, once step 1 has taken it:
+///
+/// 2. export → encode → seal → open → decode/upgrade → import into `new`, and check the new
+///    version's dependencies — the old instance is only read;
+/// 3. stop the old instance, start the new one — the old one comes back if either fails (the
+///    status stays Running throughout, see [`HeldSlot::invoke`]; only a failure changes it);
+/// 4. switch: the new instance is in, the slot is released to the waiting calls, and the old
+///    instance is dropped.
+pub(crate) fn swap_versions<E, S>(
+    shared: &Shared,
+    mut entered: E,
+    mut new: S,
+    direction: Direction,
+) -> Result<Replaced, ReplaceError>
+where
+    E: Installs<S>,
+    S: Service,
+{
+    let service = Arc::clone(entered.name());
+    let service = &*service;
     let was_running = entered.status() == Status::Running;
 
-    // 2. Move the state into the new instance; the old one is only read.
+    // 2.
     let generation = entered.next_generation();
-    let mut crossed = cross(
-        shared,
-        service,
-        &**entered.instance,
-        &mut new,
-        generation,
-        direction,
-        was_running,
-    )?;
+    let old = entered
+        .plumbing()
+        .map_err(|source| ReplaceError::new(service, Step::Export, ReplaceCause::Service(source)))?;
+    let mut crossed = cross(shared, service, old, &mut new, generation, direction, was_running)?;
 
-    // 3. Stop the old instance, start the new one; the old one comes back if either fails.
-    // The status stays Running throughout (see `Entered::invoke`); only a failure changes it.
+    // 3.
     if was_running && let Err(error) = entered.invoke(Hook::Stop) {
         let restarted = restart_old(&mut entered);
         return Err(ReplaceError {
@@ -137,7 +155,8 @@ fn replace_in_slot<S: Handler>(
             ..ReplaceError::new(service, Step::StopOld, error)
         });
     }
-    let old = entered.swap(Box::new(new));
+    let fresh = entered.instance_of(new);
+    let old = entered.swap(fresh);
     if was_running && let Err(error) = entered.invoke(Hook::Start) {
         entered.swap(old);
         let restarted = restart_old(&mut entered);
@@ -146,12 +165,14 @@ fn replace_in_slot<S: Handler>(
             ..ReplaceError::new(service, Step::StartNew, error)
         });
     }
-    // 4. The new instance is in: release the slot to the waiting calls.
+
+    // 4.
     if let Some(deps) = crossed.new_deps.take() {
         shared.set_dependencies(service, deps);
     }
+    let (kernel, name) = (entered.kernel().clone(), Arc::clone(entered.name()));
     drop(entered);
-    dispose_old(shared, slot.kernel(), slot.name(), &crossed, Box::new(old));
+    dispose_old(shared, &kernel, &name, &crossed, Box::new(old));
     Ok(finished(shared, service, &crossed))
 }
 
@@ -260,9 +281,7 @@ pub(crate) fn finished(shared: &Shared, service: &str, crossed: &Crossed) -> Rep
 }
 
 /// Starts the old instance again after a failed replacement; whether it is running.
-fn restart_old<Req: Send + 'static, Resp: Send + 'static>(
-    entered: &mut crate::runtime::slot::Entered<'_, Req, Resp>,
-) -> bool {
+fn restart_old(entered: &mut impl HeldSlot) -> bool {
     match entered.invoke(Hook::Start) {
         Ok(()) => true,
         Err(error) => {

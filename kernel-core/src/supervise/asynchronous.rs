@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use super::{RestartPolicy, Restartable, Supervised};
 use crate::replace::{Direction, replace_in_async_slot};
-use crate::runtime::asynchronous::chain::{WouldBlockRuntime, off_workers};
+use crate::runtime::asynchronous::chain::off_workers;
 use crate::runtime::asynchronous::{AsyncHandle, AsyncHandler, AsyncLifecycle, AsyncSlot};
-use crate::runtime::error::{Hook, LifecycleError};
+use crate::runtime::error::LifecycleError;
 use crate::runtime::kernel::{Kernel, Shared};
 use crate::runtime::restart::Restarter;
 use crate::runtime::service::Status;
@@ -43,27 +43,10 @@ impl<S: AsyncHandler> Restartable<S> for Arc<AsyncSlotOf<S>> {
         &self,
         shared: &Shared,
         epoch: u64,
-        mut fresh: S,
+        fresh: S,
         prepare: &mut dyn FnMut(&mut S) -> Result<(), LifecycleError>,
     ) -> Result<bool, LifecycleError> {
-        let name = AsyncSlot::name(self);
-        let mut entered = self.enter_blocking()?;
-        if entered.status() != Status::Failed || entered.epoch() != epoch {
-            return Ok(false); // someone started or replaced it meanwhile
-        }
-        self.wait_for_saves();
-        prepare(&mut fresh)?;
-        let broken = entered.install(fresh);
-        let started = self
-            .wait(entered.run_hook(Hook::Start))
-            .unwrap_or_else(|WouldBlockRuntime| {
-                Err(LifecycleError::WouldBlockRuntime {
-                    service: name.to_string(),
-                })
-            });
-        drop(entered);
-        crate::runtime::reap::drop_reporting(Some(shared), name, Box::new(broken));
-        started.map(|()| true)
+        super::restart_held(shared, self.enter_blocking()?, epoch, fresh, prepare)
     }
 }
 

@@ -28,7 +28,7 @@ use crate::runtime::handle::Handle;
 use crate::runtime::kernel::{Kernel, Shared};
 use crate::runtime::restart::{Admission, Failure, Restarter};
 use crate::runtime::service::{Handler, Service, Status};
-use crate::runtime::slot::{Slot, SlotOf};
+use crate::runtime::slot::{Installs, Slot, SlotOf};
 use crate::state;
 
 /// What happens when a service fails.
@@ -216,25 +216,38 @@ impl<S: Handler> Restartable<S> for Arc<SlotOf<S>> {
         &self,
         shared: &Shared,
         epoch: u64,
-        mut fresh: S,
+        fresh: S,
         prepare: &mut dyn FnMut(&mut S) -> Result<(), LifecycleError>,
     ) -> Result<bool, LifecycleError> {
-        let name = Slot::name(self);
-        let mut entered = self.enter_for("restart")?;
-        if entered.status() != Status::Failed || entered.epoch() != epoch {
-            return Ok(false); // someone started or replaced it meanwhile
-        }
-        // The failed instance may have exported a state a moment before it failed, whose save
-        // is still being written: restart from that one, not from the file before it. (No new
-        // export can begin: the slot is held.)
-        self.wait_for_saves();
-        prepare(&mut fresh)?;
-        let broken = entered.swap(Box::new(fresh));
-        let started = entered.run_hook(Hook::Start);
-        drop(entered);
-        crate::runtime::reap::drop_reporting(Some(shared), name, Box::new(broken));
-        started.map(|()| true)
+        restart_held(shared, self.enter_for("restart")?, epoch, fresh, prepare)
     }
+}
+
+/// A restart, the same for every kind of slot once it is held: unless the failed instance
+/// `epoch` is gone, its saves in flight are waited for, `prepare` gives `fresh` its state, and
+/// `fresh` is swapped in and started. `Ok(false)` when someone came first.
+fn restart_held<E: Installs<S>, S>(
+    shared: &Shared,
+    mut entered: E,
+    epoch: u64,
+    mut fresh: S,
+    prepare: &mut dyn FnMut(&mut S) -> Result<(), LifecycleError>,
+) -> Result<bool, LifecycleError> {
+    if entered.status() != Status::Failed || entered.epoch() != epoch {
+        return Ok(false); // someone started or replaced it meanwhile
+    }
+    // The failed instance may have exported a state a moment before it failed, whose save is
+    // still being written: restart from that one, not from the file before it. (No new export
+    // can begin: the slot is held.)
+    entered.wait_for_saves();
+    prepare(&mut fresh)?;
+    let fresh = entered.instance_of(fresh);
+    let broken = entered.swap(fresh);
+    let started = entered.run_hook(Hook::Start);
+    let name = Arc::clone(entered.name());
+    drop(entered);
+    crate::runtime::reap::drop_reporting(Some(shared), &name, Box::new(broken));
+    started.map(|()| true)
 }
 
 impl Kernel {

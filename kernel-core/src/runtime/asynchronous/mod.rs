@@ -64,7 +64,7 @@ pub use context::AsyncContext;
 pub use handle::AsyncHandle;
 pub use handler::AsyncHandler;
 pub use remote::RemoteCalls;
-pub(crate) use slot::{AsyncEntered, AsyncLifecycle, AsyncSlot};
+pub(crate) use slot::{AsyncLifecycle, AsyncSlot};
 
 use crate::runtime::error::CallError;
 

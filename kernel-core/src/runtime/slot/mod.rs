@@ -19,9 +19,13 @@ use crate::runtime::service::{Handler, Status};
 use crate::runtime::sync::caller_token;
 use crate::runtime::wait::{self, Held};
 
+mod held;
 mod instance;
 mod lifecycle;
 
+#[cfg(feature = "tokio")]
+pub(crate) use held::status_after;
+pub(crate) use held::{HeldSlot, Installs};
 pub(crate) use instance::{BoxInstance, ExportError, Plumbing};
 #[cfg(feature = "tokio")]
 pub(crate) use lifecycle::{ExportForSave, export_for_save_now};
@@ -176,18 +180,6 @@ impl<Req, Resp> Entered<'_, Req, Resp> {
 
     pub(crate) fn set_status(&self, status: Status) {
         self.slot.status.store(status.to_u8(), Ordering::Release);
-    }
-
-    /// Runs `start` or `stop` on the current instance and records the outcome: Running or
-    /// Stopped on success, Failed on an error or a panic.
-    pub(crate) fn run_hook(&mut self, hook: Hook) -> Result<(), LifecycleError> {
-        let result = self.invoke(hook);
-        self.set_status(match (&result, hook) {
-            (Ok(()), Hook::Stop) => Status::Stopped,
-            (Ok(()), _) => Status::Running,
-            (Err(_), _) => Status::Failed,
-        });
-        result
     }
 
     /// Runs `start` or `stop` on the current instance, panics caught, leaving the status as it

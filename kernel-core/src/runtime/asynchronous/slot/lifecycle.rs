@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{AsyncEntered, AsyncSlot};
-use crate::runtime::asynchronous::chain::{self, WouldBlockRuntime};
+use crate::runtime::asynchronous::chain;
 use crate::runtime::error::{Hook, LifecycleError};
 use crate::runtime::service::Status;
+use crate::runtime::slot::HeldSlot;
 use crate::runtime::slot::{ExportForSave, Exported, Lifecycle, SaveInFlight, StopRace, export_for_save_now};
 use crate::state::EncodedState;
 
@@ -40,7 +41,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req
                 let slot = Arc::clone(&self.0);
                 drop(self.0.runtime.spawn(async move {
                     if let Ok(mut entered) = slot.enter(chain::current(), None).await {
-                        let _ = entered.run_hook(Hook::Stop).await;
+                        let _ = entered.run_hook_async(Hook::Stop).await;
                     }
                 }));
             }
@@ -115,14 +116,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req
             Ok(entered) => entered,
             Err(error) => return (Err(error), false),
         };
-        let result = self
-            .0
-            .wait(entered.invoke(Hook::Stop))
-            .unwrap_or_else(|WouldBlockRuntime| {
-                Err(LifecycleError::WouldBlockRuntime {
-                    service: self.0.name.to_string(),
-                })
-            });
+        let result = HeldSlot::invoke(&mut entered, Hook::Stop);
         let mut race = race.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let late = *race == StopRace::Abandoned;
         if late {

@@ -25,7 +25,7 @@ use crate::boxed::BoxError;
 use crate::runtime::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::runtime::kernel::Shared;
 use crate::runtime::service::Status;
-use crate::runtime::slot::{Blocked, Plumbing, export_now};
+use crate::runtime::slot::{Blocked, HeldSlot, Installs, Plumbing, export_now, status_after};
 use crate::runtime::wait::Held;
 use crate::state::EncodedState;
 
@@ -116,15 +116,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
         std::mem::replace(&mut self.lot().instance, instance)
     }
 
-    /// Puts a new instance of `service` in the slot and returns the one it replaces.
-    pub(crate) fn install<S>(&mut self, service: S) -> Option<BoxAsyncInstance<Req, Resp>>
-    where
-        S: AsyncHandler<Request = Req, Response = Resp>,
-    {
-        let instance = super::handler::boxed(service, self.slot.ctx.clone());
-        self.swap(Some(instance))
-    }
-
     /// The instance, for its state plumbing; an error if a panic of its handler lost it.
     pub(crate) fn plumbing(&self) -> Result<&dyn Plumbing, BoxError> {
         match self.lot.as_deref().and_then(|lot| lot.instance.as_deref()) {
@@ -139,7 +130,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
 
     /// Runs `start` or `stop` on the current instance, panics caught, leaving the status as it
     /// is (see the synchronous slot's `invoke`).
-    pub(crate) async fn invoke(&mut self, hook: Hook) -> Result<(), LifecycleError> {
+    pub(crate) async fn invoke_async(&mut self, hook: Hook) -> Result<(), LifecycleError> {
         let span = tracing::info_span!("hook", service = %self.slot.name, %hook);
         let token = self.slot.gate.owner();
         let service = self.slot.name.to_string();
@@ -162,13 +153,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
     }
 
     /// Runs a hook and records the outcome: Running or Stopped, Failed on an error or a panic.
-    pub(crate) async fn run_hook(&mut self, hook: Hook) -> Result<(), LifecycleError> {
-        let result = self.invoke(hook).await;
-        self.set_status(match (&result, hook) {
-            (Ok(()), Hook::Stop) => Status::Stopped,
-            (Ok(()), _) => Status::Running,
-            (Err(_), _) => Status::Failed,
-        });
+    pub(crate) async fn run_hook_async(&mut self, hook: Hook) -> Result<(), LifecycleError> {
+        let result = self.invoke_async(hook).await;
+        self.set_status(status_after(hook, &result));
         result
     }
 }
@@ -211,10 +198,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
 
     pub(crate) fn runtime(&self) -> &Runtime {
         &self.runtime
-    }
-
-    pub(crate) fn kernel(&self) -> &Weak<Shared> {
-        &self.kernel
     }
 
     /// Which instance the slot holds: one more at every swap.
@@ -354,11 +337,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
     fn run_hook_blocking(self: &Arc<Self>, hook: Hook) -> Result<(), LifecycleError> {
         self.check_no_late_stop()?;
         let mut entered = self.enter_blocking()?;
-        self.wait(entered.run_hook(hook)).unwrap_or_else(|WouldBlockRuntime| {
-            Err(LifecycleError::WouldBlockRuntime {
-                service: self.name.to_string(),
-            })
-        })
+        HeldSlot::run_hook(&mut entered, hook)
     }
 
     fn export_entered(&self, entered: &AsyncEntered<Req, Resp>) -> Result<(EncodedState, u64), LifecycleError> {
@@ -377,5 +356,63 @@ impl<Req: Send + 'static, Resp: Send + 'static> Held for AsyncSlot<Req, Resp> {
 
     fn service(&self) -> &str {
         &self.name
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> HeldSlot for AsyncEntered<Req, Resp> {
+    type Instance = Option<BoxAsyncInstance<Req, Resp>>;
+
+    fn name(&self) -> &Arc<str> {
+        &self.slot.name
+    }
+
+    fn kernel(&self) -> &Weak<Shared> {
+        &self.slot.kernel
+    }
+
+    fn status(&self) -> Status {
+        AsyncEntered::status(self)
+    }
+
+    fn set_status(&self, status: Status) {
+        AsyncEntered::set_status(self, status);
+    }
+
+    fn next_generation(&self) -> u64 {
+        AsyncEntered::next_generation(self)
+    }
+
+    fn epoch(&self) -> u64 {
+        AsyncEntered::epoch(self)
+    }
+
+    fn plumbing(&self) -> Result<&dyn Plumbing, BoxError> {
+        AsyncEntered::plumbing(self)
+    }
+
+    fn wait_for_saves(&self) {
+        self.slot.wait_for_saves();
+    }
+
+    /// The hook's future, waited for on this thread (the blocking pool, or a thread outside
+    /// the runtime: the slot was entered here, so waiting here is allowed).
+    fn invoke(&mut self, hook: Hook) -> Result<(), LifecycleError> {
+        let runtime = self.slot.runtime.clone();
+        let service = Arc::clone(&self.slot.name);
+        chain::block_on(&runtime, self.invoke_async(hook)).unwrap_or_else(|WouldBlockRuntime| {
+            Err(LifecycleError::WouldBlockRuntime {
+                service: service.to_string(),
+            })
+        })
+    }
+
+    fn swap(&mut self, instance: Self::Instance) -> Self::Instance {
+        AsyncEntered::swap(self, instance)
+    }
+}
+
+impl<S: AsyncHandler> Installs<S> for AsyncEntered<S::Request, S::Response> {
+    fn instance_of(&self, service: S) -> Self::Instance {
+        Some(super::handler::boxed(service, self.slot.ctx.clone()))
     }
 }

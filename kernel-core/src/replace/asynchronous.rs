@@ -20,7 +20,7 @@ pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
 ) -> Result<Replaced, ReplaceError> {
     let service = &**slot.name();
     let _span = tracing::info_span!("replace", service, ?direction).entered();
-    let _serial = begin(shared, service, new.name(), || slot.check_no_late_stop())?;
+    let _serial = begin(shared, service, new.name(), || slot.core.check_no_late_stop())?;
     let would_block = |WouldBlockRuntime| {
         ReplaceError::new(
             service,

@@ -109,7 +109,7 @@ fn replace_in_slot<S: Handler>(
 ) -> Result<Replaced, ReplaceError> {
     let service = &**slot.name();
     let _span = tracing::info_span!("replace", service, ?direction).entered();
-    let _serial = begin(shared, service, new.name(), || slot.check_no_late_stop())?;
+    let _serial = begin(shared, service, new.name(), || slot.core().check_no_late_stop())?;
 
     // 1. Take the slot: calls arriving from now on wait.
     let entered = slot

@@ -4,51 +4,14 @@
 
 use std::sync::Arc;
 
-use super::{RestartPolicy, Restartable, Supervised};
+use super::{RestartPolicy, Supervised};
 use crate::replace::{Direction, replace_in_async_slot};
 use crate::runtime::asynchronous::chain::off_workers;
-use crate::runtime::asynchronous::{AsyncHandle, AsyncHandler, AsyncLifecycle, AsyncSlot};
+use crate::runtime::asynchronous::{AsyncHandle, AsyncHandler, AsyncLifecycle};
 use crate::runtime::error::LifecycleError;
-use crate::runtime::kernel::{Kernel, Shared};
+use crate::runtime::kernel::Kernel;
 use crate::runtime::restart::Restarter;
 use crate::runtime::service::Status;
-use crate::runtime::slot::Lifecycle;
-
-type AsyncSlotOf<S> = AsyncSlot<<S as AsyncHandler>::Request, <S as AsyncHandler>::Response>;
-
-impl<S: AsyncHandler> Restartable<S> for Arc<AsyncSlotOf<S>> {
-    fn name(&self) -> &Arc<str> {
-        AsyncSlot::name(self)
-    }
-
-    fn status(&self) -> Status {
-        AsyncSlot::status(self)
-    }
-
-    fn epoch(&self) -> u64 {
-        AsyncSlot::epoch(self)
-    }
-
-    fn check_no_late_stop(&self) -> Result<(), LifecycleError> {
-        AsyncSlot::check_no_late_stop(self)
-    }
-
-    fn good_state(&self) -> Result<Vec<u8>, LifecycleError> {
-        AsyncLifecycle(Arc::clone(self))
-            .export_encoded()
-            .map(|(encoded, _)| encoded.into_bytes())
-    }
-
-    fn swap_in(
-        &self,
-        shared: &Shared,
-        epoch: u64,
-        fresh: S,
-        prepare: &mut dyn FnMut(&mut S) -> Result<(), LifecycleError>,
-    ) -> Result<bool, LifecycleError> {
-        super::restart_held(shared, self.enter_blocking()?, epoch, fresh, prepare)
-    }
-}
 
 impl Kernel {
     /// Supervises the async service behind `handle`, as [`Kernel::supervise`] does a
@@ -71,7 +34,11 @@ impl Kernel {
                 service_is: "a synchronous",
             });
         };
-        let restarter = Arc::new(Supervised::new(Arc::clone(slot), policy, factory));
+        let restarter = Arc::new(Supervised::new(
+            Arc::new(AsyncLifecycle(Arc::clone(slot))),
+            policy,
+            factory,
+        ));
         if handle.status() == Status::Running {
             restarter.remember_good_state();
         }
@@ -104,7 +71,11 @@ impl Kernel {
                 },
             ));
         };
-        let successor: Arc<dyn Restarter> = Arc::new(Supervised::new(Arc::clone(slot), policy, factory));
+        let successor: Arc<dyn Restarter> = Arc::new(Supervised::new(
+            Arc::new(AsyncLifecycle(Arc::clone(slot))),
+            policy,
+            factory,
+        ));
         let (kernel, slot) = (self.clone(), Arc::clone(slot));
         // All of it off the workers, in one piece: dropping this future does not cancel the
         // replacement, and the successor must be forgotten whenever it fails.

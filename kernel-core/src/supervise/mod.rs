@@ -28,7 +28,7 @@ use crate::runtime::handle::Handle;
 use crate::runtime::kernel::{Kernel, Shared};
 use crate::runtime::restart::{Admission, Failure, Restarter};
 use crate::runtime::service::{Handler, Service, Status};
-use crate::runtime::slot::{Installs, Slot, SlotOf};
+use crate::runtime::slot::{HoldForLifecycle, Installs, SlotCore, hold_and};
 use crate::state;
 
 /// What happens when a service fails.
@@ -50,14 +50,11 @@ pub enum RestartPolicy {
     },
 }
 
-/// What supervision needs of a slot, whatever its kind: the synchronous slot here, the async
-/// slot in `asynchronous.rs`.
-trait Restartable<S: Service>: Send + Sync + 'static {
-    fn name(&self) -> &Arc<str>;
-    fn status(&self) -> Status;
-    /// Which instance the slot holds.
-    fn epoch(&self) -> u64;
-    fn check_no_late_stop(&self) -> Result<(), LifecycleError>;
+/// What supervision needs of a slot, whatever its kind: one implementation over the
+/// lifecycle's view of a slot ([`HoldForLifecycle`]), for synchronous and async slots alike.
+trait Restartable<S>: Send + Sync + 'static {
+    /// What every kind of slot keeps beside its instance.
+    fn core(&self) -> &SlotCore;
     /// The current instance's state, encoded.
     fn good_state(&self) -> Result<Vec<u8>, LifecycleError>;
     /// With the slot held: unless the failed instance `epoch` is gone, wait for its saves in
@@ -70,6 +67,30 @@ trait Restartable<S: Service>: Send + Sync + 'static {
         fresh: S,
         prepare: &mut dyn FnMut(&mut S) -> Result<(), LifecycleError>,
     ) -> Result<bool, LifecycleError>;
+}
+
+impl<S, K> Restartable<S> for Arc<K>
+where
+    K: HoldForLifecycle + 'static,
+    for<'a> K::Held<'a>: Installs<S>,
+{
+    fn core(&self) -> &SlotCore {
+        HoldForLifecycle::core(&**self)
+    }
+
+    fn good_state(&self) -> Result<Vec<u8>, LifecycleError> {
+        hold_and::export_encoded(&**self).map(|(encoded, _)| encoded.into_bytes())
+    }
+
+    fn swap_in(
+        &self,
+        shared: &Shared,
+        epoch: u64,
+        fresh: S,
+        prepare: &mut dyn FnMut(&mut S) -> Result<(), LifecycleError>,
+    ) -> Result<bool, LifecycleError> {
+        restart_held(shared, self.hold("restart")?, epoch, fresh, prepare)
+    }
 }
 
 /// A supervised service: its slot, factory and policy, its restarts in the window, and the
@@ -137,13 +158,14 @@ where
     }
 
     fn restart(&self, shared: &Shared, failure: &Failure) -> Result<bool, LifecycleError> {
-        let name = self.slot.name().to_string();
+        let core = self.slot.core();
+        let name = core.name.to_string();
         // Nothing to do if the failed instance is gone (replaced, or restarted by `start`).
-        if self.slot.status() != Status::Failed || self.slot.epoch() != failure.epoch {
+        if core.status() != Status::Failed || core.epoch() != failure.epoch {
             return Ok(false);
         }
         // A stop that outlived its timeout still holds the slot: do not wait for it.
-        self.slot.check_no_late_stop()?;
+        core.check_no_late_stop()?;
         // The same rules as `start`: every dependency registered and running (from the
         // registry: the slot may be held).
         shared.check_dependencies_of(&name)?;
@@ -151,7 +173,7 @@ where
             service: name.clone(),
             message,
         })?;
-        self.slot.check_no_late_stop()?;
+        core.check_no_late_stop()?;
         let mut prepare = |fresh: &mut S| self.import_last_state(shared, &name, fresh);
         self.slot.swap_in(shared, failure.epoch, fresh, &mut prepare)
     }
@@ -187,39 +209,6 @@ impl<R, S: Service, F> Supervised<R, S, F> {
             Ok(Err(error)) => Err(failed(error)),
             Err(message) => Err(failed(format!("panicked: {message}").into())),
         }
-    }
-}
-
-impl<S: Handler> Restartable<S> for Arc<SlotOf<S>> {
-    fn name(&self) -> &Arc<str> {
-        Slot::name(self)
-    }
-
-    fn status(&self) -> Status {
-        Slot::status(self)
-    }
-
-    fn epoch(&self) -> u64 {
-        Slot::epoch(self)
-    }
-
-    fn check_no_late_stop(&self) -> Result<(), LifecycleError> {
-        Slot::check_no_late_stop(self)
-    }
-
-    fn good_state(&self) -> Result<Vec<u8>, LifecycleError> {
-        use crate::runtime::slot::Lifecycle;
-        self.export_encoded().map(|(encoded, _)| encoded.into_bytes())
-    }
-
-    fn swap_in(
-        &self,
-        shared: &Shared,
-        epoch: u64,
-        fresh: S,
-        prepare: &mut dyn FnMut(&mut S) -> Result<(), LifecycleError>,
-    ) -> Result<bool, LifecycleError> {
-        restart_held(shared, self.enter_for("restart")?, epoch, fresh, prepare)
     }
 }
 

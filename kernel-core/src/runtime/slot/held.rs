@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, Weak};
 
-use super::{BoxInstance, Entered, Plumbing};
+use super::{BoxInstance, Entered, Plumbing, SlotCore};
 use crate::runtime::error::{Hook, LifecycleError};
 use crate::runtime::kernel::Shared;
 use crate::runtime::service::{BoxError, Handler, Status};
@@ -16,27 +16,50 @@ pub(crate) trait HeldSlot {
     /// The instance as this kind of slot stores it.
     type Instance: Send + 'static;
 
-    /// The service's name.
-    fn name(&self) -> &Arc<str>;
-    /// The kernel the slot belongs to.
-    fn kernel(&self) -> &Weak<Shared>;
-    fn status(&self) -> Status;
-    fn set_status(&self, status: Status);
-    /// The generation of a state exported now (one more than the last).
-    fn next_generation(&self) -> u64;
-    /// Which instance the slot holds: one more at every swap.
-    fn epoch(&self) -> u64;
+    /// What every kind of slot keeps beside its instance.
+    fn core(&self) -> &SlotCore;
     /// The current instance's state plumbing; an error if it was lost (an async handler that
     /// panicked took its instance with it).
     fn plumbing(&self) -> Result<&dyn Plumbing, BoxError>;
-    /// Waits until every save exported from this slot has been written.
-    fn wait_for_saves(&self);
     /// Runs `start` or `stop` on the current instance, panics caught, leaving the status as it
     /// is: a replacement swaps instances inside one Running period, so that nobody reading the
     /// status without the slot sees the service stopped in between.
     fn invoke(&mut self, hook: Hook) -> Result<(), LifecycleError>;
     /// Puts `instance` in the slot and returns the one it replaces.
     fn swap(&mut self, instance: Self::Instance) -> Self::Instance;
+
+    /// The service's name.
+    fn name(&self) -> &Arc<str> {
+        &self.core().name
+    }
+
+    /// The kernel the slot belongs to.
+    fn kernel(&self) -> &Weak<Shared> {
+        &self.core().kernel
+    }
+
+    fn status(&self) -> Status {
+        self.core().status()
+    }
+
+    fn set_status(&self, status: Status) {
+        self.core().set_status(status);
+    }
+
+    /// The generation of a state exported now (one more than the last).
+    fn next_generation(&self) -> u64 {
+        self.core().next_generation()
+    }
+
+    /// Which instance the slot holds: one more at every swap.
+    fn epoch(&self) -> u64 {
+        self.core().epoch()
+    }
+
+    /// Waits until every save exported from this slot has been written.
+    fn wait_for_saves(&self) {
+        self.core().wait_for_saves();
+    }
 
     /// Runs a hook and records the outcome: Running or Stopped on success, Failed on an error
     /// or a panic.
@@ -65,37 +88,13 @@ pub(crate) trait Installs<S>: HeldSlot {
 impl<Req: Send + 'static, Resp: Send + 'static> HeldSlot for Entered<'_, Req, Resp> {
     type Instance = BoxInstance<Req, Resp>;
 
-    fn name(&self) -> &Arc<str> {
-        self.slot.name()
-    }
-
-    fn kernel(&self) -> &Weak<Shared> {
-        self.slot.kernel()
-    }
-
-    fn status(&self) -> Status {
-        Entered::status(self)
-    }
-
-    fn set_status(&self, status: Status) {
-        Entered::set_status(self, status);
-    }
-
-    fn next_generation(&self) -> u64 {
-        Entered::next_generation(self)
-    }
-
-    fn epoch(&self) -> u64 {
-        Entered::epoch(self)
+    fn core(&self) -> &SlotCore {
+        self.slot.core()
     }
 
     fn plumbing(&self) -> Result<&dyn Plumbing, BoxError> {
         let instance: &dyn Plumbing = &**self.instance;
         Ok(instance)
-    }
-
-    fn wait_for_saves(&self) {
-        self.slot.wait_for_saves();
     }
 
     fn invoke(&mut self, hook: Hook) -> Result<(), LifecycleError> {

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{Entered, Plumbing, SaveInFlight, Slot};
+use super::{Entered, HeldSlot, Plumbing, SaveInFlight, Slot, SlotCore};
 use crate::runtime::error::{Hook, LifecycleError};
 use crate::runtime::service::Status;
 use crate::runtime::sync::caller_token;
@@ -43,9 +43,6 @@ pub(crate) trait Lifecycle: Send + Sync {
     fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError>;
     /// The current instance's dependencies (takes the slot's mutex).
     fn dependencies(&self) -> Vec<String>;
-    /// The current instance's state, encoded, with the generation it was exported at (takes
-    /// the slot's mutex, so it is consistent and generations follow export order).
-    fn export_encoded(&self) -> Result<(EncodedState, u64), LifecycleError>;
     /// Exports the current instance's state for a save through `export`, called with the
     /// instance and its next generation while the slot's mutex is held (a large state is
     /// sealed and written to the store there, part by part). Also returns a guard to hold until
@@ -54,8 +51,6 @@ pub(crate) trait Lifecycle: Send + Sync {
         &self,
         export: &mut ExportForSave<'_, 's>,
     ) -> Result<(Exported<'s>, u64, SaveInFlight), LifecycleError>;
-    /// Marks the service Failed without taking its mutex (a hook holding it did not return).
-    fn mark_failed(&self);
     /// A bounded stop gave up waiting: the service is Failed, and lifecycle changes are refused
     /// until the hook returns (called with the stop's race decided, under its lock).
     fn abandon_stop(&self);
@@ -65,6 +60,106 @@ pub(crate) trait Lifecycle: Send + Sync {
     /// Failed on an error) if the waiter has not given up by then, and stays Failed if it has.
     /// Returns the hook's result and whether it finished late.
     fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool);
+}
+
+/// A kind of slot, as the lifecycle takes it: the kernel's operations on a slot ([`Lifecycle`])
+/// are written once over this trait ([`hold_and`]), for synchronous and async slots alike.
+pub(crate) trait HoldForLifecycle: Send + Sync {
+    /// The slot, held.
+    type Held<'a>: HeldSlot
+    where
+        Self: 'a;
+    /// What every kind of slot keeps beside its instance.
+    fn core(&self) -> &SlotCore;
+    /// Takes the slot for the lifecycle operation `operation` (waiting for its holder); a
+    /// refusal says whether this chain holds it already or waiting would close a cycle.
+    fn hold(&self, operation: &'static str) -> Result<Self::Held<'_>, LifecycleError>;
+}
+
+/// The kernel's lifecycle operations on a slot of any kind.
+pub(crate) mod hold_and {
+    use super::*;
+
+    /// Runs a hook with the slot held, recording the outcome in the status.
+    pub(crate) fn run_hook<K: HoldForLifecycle>(slot: &K, hook: Hook) -> Result<(), LifecycleError> {
+        slot.core().check_no_late_stop()?;
+        slot.hold(hook.as_str())?.run_hook(hook)
+    }
+
+    /// A bounded stop gave up waiting: the service is Failed (marked without holding the slot:
+    /// the hook holding it did not return), and lifecycle changes are refused until the hook
+    /// returns.
+    pub(crate) fn abandon_stop<K: HoldForLifecycle>(slot: &K) {
+        slot.core().set_late_stop(true);
+        slot.core().set_status(Status::Failed);
+    }
+
+    /// Runs the stop hook for a waiter bounded by a timeout (see [`Lifecycle::stop_bounded`]).
+    pub(crate) fn stop_bounded<K: HoldForLifecycle>(
+        slot: &K,
+        race: &std::sync::Mutex<StopRace>,
+    ) -> (Result<(), LifecycleError>, bool) {
+        let mut held = match slot.hold("stop") {
+            Ok(held) => held,
+            Err(error) => return (Err(error), false),
+        };
+        let result = held.invoke(Hook::Stop);
+        let mut race = race.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let late = *race == StopRace::Abandoned;
+        if late {
+            slot.core().set_late_stop(false);
+        } else {
+            *race = StopRace::Done;
+        }
+        held.set_status(match (&result, late) {
+            (Ok(()), false) => Status::Stopped,
+            _ => Status::Failed,
+        });
+        (result, late)
+    }
+
+    /// Exports the current instance's state for a save (see [`Lifecycle::export_for_save`]).
+    pub(crate) fn export_for_save<'s, K: HoldForLifecycle>(
+        slot: &K,
+        export: &mut ExportForSave<'_, 's>,
+    ) -> Result<(Exported<'s>, u64, SaveInFlight), LifecycleError> {
+        slot.core().check_no_late_stop()?;
+        let held = slot.hold("save")?;
+        // Counted while held: a restart holding the slot sees every export that came before.
+        let in_flight = slot.core().begin_save();
+        let exported =
+            plumbing(&held).and_then(|instance| export_for_save_now(instance, || held.next_generation(), export));
+        drop(held);
+        exported.map(|(state, generation)| (state, generation, in_flight))
+    }
+
+    /// The current instance's state, encoded, at its next generation.
+    pub(crate) fn export_encoded<K: HoldForLifecycle>(slot: &K) -> Result<(EncodedState, u64), LifecycleError> {
+        slot.core().check_no_late_stop()?;
+        let held = slot.hold("export")?;
+        let instance = plumbing(&held)?;
+        export_now(held.name(), instance, || held.next_generation())
+    }
+
+    /// The held instance's plumbing, or why there is none.
+    fn plumbing<H: HeldSlot>(held: &H) -> Result<&dyn Plumbing, LifecycleError> {
+        held.plumbing().map_err(|source| LifecycleError::Export {
+            service: held.name().to_string(),
+            source,
+        })
+    }
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> HoldForLifecycle for Slot<Req, Resp> {
+    type Held<'a> = Entered<'a, Req, Resp>;
+
+    fn core(&self) -> &SlotCore {
+        Slot::core(self)
+    }
+
+    fn hold(&self, operation: &'static str) -> Result<Self::Held<'_>, LifecycleError> {
+        self.enter_for(operation)
+    }
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
@@ -77,20 +172,15 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
     }
 
     fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError> {
-        Slot::run_hook(self, hook)
+        hold_and::run_hook(self, hook)
     }
 
     fn dependencies(&self) -> Vec<String> {
         self.instance.lock().dependencies()
     }
 
-    fn mark_failed(&self) {
-        self.status.store(Status::Failed.to_u8(), Ordering::Release);
-    }
-
     fn abandon_stop(&self) {
-        self.late_stop.store(true, Ordering::Release);
-        self.mark_failed();
+        hold_and::abandon_stop(self);
     }
 
     fn held_here(&self) -> bool {
@@ -98,49 +188,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
     }
 
     fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool) {
-        let mut entered = match self.enter_for("stop") {
-            Ok(entered) => entered,
-            Err(error) => return (Err(error), false),
-        };
-        let result = entered.invoke(Hook::Stop);
-        let mut race = race.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let late = *race == StopRace::Abandoned;
-        if late {
-            self.late_stop.store(false, Ordering::Release);
-        } else {
-            *race = StopRace::Done;
-        }
-        entered.set_status(match (&result, late) {
-            (Ok(()), false) => Status::Stopped,
-            _ => Status::Failed,
-        });
-        (result, late)
+        hold_and::stop_bounded(self, race)
     }
 
     fn export_for_save<'s>(
         &self,
         export: &mut ExportForSave<'_, 's>,
     ) -> Result<(Exported<'s>, u64, SaveInFlight), LifecycleError> {
-        self.check_no_late_stop()?;
-        let entered = self.enter_for("save")?;
-        // Counted under the mutex: a restart holding it sees every export that came before.
-        let in_flight = SaveInFlight::begin(&self.saves_in_flight);
-        let exported = export_for_save_now(&**entered.instance, || entered.next_generation(), export);
-        drop(entered);
-        exported.map(|(state, generation)| (state, generation, in_flight))
-    }
-
-    fn export_encoded(&self) -> Result<(EncodedState, u64), LifecycleError> {
-        self.check_no_late_stop()?;
-        let entered = self.enter_for("export")?;
-        self.export_entered(&entered)
-    }
-}
-
-impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
-    /// Exports the entered instance's state at the next generation.
-    fn export_entered(&self, entered: &Entered<'_, Req, Resp>) -> Result<(EncodedState, u64), LifecycleError> {
-        export_now(&self.name, &**entered.instance, || entered.next_generation())
+        hold_and::export_for_save(self, export)
     }
 }
 

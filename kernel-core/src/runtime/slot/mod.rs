@@ -6,7 +6,7 @@
 //! replacement and skip the name lookup.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -19,17 +19,19 @@ use crate::runtime::service::{Handler, Status};
 use crate::runtime::sync::caller_token;
 use crate::runtime::wait::{self, Held};
 
+mod core;
 mod held;
 mod instance;
 mod lifecycle;
 
+pub(crate) use core::{SaveInFlight, SlotCore};
 #[cfg(feature = "tokio")]
 pub(crate) use held::status_after;
 pub(crate) use held::{HeldSlot, Installs};
 pub(crate) use instance::{BoxInstance, ExportError, Plumbing};
 #[cfg(feature = "tokio")]
-pub(crate) use lifecycle::{ExportForSave, export_for_save_now};
-pub(crate) use lifecycle::{Exported, Lifecycle, StopRace, export_now};
+pub(crate) use lifecycle::ExportForSave;
+pub(crate) use lifecycle::{Exported, HoldForLifecycle, Lifecycle, StopRace, export_now, hold_and};
 
 /// The slot a service of type `S` lives in.
 pub(crate) type SlotOf<S> = Slot<<S as Handler>::Request, <S as Handler>::Response>;
@@ -39,60 +41,21 @@ pub(crate) type SlotOf<S> = Slot<<S as Handler>::Request, <S as Handler>::Respon
 /// not share one (two threads calling two services would otherwise slow each other down).
 #[repr(align(128))]
 pub(crate) struct Slot<Req, Resp> {
-    name: Arc<str>,
+    /// What every kind of slot keeps beside its instance.
+    core: SlotCore,
     /// Token of the thread inside the slot's mutex, so that a thread calling back into a slot it
     /// already holds gets an error instead of deadlocking. On a cache line of its own: the holder
     /// writes it twice per call, and on the lock's line each write would take the line away from
     /// the callers waiting on the lock.
     owner: OwnLine<AtomicU64>,
-    /// A `Status`, written only with the mutex held; readable without it.
-    status: AtomicU8,
     instance: Mutex<BoxInstance<Req, Resp>>,
-    kernel: Weak<Shared>,
     /// The slot itself, for the wait table when a caller has to wait (see `wait`).
     this: Weak<Self>,
-    /// The generation of the last state exported (saved or moved across a replacement): each
-    /// export takes the next one, under the slot's mutex, so generations follow export order.
-    generation: AtomicU64,
-    /// Which instance the slot holds: one more at every swap (replacement, restart), so that a
-    /// restart planned for a failed instance can tell it is no longer there.
-    epoch: AtomicU64,
-    /// A stop hook outlived its timeout and still holds the slot: lifecycle changes are refused
-    /// (instead of waiting for it) until it returns.
-    late_stop: std::sync::atomic::AtomicBool,
-    /// Saves exported (under the mutex) and not yet written: a restart waits for them.
-    saves_in_flight: Arc<std::sync::atomic::AtomicU32>,
 }
 
 /// A value alone on its cache lines (128 bytes: x86 fetches lines in pairs).
 #[repr(align(128))]
 struct OwnLine<T>(T);
-
-/// A save exported from a slot and not yet written; dropping it says the write is over.
-pub(crate) struct SaveInFlight(Arc<std::sync::atomic::AtomicU32>);
-
-impl SaveInFlight {
-    /// Counts a save in `counter` until the returned guard drops.
-    pub(crate) fn begin(counter: &Arc<std::sync::atomic::AtomicU32>) -> Self {
-        counter.fetch_add(1, Ordering::AcqRel);
-        Self(Arc::clone(counter))
-    }
-}
-
-impl Drop for SaveInFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// Takes the next generation from a slot's counter, the slot held (so a load and a store suffice,
-/// and generations follow the order of exports). Saturating: a store that claimed `u64::MAX`
-/// (see SECURITY.md) makes saves refused as stale, not wrap to 0 or panic.
-pub(crate) fn next_generation(counter: &AtomicU64) -> u64 {
-    let next = counter.load(Ordering::Relaxed).saturating_add(1);
-    counter.store(next, Ordering::Relaxed);
-    next
-}
 
 /// Why a thread cannot take a slot.
 #[derive(Debug)]
@@ -157,43 +120,24 @@ impl<Req, Resp> Drop for Entered<'_, Req, Resp> {
 }
 
 impl<Req, Resp> Entered<'_, Req, Resp> {
-    /// The generation of a state exported now: one more than the last (the mutex is held, so
-    /// generations follow the order of exports).
-    pub(crate) fn next_generation(&self) -> u64 {
-        next_generation(&self.slot.generation)
-    }
-
-    pub(crate) fn status(&self) -> Status {
-        Status::from_u8(self.slot.status.load(Ordering::Acquire))
-    }
-
     /// Puts `instance` in the slot and returns the one it replaces.
     pub(crate) fn swap(&mut self, instance: BoxInstance<Req, Resp>) -> BoxInstance<Req, Resp> {
-        self.slot.epoch.fetch_add(1, Ordering::Release);
+        self.slot.core.swapped();
         std::mem::replace(&mut *self.instance, instance)
-    }
-
-    /// Which instance the slot holds (see `Slot::epoch`).
-    pub(crate) fn epoch(&self) -> u64 {
-        self.slot.epoch.load(Ordering::Acquire)
-    }
-
-    pub(crate) fn set_status(&self, status: Status) {
-        self.slot.status.store(status.to_u8(), Ordering::Release);
     }
 
     /// Runs `start` or `stop` on the current instance, panics caught, leaving the status as it
     /// is: a replacement swaps instances inside one Running period, so that nobody reading the
     /// status without the mutex sees the service stopped in between.
     pub(crate) fn invoke(&mut self, hook: Hook) -> Result<(), LifecycleError> {
-        let ctx = Context::new(&self.slot.kernel, &self.slot.name);
+        let ctx = Context::new(&self.slot.core.kernel, &self.slot.core.name);
         let instance = &mut **self.instance;
-        let _span = tracing::info_span!("hook", service = %self.slot.name, %hook).entered();
+        let _span = tracing::info_span!("hook", service = %self.slot.core.name, %hook).entered();
         let outcome = catch_unwind(AssertUnwindSafe(|| match hook {
             Hook::Stop => instance.stop(&ctx),
             _ => instance.start(&ctx),
         }));
-        crate::runtime::error::hook_outcome(self.slot.name.to_string(), hook, outcome)
+        crate::runtime::error::hook_outcome(self.slot.core.name.to_string(), hook, outcome)
     }
 }
 
@@ -206,60 +150,31 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         generation: u64,
     ) -> Arc<Self> {
         Arc::new_cyclic(|this| Self {
-            generation: AtomicU64::new(generation),
-            epoch: AtomicU64::new(0),
-            late_stop: std::sync::atomic::AtomicBool::new(false),
-            saves_in_flight: Arc::default(),
-            name,
+            core: SlotCore::new(name, kernel, generation),
             owner: OwnLine(AtomicU64::new(0)),
-            status: AtomicU8::new(Status::Created.to_u8()),
             instance: Mutex::new(instance),
-            kernel,
             this: Weak::clone(this),
         })
     }
 
+    /// What every kind of slot keeps beside its instance.
+    pub(crate) fn core(&self) -> &SlotCore {
+        &self.core
+    }
+
     pub(crate) fn name(&self) -> &Arc<str> {
-        &self.name
-    }
-
-    /// Refuses a lifecycle change while a stop hook that outlived its timeout holds the slot.
-    pub(crate) fn check_no_late_stop(&self) -> Result<(), LifecycleError> {
-        if self.late_stop.load(Ordering::Acquire) {
-            return Err(LifecycleError::StopInProgress {
-                service: self.name.to_string(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Waits until every save exported from this slot has been written (or failed). Call with
-    /// the slot held, so that no new export can begin; saves never wait for the slot to finish.
-    pub(crate) fn wait_for_saves(&self) {
-        while self.saves_in_flight.load(Ordering::Acquire) > 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// Which instance the slot holds: one more at every swap.
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
-    /// The kernel the slot belongs to.
-    pub(crate) fn kernel(&self) -> &Weak<Shared> {
-        &self.kernel
+        &self.core.name
     }
 
     pub(crate) fn status(&self) -> Status {
-        Status::from_u8(self.status.load(Ordering::Acquire))
+        self.core.status()
     }
 
     /// Takes the slot's mutex for the lifecycle operation `operation`: a refusal says whether
     /// this chain holds the slot already or waiting would close a cycle.
     pub(crate) fn enter_for(&self, operation: &'static str) -> Result<Entered<'_, Req, Resp>, LifecycleError> {
         self.try_enter()
-            .map_err(|blocked| blocked.into_lifecycle_error(&self.name, operation))
+            .map_err(|blocked| blocked.into_lifecycle_error(&self.core.name, operation))
     }
 
     /// Takes the slot's mutex, unless this chain of calls already holds it or waiting for it
@@ -386,14 +301,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
     /// Runs the handler on the entered slot, its panics caught.
     #[inline]
     fn serve(&self, mut entered: Entered<'_, Req, Resp>, request: Req) -> Result<Resp, CallError> {
-        if self.status.load(Ordering::Acquire) != Status::Running.to_u8() {
+        if self.core.status.load(Ordering::Acquire) != Status::Running.to_u8() {
             return Err(self.not_running());
         }
-        let ctx = Context::new(&self.kernel, &self.name);
+        let ctx = Context::new(&self.core.kernel, &self.core.name);
         let instance = &mut **entered.instance;
         // A DEBUG span: a user's events inside the handler carry the service's name; with DEBUG
         // off (the usual INFO subscriber, or none) it costs one relaxed load.
-        let _span = tracing::debug_span!("handle", service = %self.name).entered();
+        let _span = tracing::debug_span!("handle", service = %self.core.name).entered();
         match catch_unwind(AssertUnwindSafe(|| instance.handle(request, &ctx))) {
             Ok(response) => Ok(response),
             Err(panic) => Err(self.panicked(&entered, &*panic)),
@@ -403,14 +318,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
     #[cold]
     #[inline(never)]
     fn refused(&self, blocked: Blocked) -> CallError {
-        blocked.into_call_error(&self.name)
+        blocked.into_call_error(&self.core.name)
     }
 
     #[cold]
     #[inline(never)]
     fn not_running(&self) -> CallError {
         CallError::NotRunning {
-            service: self.name.to_string(),
+            service: self.core.name.to_string(),
             status: self.status(),
         }
     }
@@ -418,23 +333,17 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
     #[cold]
     #[inline(never)]
     fn panicked(&self, entered: &Entered<'_, Req, Resp>, panic: &(dyn std::any::Any + Send)) -> CallError {
-        entered.set_status(Status::Failed);
+        let _held = entered;
+        self.core.set_status(Status::Failed);
         let message = panic_message(panic);
-        tracing::error!(service = %self.name, %message, "handler panicked; service marked failed");
-        if let Some(kernel) = self.kernel.upgrade() {
-            kernel.report_failure(&self.name, entered.epoch());
+        tracing::error!(service = %self.core.name, %message, "handler panicked; service marked failed");
+        if let Some(kernel) = self.core.kernel.upgrade() {
+            kernel.report_failure(&self.core.name, self.core.epoch());
         }
         CallError::Panicked {
-            service: self.name.to_string(),
+            service: self.core.name.to_string(),
             message,
         }
-    }
-
-    /// Runs a lifecycle hook with the slot held.
-    pub(crate) fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError> {
-        self.check_no_late_stop()?;
-        let mut entered = self.enter_for(hook.as_str())?;
-        entered.run_hook(hook)
     }
 }
 
@@ -444,6 +353,6 @@ impl<Req: Send + 'static, Resp: Send + 'static> Held for Slot<Req, Resp> {
     }
 
     fn service(&self) -> &str {
-        &self.name
+        &self.core.name
     }
 }

@@ -133,7 +133,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Future for Call<Req, Resp> {
                     Poll::Pending => Poll::Pending,
                     Poll::Ready(Err(blocked)) => {
                         this.step = Step::Done;
-                        Poll::Ready(Err(blocked.into_call_error(&this.slot.name)))
+                        Poll::Ready(Err(blocked.into_call_error(this.slot.name())))
                     }
                     Poll::Ready(Ok(lot)) => {
                         let Step::Queued { request, .. } = std::mem::replace(&mut this.step, Step::Done) else {
@@ -165,7 +165,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Call<Req, Resp> {
     fn enter_contended(&mut self, chain: u64, unheld: bool, cx: &mut Context<'_>) -> Poll<Result<Resp, CallError>> {
         if !unheld && self.slot.gate.owner() == chain {
             self.step = Step::Done;
-            return Poll::Ready(Err(Blocked::Reentry.into_call_error(&self.slot.name)));
+            return Poll::Ready(Err(Blocked::Reentry.into_call_error(self.slot.name())));
         }
         let Step::Enter { request, timeout } = std::mem::replace(&mut self.step, Step::Done) else {
             unreachable!()
@@ -176,7 +176,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Call<Req, Resp> {
                 // Polled at once: the slot may have been granted while queueing.
                 Pin::new(self).poll(cx)
             }
-            Err(blocked) => Poll::Ready(Err(blocked.into_call_error(&self.slot.name))),
+            Err(blocked) => Poll::Ready(Err(blocked.into_call_error(self.slot.name()))),
         }
     }
 

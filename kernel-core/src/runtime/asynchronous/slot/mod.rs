@@ -9,7 +9,6 @@
 //! call's future — and if that future is dropped, the work (which owns the instance) is moved
 //! to a task of the runtime that finishes it, so a taken request is completed once.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::task::Poll;
 use std::time::Duration;
@@ -25,9 +24,8 @@ use crate::boxed::BoxError;
 use crate::runtime::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::runtime::kernel::Shared;
 use crate::runtime::service::Status;
-use crate::runtime::slot::{Blocked, HeldSlot, Installs, Plumbing, export_now, status_after};
+use crate::runtime::slot::{Blocked, HeldSlot, Installs, Plumbing, SlotCore, status_after};
 use crate::runtime::wait::Held;
-use crate::state::EncodedState;
 
 mod call;
 mod lifecycle;
@@ -44,19 +42,10 @@ pub(crate) struct Lot<Req, Resp> {
 
 /// Where one async service lives.
 pub(crate) struct AsyncSlot<Req, Resp> {
-    name: Arc<str>,
+    /// What every kind of slot keeps beside its instance.
+    pub(crate) core: SlotCore,
     /// The instance, moved to whoever holds the slot.
     gate: Gate<Lot<Req, Resp>>,
-    status: AtomicU8,
-    /// The generation of the last state exported (see the synchronous slot).
-    generation: AtomicU64,
-    /// Which instance the slot holds: one more at every swap.
-    epoch: AtomicU64,
-    /// A stop that outlived its timeout is still running.
-    late_stop: AtomicBool,
-    /// Saves exported and not yet written.
-    saves_in_flight: Arc<AtomicU32>,
-    kernel: Weak<Shared>,
     /// The runtime the service was registered on: where synchronous callers drive its futures,
     /// and where work whose caller went away is finished.
     runtime: Runtime,
@@ -90,29 +79,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
         }
     }
 
-    pub(crate) fn status(&self) -> Status {
-        self.slot.status()
-    }
-
-    pub(crate) fn set_status(&self, status: Status) {
-        self.slot.status.store(status.to_u8(), Ordering::Release);
-    }
-
-    pub(crate) fn next_generation(&self) -> u64 {
-        crate::runtime::slot::next_generation(&self.slot.generation)
-    }
-
-    /// Which instance the slot holds.
-    pub(crate) fn epoch(&self) -> u64 {
-        self.slot.epoch()
-    }
-
     /// Puts `instance` in the slot and returns the one it replaces.
     pub(crate) fn swap(
         &mut self,
         instance: Option<BoxAsyncInstance<Req, Resp>>,
     ) -> Option<BoxAsyncInstance<Req, Resp>> {
-        self.slot.epoch.fetch_add(1, Ordering::Release);
+        self.slot.core.swapped();
         std::mem::replace(&mut self.lot().instance, instance)
     }
 
@@ -131,9 +103,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
     /// Runs `start` or `stop` on the current instance, panics caught, leaving the status as it
     /// is (see the synchronous slot's `invoke`).
     pub(crate) async fn invoke_async(&mut self, hook: Hook) -> Result<(), LifecycleError> {
-        let span = tracing::info_span!("hook", service = %self.slot.name, %hook);
+        let span = tracing::info_span!("hook", service = %self.slot.core.name, %hook);
         let token = self.slot.gate.owner();
-        let service = self.slot.name.to_string();
+        let service = self.slot.core.name.to_string();
         let hook_future = match self.lot().instance.as_deref_mut() {
             Some(instance) => match hook {
                 Hook::Stop => instance.stop(),
@@ -177,48 +149,21 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
                 instance: Some(super::handler::boxed(service, ctx.clone())),
             }),
             ctx,
-            name,
-            status: AtomicU8::new(Status::Created.to_u8()),
-            generation: AtomicU64::new(generation),
-            epoch: AtomicU64::new(0),
-            late_stop: AtomicBool::new(false),
-            saves_in_flight: Arc::default(),
-            kernel,
+            core: SlotCore::new(name, kernel, generation),
             runtime,
         })
     }
 
     pub(crate) fn name(&self) -> &Arc<str> {
-        &self.name
+        &self.core.name
     }
 
     pub(crate) fn status(&self) -> Status {
-        Status::from_u8(self.status.load(Ordering::Acquire))
+        self.core.status()
     }
 
     pub(crate) fn runtime(&self) -> &Runtime {
         &self.runtime
-    }
-
-    /// Which instance the slot holds: one more at every swap.
-    pub(crate) fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
-    /// Waits until every save exported from this slot is written.
-    pub(crate) fn wait_for_saves(&self) {
-        while self.saves_in_flight.load(Ordering::Acquire) > 0 {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    pub(crate) fn check_no_late_stop(&self) -> Result<(), LifecycleError> {
-        if self.late_stop.load(Ordering::Acquire) {
-            return Err(LifecycleError::StopInProgress {
-                service: self.name.to_string(),
-            });
-        }
-        Ok(())
     }
 
     /// Takes the slot for chain `me`, in arrival order, waiting at most `timeout`; refused if
@@ -283,21 +228,21 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
     fn refuse(&self, lot: Box<Lot<Req, Resp>>, status: Status) -> CallError {
         self.gate.release(lot);
         CallError::NotRunning {
-            service: self.name.to_string(),
+            service: self.core.name.to_string(),
             status,
         }
     }
 
     #[cold]
     fn panicked(&self, panic: &(dyn std::any::Any + Send)) -> CallError {
-        self.status.store(Status::Failed.to_u8(), Ordering::Release);
+        self.core.set_status(Status::Failed);
         let message = panic_message(panic);
-        tracing::error!(service = %self.name, %message, "async handler panicked; service marked failed");
-        if let Some(kernel) = self.kernel.upgrade() {
-            kernel.report_failure(&self.name, self.epoch.load(Ordering::Acquire));
+        tracing::error!(service = %self.core.name, %message, "async handler panicked; service marked failed");
+        if let Some(kernel) = self.core.kernel.upgrade() {
+            kernel.report_failure(&self.core.name, self.core.epoch());
         }
         CallError::Panicked {
-            service: self.name.to_string(),
+            service: self.core.name.to_string(),
             message,
         }
     }
@@ -309,7 +254,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
 
     fn would_block(&self) -> CallError {
         CallError::WouldBlockRuntime {
-            service: self.name.to_string(),
+            service: self.core.name.to_string(),
         }
     }
 
@@ -322,30 +267,18 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
     }
 
     /// Enters from synchronous code, for the lifecycle.
-    pub(crate) fn enter_blocking(self: &Arc<Self>) -> Result<AsyncEntered<Req, Resp>, LifecycleError> {
+    pub(crate) fn enter_blocking(
+        self: &Arc<Self>,
+        operation: &'static str,
+    ) -> Result<AsyncEntered<Req, Resp>, LifecycleError> {
         let me = chain::current_sync();
         match self.wait(self.enter(me, None)) {
             Ok(Ok(entered)) => Ok(entered),
-            Ok(Err(blocked)) => Err(blocked.into_lifecycle_error(&self.name, "lifecycle")),
+            Ok(Err(blocked)) => Err(blocked.into_lifecycle_error(&self.core.name, operation)),
             Err(WouldBlockRuntime) => Err(LifecycleError::WouldBlockRuntime {
-                service: self.name.to_string(),
+                service: self.core.name.to_string(),
             }),
         }
-    }
-
-    /// Runs a hook, from synchronous code.
-    fn run_hook_blocking(self: &Arc<Self>, hook: Hook) -> Result<(), LifecycleError> {
-        self.check_no_late_stop()?;
-        let mut entered = self.enter_blocking()?;
-        HeldSlot::run_hook(&mut entered, hook)
-    }
-
-    fn export_entered(&self, entered: &AsyncEntered<Req, Resp>) -> Result<(EncodedState, u64), LifecycleError> {
-        let instance = entered.plumbing().map_err(|source| LifecycleError::Export {
-            service: self.name.to_string(),
-            source,
-        })?;
-        export_now(&self.name, instance, || entered.next_generation())
     }
 }
 
@@ -355,50 +288,26 @@ impl<Req: Send + 'static, Resp: Send + 'static> Held for AsyncSlot<Req, Resp> {
     }
 
     fn service(&self) -> &str {
-        &self.name
+        &self.core.name
     }
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> HeldSlot for AsyncEntered<Req, Resp> {
     type Instance = Option<BoxAsyncInstance<Req, Resp>>;
 
-    fn name(&self) -> &Arc<str> {
-        &self.slot.name
-    }
-
-    fn kernel(&self) -> &Weak<Shared> {
-        &self.slot.kernel
-    }
-
-    fn status(&self) -> Status {
-        AsyncEntered::status(self)
-    }
-
-    fn set_status(&self, status: Status) {
-        AsyncEntered::set_status(self, status);
-    }
-
-    fn next_generation(&self) -> u64 {
-        AsyncEntered::next_generation(self)
-    }
-
-    fn epoch(&self) -> u64 {
-        AsyncEntered::epoch(self)
+    fn core(&self) -> &SlotCore {
+        &self.slot.core
     }
 
     fn plumbing(&self) -> Result<&dyn Plumbing, BoxError> {
         AsyncEntered::plumbing(self)
     }
 
-    fn wait_for_saves(&self) {
-        self.slot.wait_for_saves();
-    }
-
     /// The hook's future, waited for on this thread (the blocking pool, or a thread outside
     /// the runtime: the slot was entered here, so waiting here is allowed).
     fn invoke(&mut self, hook: Hook) -> Result<(), LifecycleError> {
         let runtime = self.slot.runtime.clone();
-        let service = Arc::clone(&self.slot.name);
+        let service = Arc::clone(&self.slot.core.name);
         chain::block_on(&runtime, self.invoke_async(hook)).unwrap_or_else(|WouldBlockRuntime| {
             Err(LifecycleError::WouldBlockRuntime {
                 service: service.to_string(),

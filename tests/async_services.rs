@@ -461,3 +461,33 @@ async fn a_supervised_async_service_restarts_with_its_last_good_state() {
         .unwrap();
     assert_eq!(tally.call(ev("count")).await.unwrap().message, "v2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_async_routes_by_the_event_and_checkpoint_service_async_saves_one() {
+    use microkernel::DirStore;
+    use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
+    let dir = std::env::temp_dir().join(format!("mk-async-send-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let kernel = Kernel::builder()
+        .sealer(Sealer::new(Keyring::new(
+            1,
+            Key::generate(Algorithm::Aes256Gcm).unwrap(),
+        )))
+        .store(DirStore::open(&dir).unwrap())
+        .build()
+        .unwrap();
+    kernel.register_async(TallyV1Service::default()).await.unwrap();
+    kernel.start_all_async().await.unwrap();
+    let reply = kernel.send_async(Event::new("tally", "t", "count", "")).await;
+    assert_eq!((reply.code, &*reply.data), (0, "1"));
+    let missing = kernel.send_async(Event::new("nobody", "t", "count", "")).await;
+    assert_eq!(missing.code, microkernel::code::NOT_FOUND);
+    let saved = kernel.checkpoint_service_async("tally").await.unwrap();
+    assert!(saved.to_string().contains("tally"), "{saved}");
+    assert!(matches!(
+        kernel.checkpoint_service_async("nobody").await,
+        Err(microkernel::LifecycleError::NotFound { .. })
+    ));
+    kernel.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -23,7 +23,7 @@ fn the_longest_stop_timeout_does_not_overflow() {
     let kernel = Kernel::builder().stop_timeout(Duration::MAX).build().unwrap();
     kernel.register(Echo).unwrap();
     kernel.start_all().unwrap();
-    let reply = kernel.push(Event::new("echo", "t", "say", "hi")).wait(Duration::MAX);
+    let reply = kernel.push(Event::new("echo", "t", "say", "hi"), Duration::MAX);
     assert_eq!(reply.data, "hi");
     kernel.stop_all().unwrap();
 }

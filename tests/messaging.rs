@@ -74,9 +74,7 @@ fn a_handle_skips_the_lookup_and_follows_the_service_through_restarts() {
 #[test]
 fn push_to_the_kernel_is_answered_by_the_kernel() {
     let kernel = Kernel::new();
-    let reply = kernel
-        .push(Event::new(KERNEL, "test", "log", "hello"))
-        .wait(Duration::from_secs(1));
+    let reply = kernel.push(Event::new(KERNEL, "test", "log", "hello"), Duration::from_secs(1));
     assert_eq!(reply.to_string(), "{0 Handled by kernel ok}");
 }
 
@@ -84,13 +82,13 @@ fn push_to_the_kernel_is_answered_by_the_kernel() {
 fn push_to_a_service_is_routed_and_unknown_targets_get_404() {
     let j = Journal::default();
     let kernel = running(vec![Probe::new("a", &[], &j)]);
-    let reply = kernel.push(ev("a", "hi", "pushed")).wait(Duration::from_secs(5));
+    let reply = kernel.push(ev("a", "hi", "pushed"), Duration::from_secs(5));
     assert_eq!(reply.to_string(), "{0 a handled pushed}");
-    let reply = kernel.push(ev("ghost", "hi", "")).wait(Duration::from_secs(5));
+    let reply = kernel.push(ev("ghost", "hi", ""), Duration::from_secs(5));
     assert_eq!(reply.code, code::NOT_FOUND);
     kernel.stop("a").unwrap();
     assert_eq!(
-        kernel.push(ev("a", "hi", "")).wait(Duration::from_secs(5)).code,
+        kernel.push(ev("a", "hi", ""), Duration::from_secs(5)).code,
         code::NOT_FOUND
     );
 }
@@ -100,9 +98,7 @@ fn push_timeout_bounds_the_wait_even_when_the_handler_blocks() {
     let j = Journal::default();
     let kernel = running(vec![Probe::new("slow", &[], &j), Probe::new("fast", &[], &j)]);
     let started = Instant::now();
-    let reply = kernel
-        .push(ev("slow", "sleep", "1500"))
-        .wait(Duration::from_millis(100));
+    let reply = kernel.push(ev("slow", "sleep", "1500"), Duration::from_millis(100));
     let waited = started.elapsed();
     assert_eq!(reply.code, code::TIMEOUT);
     assert!(
@@ -110,7 +106,7 @@ fn push_timeout_bounds_the_wait_even_when_the_handler_blocks() {
         "waited {waited:?} for a 100 ms timeout"
     );
     // Another service is not held up by the blocked handler.
-    let reply = kernel.push(ev("fast", "hi", "")).wait(Duration::from_secs(2));
+    let reply = kernel.push(ev("fast", "hi", ""), Duration::from_secs(2));
     assert!(reply.is_ok(), "{reply}");
 }
 

@@ -65,7 +65,7 @@ fn a_panicking_handler_answers_500_to_a_push_and_others_keep_serving() {
     kernel.register(Fragile::default()).unwrap();
     kernel.register(Probe::new("other", &[], &j)).unwrap();
     kernel.start_all().unwrap();
-    let reply = kernel.push(panic_event()).wait(Duration::from_secs(5));
+    let reply = kernel.push(panic_event(), Duration::from_secs(5));
     assert_eq!(reply.code, code::FAILED, "{reply}");
     assert_eq!(kernel.status("counter"), Some(Status::Failed));
     assert!(kernel.send(Event::new("other", "t", "hi", "")).is_ok());

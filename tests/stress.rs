@@ -62,7 +62,7 @@ fn calls_and_pushes_survive_repeated_sealed_upgrades_and_rollbacks() {
                     let reply = match (t + i) % 3 {
                         0 => handle.call(bump()).expect("a call is never lost"),
                         1 => kernel.call("counter", bump()).expect("a call is never lost"),
-                        _ => kernel.push(bump()).wait(Duration::from_secs(30)),
+                        _ => kernel.push(bump(), Duration::from_secs(30)),
                     };
                     assert!(reply.is_ok(), "{reply}");
                     answered.fetch_add(1, Ordering::Relaxed);

@@ -56,15 +56,13 @@ fn stop_all_leaves_no_kernel_thread_running() {
     for _ in 0..20 {
         assert!(
             kernel
-                .push(Event::new("echo", "t", "hi", "x"))
-                .wait(Duration::from_secs(5))
+                .push(Event::new("echo", "t", "hi", "x"), Duration::from_secs(5))
                 .is_ok()
         );
     }
     assert!(
         kernel
-            .push(Event::new(KERNEL, "t", "hi", ""))
-            .wait(Duration::from_secs(1))
+            .push(Event::new(KERNEL, "t", "hi", ""), Duration::from_secs(1))
             .is_ok()
     );
     let _ = handle.call(Event::new("echo", "t", "panic", ""));

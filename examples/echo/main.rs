@@ -181,9 +181,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         kernel.send(Event::new("echo", "microKernel", "unknown", "Hello, Log!"))
     );
 
-    let reply = kernel
-        .push(Event::new(KERNEL, "main", "status", "v2 is serving"))
-        .wait(PUSH_TIMEOUT);
+    let reply = kernel.push(Event::new(KERNEL, "main", "status", "v2 is serving"), PUSH_TIMEOUT);
     println!("v2 reply: {reply}");
 
     println!("Stopping all services...");

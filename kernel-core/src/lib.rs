@@ -20,7 +20,6 @@ pub mod supervise;
 
 pub use logger::{LevelControl, LogLine, Logger};
 pub use messaging::message::{Event, KERNEL, Reply, Text, code};
-pub use messaging::push::PendingReply;
 pub use replace::{ReplaceCause, ReplaceError, Replaced, Step};
 #[cfg(feature = "tokio")]
 pub use runtime::asynchronous;

@@ -89,11 +89,11 @@ impl<'a> Context<'a> {
             .call_timeout(to, event, timeout)
     }
 
-    /// Pushes an event to the kernel and waits at most `timeout` for its reply: the Go design's
-    /// `Push`. Failures come back as reply codes (404, 408, 500…).
+    /// Pushes an event to the kernel and waits at most `timeout` for its reply, as
+    /// [`Kernel::push`] does. Failures come back as reply codes (404, 408, 500…).
     pub fn push(&self, event: Event, timeout: Duration) -> Reply {
         match self.kernel() {
-            Some(kernel) => kernel.push(event).wait(timeout),
+            Some(kernel) => kernel.push(event, timeout),
             None => CallError::KernelGone.to_reply(),
         }
     }

@@ -310,6 +310,17 @@ pub enum CallError {
         /// The service.
         service: String,
     },
+    /// A typed call by name asked for other request and response types than the ones the
+    /// service was registered with.
+    #[error("service `{service}` speaks {registered}, not {requested}")]
+    WrongTypes {
+        /// The service.
+        service: String,
+        /// Its request and response types, as `Request -> Response`.
+        registered: String,
+        /// The types the call asked for, as `Request -> Response`.
+        requested: String,
+    },
     /// The kernel has been dropped.
     #[error("the kernel is gone")]
     KernelGone,
@@ -344,7 +355,9 @@ impl CallError {
             CallError::WouldDeadlock { .. } => (code::LOOP, "Call loop detected"),
             CallError::Timeout { .. } => (code::TIMEOUT, "Handler busy past the timeout"),
             CallError::Panicked { .. } => (code::FAILED, "Handler failed"),
-            CallError::Unsupported { .. } => (code::UNSUPPORTED, "Unsupported request type"),
+            CallError::Unsupported { .. } | CallError::WrongTypes { .. } => {
+                (code::UNSUPPORTED, "Unsupported request type")
+            }
             CallError::KernelGone => (code::UNAVAILABLE, "Kernel unavailable"),
             CallError::WouldBlockRuntime { .. } => (code::UNAVAILABLE, "Would block the runtime"),
             CallError::Remote { .. } => (code::UNAVAILABLE, "Remote service unavailable"),

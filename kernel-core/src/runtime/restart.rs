@@ -291,7 +291,7 @@ impl Shared {
             });
             let event = Event::new(dependant.to_owned(), KERNEL, "dependency-failed", service.to_owned());
             // Fire and forget: the dependant handles it on a push worker.
-            drop(Kernel::from_shared(Arc::clone(self)).push(event));
+            drop(Kernel::from_shared(Arc::clone(self)).push_detached(event));
         }
         if self.restarts.get(service).is_some_and(|r| r.restarts()) {
             let failure = Failure {

@@ -1,5 +1,7 @@
-//! How an event addressed by name reaches its service.
+//! How an event addressed by name reaches its service, and how a typed call by name finds its
+//! slot.
 
+use std::any::{Any, type_name};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,8 +17,38 @@ pub(crate) enum Route {
     /// An async service speaking `Event`/`Reply`.
     #[cfg(feature = "tokio")]
     Async(Arc<crate::runtime::asynchronous::AsyncSlot<Event, Reply>>),
-    /// A service with its own request type: only its typed handle reaches it.
-    Typed,
+    /// A service with its own request and response types: a typed call by name reaches it.
+    Typed(TypedSlot),
+}
+
+/// The slot of a service with its own protocol, its types erased; a typed call by name gets it
+/// back after checking the types it asks for are the ones the service was registered with.
+#[derive(Clone)]
+pub(crate) struct TypedSlot {
+    /// An `Arc<Slot<Req, Resp>>` or an `Arc<AsyncSlot<Req, Resp>>`.
+    slot: Arc<dyn Any + Send + Sync>,
+    /// The request and response types' names, for the error when they differ.
+    speaks: Speaks,
+}
+
+/// The names of a protocol's request and response types.
+type Speaks = (&'static str, &'static str);
+
+impl TypedSlot {
+    /// `slot`, speaking `Req` and `Resp`.
+    pub(crate) fn new<Req: 'static, Resp: 'static, T: Send + Sync + 'static>(slot: Arc<T>) -> Self {
+        Self {
+            slot,
+            speaks: (type_name::<Req>(), type_name::<Resp>()),
+        }
+    }
+}
+
+/// The slot behind a route, of the kind and protocol asked for.
+pub(crate) enum SlotOfKind<Req, Resp> {
+    Sync(Arc<Slot<Req, Resp>>),
+    #[cfg(feature = "tokio")]
+    Async(Arc<crate::runtime::asynchronous::AsyncSlot<Req, Resp>>),
 }
 
 impl Route {
@@ -27,10 +59,37 @@ impl Route {
             (Route::Sync(slot), Some(timeout)) => slot.call_within(event, timeout),
             #[cfg(feature = "tokio")]
             (Route::Async(slot), _) => slot.call_blocking(event, timeout),
-            (Route::Typed, _) => Err(CallError::Unsupported {
+            (Route::Typed(_), _) => Err(CallError::Unsupported {
                 service: service.to_owned(),
             }),
         }
+    }
+
+    /// The service's slot if it speaks `Req` and `Resp`; else [`CallError::WrongTypes`] naming
+    /// both protocols.
+    pub(crate) fn slot_speaking<Req: Send + 'static, Resp: Send + 'static>(
+        &self,
+        service: &str,
+    ) -> Result<SlotOfKind<Req, Resp>, CallError> {
+        let (slot, speaks): (Arc<dyn Any + Send + Sync>, Speaks) = match self {
+            Route::Sync(slot) => (Arc::clone(slot) as _, (type_name::<Event>(), type_name::<Reply>())),
+            #[cfg(feature = "tokio")]
+            Route::Async(slot) => (Arc::clone(slot) as _, (type_name::<Event>(), type_name::<Reply>())),
+            Route::Typed(typed) => (Arc::clone(&typed.slot), typed.speaks),
+        };
+        let slot = match Arc::downcast::<Slot<Req, Resp>>(slot) {
+            Ok(slot) => return Ok(SlotOfKind::Sync(slot)),
+            Err(other) => other,
+        };
+        #[cfg(feature = "tokio")]
+        if let Ok(slot) = Arc::downcast::<crate::runtime::asynchronous::AsyncSlot<Req, Resp>>(slot) {
+            return Ok(SlotOfKind::Async(slot));
+        }
+        Err(CallError::WrongTypes {
+            service: service.to_owned(),
+            registered: format!("{} -> {}", speaks.0, speaks.1),
+            requested: format!("{} -> {}", type_name::<Req>(), type_name::<Resp>()),
+        })
     }
 }
 
@@ -39,7 +98,7 @@ enum WeakRoute {
     Sync(std::sync::Weak<Slot<Event, Reply>>),
     #[cfg(feature = "tokio")]
     Async(std::sync::Weak<crate::runtime::asynchronous::AsyncSlot<Event, Reply>>),
-    Typed,
+    Typed(std::sync::Weak<dyn Any + Send + Sync>, Speaks),
 }
 
 impl WeakRoute {
@@ -48,7 +107,7 @@ impl WeakRoute {
             Route::Sync(slot) => WeakRoute::Sync(Arc::downgrade(slot)),
             #[cfg(feature = "tokio")]
             Route::Async(slot) => WeakRoute::Async(Arc::downgrade(slot)),
-            Route::Typed => WeakRoute::Typed,
+            Route::Typed(typed) => WeakRoute::Typed(Arc::downgrade(&typed.slot), typed.speaks),
         }
     }
 
@@ -57,7 +116,9 @@ impl WeakRoute {
             WeakRoute::Sync(slot) => slot.upgrade().map(Route::Sync),
             #[cfg(feature = "tokio")]
             WeakRoute::Async(slot) => slot.upgrade().map(Route::Async),
-            WeakRoute::Typed => Some(Route::Typed),
+            WeakRoute::Typed(slot, speaks) => slot
+                .upgrade()
+                .map(|slot| Route::Typed(TypedSlot { slot, speaks: *speaks })),
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::runtime::error::{CallError, LifecycleError, StopAllError};
 use crate::runtime::kernel::Kernel;
 use crate::runtime::notice::Notice;
 use crate::runtime::persist::CheckpointError;
-use crate::runtime::route::Route;
+use crate::runtime::route::{Route, SlotOfKind, TypedSlot};
 use crate::runtime::slot::Lifecycle;
 use crate::store::Location;
 
@@ -42,7 +42,7 @@ impl Kernel {
         let slot = self.new_async_slot(service).await?;
         self.insert(
             Arc::new(AsyncLifecycle(Arc::clone(&slot))) as Arc<dyn Lifecycle>,
-            Route::Typed,
+            Route::Typed(TypedSlot::new::<S::Request, S::Response, _>(Arc::clone(&slot))),
         )?;
         Ok(AsyncHandle::new_async(slot))
     }
@@ -85,10 +85,33 @@ impl Kernel {
         match self.shared().route(name)? {
             Route::Sync(slot) => Ok(AsyncHandle::from(crate::Handle::new(slot))),
             Route::Async(slot) => Ok(AsyncHandle::new_async(slot)),
-            Route::Typed => Err(CallError::Unsupported {
+            Route::Typed(_) => Err(CallError::Unsupported {
                 service: name.to_owned(),
             }),
         }
+    }
+
+    /// A typed handle to the service `name`, async or not, whatever protocol it speaks: `Req`
+    /// and `Resp` are checked against the types it was registered with
+    /// ([`CallError::WrongTypes`] when they differ).
+    pub fn async_handle_typed<Req: Send + 'static, Resp: Send + 'static>(
+        &self,
+        name: &str,
+    ) -> Result<AsyncHandle<Req, Resp>, CallError> {
+        match self.shared().route(name)?.slot_speaking::<Req, Resp>(name)? {
+            SlotOfKind::Sync(slot) => Ok(AsyncHandle::from(crate::Handle::new(slot))),
+            SlotOfKind::Async(slot) => Ok(AsyncHandle::new_async(slot)),
+        }
+    }
+
+    /// Calls the service `name` (async or not) with a typed request from async code: the
+    /// async spelling of [`Kernel::call_typed`].
+    pub async fn call_typed_async<Req: Send + 'static, Resp: Send + 'static>(
+        &self,
+        name: &str,
+        request: Req,
+    ) -> Result<Resp, CallError> {
+        self.async_handle_typed::<Req, Resp>(name)?.call(request).await
     }
 
     /// Calls the service `to` (async or not) from async code and awaits its reply.
@@ -171,6 +194,20 @@ impl Kernel {
     pub async fn stop_cascade_async(&self, name: &str) -> Result<(), LifecycleError> {
         let (kernel, name) = (self.clone(), name.to_owned());
         off_workers(move || kernel.stop_cascade(&name)).await
+    }
+
+    /// [`checkpoint_service`](Self::checkpoint_service) from async code, run off the runtime's
+    /// workers.
+    pub async fn checkpoint_service_async(&self, name: &str) -> Result<Location, LifecycleError> {
+        let (kernel, name) = (self.clone(), name.to_owned());
+        off_workers(move || kernel.checkpoint_service(&name)).await
+    }
+
+    /// [`send`](Self::send) from async code: routes `event` to the service named by
+    /// `event.to` (async or not) and awaits its reply; failures become replies with their codes.
+    pub async fn send_async(&self, event: Event) -> Reply {
+        let to = event.to.clone();
+        self.call_async(&to, event).await.unwrap_or_else(|e| e.to_reply())
     }
 
     /// [`checkpoint`](Self::checkpoint) from async code, run off the runtime's workers.

@@ -35,6 +35,34 @@ use crate::store::{LoadPolicy, StateStore};
 ///
 /// Dropping the last clone stops every running service in reverse dependency order.
 ///
+/// # Operations
+///
+/// Each operation has one name, a synchronous spelling and (feature `tokio`) an async one that
+/// takes the same arguments, returns the same type and fails with the same errors. The async
+/// spellings never block a runtime worker: lifecycle work runs on the blocking pool.
+///
+/// | operation | synchronous | async (feature `tokio`) | fails with |
+/// |---|---|---|---|
+/// | register a service | `register`, `register_typed` | `register_async`, `register_async_typed` (async services) | [`LifecycleError`] |
+/// | call by name | `call(name, event)`, `call_timeout` | `call_async`, `call_async_timeout` | [`CallError`] |
+/// | typed call by name | [`call_typed`](Self::call_typed) | `call_typed_async` | [`CallError`] ([`CallError::WrongTypes`]) |
+/// | route by `event.to` | [`send`](Self::send) | `send_async` | a reply with the error's code |
+/// | push | [`push`](Self::push)`(event, timeout)` | `push_async(event, timeout)` | a reply with the error's code |
+/// | a handle (no name lookup) | `handle`, `handle_typed` | `async_handle`, `async_handle_typed` | [`CallError`] |
+/// | start / stop all | `start_all`, `stop_all` | `start_all_async`, `stop_all_async` (= `shutdown`) | [`LifecycleError`], [`StopAllError`](crate::StopAllError) |
+/// | start / stop one | `start`, `stop`, `stop_cascade` | `start_async`, `stop_async`, `stop_cascade_async` | [`LifecycleError`] |
+/// | save | `checkpoint`, `checkpoint_service` | `checkpoint_async`, `checkpoint_service_async` | [`CheckpointError`](crate::CheckpointError), [`LifecycleError`] |
+/// | replace (upgrade) | `replace`, `replace_at` | `replace_async`, `replace_async_at` | [`ReplaceError`](crate::ReplaceError) |
+/// | roll back | `rollback`, `rollback_at` | `rollback_async`, `rollback_async_at` | [`ReplaceError`](crate::ReplaceError) |
+/// | supervise | `supervise`, `replace_supervised` | `supervise_async`, `replace_supervised_async` | [`LifecycleError`], [`ReplaceError`](crate::ReplaceError) |
+/// | anything else from async code | — | `blocking(\|kernel\| ...)` | what the operation returns |
+///
+/// `replace`/`rollback`/`supervise` and their async spellings differ only in the kind of
+/// service they take: a synchronous [`Handler`](crate::Handler) or an `AsyncHandler`. Each
+/// refuses a name that is not registered ([`CallError::NotFound`] inside the error) and a
+/// service of the other kind ([`LifecycleError::WrongKind`],
+/// [`ReplaceCause::WrongKind`](crate::ReplaceCause::WrongKind)).
+///
 /// ```
 /// use microkernel::{Context, Event, Kernel, Reply, Handler, Status};
 ///
@@ -167,6 +195,60 @@ impl Kernel {
         }
     }
 
+    /// A typed handle to the synchronous service `name`, whatever protocol it speaks: `Req` and
+    /// `Resp` are checked against the types it was registered with, and a mismatch is
+    /// [`CallError::WrongTypes`] naming both. An async service (feature `tokio`) is reached with
+    /// `Kernel::async_handle_typed`, or called with [`call_typed`](Self::call_typed).
+    pub fn handle_typed<Req: Send + 'static, Resp: Send + 'static>(
+        &self,
+        name: &str,
+    ) -> Result<Handle<Req, Resp>, CallError> {
+        match self.shared.route(name)?.slot_speaking::<Req, Resp>(name)? {
+            crate::runtime::route::SlotOfKind::Sync(slot) => Ok(Handle::new(slot)),
+            #[cfg(feature = "tokio")]
+            crate::runtime::route::SlotOfKind::Async(_) => Err(CallError::Unsupported {
+                service: name.to_owned(),
+            }),
+        }
+    }
+
+    /// Calls the service `name` on this thread with a typed request, whatever protocol it was
+    /// registered with (`register_typed`, or `Event`/`Reply`): `Req` and `Resp` are checked
+    /// against its types at run time, and a mismatch is [`CallError::WrongTypes`], never a
+    /// reply. An async service is waited for as [`call`](Self::call) waits for one.
+    ///
+    /// ```
+    /// use microkernel::{CallError, Context, Handler, Kernel};
+    ///
+    /// #[derive(microkernel::Service)]
+    /// #[service(name = "adder")]
+    /// struct Adder;
+    /// impl Handler for Adder {
+    ///     type Request = (u32, u32);
+    ///     type Response = u32;
+    ///     fn handle(&mut self, (a, b): (u32, u32), _: &Context<'_>) -> u32 { a + b }
+    /// }
+    ///
+    /// let kernel = Kernel::new();
+    /// kernel.register_typed(Adder)?;
+    /// kernel.start_all()?;
+    /// assert_eq!(kernel.call_typed::<(u32, u32), u32>("adder", (2, 3))?, 5);
+    /// let wrong = kernel.call_typed::<String, u32>("adder", "2 + 3".into());
+    /// assert!(matches!(wrong, Err(CallError::WrongTypes { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn call_typed<Req: Send + 'static, Resp: Send + 'static>(
+        &self,
+        name: &str,
+        request: Req,
+    ) -> Result<Resp, CallError> {
+        match self.shared.local_route(name)?.slot_speaking::<Req, Resp>(name)? {
+            crate::runtime::route::SlotOfKind::Sync(slot) => slot.call(request),
+            #[cfg(feature = "tokio")]
+            crate::runtime::route::SlotOfKind::Async(slot) => slot.call_blocking(request, None),
+        }
+    }
+
     /// The sealer configured with [`KernelBuilder::sealer`]: it seals saved states and the
     /// states crossing a replacement. Without one, a replacement seals its state with a key
     /// generated for this kernel alone (AES-256-GCM), which is never stored, so nothing can be
@@ -194,7 +276,9 @@ impl Kernel {
         graph::start_order(&dep_graph(&snapshot))
     }
 
-    /// Calls the service `to` on this thread (the Go design's `Send`, typed).
+    /// Calls the service `to` on this thread and returns its reply. The target is `to`;
+    /// `event.to` is not consulted (use [`send`](Self::send) to route by `event.to`, naming the
+    /// target once).
     pub fn call(&self, to: &str, event: Event) -> Result<Reply, CallError> {
         self.shared.local_route(to)?.call(to, event, None)
     }
@@ -215,11 +299,20 @@ impl Kernel {
         }
     }
 
-    /// Pushes an event to the kernel (the Go design's `Push`): one addressed to
-    /// [`KERNEL`] is answered `{0 Handled by kernel ok}`; one addressed to a service is
-    /// routed to it on a worker thread. Wait for the reply with [`PendingReply::wait`], whose
-    /// timeout bounds the wait even if the handler hangs.
-    pub fn push(&self, event: Event) -> PendingReply {
+    /// Pushes an event to the kernel and waits at most `timeout` for its reply: one addressed
+    /// to [`KERNEL`] is answered `{0 Handled by kernel ok}`; one addressed to a service is
+    /// routed to it on a push worker thread, so the timeout bounds the wait even if the
+    /// handler hangs (the handler then finishes on the worker). Failures are reply codes: 404
+    /// for an unknown or stopped service, 408 past the timeout, 415 for a service with its own
+    /// request type. The same as [`Context::push`](crate::Context::push) and, from async code,
+    /// `Kernel::push_async`.
+    pub fn push(&self, event: Event, timeout: Duration) -> Reply {
+        self.push_detached(event).wait(timeout)
+    }
+
+    /// [`push`](Self::push) without waiting: the reply, when it comes, is in the returned
+    /// pending reply (which may be dropped: fire and forget).
+    pub(crate) fn push_detached(&self, event: Event) -> PendingReply {
         self.shared.notify(&Notice::Pushed { event: &event });
         if event.to == KERNEL {
             return PendingReply::ready(Reply::ok("Handled by kernel", "ok"));
@@ -227,7 +320,7 @@ impl Kernel {
         // The status is checked by the worker, under the slot's mutex: a service being replaced
         // is briefly between its old and new instance, and its events must wait, not get 404.
         let route = match self.shared.route(&event.to) {
-            Ok(Route::Typed) => {
+            Ok(Route::Typed(_)) => {
                 return PendingReply::ready(
                     CallError::Unsupported {
                         service: event.to.into_owned(),

@@ -9,7 +9,7 @@ use crate::runtime::error::LifecycleError;
 use crate::runtime::graph;
 use crate::runtime::handle::Handle;
 use crate::runtime::notice::Notice;
-use crate::runtime::route::Route;
+use crate::runtime::route::{Route, TypedSlot};
 use crate::runtime::service::{Handler, Status};
 use crate::runtime::slot::{Lifecycle, Slot, SlotOf};
 
@@ -25,11 +25,14 @@ impl Kernel {
         Ok(Handle::new(slot))
     }
 
-    /// Registers a service with its own request and response types. Only its [`Handle`]
-    /// reaches it; events routed to it by name get [`CallError::Unsupported`](crate::CallError::Unsupported) (415).
+    /// Registers a service with its own request and response types. Its [`Handle`] reaches
+    /// it, and so does a typed call by name ([`Kernel::call_typed`], [`Kernel::handle_typed`]),
+    /// whose types are checked against these; events routed to it by name get
+    /// [`CallError::Unsupported`](crate::CallError::Unsupported) (415).
     pub fn register_typed<S: Handler>(&self, service: S) -> Result<Handle<S::Request, S::Response>, LifecycleError> {
         let slot = self.new_slot(service)?;
-        self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, Route::Typed)?;
+        let route = Route::Typed(TypedSlot::new::<S::Request, S::Response, _>(Arc::clone(&slot)));
+        self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, route)?;
         Ok(Handle::new(slot))
     }
 

@@ -1,0 +1,142 @@
+//! A service with its own request and response types is reachable by name: the types a call
+//! asks for are checked against the ones the service was registered with, and a mismatch is a
+//! typed error (`CallError::WrongTypes`), never a string reply.
+use microkernel::{CallError, Context, Event, Handler, Kernel, Reply};
+
+#[derive(microkernel::Service)]
+#[service(name = "adder")]
+struct Adder;
+
+impl Handler for Adder {
+    type Request = (u32, u32);
+    type Response = u32;
+    fn handle(&mut self, (a, b): (u32, u32), _: &Context<'_>) -> u32 {
+        a + b
+    }
+}
+
+#[derive(microkernel::Service)]
+#[service(name = "echo")]
+struct Echo;
+
+impl Handler for Echo {
+    type Request = Event;
+    type Response = Reply;
+    fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
+        Reply::ok("echo", event.content.to_string())
+    }
+}
+
+fn kernel() -> Kernel {
+    let kernel = Kernel::new();
+    kernel.register_typed(Adder).unwrap();
+    kernel.register(Echo).unwrap();
+    kernel.start_all().unwrap();
+    kernel
+}
+
+#[test]
+fn a_typed_service_is_called_by_name_with_its_own_types() {
+    let kernel = kernel();
+    assert_eq!(kernel.call_typed::<(u32, u32), u32>("adder", (2, 3)).unwrap(), 5);
+    let handle = kernel.handle_typed::<(u32, u32), u32>("adder").unwrap();
+    assert_eq!(handle.call((40, 2)).unwrap(), 42);
+}
+
+#[test]
+fn other_types_than_the_registered_ones_are_a_typed_error_naming_both() {
+    let kernel = kernel();
+    let error = kernel.call_typed::<String, u32>("adder", "2 + 3".into()).unwrap_err();
+    match &error {
+        CallError::WrongTypes {
+            service,
+            registered,
+            requested,
+        } => {
+            assert_eq!(service, "adder");
+            assert_eq!(registered, "(u32, u32) -> u32");
+            assert_eq!(requested, "alloc::string::String -> u32");
+        }
+        other => panic!("expected WrongTypes, got {other:?}"),
+    }
+    assert_eq!(error.to_reply().code, microkernel::code::UNSUPPORTED);
+    assert!(matches!(
+        kernel.handle_typed::<(u32, u32), u64>("adder"),
+        Err(CallError::WrongTypes { .. })
+    ));
+}
+
+#[test]
+fn the_event_reply_pair_is_one_typed_protocol_among_others() {
+    let kernel = kernel();
+    let reply = kernel
+        .call_typed::<Event, Reply>("echo", Event::new("echo", "t", "say", "hi"))
+        .unwrap();
+    assert_eq!(&*reply.data, "hi");
+    assert!(matches!(
+        kernel.call_typed::<(u32, u32), u32>("echo", (1, 2)),
+        Err(CallError::WrongTypes { .. })
+    ));
+    // A by-name `Event` call to a typed service is refused as before (415), not misrouted.
+    assert!(matches!(
+        kernel.call("adder", Event::new("adder", "t", "say", "hi")),
+        Err(CallError::Unsupported { .. })
+    ));
+}
+
+#[test]
+fn an_unknown_name_is_not_found() {
+    let kernel = kernel();
+    assert!(matches!(
+        kernel.call_typed::<(u32, u32), u32>("nobody", (1, 2)),
+        Err(CallError::NotFound { .. })
+    ));
+}
+
+#[cfg(feature = "tokio")]
+mod asynchronous {
+    use microkernel::asynchronous::{AsyncContext, AsyncHandler};
+
+    use super::*;
+
+    #[derive(microkernel::Service)]
+    #[service(name = "doubler")]
+    struct Doubler;
+
+    impl AsyncHandler for Doubler {
+        type Request = u64;
+        type Response = u64;
+        async fn handle(&mut self, n: u64, _: &AsyncContext) -> u64 {
+            tokio::task::yield_now().await;
+            2 * n
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_typed_async_service_is_called_by_name_from_async_and_sync_code() {
+        let kernel = kernel();
+        kernel.register_async_typed(Doubler).await.unwrap();
+        kernel.start_all_async().await.unwrap();
+        assert_eq!(kernel.call_typed_async::<u64, u64>("doubler", 21).await.unwrap(), 42);
+        // The synchronous typed service from async code, by name.
+        assert_eq!(
+            kernel
+                .call_typed_async::<(u32, u32), u32>("adder", (1, 1))
+                .await
+                .unwrap(),
+            2
+        );
+        let from_sync = {
+            let kernel = kernel.clone();
+            tokio::task::spawn_blocking(move || kernel.call_typed::<u64, u64>("doubler", 4)).await
+        };
+        assert_eq!(from_sync.unwrap().unwrap(), 8);
+        assert!(matches!(
+            kernel.call_typed_async::<u32, u64>("doubler", 1).await,
+            Err(CallError::WrongTypes { .. })
+        ));
+        let handle = kernel.async_handle_typed::<u64, u64>("doubler").unwrap();
+        assert_eq!(handle.call(5).await.unwrap(), 10);
+        kernel.shutdown().await.unwrap();
+    }
+}

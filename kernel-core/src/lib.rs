@@ -17,6 +17,8 @@ pub mod seal;
 pub mod state;
 pub mod store;
 pub mod supervise;
+#[cfg(all(feature = "takeover", target_os = "linux"))]
+pub mod takeover;
 
 pub use logger::{LevelControl, LogLine, Logger};
 pub use messaging::message::{Event, KERNEL, Reply, Text, code};

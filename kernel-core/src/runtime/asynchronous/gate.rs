@@ -15,10 +15,11 @@
 //! with it sees the waiter counted, and hands the value on.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Waker};
 
-use crossbeam_utils::atomic::AtomicCell;
+// std's, parking_lot's and crossbeam's types, or loom's under `--cfg loom` (see `loom_tests`).
+use crate::runtime::loom::{AtomicCell, AtomicU64, AtomicUsize, parking_lot};
 
 /// A FIFO lock that moves its value to the holder.
 pub(crate) struct Gate<T> {
@@ -191,5 +192,106 @@ impl<T> Gate<T> {
             queue.waiters.remove(at);
             self.waiting.store(queue.waiters.len(), Ordering::Relaxed);
         }
+    }
+}
+
+/// Models of the gate (run with `--cfg loom`, see `crate::runtime::loom`): every interleaving
+/// of three threads, within a bound on preemptions.
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use std::future::poll_fn;
+    use std::sync::Arc;
+    use std::task::{Poll, Waker};
+
+    use super::Gate;
+
+    /// The gate's value in the models: who held it, in order (chain, ticket if it queued).
+    type History = Vec<(u64, Option<u64>)>;
+
+    fn model(f: impl Fn() + Send + Sync + 'static) {
+        let mut builder = loom::model::Builder::new();
+        if builder.preemption_bound.is_none() {
+            builder.preemption_bound = Some(3);
+        }
+        builder.check(f);
+    }
+
+    /// Takes the value as the async slot does (`AsyncSlot::enter`): at once if free, else
+    /// queued and woken when granted. A lost wake-up leaves every thread blocked: loom reports
+    /// it as a deadlock.
+    fn acquire(gate: &Gate<History>, chain: u64) -> (Box<History>, Option<u64>) {
+        if let Some(value) = gate.try_take(chain) {
+            return (value, None);
+        }
+        let mut ticket = None;
+        loom::future::block_on(poll_fn(|cx| {
+            let ticket = ticket.get_or_insert_with(|| gate.enqueue(chain, cx.waker()));
+            match gate.poll_ticket(ticket, cx) {
+                Some(value) => Poll::Ready((value, Some(ticket.0))),
+                None => Poll::Pending,
+            }
+        }))
+    }
+
+    /// Holds the value once: the gate names this chain its owner, the value records the visit.
+    fn visit(gate: &Gate<History>, chain: u64) {
+        let (mut value, ticket) = acquire(gate, chain);
+        assert_eq!(gate.owner(), chain, "the holder is the gate's owner");
+        value.push((chain, ticket));
+        gate.release(value);
+    }
+
+    /// Two waiters and a holder that leaves and comes back: each gets the value once (it
+    /// moves, so nobody holds it twice), those who queued get it in the order they queued, and
+    /// nobody is left asleep.
+    #[test]
+    fn loom_gate_fifo_and_no_lost_wakeup() {
+        model(|| {
+            let gate = Arc::new(Gate::new(History::new()));
+            let held = gate.try_take(1).expect("a new gate is free");
+            let waiters: Vec<_> = [2, 3]
+                .into_iter()
+                .map(|chain| {
+                    let gate = Arc::clone(&gate);
+                    loom::thread::spawn(move || visit(&gate, chain))
+                })
+                .collect();
+            gate.release(held);
+            visit(&gate, 1);
+            for waiter in waiters {
+                waiter.join().unwrap();
+            }
+            let history = gate.try_take(0).expect("the value is free at the end, nobody waits");
+            assert_eq!(history.len(), 3, "each visit recorded once: {history:?}");
+            let tickets: Vec<u64> = history.iter().filter_map(|(_, ticket)| *ticket).collect();
+            assert!(tickets.is_sorted(), "queued waiters served in order: {history:?}");
+            assert_eq!(gate.owner(), 0);
+        });
+    }
+
+    /// A waiter that gives up its place — maybe after the value was granted to it — passes the
+    /// value on: the other waiter gets it, and it is free at the end.
+    #[test]
+    fn loom_gate_cancelled_ticket_passes_on() {
+        model(|| {
+            let gate = Arc::new(Gate::new(History::new()));
+            let held = gate.try_take(1).expect("a new gate is free");
+            let quitter = {
+                let gate = Arc::clone(&gate);
+                loom::thread::spawn(move || {
+                    let ticket = gate.enqueue(2, Waker::noop());
+                    gate.cancel(ticket);
+                })
+            };
+            let waiter = {
+                let gate = Arc::clone(&gate);
+                loom::thread::spawn(move || visit(&gate, 3))
+            };
+            gate.release(held);
+            quitter.join().unwrap();
+            waiter.join().unwrap();
+            let history = gate.try_take(0).expect("the value is free at the end, nobody waits");
+            assert_eq!(history.iter().map(|(chain, _)| *chain).collect::<Vec<_>>(), [3]);
+        });
     }
 }

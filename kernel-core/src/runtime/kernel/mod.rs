@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 mod builder;
+#[cfg(all(feature = "takeover", target_os = "linux"))]
+mod handover;
 mod lifecycle;
 mod register;
 mod registry;

@@ -35,7 +35,7 @@ pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
     // 1. Take the slot: a handler mid-`.await` may finish (within the drain timeout); calls
     // arriving from now on queue behind the replacement.
     let drain = shared.drain_timeout();
-    let entered = chain::block_on(runtime, slot.enter(chain::current_sync(), Some(drain)))
+    let entered = chain::block_on(runtime, slot.enter(crate::runtime::caller::current_sync(), Some(drain)))
         .map_err(would_block)?
         .map_err(|blocked| {
             let reason = match blocked {

@@ -19,11 +19,12 @@
 //! slot's own lock stays `parking_lot`'s (loom has no stand-in for its timed waits), so the
 //! slot itself is not modelled; the wait-for table it uses is.
 
-#[cfg(loom)]
+// The atomics serve the gate, which only async services (feature `tokio`) have.
+#[cfg(all(loom, feature = "tokio"))]
 pub(crate) use ::loom::sync::atomic::{AtomicU64, AtomicUsize};
 #[cfg(loom)]
 pub(crate) use ::loom::sync::{Condvar, Mutex};
-#[cfg(not(loom))]
+#[cfg(all(not(loom), feature = "tokio"))]
 pub(crate) use std::sync::atomic::{AtomicU64, AtomicUsize};
 #[cfg(not(loom))]
 pub(crate) use std::sync::{Condvar, Mutex};

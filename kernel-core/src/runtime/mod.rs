@@ -7,6 +7,7 @@
 
 #[cfg(feature = "tokio")]
 pub mod asynchronous;
+pub(crate) mod caller;
 pub(crate) mod context;
 pub(crate) mod error;
 pub(crate) mod graph;

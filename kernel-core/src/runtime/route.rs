@@ -77,12 +77,12 @@ impl Route {
             Route::Async(slot) => (Arc::clone(slot) as _, (type_name::<Event>(), type_name::<Reply>())),
             Route::Typed(typed) => (Arc::clone(&typed.slot), typed.speaks),
         };
-        let slot = match Arc::downcast::<Slot<Req, Resp>>(slot) {
+        let _other = match Arc::downcast::<Slot<Req, Resp>>(slot) {
             Ok(slot) => return Ok(SlotOfKind::Sync(slot)),
             Err(other) => other,
         };
         #[cfg(feature = "tokio")]
-        if let Ok(slot) = Arc::downcast::<crate::runtime::asynchronous::AsyncSlot<Req, Resp>>(slot) {
+        if let Ok(slot) = Arc::downcast::<crate::runtime::asynchronous::AsyncSlot<Req, Resp>>(_other) {
             return Ok(SlotOfKind::Async(slot));
         }
         Err(CallError::WrongTypes {

@@ -1,62 +1,11 @@
-//! Small synchronisation pieces: thread tokens and a lock a thread may take again.
+//! A lock a chain of calls may take again (the kernel's lifecycle lock).
 
-use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use crate::runtime::caller::caller_token;
+
 use std::sync::{Arc, PoisonError};
 
 // std's mutex and condition variable, or loom's under `--cfg loom` (see `loom_tests`).
 use crate::runtime::loom::{Condvar, Mutex};
-
-/// Tokens name whoever holds or waits for slots: threads, and (feature `tokio`) chains of
-/// async calls. One counter for both, so no thread and no chain share a token.
-static NEXT: AtomicU64 = AtomicU64::new(1);
-
-/// A token never handed out before, never 0. Taken from a block this thread reserved, so
-/// that making many (one per top-level async call) does not contend on one counter.
-pub(crate) fn fresh_token() -> u64 {
-    const BLOCK: u64 = 1024;
-    thread_local!(static RESERVED: Cell<(u64, u64)> = const { Cell::new((0, 0)) });
-    RESERVED.with(|reserved| {
-        let (mut next, mut end) = reserved.get();
-        if next == end {
-            next = NEXT.fetch_add(BLOCK, Ordering::Relaxed);
-            end = next + BLOCK;
-        }
-        reserved.set((next + 1, end));
-        next
-    })
-}
-
-/// A number naming the current thread, never 0, cheap to read (one thread-local access).
-pub(crate) fn thread_token() -> u64 {
-    #[cfg(not(loom))]
-    thread_local!(static TOKEN: Cell<u64> = const { Cell::new(0) });
-    // Loom runs its threads on one OS thread: std's thread-locals would be shared by them.
-    #[cfg(loom)]
-    ::loom::thread_local!(static TOKEN: Cell<u64> = Cell::new(0));
-    TOKEN.with(|t| match t.get() {
-        0 => {
-            let fresh = fresh_token();
-            t.set(fresh);
-            fresh
-        }
-        token => token,
-    })
-}
-
-/// Who is asking for a slot or the lifecycle lock: with async services (feature `tokio`), the
-/// chain of calls this code runs in, else (and outside any chain) this thread.
-#[inline]
-pub(crate) fn caller_token() -> u64 {
-    #[cfg(feature = "tokio")]
-    {
-        crate::runtime::asynchronous::chain::current_sync()
-    }
-    #[cfg(not(feature = "tokio"))]
-    {
-        thread_token()
-    }
-}
 
 /// A mutex the holding thread may take again: lifecycle changes are serialized kernel-wide,
 /// yet a service's `start` may itself start or register another service.

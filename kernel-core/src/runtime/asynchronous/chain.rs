@@ -4,7 +4,6 @@
 //! goes away, and the one place synchronous code waits for a future.
 
 use std::any::Any;
-use std::cell::Cell;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -12,60 +11,7 @@ use std::task::{Context, Poll};
 
 use tokio::runtime::{Handle, RuntimeFlavor};
 
-use crate::runtime::sync::{fresh_token, thread_token};
-
-std::thread_local! {
-    /// The token of the chain of calls whose handler or hook this thread is polling, 0 when
-    /// none: a task-local in effect, since it is set around each poll of that work only
-    /// ([`Scope`]), like tokio's `task_local!` but without its `RefCell` and swaps.
-    static CHAIN: Cell<u64> = const { Cell::new(0) };
-}
-
-/// The chain this code runs in, if it runs inside a handler or hook (or kernel work handed off
-/// the workers for one).
-#[inline]
-pub(crate) fn joined() -> Option<u64> {
-    match CHAIN.with(Cell::get) {
-        0 => None,
-        token => Some(token),
-    }
-}
-
-/// The token of the chain an async call joins: the one of the handler or hook it is made
-/// from, else a new chain (a top-level caller holds nothing, and work it abandoned must not be
-/// mistaken for its own).
-pub(crate) fn current() -> u64 {
-    joined().unwrap_or_else(fresh_token)
-}
-
-/// The token synchronous code waits under: the chain whose handler it runs inside (a
-/// synchronous service called inline from async code), else this thread's, as the synchronous
-/// slots know it.
-pub(crate) fn current_sync() -> u64 {
-    joined().unwrap_or_else(thread_token)
-}
-
-/// Chain `token` set on this thread until dropped (also when the work unwinds), the previous
-/// one put back then.
-pub(crate) struct Scope {
-    previous: u64,
-}
-
-impl Scope {
-    #[inline]
-    pub(crate) fn enter(token: u64) -> Self {
-        Scope {
-            previous: CHAIN.with(|chain| chain.replace(token)),
-        }
-    }
-}
-
-impl Drop for Scope {
-    #[inline]
-    fn drop(&mut self) {
-        CHAIN.with(|chain| chain.set(self.previous));
-    }
-}
+use crate::runtime::caller::{Scope, current, current_sync};
 
 /// Runs `future` as part of chain `token`.
 pub(crate) async fn within<F: Future>(token: u64, future: F) -> F::Output {

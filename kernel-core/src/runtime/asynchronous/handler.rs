@@ -189,7 +189,7 @@ where
     #[inline]
     fn resume(&mut self, chain: u64, cx: &mut Context<'_>) -> Poll<Served<S::Response>> {
         let polled = {
-            let _chain = super::chain::Scope::enter(chain);
+            let _chain = crate::runtime::caller::Scope::enter(chain);
             let _span = self.span.enter();
             let work = &mut self.work;
             catch_unwind(AssertUnwindSafe(|| match work.as_mut().as_pin_mut() {

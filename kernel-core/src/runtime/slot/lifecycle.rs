@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{Entered, HeldSlot, Plumbing, SaveInFlight, Slot, SlotCore};
+use crate::runtime::caller::caller_token;
 use crate::runtime::error::{Hook, LifecycleError};
 use crate::runtime::service::Status;
-use crate::runtime::sync::caller_token;
 use crate::seal::writer::StateWriter;
 use crate::state::EncodedState;
 use crate::store::ObjectWriter;

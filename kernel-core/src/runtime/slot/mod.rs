@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 
+use crate::runtime::caller::caller_token;
 use crate::runtime::context::Context;
 use crate::runtime::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::runtime::kernel::Shared;
 use crate::runtime::service::{Handler, Status};
-use crate::runtime::sync::caller_token;
 use crate::runtime::wait::{self, Held};
 
 mod core;

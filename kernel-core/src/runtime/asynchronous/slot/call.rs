@@ -8,12 +8,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use super::{AsyncSlot, Lot};
-use crate::runtime::asynchronous::chain;
 use crate::runtime::asynchronous::gate::Ticket;
+use crate::runtime::caller::fresh_token;
 use crate::runtime::error::CallError;
 use crate::runtime::service::Status;
 use crate::runtime::slot::Blocked;
-use crate::runtime::sync::fresh_token;
 use crate::runtime::wait::{self, Held, Waiting};
 
 /// A wait in a slot's queue, in arrival order, at most until its deadline; leaves the queue
@@ -115,7 +114,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Future for Call<Req, Resp> {
         let this = &mut *self;
         match &mut this.step {
             Step::Enter { .. } => {
-                let (chain, unheld) = match chain::joined() {
+                let (chain, unheld) = match crate::runtime::caller::joined() {
                     Some(chain) => (chain, false),
                     None => (fresh_token(), true),
                 };

@@ -51,7 +51,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req
             if hook == Hook::Stop {
                 let slot = Arc::clone(&self.0);
                 drop(self.0.runtime.spawn(async move {
-                    if let Ok(mut entered) = slot.enter(chain::current(), None).await {
+                    if let Ok(mut entered) = slot.enter(crate::runtime::caller::current(), None).await {
                         let _ = entered.run_hook_async(Hook::Stop).await;
                     }
                 }));
@@ -64,7 +64,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req
     fn dependencies(&self) -> Vec<String> {
         // Asked when the service registers, when nobody holds the slot: no wait (which a
         // single-threaded runtime could not allow) is needed then.
-        if let Some(lot) = self.0.gate.try_take(chain::current_sync()) {
+        if let Some(lot) = self.0.gate.try_take(crate::runtime::caller::current_sync()) {
             let entered = AsyncEntered {
                 slot: Arc::clone(&self.0),
                 lot: Some(lot),
@@ -97,7 +97,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req
     }
 
     fn held_here(&self) -> bool {
-        self.0.gate.owner() == chain::current_sync()
+        self.0.gate.owner() == crate::runtime::caller::current_sync()
     }
 
     fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool) {

@@ -260,7 +260,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
 
     /// Calls the service from synchronous code.
     pub(crate) fn call_blocking(self: &Arc<Self>, request: Req, timeout: Option<Duration>) -> Result<Resp, CallError> {
-        let me = chain::current_sync();
+        let me = crate::runtime::caller::current_sync();
         let call = Arc::clone(self).call(request, timeout);
         self.wait(chain::within(me, call))
             .unwrap_or_else(|WouldBlockRuntime| Err(self.would_block()))
@@ -271,7 +271,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
         self: &Arc<Self>,
         operation: &'static str,
     ) -> Result<AsyncEntered<Req, Resp>, LifecycleError> {
-        let me = chain::current_sync();
+        let me = crate::runtime::caller::current_sync();
         match self.wait(self.enter(me, None)) {
             Ok(Ok(entered)) => Ok(entered),
             Ok(Err(blocked)) => Err(blocked.into_lifecycle_error(&self.core.name, operation)),

@@ -16,8 +16,8 @@ use kernel_core::{Event, Kernel, LifecycleError, Reply, code};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::answers::{Answers, MAX_CALL_ID, Seen, now_ms};
-use crate::calls::code::HANDLED_NOT_SAVED;
 use crate::ownership::Claim;
+use crate::wire::code::HANDLED_NOT_SAVED;
 use crate::wire::{CALL_ID, DEADLINE, SHAPE, event_shape, reply_shape, retry_subject, subject};
 
 /// The queue group every serving node joins: NATS hands each request to one member.

@@ -11,7 +11,7 @@ use common::counter::{Counter, CounterV1, CounterV2, CounterV3, Fail, OneWayV2, 
 use common::{Journal, Probe};
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
 use microkernel::state::StateTag;
-use microkernel::{CallError, Kernel, ReplaceCause, Replaced, Status, Step};
+use microkernel::{CallError, Kernel, ReplaceCause, Replaced, ServiceFault, Status, Step};
 
 fn sealer() -> Sealer {
     Sealer::new(Keyring::new(1, Key::generate(Algorithm::Aes256Gcm).unwrap()))
@@ -109,7 +109,18 @@ fn a_replacement_failure_names_its_cause_as_an_enum() {
     counting_to_five(&kernel);
     let error = kernel.replace(Counter::<CounterV2>::failing(Fail::Import)).unwrap_err();
     assert_eq!(error.step(), Step::Import);
-    assert!(matches!(error.cause(), ReplaceCause::Service(_)), "{error:?}");
+    assert!(
+        matches!(error.cause(), ReplaceCause::Service(ServiceFault::Error(e)) if e.to_string() == "import refused"),
+        "{error:?}"
+    );
+    assert_old_serving(&kernel);
+    let error = kernel
+        .replace(Counter::<CounterV2>::failing(Fail::ImportPanic))
+        .unwrap_err();
+    assert!(
+        matches!(error.cause(), ReplaceCause::Service(ServiceFault::Panicked { message }) if message == "import exploded"),
+        "{error:?}"
+    );
     assert_old_serving(&kernel);
 }
 

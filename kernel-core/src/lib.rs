@@ -20,6 +20,7 @@ pub mod supervise;
 #[cfg(all(feature = "takeover", target_os = "linux"))]
 pub mod takeover;
 
+pub use boxed::ServiceFault;
 pub use logger::{LevelControl, LogLine, Logger};
 pub use messaging::message::{Event, KERNEL, Reply, Text, code};
 pub use replace::{ReplaceCause, ReplaceError, Replaced, Step};

@@ -15,6 +15,7 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use crate::boxed::ServiceFault;
 use crate::messaging::message::{Event, Reply};
 use crate::runtime::error::{Hook, LifecycleError, panic_message};
 use crate::runtime::graph;
@@ -142,9 +143,12 @@ where
 
     // 2.
     let generation = entered.next_generation();
-    let old = entered
-        .plumbing()
-        .map_err(|source| ReplaceError::new(service, Step::Export, ReplaceCause::Service(source)))?;
+    let old = entered.plumbing().ok_or_else(|| {
+        let lost = LifecycleError::InstanceLost {
+            service: service.to_owned(),
+        };
+        ReplaceError::new(service, Step::Export, lost)
+    })?;
     let mut crossed = cross(shared, service, old, &mut new, generation, direction, was_running)?;
 
     // 3.
@@ -245,7 +249,7 @@ pub(crate) fn cross<S: Service>(
     let crossing = transit::transit::<S::State>(shared, service, direction == Direction::Rollback, old, generation)?;
     let (state, sealed, state_len) = (crossing.state, crossing.sealed, crossing.len);
     guarded(service, Step::Import, || new.import_state(state))?
-        .map_err(|e| ReplaceError::new(service, Step::Import, ReplaceCause::Service(e)))?;
+        .map_err(|e| ReplaceError::new(service, Step::Import, ServiceFault::Error(e)))?;
     let new_deps = check_new_dependencies(shared, service, new.dependencies(), was_running)?;
     let to = StateTag::of::<S::State>();
     Ok(Crossed {
@@ -297,7 +301,7 @@ fn restart_old(entered: &mut impl HeldSlot) -> bool {
 pub(super) fn guarded<T>(service: &str, step: Step, f: impl FnOnce() -> T) -> Result<T, ReplaceError> {
     catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
         let message = panic_message(&*panic);
-        ReplaceError::new(service, step, ReplaceCause::Panicked { message })
+        ReplaceError::new(service, step, ServiceFault::Panicked { message })
     })
 }
 

@@ -1,8 +1,8 @@
 //! What a replacement reports: the step that failed ([`Step`], [`ReplaceError`]) or what it
 //! did ([`Replaced`]).
 
+use crate::boxed::ServiceFault;
 use crate::runtime::error::{CallError, LifecycleError};
-use crate::runtime::service::BoxError;
 use crate::seal::SealError;
 use crate::state::{MigrationError, StateError, StateTag};
 
@@ -98,16 +98,10 @@ pub enum ReplaceCause {
     /// No key to seal the crossing with: the kernel's ephemeral key could not be generated.
     #[error(transparent)]
     Key(#[from] crate::seal::KeyError),
-    /// The service's own code failed: `export_state`, `import_state`, a downgrade, or the
-    /// state's `Serialize`.
+    /// The service's own code failed or panicked: `export_state`, `import_state`, a
+    /// conversion of its chain, or its state's serde code.
     #[error(transparent)]
-    Service(BoxError),
-    /// Code run during the step panicked (a conversion, an import, the state's serde code).
-    #[error("panicked: {message}")]
-    Panicked {
-        /// The panic's message.
-        message: String,
-    },
+    Service(#[from] ServiceFault),
 }
 
 /// A replacement failed; the old version is still in place with its state unchanged (unless

@@ -10,7 +10,8 @@
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
 
-use super::{ReplaceCause, ReplaceError, Step, guarded};
+use super::{ReplaceError, Step, guarded};
+use crate::boxed::ServiceFault;
 use crate::runtime::kernel::Shared;
 use crate::runtime::slot::{ExportError, Plumbing};
 use crate::seal::writer::{SegmentSink, StateWriter, Written};
@@ -69,9 +70,9 @@ fn export(
         return Err(ReplaceError::new(service, Step::Seal, failure));
     }
     exported.map_err(|e| match e {
-        ExportError::Handler(source) => ReplaceError::new(service, Step::Export, ReplaceCause::Service(source)),
-        ExportError::Downgrade(source) => ReplaceError::new(service, Step::Downgrade, ReplaceCause::Service(source)),
-        ExportError::Encode(source) => ReplaceError::new(service, Step::Encode, ReplaceCause::Service(source)),
+        ExportError::Handler(source) => ReplaceError::new(service, Step::Export, source),
+        ExportError::Downgrade(source) => ReplaceError::new(service, Step::Downgrade, source),
+        ExportError::Encode(source) => ReplaceError::new(service, Step::Encode, source),
     })
 }
 
@@ -157,7 +158,7 @@ impl<T: Migratable> Pipe<'_, '_, T> {
                 Err(ReplaceError::new(
                     self.service,
                     Step::Decode,
-                    ReplaceCause::Panicked {
+                    ServiceFault::Panicked {
                         message: "the decoding thread panicked".into(),
                     },
                 ))

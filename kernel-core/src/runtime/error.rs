@@ -127,13 +127,20 @@ pub enum LifecycleError {
         /// Why (names the file).
         source: crate::store::StoreError,
     },
-    /// The service's state could not be exported.
+    /// The service's state could not be exported: its own code failed or panicked.
     #[error("cannot export the state of `{service}`: {source}")]
     Export {
         /// The service.
         service: String,
-        /// Why.
-        source: BoxError,
+        /// What its code did.
+        source: crate::boxed::ServiceFault,
+    },
+    /// An async service's instance was lost when its handler panicked (the handler's future
+    /// owned it): there is no state to export or hook to run; restart or replace the service.
+    #[error("the instance of `{service}` was lost when its handler panicked; restart or replace the service")]
+    InstanceLost {
+        /// The service.
+        service: String,
     },
     /// The `stop` hook did not return within the stop timeout; the service is marked Failed.
     #[error("service `{service}` did not stop within {timeout:?}; marked failed")]

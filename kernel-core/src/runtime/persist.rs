@@ -6,6 +6,7 @@ use std::sync::{Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use crate::boxed::ServiceFault;
 use crate::runtime::error::LifecycleError;
 use crate::runtime::kernel::{Entry, Kernel, Shared};
 use crate::runtime::notice::Notice;
@@ -119,7 +120,7 @@ fn import_opened<S: Service>(service: &mut S, opened: Opened) -> Result<(Locatio
         })?;
         service.import_state(state).map_err(|source| StoreError::Import {
             object: object.clone(),
-            source,
+            source: ServiceFault::Error(source),
         })
     });
     match imported {
@@ -127,7 +128,7 @@ fn import_opened<S: Service>(service: &mut S, opened: Opened) -> Result<(Locatio
         Ok(Err(error)) => Err(error),
         Err(message) => Err(StoreError::Import {
             object,
-            source: format!("panicked: {message}").into(),
+            source: ServiceFault::Panicked { message },
         }),
     }
 }

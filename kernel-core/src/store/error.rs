@@ -135,13 +135,13 @@ pub enum StoreError {
         /// Why.
         source: StateError,
     },
-    /// The service refused the state it was given (`import_state` failed).
+    /// The service refused the state it was given (`import_state` failed or panicked).
     #[error("the service refused the state from {object}: {source}")]
     Import {
         /// The object.
         object: Location,
-        /// The service's error.
-        source: BoxError,
+        /// What the service's code did.
+        source: crate::boxed::ServiceFault,
     },
     /// A save would replace the object by an older state: its generation is not above the
     /// newest this store has written or loaded for the service. The object is left as it is (it

@@ -200,15 +200,10 @@ impl<R, S: Service, F> Supervised<R, S, F> {
                 .import_state(state)
                 .map_err(|e| e as Box<dyn std::error::Error + Send + Sync>)
         });
-        let failed = |source: crate::runtime::service::BoxError| LifecycleError::Export {
+        crate::boxed::ServiceFault::of(imported).map_err(|source| LifecycleError::Export {
             service: name.to_owned(),
             source,
-        };
-        match imported {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(failed(error)),
-            Err(message) => Err(failed(format!("panicked: {message}").into())),
-        }
+        })
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 use super::{BoxInstance, Entered, Plumbing, SlotCore};
 use crate::runtime::error::{Hook, LifecycleError};
 use crate::runtime::kernel::Shared;
-use crate::runtime::service::{BoxError, Handler, Status};
+use crate::runtime::service::{Handler, Status};
 
 /// A service's slot, held: nobody else can call, start, stop, save or replace it meanwhile.
 pub(crate) trait HeldSlot {
@@ -18,9 +18,9 @@ pub(crate) trait HeldSlot {
 
     /// What every kind of slot keeps beside its instance.
     fn core(&self) -> &SlotCore;
-    /// The current instance's state plumbing; an error if it was lost (an async handler that
+    /// The current instance's state plumbing; `None` if it was lost (an async handler that
     /// panicked took its instance with it).
-    fn plumbing(&self) -> Result<&dyn Plumbing, BoxError>;
+    fn plumbing(&self) -> Option<&dyn Plumbing>;
     /// Runs `start` or `stop` on the current instance, panics caught, leaving the status as it
     /// is: a replacement swaps instances inside one Running period, so that nobody reading the
     /// status without the slot sees the service stopped in between.
@@ -92,9 +92,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> HeldSlot for Entered<'_, Req, Re
         self.slot.core()
     }
 
-    fn plumbing(&self) -> Result<&dyn Plumbing, BoxError> {
+    fn plumbing(&self) -> Option<&dyn Plumbing> {
         let instance: &dyn Plumbing = &**self.instance;
-        Ok(instance)
+        Some(instance)
     }
 
     fn invoke(&mut self, hook: Hook) -> Result<(), LifecycleError> {

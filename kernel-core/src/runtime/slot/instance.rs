@@ -1,6 +1,7 @@
 //! A service with its types erased down to its protocol: what a slot holds, its hooks and
 //! exports guarded against panics of user code.
 
+use crate::boxed::ServiceFault;
 use crate::runtime::context::Context;
 use crate::runtime::service::{BoxError, Handler, Service};
 use crate::seal::writer::StateWriter;
@@ -29,28 +30,25 @@ pub(crate) trait Instance<Req, Resp>: Plumbing {
 #[derive(Debug)]
 pub(crate) enum ExportError {
     /// `export_state` failed or panicked.
-    Handler(BoxError),
+    Handler(ServiceFault),
     /// The downgrade conversion failed or panicked.
-    Downgrade(BoxError),
+    Downgrade(ServiceFault),
     /// The state's `Serialize` failed or panicked.
-    Encode(BoxError),
+    Encode(ServiceFault),
 }
 
 impl ExportError {
-    /// The underlying error, whichever the step.
-    pub(crate) fn into_source(self) -> BoxError {
+    /// The underlying failure, whichever the step.
+    pub(crate) fn into_source(self) -> ServiceFault {
         match self {
             ExportError::Handler(source) | ExportError::Downgrade(source) | ExportError::Encode(source) => source,
         }
     }
 }
 
-/// Runs a step of user code, a panic becoming an error that says so.
-fn guarded<T, E: Into<BoxError>>(f: impl FnOnce() -> Result<T, E>) -> Result<T, BoxError> {
-    match crate::panic::catch(f) {
-        Ok(result) => result.map_err(Into::into),
-        Err(message) => Err(format!("panicked: {message}").into()),
-    }
+/// Runs a step of user code, its panic caught.
+fn guarded<T, E: Into<BoxError>>(f: impl FnOnce() -> Result<T, E>) -> Result<T, ServiceFault> {
+    ServiceFault::of(crate::panic::catch(f))
 }
 
 impl<S: Handler> Instance<S::Request, S::Response> for S {

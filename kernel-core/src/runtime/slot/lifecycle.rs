@@ -143,9 +143,8 @@ pub(crate) mod hold_and {
 
     /// The held instance's plumbing, or why there is none.
     fn plumbing<H: HeldSlot>(held: &H) -> Result<&dyn Plumbing, LifecycleError> {
-        held.plumbing().map_err(|source| LifecycleError::Export {
+        held.plumbing().ok_or_else(|| LifecycleError::InstanceLost {
             service: held.name().to_string(),
-            source,
         })
     }
 }
@@ -231,7 +230,7 @@ pub(crate) fn export_now(
     let generation = next_generation();
     let encoded = EncodedState::from_bytes(bytes).map_err(|e| LifecycleError::Export {
         service: service.to_owned(),
-        source: e.into(),
+        source: crate::boxed::ServiceFault::Error(e.into()),
     })?;
     Ok((encoded, generation))
 }

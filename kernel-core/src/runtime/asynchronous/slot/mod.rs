@@ -20,7 +20,6 @@ use super::AsyncContext;
 use super::chain::{self, CatchUnwind, WouldBlockRuntime};
 use super::gate::Gate;
 use super::handler::{AsyncHandler, BoxAsyncInstance, Served};
-use crate::boxed::BoxError;
 use crate::runtime::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::runtime::kernel::Shared;
 use crate::runtime::service::Status;
@@ -52,9 +51,6 @@ pub(crate) struct AsyncSlot<Req, Resp> {
     /// What its hooks and handler are given (made once: a call clones nothing).
     ctx: AsyncContext,
 }
-
-/// Why an async slot has no instance.
-const LOST: &str = "the instance was lost when its handler panicked; restart or replace the service";
 
 /// The slot, held by a chain of calls (for the lifecycle); released when dropped.
 pub(crate) struct AsyncEntered<Req: Send + 'static, Resp: Send + 'static> {
@@ -88,12 +84,9 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
         std::mem::replace(&mut self.lot().instance, instance)
     }
 
-    /// The instance, for its state plumbing; an error if a panic of its handler lost it.
-    pub(crate) fn plumbing(&self) -> Result<&dyn Plumbing, BoxError> {
-        match self.lot.as_deref().and_then(|lot| lot.instance.as_deref()) {
-            Some(instance) => instance.plumbing().ok_or_else(|| LOST.into()),
-            None => Err(LOST.into()),
-        }
+    /// The instance, for its state plumbing; `None` if a panic of its handler lost it.
+    pub(crate) fn plumbing(&self) -> Option<&dyn Plumbing> {
+        self.lot.as_deref()?.instance.as_deref()?.plumbing()
     }
 
     fn dependencies(&self) -> Vec<String> {
@@ -114,11 +107,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
             None => None,
         };
         let Some(hook_future) = hook_future else {
-            return Err(LifecycleError::HookFailed {
-                service,
-                hook,
-                source: LOST.into(),
-            });
+            return Err(LifecycleError::InstanceLost { service });
         };
         let outcome = CatchUnwind(std::pin::pin!(chain::within(token, hook_future).instrument(span))).await;
         crate::runtime::error::hook_outcome(service, hook, outcome)
@@ -299,7 +288,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> HeldSlot for AsyncEntered<Req, R
         &self.slot.core
     }
 
-    fn plumbing(&self) -> Result<&dyn Plumbing, BoxError> {
+    fn plumbing(&self) -> Option<&dyn Plumbing> {
         AsyncEntered::plumbing(self)
     }
 

@@ -60,9 +60,7 @@ impl Kernel {
     where
         S: Handler<Request = Event, Response = Reply>,
     {
-        let handle = self
-            .handle(new.name())
-            .map_err(|error| ReplaceError::new(new.name(), Step::Enter, error))?;
+        let handle = self.replacement_target(new.name())?;
         replace_in_slot(self.shared(), &handle.slot, new, Direction::Upgrade)
     }
 
@@ -82,9 +80,7 @@ impl Kernel {
     where
         S: Handler<Request = Event, Response = Reply>,
     {
-        let handle = self
-            .handle(older.name())
-            .map_err(|e| ReplaceError::new(older.name(), Step::Enter, e))?;
+        let handle = self.replacement_target(older.name())?;
         replace_in_slot(self.shared(), &handle.slot, older, Direction::Rollback)
     }
 
@@ -95,6 +91,19 @@ impl Kernel {
         older: S,
     ) -> Result<Replaced, ReplaceError> {
         replace_in_slot(self.shared(), &handle.slot, older, Direction::Rollback)
+    }
+}
+
+impl Kernel {
+    /// The synchronous `Event`/`Reply` service `name`, for a replacement: an async one is
+    /// [`ReplaceCause::WrongKind`], as the async spellings say of a synchronous one.
+    pub(crate) fn replacement_target(&self, name: &str) -> Result<Handle, ReplaceError> {
+        self.handle(name).map_err(|error| match error {
+            crate::CallError::WrongKind { service_is, .. } => {
+                ReplaceError::new(name, Step::Enter, ReplaceCause::WrongKind { service_is })
+            }
+            other => ReplaceError::new(name, Step::Enter, other),
+        })
     }
 }
 

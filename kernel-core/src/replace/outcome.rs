@@ -113,8 +113,10 @@ pub struct ReplaceError {
     pub service: String,
     /// The step that failed.
     pub step: Step,
-    /// Whether the old version, stopped before the new one failed to start, is running again.
-    /// Always `true` for failures before [`Step::StartNew`].
+    /// `false` only when the old version was stopped (at [`Step::StopOld`] or
+    /// [`Step::StartNew`]) and starting it again failed too: it is then Failed. `true` in
+    /// every other case — the old version is in its slot in the status it had (a service that
+    /// was not running was not started).
     pub old_restarted: bool,
     /// What went wrong: an enum to match on (boxed: a `Result` carrying this error stays
     /// small); [`cause`](Self::cause) borrows it.

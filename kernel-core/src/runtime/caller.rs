@@ -44,21 +44,13 @@ pub(crate) fn thread_token() -> u64 {
     })
 }
 
-/// Who is asking for a slot or the lifecycle lock: with async services (feature `tokio`), the
-/// chain of calls this code runs in, else (and outside any chain) this thread.
+/// Who is asking for a slot or the lifecycle lock: the chain of calls this code runs in (set on
+/// threads running a handler, a hook or kernel work for a chain), else this thread.
 #[inline]
 pub(crate) fn caller_token() -> u64 {
-    #[cfg(feature = "tokio")]
-    {
-        current_sync()
-    }
-    #[cfg(not(feature = "tokio"))]
-    {
-        thread_token()
-    }
+    current_sync()
 }
 
-#[cfg(feature = "tokio")]
 std::thread_local! {
     /// The token of the chain of calls whose handler or hook this thread is polling, 0 when
     /// none: a task-local in effect, since it is set around each poll of that work only
@@ -68,7 +60,6 @@ std::thread_local! {
 
 /// The chain this code runs in, if it runs inside a handler or hook (or kernel work handed off
 /// the workers for one).
-#[cfg(feature = "tokio")]
 #[inline]
 pub(crate) fn joined() -> Option<u64> {
     match CHAIN.with(Cell::get) {
@@ -88,19 +79,17 @@ pub(crate) fn current() -> u64 {
 /// The token synchronous code waits under: the chain whose handler it runs inside (a
 /// synchronous service called inline from async code), else this thread's, as the synchronous
 /// slots know it.
-#[cfg(feature = "tokio")]
+#[inline]
 pub(crate) fn current_sync() -> u64 {
     joined().unwrap_or_else(thread_token)
 }
 
 /// Chain `token` set on this thread until dropped (also when the work unwinds), the previous
 /// one put back then.
-#[cfg(feature = "tokio")]
 pub(crate) struct Scope {
     previous: u64,
 }
 
-#[cfg(feature = "tokio")]
 impl Scope {
     #[inline]
     pub(crate) fn enter(token: u64) -> Self {
@@ -110,7 +99,6 @@ impl Scope {
     }
 }
 
-#[cfg(feature = "tokio")]
 impl Drop for Scope {
     #[inline]
     fn drop(&mut self) {

@@ -317,6 +317,15 @@ pub enum CallError {
         /// The service.
         service: String,
     },
+    /// A handle of one kind was asked for a service of the other: `service_is` says which the
+    /// service is (`"an async"`: use `Kernel::async_handle`; `"a synchronous"`).
+    #[error("`{service}` is {service_is} service; take a handle of that kind")]
+    WrongKind {
+        /// The service.
+        service: String,
+        /// `"a synchronous"` or `"an async"`.
+        service_is: &'static str,
+    },
     /// A typed call by name asked for other request and response types than the ones the
     /// service was registered with.
     #[error("service `{service}` speaks {registered}, not {requested}")]
@@ -362,7 +371,7 @@ impl CallError {
             CallError::WouldDeadlock { .. } => (code::LOOP, "Call loop detected"),
             CallError::Timeout { .. } => (code::TIMEOUT, "Handler busy past the timeout"),
             CallError::Panicked { .. } => (code::FAILED, "Handler failed"),
-            CallError::Unsupported { .. } | CallError::WrongTypes { .. } => {
+            CallError::Unsupported { .. } | CallError::WrongTypes { .. } | CallError::WrongKind { .. } => {
                 (code::UNSUPPORTED, "Unsupported request type")
             }
             CallError::KernelGone => (code::UNAVAILABLE, "Kernel unavailable"),

@@ -27,13 +27,13 @@ impl Kernel {
         S: AsyncHandler,
         F: Fn() -> S + Send + Sync + 'static,
     {
-        self.registered(handle.name())?;
         let Some(slot) = handle.async_slot() else {
             return Err(LifecycleError::WrongKind {
                 service: handle.name().to_owned(),
                 service_is: "a synchronous",
             });
         };
+        self.registered(handle.name(), &slot.core)?;
         let restarter = Arc::new(Supervised::new(
             Arc::new(AsyncLifecycle(Arc::clone(slot))),
             policy,

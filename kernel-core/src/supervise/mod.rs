@@ -28,7 +28,7 @@ use crate::runtime::handle::Handle;
 use crate::runtime::kernel::{Kernel, Shared};
 use crate::runtime::restart::{Admission, Failure, Restarter};
 use crate::runtime::service::{Handler, Service, Status};
-use crate::runtime::slot::{HoldForLifecycle, Installs, SlotCore, hold_and};
+use crate::runtime::slot::{HoldForLifecycle, Installs, Slot, SlotCore, hold_and};
 use crate::state;
 
 /// What happens when a service fails.
@@ -250,7 +250,7 @@ impl Kernel {
         S: Handler,
         F: Fn() -> S + Send + Sync + 'static,
     {
-        self.registered(handle.name())?;
+        self.registered(handle.name(), Slot::core(&handle.slot))?;
         let restarter = Arc::new(Supervised::new(Arc::clone(&handle.slot), policy, factory));
         if handle.status() == Status::Running {
             restarter.remember_good_state();
@@ -259,11 +259,12 @@ impl Kernel {
         Ok(())
     }
 
-    /// The service `name` is registered.
-    pub(crate) fn registered(&self, name: &str) -> Result<(), LifecycleError> {
-        match self.status(name) {
-            Some(_) => Ok(()),
-            None => Err(LifecycleError::NotFound { name: name.to_owned() }),
+    /// The service `name` is registered, and `core` is its slot's (not a slot unregistered
+    /// since a handle to it was taken, whose name another service has now).
+    pub(crate) fn registered(&self, name: &str, core: &SlotCore) -> Result<(), LifecycleError> {
+        match self.shared().entry(name) {
+            Some(entry) if std::ptr::eq(entry.lifecycle.core(), core) => Ok(()),
+            _ => Err(LifecycleError::NotFound { name: name.to_owned() }),
         }
     }
 }
@@ -287,9 +288,7 @@ impl Kernel {
         F: Fn() -> S + Send + Sync + 'static,
     {
         let name = new.name().to_owned();
-        let handle = self
-            .handle(&name)
-            .map_err(|error| crate::ReplaceError::new(&name, crate::Step::Enter, error))?;
+        let handle = self.replacement_target(&name)?;
         let successor: Arc<dyn Restarter> = Arc::new(Supervised::new(Arc::clone(&handle.slot), policy, factory));
         let restarts = &self.shared().restarts;
         restarts.prepare_successor(name.clone(), successor);

@@ -170,9 +170,13 @@ impl Shared {
         let race = Arc::new(Mutex::new(StopRace::Waiting));
         let (late_entry, late_race) = (entry.clone(), Arc::clone(&race));
         let kernel = self.weak_self();
+        // The hook runs for the chain of calls that asked for the stop: a hook that calls back
+        // into a service that chain holds is refused at once, as on the caller's own thread.
+        let chain = crate::runtime::caller::caller_token();
         let spawned = std::thread::Builder::new()
             .name("microkernel-stop".into())
             .spawn(move || {
+                let _chain = crate::runtime::caller::Scope::enter(chain);
                 let (result, late) = late_entry.lifecycle.stop_bounded(&late_race);
                 if late {
                     stopped_late(kernel.upgrade().as_deref(), &late_entry, result);

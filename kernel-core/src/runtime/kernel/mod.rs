@@ -115,7 +115,7 @@ pub(crate) struct Shared {
     /// The sealer of in-process crossings when none was configured: a key of this kernel's
     /// own, made at the first replacement, never stored or shown (so a replacement's state is
     /// sealed while it crosses, whatever the configuration).
-    ephemeral: std::sync::OnceLock<Result<Sealer, String>>,
+    ephemeral: std::sync::OnceLock<Sealer>,
     store: Option<Box<dyn StateStore>>,
     load_policy: LoadPolicy,
     checkpoint_every: Option<Duration>,
@@ -187,12 +187,16 @@ impl Kernel {
     }
 
     /// A handle to the synchronous `Event`/`Reply` service `name`, to call it without a name
-    /// lookup. An async service (feature `tokio`) is reached with `Kernel::async_handle`.
+    /// lookup. An async service (feature `tokio`) is reached with `Kernel::async_handle`
+    /// ([`CallError::WrongKind`] here), a service with its own protocol with
+    /// [`handle_typed`](Self::handle_typed) ([`CallError::WrongTypes`] here).
     pub fn handle(&self, name: &str) -> Result<Handle, CallError> {
-        match self.shared.route(name)? {
-            Route::Sync(slot) => Ok(Handle::new(slot)),
-            _ => Err(CallError::Unsupported {
+        match self.shared.route(name)?.slot_speaking::<Event, Reply>(name)? {
+            crate::runtime::route::SlotOfKind::Sync(slot) => Ok(Handle::new(slot)),
+            #[cfg(feature = "tokio")]
+            crate::runtime::route::SlotOfKind::Async(_) => Err(CallError::WrongKind {
                 service: name.to_owned(),
+                service_is: "an async",
             }),
         }
     }
@@ -208,8 +212,9 @@ impl Kernel {
         match self.shared.route(name)?.slot_speaking::<Req, Resp>(name)? {
             crate::runtime::route::SlotOfKind::Sync(slot) => Ok(Handle::new(slot)),
             #[cfg(feature = "tokio")]
-            crate::runtime::route::SlotOfKind::Async(_) => Err(CallError::Unsupported {
+            crate::runtime::route::SlotOfKind::Async(_) => Err(CallError::WrongKind {
                 service: name.to_owned(),
+                service_is: "an async",
             }),
         }
     }
@@ -493,12 +498,15 @@ impl Shared {
         if let Some(sealer) = &self.sealer {
             return Ok(sealer);
         }
-        let made = self.ephemeral.get_or_init(|| {
-            let key = crate::seal::Key::generate(crate::seal::Algorithm::Aes256Gcm).map_err(|e| e.to_string())?;
-            Ok(Sealer::new(crate::seal::Keyring::new(0, key)))
-        });
-        made.as_ref()
-            .map_err(|message| crate::seal::KeyError::Random(message.clone()))
+        if let Some(sealer) = self.ephemeral.get() {
+            return Ok(sealer);
+        }
+        // A failure of the system's random generator is not kept: the next replacement tries
+        // again. (Two first replacements racing here make two keys; one is kept.)
+        let key = crate::seal::Key::generate(crate::seal::Algorithm::Aes256Gcm)?;
+        Ok(self
+            .ephemeral
+            .get_or_init(|| Sealer::new(crate::seal::Keyring::new(0, key))))
     }
 
     /// Where a synchronous call to `name` goes: a local service, else an error — which says so

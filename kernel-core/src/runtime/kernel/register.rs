@@ -63,6 +63,9 @@ impl Kernel {
         if let Some(store) = self.shared.store() {
             store.check_name(name).map_err(|e| invalid(e.to_string()))?;
         }
+        if name.is_empty() {
+            return Err(invalid("the name is empty".to_owned()));
+        }
         // Every replacement seals its state (with the kernel's own key if none was configured),
         // and the sealed header carries the name.
         if name.len() > crate::seal::envelope::MAX_NAME_LEN {

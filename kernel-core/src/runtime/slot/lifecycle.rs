@@ -39,6 +39,8 @@ pub(crate) type ExportForSave<'f, 's> = dyn FnMut(&dyn Plumbing, u64) -> Result<
 /// The kernel's view of any slot, whatever its protocol.
 pub(crate) trait Lifecycle: Send + Sync {
     fn name(&self) -> &Arc<str>;
+    /// What every kind of slot keeps beside its instance (also: which slot this is).
+    fn core(&self) -> &SlotCore;
     fn status(&self) -> Status;
     fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError>;
     /// The current instance's dependencies (takes the slot's mutex).
@@ -164,6 +166,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> HoldForLifecycle for Slot<Req, R
 impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
     fn name(&self) -> &Arc<str> {
         Slot::name(self)
+    }
+
+    fn core(&self) -> &SlotCore {
+        Slot::core(self)
     }
 
     fn status(&self) -> Status {

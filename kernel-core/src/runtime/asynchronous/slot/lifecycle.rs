@@ -39,6 +39,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req
         self.0.name()
     }
 
+    fn core(&self) -> &SlotCore {
+        &self.0.core
+    }
+
     fn status(&self) -> Status {
         self.0.status()
     }

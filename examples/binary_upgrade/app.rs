@@ -204,9 +204,16 @@ pub fn serve(options: &Options) -> Result<(), AnyError> {
         .listen()?;
     println!("listening on {addr} as {}", options.version);
     std::io::stdout().flush()?;
+    // Under systemd (Type=notify, NotifyAccess=all): this process is the main one now, and
+    // ready. Nothing is sent when NOTIFY_SOCKET is unset.
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::MainPid(std::process::id()),
+        sd_notify::NotifyState::Ready,
+    ]);
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let handed_over = runtime.block_on(async move {
+        tokio::spawn(start_successor_on_hangup());
         let listener = Gated {
             listener: tokio::net::TcpListener::from_std(listener)?,
             intake,
@@ -219,6 +226,62 @@ pub fn serve(options: &Options) -> Result<(), AnyError> {
     println!("handed over to process {}", handed_over.successor_pid);
     runtime.shutdown_timeout(Duration::from_secs(1));
     Ok(())
+}
+
+/// Set to `v1` or `v2`: the version a successor started on SIGHUP runs (by default, the same
+/// arguments as this process: a new binary installed at the same path).
+pub const NEXT_VERSION_VAR: &str = "BINARY_UPGRADE_NEXT_VERSION";
+
+/// On SIGHUP (`systemctl reload` with `ExecReload=/bin/kill -HUP $MAINPID`), starts the binary
+/// at this process's path with its arguments: it takes over, and this process exits. If it
+/// fails, this process serves on, and says why in its log (the successor's own error goes to
+/// the same standard error).
+async fn start_successor_on_hangup() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; upgrades start the new binary by hand only");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let mut args = std::env::args_os();
+        let Some(program) = args.next() else { continue };
+        let mut args: Vec<std::ffi::OsString> = args.collect();
+        if let (Ok(next), Some(version)) = (std::env::var(NEXT_VERSION_VAR), args.first_mut()) {
+            *version = next.into();
+        }
+        match Command::new(&program).args(&args).env_remove(NEXT_VERSION_VAR).spawn() {
+            Ok(mut successor) => {
+                tracing::warn!(pid = successor.id(), "SIGHUP: started the new binary to take over");
+                tokio::task::spawn_blocking(move || match successor.wait() {
+                    Ok(status) if !status.success() => {
+                        tracing::error!(%status, "the new binary failed; this process serves on");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "cannot wait for the new binary"),
+                });
+            }
+            Err(error) => tracing::error!(%error, "SIGHUP: cannot start the new binary; this process serves on"),
+        }
+    }
+}
+
+/// The in-process replacement of the same services, for comparison: the counter v1 → v2 and the
+/// table of `entries` entries each replaced by a new instance in one kernel (sealed with the
+/// kernel's own key); the time both replacements took together (the callers' pause).
+pub fn in_process_replacement(entries: usize) -> Result<Duration, AnyError> {
+    let kernel = Kernel::new();
+    let table = Table {
+        entries: (0..entries).map(|i| (format!("key-{i:08}"), i as u64)).collect(),
+    };
+    kernel.register(TableService { table })?;
+    kernel.register(CounterV1::default())?;
+    kernel.start_all()?;
+    let started = Instant::now();
+    kernel.replace(TableService::default())?;
+    kernel.replace(CounterV2::default())?;
+    let pause = started.elapsed();
+    kernel.stop_all()?;
+    Ok(pause)
 }
 
 /// `POST /hit` counts and answers `<version> <count>`; `GET /count` reads it. Every response

@@ -30,7 +30,8 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let sealer: microkernel::Sealer = todo!();
+//! # use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
+//! # let sealer = Sealer::new(Keyring::new(1, Key::generate(Algorithm::Aes256Gcm)?));
 //! use microkernel::takeover::TakeOver;
 //!
 //! let mut take_over = TakeOver::connect("/run/user/1000/myapp")?;
@@ -231,7 +232,7 @@ pub enum TakeoverError {
         /// The service.
         service: String,
         /// Why.
-        source: LifecycleError,
+        source: Box<LifecycleError>,
     },
     /// A service's state could not be exported.
     #[error("cannot export the state of `{service}`: {source}")]
@@ -239,7 +240,7 @@ pub enum TakeoverError {
         /// The service.
         service: String,
         /// Why.
-        source: LifecycleError,
+        source: Box<LifecycleError>,
     },
     /// A service's state could not be sealed.
     #[error("cannot seal the state of `{service}`: {source}")]

@@ -1,5 +1,7 @@
-//! The directory store trusts nothing it did not create, and names are checked when a service
-//! registers (issue: hardening).
+//! The directory store trusts nothing it did not create: stale temporary files of others,
+//! symlinks, FIFOs, directories, oversized files, directories others can write or own, a
+//! deleted lock file, and set-aside names that would collide are each refused or handled
+//! without reading or touching what is not the store's.
 
 mod common;
 
@@ -9,9 +11,9 @@ use std::path::PathBuf;
 use common::counter::{Counter, CounterV1};
 use common::stored::{load, save};
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
-use microkernel::state::{self, Stateless};
-use microkernel::store::{MAX_NAME_LEN, StateStore, StoreOptions, block_on};
-use microkernel::{BoxError, DirStore, Event, Handler, Kernel, LifecycleError, Reply, Service, StoreError};
+use microkernel::state;
+use microkernel::store::{StateStore, StoreOptions, block_on};
+use microkernel::{DirStore, Kernel, StoreError};
 
 fn sealer() -> Sealer {
     Sealer::new(Keyring::new(
@@ -26,86 +28,6 @@ fn fresh(name: &str) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     dir
-}
-
-/// A service with a name chosen at run time.
-struct Named(&'static str, Vec<&'static str>);
-
-impl Service for Named {
-    type State = Stateless;
-    fn name(&self) -> &str {
-        self.0
-    }
-    fn dependencies(&self) -> Vec<String> {
-        self.1.iter().map(|d| d.to_string()).collect()
-    }
-    fn export_state(&self) -> Result<&Stateless, BoxError> {
-        Ok(&Stateless)
-    }
-    fn import_state(&mut self, _: Stateless) -> Result<(), BoxError> {
-        Ok(())
-    }
-}
-
-impl Handler for Named {
-    type Request = Event;
-    type Response = Reply;
-    fn handle(&mut self, _: Event, _: &microkernel::Context<'_>) -> Reply {
-        Reply::ok("ok", "")
-    }
-}
-
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
-
-#[test]
-fn names_too_long_for_the_store_or_the_envelope_are_refused_at_registration() {
-    let dir = fresh("names");
-    let kernel = Kernel::builder()
-        .sealer(sealer())
-        .store(DirStore::open(&dir).unwrap())
-        .build()
-        .unwrap();
-    // The longest name the store takes registers, saves and restores.
-    let longest = leak("n".repeat(MAX_NAME_LEN));
-    kernel.register(Named(longest, vec![])).unwrap();
-    kernel.start_all().unwrap();
-    kernel.stop_all().unwrap();
-    assert!(dir.join(format!("{longest}.state")).exists());
-    let err = kernel
-        .register(Named(leak("n".repeat(MAX_NAME_LEN + 1)), vec![]))
-        .unwrap_err();
-    assert!(matches!(err, LifecycleError::InvalidName { .. }), "{err}");
-    assert!(
-        err.to_string().contains(&format!("at most {MAX_NAME_LEN} bytes")),
-        "{err}"
-    );
-    drop(kernel);
-    // With a sealer and no store, the envelope's one-byte length is the limit.
-    let sealed = Kernel::builder().sealer(sealer()).build().unwrap();
-    sealed.register(Named(leak("s".repeat(255)), vec![])).unwrap();
-    let err = sealed.register(Named(leak("s".repeat(256)), vec![])).unwrap_err();
-    assert!(err.to_string().contains("at most 255 bytes"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
-fn a_dependency_listed_twice_is_refused_at_registration() {
-    let kernel = Kernel::new();
-    kernel.register(Named("db", vec![])).unwrap();
-    let err = kernel.register(Named("api", vec!["db", "db"])).unwrap_err();
-    assert!(
-        matches!(&err, LifecycleError::DuplicateDependency { service, dependency } if service == "api" && dependency == "db"),
-        "{err}"
-    );
-    // Nor can a replacement bring one in.
-    kernel.register(Named("api", vec!["db"])).unwrap();
-    let err = kernel.replace(Named("api", vec!["db", "db"])).unwrap_err();
-    assert_eq!(err.step(), microkernel::Step::Dependencies, "{err}");
-    // Nothing panics afterwards.
-    kernel.start_all().unwrap();
-    kernel.stop_all().unwrap();
 }
 
 #[test]

@@ -94,7 +94,8 @@
 //! Type=notify
 //! NotifyAccess=all
 //! ExecStart=/usr/bin/myapp
-//! # The old process, on SIGHUP, starts the new binary (which takes over) and waits for it.
+//! # The old process, on SIGHUP, starts the binary at its own path (the new one, once
+//! # installed), which takes over; `examples/binary_upgrade` does so.
 //! ExecReload=/bin/kill -HUP $MAINPID
 //! KillMode=mixed
 //! ```
@@ -104,9 +105,11 @@
 //! so that a process other than the main one may say so); then the old one exits, and systemd
 //! neither kills the new process nor starts a second instance. This crate does not send those
 //! messages itself (the application owns its notifications; the `sd-notify` crate sends them
-//! in one line, and nothing is sent when `NOTIFY_SOCKET` is unset). Sockets systemd passed in
-//! (socket activation) are listeners like the others: give them to
-//! [`HandoverBuilder::listener`].
+//! in one line, and nothing is sent when `NOTIFY_SOCKET` is unset). The result of a reload is in
+//! the log (the journal): the old process logs why a takeover failed, and the new one its own
+//! error. Sockets systemd passed in (socket activation) are listeners like the others: give
+//! them to [`HandoverBuilder::listener`] (this crate does not read `LISTEN_FDS` itself; a crate
+//! such as `listenfd` turns them into listeners).
 //!
 //! # Why `rustix`
 //!

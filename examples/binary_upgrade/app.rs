@@ -224,7 +224,9 @@ pub fn serve(options: &Options) -> Result<(), AnyError> {
         Ok::<_, AnyError>(handed_over)
     })?;
     println!("handed over to process {}", handed_over.successor_pid);
-    runtime.shutdown_timeout(Duration::from_secs(1));
+    // Nothing is left to finish (the intake is paused for good); a successor started on SIGHUP
+    // is waited for on a blocking thread, which must not hold up the exit.
+    runtime.shutdown_background();
     Ok(())
 }
 

@@ -177,6 +177,14 @@ fn the_new_process_killed_at_each_step_leaves_the_old_serving_with_its_state() {
             String::from_utf8_lossy(&out.stderr)
         );
         std::thread::sleep(Duration::from_millis(200));
+        // Failed there (a service that does not start): the TakeOver dropped, the process gone.
+        let out = command("v2", &dir, &key)
+            .env(DIE_AT_VAR, format!("fail:{step}"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("as asked"), "{step}: {stderr}");
+        std::thread::sleep(Duration::from_millis(200));
         let start = Instant::now();
         let outcome = request(v1.addr, true);
         assert_eq!(

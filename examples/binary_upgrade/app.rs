@@ -29,7 +29,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// The environment variable holding the sealing key (hex) both versions share.
 pub const KEY_VAR: &str = "MICROKERNEL_STATE_KEY";
 /// Set to `connected`, `state` or `started` to make a taking-over process kill itself
-/// (SIGKILL) at that step: the tests' way to kill the new process at each step.
+/// (SIGKILL) at that step, or to `fail:<step>` to make it fail there and exit (its `TakeOver`
+/// dropped): the tests' way to end the new process at each step.
 pub const DIE_AT_VAR: &str = "BINARY_UPGRADE_DIE_AT";
 /// How long a pause waits for the requests already accepted.
 const DRAIN_BOUND: Duration = Duration::from_secs(5);
@@ -136,14 +137,22 @@ pub struct Options {
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Kills this process with SIGKILL if the test asked for it at `step`.
-fn die_at(step: &str) {
-    if std::env::var(DIE_AT_VAR).is_ok_and(|at| at == step) {
+/// Kills this process with SIGKILL if the test asked for it at `step` (`DIE_AT=<step>`), or
+/// fails there (`DIE_AT=fail:<step>`), as a service that does not start would.
+fn die_at(step: &str) -> Result<(), AnyError> {
+    let Ok(at) = std::env::var(DIE_AT_VAR) else {
+        return Ok(());
+    };
+    if at == step {
         let _ = Command::new("kill")
             .args(["-9", &std::process::id().to_string()])
             .status();
         thread::sleep(Duration::from_secs(10));
     }
+    if at.strip_prefix("fail:") == Some(step) {
+        return Err(format!("failing at `{step}`, as asked").into());
+    }
+    Ok(())
 }
 
 /// Runs a server: takes over from the process listening in `options.dir` if there is one,
@@ -157,7 +166,7 @@ pub fn serve(options: &Options) -> Result<(), AnyError> {
         Err(TakeoverError::NoOldProcess { .. }) => None,
         Err(error) => return Err(error.into()),
     };
-    die_at("connected");
+    die_at("connected")?;
     let listener = match &mut take_over {
         Some(take_over) => std::net::TcpListener::from(
             take_over
@@ -183,9 +192,9 @@ pub fn serve(options: &Options) -> Result<(), AnyError> {
         "v2" => kernel.register(CounterV2::default())?,
         other => return Err(format!("unknown version `{other}`; expected v1 or v2").into()),
     };
-    die_at("state");
+    die_at("state")?;
     kernel.start_all()?;
-    die_at("started");
+    die_at("started")?;
     if let Some(take_over) = take_over {
         take_over.commit()?;
     }

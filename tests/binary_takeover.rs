@@ -145,6 +145,8 @@ fn a_new_process_with_another_key_is_refused_and_the_old_serves_on() {
     v1.child.wait().unwrap();
     let mut logs = String::new();
     v1.child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    // The old process was told why.
+    assert!(logs.contains("aborted the takeover: cannot restore `table`"), "{logs}");
     for text in [&stderr.to_string(), &logs] {
         for key in [&good, &wrong] {
             assert!(!text.contains(key.as_str()), "a key leaked: {text}");

@@ -166,38 +166,20 @@ pub fn serve(options: &Options) -> Result<(), AnyError> {
         Err(TakeoverError::NoOldProcess { .. }) => None,
         Err(error) => return Err(error.into()),
     };
-    die_at("connected")?;
-    let listener = match &mut take_over {
-        Some(take_over) => std::net::TcpListener::from(
-            take_over
-                .take_listener("http")
-                .ok_or("the old process passed no `http` listener")?,
-        ),
-        None => std::net::TcpListener::bind(options.addr)?,
+    let started = start(options, sealer, take_over.as_mut());
+    let (kernel, listener) = match (started, take_over) {
+        (Ok(started), Some(take_over)) => {
+            take_over.commit()?;
+            started
+        }
+        (Ok(started), None) => started,
+        // Tell the old process why (it logs it, and serves on).
+        (Err(error), Some(take_over)) => {
+            take_over.abort(&error.to_string());
+            return Err(error);
+        }
+        (Err(error), None) => return Err(error),
     };
-    let mut builder = Kernel::builder().sealer(sealer);
-    if let Some(take_over) = &take_over {
-        builder = builder.store(take_over.store());
-    }
-    let kernel = builder.build()?;
-    let table = Table {
-        entries: (0..options.entries)
-            .map(|i| (format!("key-{i:08}"), i as u64))
-            .collect(),
-    };
-    // Each register loads its state from the old process (which pauses at the first).
-    kernel.register(TableService { table })?;
-    match options.version.as_str() {
-        "v1" => kernel.register(CounterV1::default())?,
-        "v2" => kernel.register(CounterV2::default())?,
-        other => return Err(format!("unknown version `{other}`; expected v1 or v2").into()),
-    };
-    die_at("state")?;
-    kernel.start_all()?;
-    die_at("started")?;
-    if let Some(take_over) = take_over {
-        take_over.commit()?;
-    }
     let addr = listener.local_addr()?;
     let intake = Intake::default();
     let handover = Handover::builder(&kernel, &options.dir)
@@ -293,6 +275,45 @@ pub fn in_process_replacement(entries: usize) -> Result<Duration, AnyError> {
     let pause = started.elapsed();
     kernel.stop_all()?;
     Ok(pause)
+}
+
+/// Everything before serving: the listener (inherited, or bound), the kernel with each
+/// service registered (its state loaded from the old process, if taking over) and started.
+fn start(
+    options: &Options,
+    sealer: Sealer,
+    mut take_over: Option<&mut TakeOver>,
+) -> Result<(Kernel, std::net::TcpListener), AnyError> {
+    die_at("connected")?;
+    let listener = match &mut take_over {
+        Some(take_over) => std::net::TcpListener::from(
+            take_over
+                .take_listener("http")
+                .ok_or("the old process passed no `http` listener")?,
+        ),
+        None => std::net::TcpListener::bind(options.addr)?,
+    };
+    let mut builder = Kernel::builder().sealer(sealer);
+    if let Some(take_over) = &take_over {
+        builder = builder.store(take_over.store());
+    }
+    let kernel = builder.build()?;
+    let table = Table {
+        entries: (0..options.entries)
+            .map(|i| (format!("key-{i:08}"), i as u64))
+            .collect(),
+    };
+    // Each register loads its state from the old process (which pauses at the first).
+    kernel.register(TableService { table })?;
+    match options.version.as_str() {
+        "v1" => kernel.register(CounterV1::default())?,
+        "v2" => kernel.register(CounterV2::default())?,
+        other => return Err(format!("unknown version `{other}`; expected v1 or v2").into()),
+    };
+    die_at("state")?;
+    kernel.start_all()?;
+    die_at("started")?;
+    Ok((kernel, listener))
 }
 
 /// `POST /hit` counts and answers `<version> <count>`; `GET /count` reads it. Every response

@@ -82,6 +82,11 @@
 //! by [`Handover::next_outcome`] and logged. A new process that cannot open a state (another
 //! key) fails its `register` with an error naming the service, never the key or the state.
 //!
+//! Whom it trusts: the socket admits processes of the same user only, which could signal or
+//! trace this process anyway; such a process may start a takeover and commit it (the old
+//! process then stops serving), but without the key it can neither read a state nor make one the
+//! new process would open.
+//!
 //! The commit is the one point of no return: once the old process has received it, it will
 //! not serve again, and the new process is on its own. A new process that dies right after
 //! is like any server that dies: connections wait in the (still open) listening sockets

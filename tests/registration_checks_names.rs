@@ -4,28 +4,10 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
-
+use common::stored::{private_dir, sealer};
 use common::{Journal, Probe};
-use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
 use microkernel::store::MAX_NAME_LEN;
 use microkernel::{DirStore, Kernel, LifecycleError};
-
-fn sealer() -> Sealer {
-    Sealer::new(Keyring::new(
-        1,
-        Key::from_hex(Algorithm::Aes256Gcm, &"3c".repeat(32)).unwrap(),
-    ))
-}
-
-fn fresh(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("microkernel-hard-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    dir
-}
 
 /// A stateless service with a name and dependencies chosen at run time.
 fn named(name: &'static str, deps: &[&'static str]) -> Probe {
@@ -38,7 +20,7 @@ fn leak(s: String) -> &'static str {
 
 #[test]
 fn names_too_long_for_the_store_or_the_envelope_are_refused_at_registration() {
-    let dir = fresh("names");
+    let dir = private_dir("names");
     let kernel = Kernel::builder()
         .sealer(sealer())
         .store(DirStore::open(&dir).unwrap())

@@ -6,33 +6,16 @@
 mod common;
 
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::PathBuf;
 
 use common::counter::{Counter, CounterV1};
-use common::stored::{load, save};
-use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
+use common::stored::{load, private_dir, save, sealer};
 use microkernel::state;
 use microkernel::store::{StateStore, StoreOptions, block_on};
 use microkernel::{DirStore, Kernel, StoreError};
 
-fn sealer() -> Sealer {
-    Sealer::new(Keyring::new(
-        1,
-        Key::from_hex(Algorithm::Aes256Gcm, &"3c".repeat(32)).unwrap(),
-    ))
-}
-
-fn fresh(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("microkernel-hard-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    dir
-}
-
 #[test]
 fn stale_temporary_files_of_ours_are_removed_when_the_store_opens_and_nothing_else() {
-    let dir = fresh("temps");
+    let dir = private_dir("temps");
     for name in [
         ".mk-tmp-4242-7",
         "keep.txt",
@@ -51,8 +34,8 @@ fn stale_temporary_files_of_ours_are_removed_when_the_store_opens_and_nothing_el
 
 #[test]
 fn a_symlinked_lock_or_state_file_is_refused_and_its_target_untouched() {
-    let dir = fresh("links");
-    let outside = fresh("links-outside");
+    let dir = private_dir("links");
+    let outside = private_dir("links-outside");
     symlink(outside.join("created-by-lock"), dir.join(".lock")).unwrap();
     let err = DirStore::open(&dir).unwrap_err();
     assert!(matches!(err, StoreError::NotRegular { .. }), "{err}");
@@ -82,7 +65,7 @@ fn a_symlinked_lock_or_state_file_is_refused_and_its_target_untouched() {
 
 #[test]
 fn a_fifo_or_a_directory_as_a_state_file_is_refused_without_reading() {
-    let dir = fresh("fifo");
+    let dir = private_dir("fifo");
     let status = std::process::Command::new("mkfifo")
         .arg(dir.join("counter.state"))
         .status()
@@ -99,7 +82,7 @@ fn a_fifo_or_a_directory_as_a_state_file_is_refused_without_reading() {
 
 #[test]
 fn files_over_the_size_limit_are_refused_before_they_are_read() {
-    let dir = fresh("size");
+    let dir = private_dir("size");
     let options = StoreOptions::default().max_state_bytes(100);
     let store = DirStore::open_with(&dir, options).unwrap();
     std::fs::write(dir.join("big.state"), vec![0u8; 101]).unwrap();
@@ -117,7 +100,7 @@ fn files_over_the_size_limit_are_refused_before_they_are_read() {
     );
     assert!(err.to_string().contains("over the limit of 100 bytes"), "{err}");
     let large = state::encode(&CounterV1 { count: 1 }).unwrap();
-    let small = DirStore::open_with(fresh("size-save"), StoreOptions::default().max_state_bytes(10)).unwrap();
+    let small = DirStore::open_with(private_dir("size-save"), StoreOptions::default().max_state_bytes(10)).unwrap();
     let err = save(&small, &sealer(), "counter", &large, 1).unwrap_err();
     assert!(matches!(err, StoreError::TooLarge { limit: 10, .. }), "{err}");
     drop(store);
@@ -126,7 +109,7 @@ fn files_over_the_size_limit_are_refused_before_they_are_read() {
 
 #[test]
 fn a_directory_others_can_write_is_refused_unless_allowed() {
-    let dir = fresh("perms");
+    let dir = private_dir("perms");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let err = DirStore::open(&dir).unwrap_err();
     assert!(matches!(err, StoreError::InsecureDirectory { .. }), "{err}");
@@ -137,7 +120,7 @@ fn a_directory_others_can_write_is_refused_unless_allowed() {
 
 #[test]
 fn a_directory_owned_by_another_user_is_refused() {
-    let dir = fresh("owner");
+    let dir = private_dir("owner");
     // Only root can give a directory away; others check what they can.
     let given = std::process::Command::new("chown").arg("65534").arg(&dir).status();
     if !given.is_ok_and(|s| s.success()) {
@@ -150,7 +133,7 @@ fn a_directory_owned_by_another_user_is_refused() {
 
 #[test]
 fn deleting_the_lock_file_does_not_let_a_second_kernel_in() {
-    let dir = fresh("unlink");
+    let dir = private_dir("unlink");
     let first = DirStore::open(&dir).unwrap();
     std::fs::remove_file(dir.join(".lock")).unwrap();
     let err = DirStore::open(&dir).unwrap_err();
@@ -162,7 +145,7 @@ fn deleting_the_lock_file_does_not_let_a_second_kernel_in() {
 
 #[test]
 fn files_set_aside_in_the_same_second_never_overwrite_each_other() {
-    let dir = fresh("aside");
+    let dir = private_dir("aside");
     let store = DirStore::open(&dir).unwrap();
     let path = dir.join("counter.state");
     let mut asides = Vec::new();

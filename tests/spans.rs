@@ -1,9 +1,9 @@
 //! The kernel's `tracing` spans: a user's own events inside a handler, a hook or a replacement
 //! carry the service's name.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
 
+use common::captured::Captured;
 use microkernel::{Context, Event, Handler, Kernel, Level, Reply};
 
 #[derive(microkernel::Service, Default)]
@@ -21,20 +21,6 @@ impl Handler for Traced {
         tracing::info!("user event in handle");
         ctx.log(Level::Warn, "through the context");
         Reply::ok("ok", "")
-    }
-}
-
-/// Everything the subscriber writes, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

@@ -3,6 +3,7 @@
 
 #[cfg(any(feature = "tokio", feature = "tower"))]
 pub mod asynchronous;
+pub mod captured;
 pub mod counter;
 pub mod flex;
 pub mod stored;

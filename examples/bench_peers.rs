@@ -3,7 +3,12 @@
 //!
 //! ```text
 //! cargo run --release --example bench_peers [calls] [swaps] [big_entries]
+//! cargo run --release --example bench_peers -- --w3 [big_entries] [rounds]
 //! ```
+//!
+//! `--w3` prints only the W3 figures of the plain map: the headline swap, its floor and the
+//! floor's halves, and the pipelined swap alternated with the floor (`rounds` of each, 15 by
+//! default).
 
 #[path = "../benches/workload.rs"]
 mod workload;
@@ -24,6 +29,20 @@ fn arg(i: usize, default: u64) -> u64 {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--w3") {
+        let (big, rounds) = (arg(2, 100_000), arg(3, PIPELINED_ROUNDS as u64) as usize);
+        let (kernel, handle) = workload::kernel();
+        workload::fill(&handle, big);
+        let large: Vec<_> = (0..5).map(|_| workload::timed_swap(&kernel)).collect();
+        println!("swap_big_{big}_median_ms {:.2}", ms(workload::median(large)));
+        println!(
+            "swap_big_floor_{big}_median_ms {:.2}",
+            ms(workload::state_crossing_floor(big, 5))
+        );
+        drop((kernel, handle));
+        pipelined(big, rounds);
+        return;
+    }
     let (calls, swaps, big) = (arg(1, 2_000_000), arg(2, 20_000), arg(3, 100_000));
     let (kernel, handle) = workload::kernel();
     let request: Event = workload::request();
@@ -65,6 +84,7 @@ fn main() {
         "swap_big_floor_{big}_median_ms {:.2}",
         workload::state_crossing_floor(big, 5).as_micros() as f64 / 1000.0
     );
+    pipelined(big, PIPELINED_ROUNDS);
 
     #[cfg(feature = "tokio")]
     async_figures(calls);
@@ -101,6 +121,67 @@ fn main() {
         workload::count_and_entries(&handle).0,
         calls,
         "every traced W1 call was answered once"
+    );
+}
+
+/// Rounds of the pipelined swap and of the floor it alternates with.
+const PIPELINED_ROUNDS: usize = 15;
+
+fn ms(duration: std::time::Duration) -> f64 {
+    duration.as_micros() as f64 / 1000.0
+}
+
+/// The headline W3 swap (plain map; its crossing pipelined across two threads) against its
+/// floor, the two alternated `rounds` times in this process so that both see the same load:
+/// medians, spreads (min–max) and their ratio. Also the floor's halves (encode alone, decode
+/// alone, one thread): a pipelined crossing cannot beat the slower of the two.
+fn pipelined(big: u64, rounds: usize) {
+    use workload::BenchState;
+    let (kernel, handle) = workload::kernel();
+    workload::fill(&handle, big);
+    let mut state = BenchState {
+        count: 0,
+        table: workload::table(big).into_iter().collect(),
+    };
+    let [mut swaps, mut floors, mut encodes, mut decodes]: [Vec<std::time::Duration>; 4] = Default::default();
+    // Each timed part starts once the one before has settled: the swapped-out table is freed
+    // on the kernel's reaper thread, which the next figure should not share the cores with.
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(30));
+    for _ in 0..rounds {
+        settle();
+        swaps.push(workload::timed_swap(&kernel));
+        settle();
+        let started = Instant::now();
+        let bytes = postcard::to_allocvec(&state).expect("encode");
+        let encoded = started.elapsed();
+        let crossed: BenchState = postcard::from_bytes(&bytes).expect("decode");
+        let elapsed = started.elapsed();
+        drop(bytes);
+        drop(std::mem::replace(&mut state, crossed));
+        floors.push(elapsed);
+        encodes.push(encoded);
+        decodes.push(elapsed - encoded);
+    }
+    assert_eq!(
+        workload::count_and_entries(&handle).1,
+        big as usize,
+        "the pipelined table arrived whole"
+    );
+    let spread = |samples: &[std::time::Duration]| {
+        let (min, max) = (samples.iter().min().unwrap(), samples.iter().max().unwrap());
+        format!("{:.2}-{:.2}", ms(*min), ms(*max))
+    };
+    let (swap_spread, floor_spread) = (spread(&swaps), spread(&floors));
+    let [swap, floor, encode, decode] = [swaps, floors, encodes, decodes].map(workload::median);
+    println!("swap_big_floor_encode_{big}_median_ms {:.2}", ms(encode));
+    println!("swap_big_floor_decode_{big}_median_ms {:.2}", ms(decode));
+    println!("swap_big_pipelined_{big}_median_ms {:.2}", ms(swap));
+    println!("swap_big_pipelined_{big}_spread_ms {swap_spread}");
+    println!("swap_big_pipelined_floor_{big}_median_ms {:.2}", ms(floor));
+    println!("swap_big_pipelined_floor_{big}_spread_ms {floor_spread}");
+    println!(
+        "swap_big_pipelined_vs_floor {:.2}",
+        swap.as_secs_f64() / floor.as_secs_f64()
     );
 }
 

@@ -491,3 +491,106 @@ async fn send_async_routes_by_the_event_and_checkpoint_service_async_saves_one()
     kernel.shutdown().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// Once: replace_supervised_async cancelled: the replacement fails in the background and the
+// prepared successor (factory of the failed version) was left for the next plain replacement.
+#[derive(microkernel::Service, Default)]
+#[service(name = "svc")]
+struct Svc1;
+impl AsyncHandler for Svc1 {
+    type Request = Event;
+    type Response = Reply;
+    async fn handle(&mut self, _: Event, _: &AsyncContext) -> Reply {
+        Reply::ok("v1", "")
+    }
+}
+static V2_STARTS: AtomicU64 = AtomicU64::new(0);
+#[derive(microkernel::Service, Default)]
+#[service(name = "svc")]
+struct Svc2Bad;
+impl AsyncHandler for Svc2Bad {
+    type Request = Event;
+    type Response = Reply;
+    async fn start(&mut self, _: &AsyncContext) -> Result<(), microkernel::BoxError> {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if V2_STARTS.fetch_add(1, Ordering::SeqCst) == 0 {
+            return Err("v2 refuses to start".into());
+        }
+        Ok(())
+    }
+    async fn handle(&mut self, _: Event, _: &AsyncContext) -> Reply {
+        Reply::ok("v2", "")
+    }
+}
+#[derive(microkernel::Service, Default)]
+#[service(name = "svc")]
+struct Svc3;
+impl AsyncHandler for Svc3 {
+    type Request = Event;
+    type Response = Reply;
+    async fn handle(&mut self, ev: Event, _: &AsyncContext) -> Reply {
+        if ev.kind == "panic" {
+            panic!("v3 panics");
+        }
+        Reply::ok("v3", "")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_supervised_replacement_leaves_no_stale_successor() {
+    use microkernel::{Notice, RestartPolicy};
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let tx = std::sync::Mutex::new(tx);
+    let kernel = Kernel::builder()
+        .observer(move |notice| {
+            if let Notice::Restarted { service } = notice {
+                let _ = tx.lock().unwrap().send(service.to_string());
+            }
+        })
+        .build()
+        .unwrap();
+    kernel.register_async(Svc1).await.unwrap();
+    kernel.start_all_async().await.unwrap();
+    let policy = RestartPolicy::OnFailure {
+        max_restarts: 3,
+        within: Duration::from_secs(10),
+        backoff: Duration::from_millis(1),
+    };
+    // Give up on the supervised replacement after 20 ms (a request timeout, say).
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(20),
+        kernel.replace_supervised_async(Svc2Bad, policy, || Svc2Bad),
+    )
+    .await;
+    assert!(gave_up.is_err());
+    tokio::time::sleep(Duration::from_millis(400)).await; // the replacement failed meanwhile
+    assert_eq!(
+        kernel
+            .call_async("svc", Event::new("svc", "test", "x", ""))
+            .await
+            .unwrap()
+            .message,
+        "v1"
+    );
+    // A plain, unsupervised replacement.
+    kernel.replace_async(Svc3).await.unwrap();
+    let r = kernel.call_async("svc", Event::new("svc", "test", "panic", "")).await;
+    eprintln!("panic call: {r:?}");
+    let restarted = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(2)))
+        .await
+        .unwrap();
+    eprintln!("restarted notice: {restarted:?}; status {:?}", kernel.status("svc"));
+    if restarted.is_ok() {
+        eprintln!(
+            "now answering: {:?}",
+            kernel
+                .call_async("svc", Event::new("svc", "test", "x", ""))
+                .await
+                .map(|r| r.to_string())
+        );
+    }
+    assert!(
+        restarted.is_err(),
+        "v3 was never supervised, yet it was restarted (by the successor prepared for the failed v2)"
+    );
+}

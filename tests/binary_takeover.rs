@@ -145,6 +145,8 @@ fn a_new_process_with_another_key_is_refused_and_the_old_serves_on() {
     v1.child.wait().unwrap();
     let mut logs = String::new();
     v1.child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    // The old process was told why.
+    assert!(logs.contains("aborted the takeover: cannot restore `table`"), "{logs}");
     for text in [&stderr.to_string(), &logs] {
         for key in [&good, &wrong] {
             assert!(!text.contains(key.as_str()), "a key leaked: {text}");
@@ -176,6 +178,14 @@ fn the_new_process_killed_at_each_step_leaves_the_old_serving_with_its_state() {
             "{step}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        std::thread::sleep(Duration::from_millis(200));
+        // Failed there (a service that does not start): the TakeOver dropped, the process gone.
+        let out = command("v2", &dir, &key)
+            .env(DIE_AT_VAR, format!("fail:{step}"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("as asked"), "{step}: {stderr}");
         std::thread::sleep(Duration::from_millis(200));
         let start = Instant::now();
         let outcome = request(v1.addr, true);

@@ -2,11 +2,14 @@
 //! the same moment, closing a cycle of waits. At least one caller gets `WouldDeadlock`, none
 //! hangs, every call is answered. A watchdog turns a hang into a failure (no timed assertion).
 
+mod common;
+
 use std::sync::mpsc;
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::Duration;
 
+use common::captured::Captured;
 use microkernel::{BoxError, Context, Event, Handler, Kernel, Reply, Service, Stateless, code};
 
 /// One service of the ring: on "ring" it waits until every thread is inside its own service,
@@ -277,33 +280,6 @@ fn a_handler_calling_itself_is_refused_while_other_threads_contend_for_it() {
         CALLERS as u64 * PLAIN + AGAIN,
         "every call was served exactly once"
     );
-}
-
-/// What a test's tracing subscriber wrote.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Captured {
-        self.clone()
-    }
 }
 
 mod lifecycle_cycle {

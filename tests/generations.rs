@@ -1,5 +1,6 @@
 //! Generations: a newer state is never overwritten by an older one, whatever the interleaving
-//! of saves, and a replayed older file is refused while the store is open.
+//! of saves, and a replayed older file is refused while the store is open; a service that
+//! starts fresh after its file was set aside saves above the generation the store saw.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, mpsc};
 
 use common::counter::{Counter, CounterV1, bump};
+use common::flex;
 use common::stored::{load, save};
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
 use microkernel::state::{self, Stateless};
@@ -206,5 +208,42 @@ fn a_format_1_file_loads_as_generation_0() {
     // Its next save is generation 1 and newer.
     save(&store, &sealer, "echo", &state::encode(&Stateless).unwrap(), 1).unwrap();
     drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A file set aside at registration (it did not decode) must not leave the service's saves
+/// below the generation the store saw: they would be refused as stale for ever.
+#[test]
+fn a_service_starting_fresh_after_a_set_aside_file_still_saves() {
+    let dir = flex::temp_dir("fresh-after-aside");
+    let store = DirStore::open(&dir).unwrap();
+    // A state of another type (it shares no chain), at a high generation.
+    #[derive(serde::Serialize, serde::Deserialize, microkernel::Migratable)]
+    #[migratable(version = 1)]
+    struct Other {
+        name: String,
+    }
+    common::stored::save(
+        &store,
+        &flex::sealer(),
+        "flex",
+        &state::encode(&Other { name: "x".into() }).unwrap(),
+        10,
+    )
+    .unwrap();
+    let kernel = Kernel::builder()
+        .sealer(flex::sealer())
+        .store(store)
+        .load_policy(microkernel::LoadPolicy::StartFreshKeepAside)
+        .build()
+        .unwrap();
+    kernel.register(flex::Flex::<flex::FlexV1>::new("v1")).unwrap();
+    kernel.start_all().unwrap();
+    kernel
+        .call("flex", microkernel::Event::new("flex", "t", "set", "5"))
+        .unwrap();
+    kernel.checkpoint().unwrap();
+    assert_eq!(flex::stored_count(&dir), Some(5), "the checkpoint was silently dropped");
+    drop(kernel);
     let _ = std::fs::remove_dir_all(&dir);
 }

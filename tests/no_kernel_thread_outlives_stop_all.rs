@@ -1,25 +1,13 @@
 //! After `stop_all` returns, no thread the kernel started is still running. (Alone in its test
 //! binary: it counts the process's threads.)
 
+mod common;
+
 use std::time::Duration;
 
+use common::Echo;
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
-use microkernel::{Context, DirStore, Event, Handler, KERNEL, Kernel, Reply, RestartPolicy};
-
-#[derive(microkernel::Service, Default)]
-#[service(name = "echo")]
-struct Echo;
-
-impl Handler for Echo {
-    type Request = Event;
-    type Response = Reply;
-    fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
-        if event.kind == "panic" {
-            panic!("boom");
-        }
-        Reply::ok("echo", event.content)
-    }
-}
+use microkernel::{DirStore, Event, KERNEL, Kernel, RestartPolicy};
 
 /// Names of this process's threads that the kernel started (names begin "microkernel-",
 /// truncated by Linux to 15 bytes).

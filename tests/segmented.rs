@@ -599,3 +599,223 @@ fn a_checkpoint_streams_its_segments_to_the_store_and_a_long_string_crosses_in_s
     assert!(matches!(outcome, Replaced::Swapped { sealed: true, .. }));
     assert_eq!(seen.lock().unwrap().take().unwrap(), state);
 }
+
+// Pipelined crossings: a replacement's state over `PIPELINED_ABOVE` (far below the 4 MiB of
+// saved envelopes) crosses in segments of `CROSSING_SEGMENT_SIZE`, decoded on another thread as
+// they are sealed; a shorter one in one envelope. The transit fault hook sees a whole envelope
+// or the first segment, which tells the two apart.
+
+use microkernel::seal::stream::{CROSSING_SEGMENT_SIZE, PIPELINED_ABOVE};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// What the transit hook saw of each crossing: the length of the bytes it was given, and
+/// whether they were a whole envelope (format 2) rather than a segment.
+type Crossings = Arc<Mutex<Vec<(usize, bool)>>>;
+
+/// A kernel whose transit hook records each crossing, and flips a bit of it while `alter` is set.
+fn recording_kernel(alter: &Arc<AtomicBool>) -> (Kernel, Crossings) {
+    let crossings = Crossings::default();
+    let (seen, alter) = (Arc::clone(&crossings), Arc::clone(alter));
+    let kernel = Kernel::builder()
+        .sealer(sealer(Algorithm::Aes256Gcm))
+        .fault_in_transit(move |bytes| {
+            let whole = bytes.len() > 4 && bytes[..4] == microkernel::seal::envelope::MAGIC && bytes[4] == 2;
+            seen.lock().unwrap().push((bytes.len(), whole));
+            if alter.load(Ordering::SeqCst) {
+                let at = bytes.len() - 1;
+                bytes[at] ^= 1;
+            }
+        })
+        .build()
+        .unwrap();
+    (kernel, crossings)
+}
+
+/// A `BigV1` whose encoding is exactly `len` bytes, with names that cross segment boundaries.
+fn encoded_exactly(len: usize) -> BigV1 {
+    let names: Vec<String> = (0..len / 2000)
+        .map(|i| format!("n{i}-{}", "y".repeat(i % 300)))
+        .collect();
+    let mut state = BigV1 {
+        bytes: Vec::new(),
+        names,
+    };
+    let fixed = state::encode(&state).unwrap().as_bytes().len();
+    let mut n = len.saturating_sub(fixed + 2);
+    loop {
+        state.bytes = (0..n).map(|i| (i * 13 % 256) as u8).collect();
+        let got = state::encode(&state).unwrap().as_bytes().len();
+        if got == len {
+            return state;
+        }
+        n = if got < len { n + 1 } else { n - 1 };
+    }
+}
+
+/// Replaces `big` (serving a `BigV1`) by a `Big<BigV2>`, returning what the new version got.
+fn replace_by_v2(kernel: &Kernel) -> Result<BigV2, microkernel::ReplaceError> {
+    let seen: Seen<BigV2> = Arc::default();
+    kernel.replace(Big {
+        state: BigV2::default(),
+        seen: Arc::clone(&seen),
+    })?;
+    Ok(seen.lock().unwrap().take().unwrap())
+}
+
+#[test]
+fn the_magic_the_hook_reads_is_the_envelopes() {
+    let sealer = sealer(Algorithm::Aes256Gcm);
+    let encoded = state::encode(&BigV1::default()).unwrap();
+    let blob = sealer.seal("big", encoded.tag(), encoded.as_bytes()).unwrap();
+    assert_eq!((&blob[..4], blob[4]), (&microkernel::seal::envelope::MAGIC[..], 2));
+}
+
+#[test]
+fn a_state_over_the_pipelining_threshold_crosses_in_small_segments_and_one_at_it_whole() {
+    let segment = CROSSING_SEGMENT_SIZE as usize;
+    let alter = Arc::new(AtomicBool::new(false));
+    // Lengths around a segment boundary past the threshold.
+    let boundary = (PIPELINED_ABOVE / segment + 2) * segment;
+    for (len, pipelined) in [
+        (PIPELINED_ABOVE, false),
+        (PIPELINED_ABOVE + 1, true),
+        (boundary - 1, true),
+        (boundary, true),
+        (boundary + 1, true),
+        (boundary + 3 * segment + 777, true),
+    ] {
+        let (kernel, crossings) = recording_kernel(&alter);
+        let v1 = encoded_exactly(len);
+        kernel
+            .register(Big {
+                state: v1.clone(),
+                seen: Arc::default(),
+            })
+            .unwrap();
+        kernel.start_all().unwrap();
+        let got = replace_by_v2(&kernel).unwrap();
+        assert_eq!(got, BigV2::from(v1), "{len}");
+        let seen = crossings.lock().unwrap().clone();
+        if pipelined {
+            // The first segment: a full one, sealed (its tag after it).
+            assert_eq!(seen, [(segment + 16, false)], "{len}");
+        } else {
+            assert_eq!(seen.len(), 1, "{len}");
+            assert!(seen[0].1, "{len}: a whole envelope");
+        }
+        // v2 to v2, pipelined as well: the borrowing strings come from the segments.
+        let seen3: Seen<BigV2> = Arc::default();
+        kernel
+            .replace(Big {
+                state: BigV2::default(),
+                seen: Arc::clone(&seen3),
+            })
+            .unwrap();
+        assert_eq!(seen3.lock().unwrap().take().unwrap(), got, "{len}");
+    }
+}
+
+#[test]
+fn a_pipelined_crossing_that_fails_at_any_step_leaves_the_old_version_serving_its_state() {
+    let alter = Arc::new(AtomicBool::new(true));
+    let (kernel, _) = recording_kernel(&alter);
+    let v1 = encoded_exactly(700_000);
+    kernel
+        .register(Big {
+            state: v1.clone(),
+            seen: Arc::default(),
+        })
+        .unwrap();
+    kernel.start_all().unwrap();
+    // A segment altered in transit: refused at open, naming it.
+    let err = replace_by_v2(&kernel).unwrap_err();
+    assert_eq!(err.step(), Step::Open, "{err}");
+    assert!(err.to_string().contains("segment 0"), "{err}");
+    assert!(kernel.call("big", Event::new("big", "t", "get", "")).is_ok());
+    // The old version kept its state: the next replacement carries all of it.
+    alter.store(false, Ordering::SeqCst);
+    assert_eq!(replace_by_v2(&kernel).unwrap(), BigV2::from(v1));
+
+    let serving = |kernel: &Kernel| assert!(kernel.call("big", Event::new("big", "t", "get", "")).is_ok());
+    let mid = || vec![3; 2 * PIPELINED_ABOVE];
+    // The old version's Serialize fails after the crossing went segmented.
+    let (kernel, err) = replace_large::<FailsLate, FailsLate>(FailsLate { bytes: mid() });
+    assert_eq!(err.step(), Step::Encode, "{err}");
+    serving(&kernel);
+    // The new version's type does not match: the decoding stops at once.
+    let (kernel, err) = replace_large::<BigV1, Other>(BigV1 {
+        bytes: mid(),
+        names: Vec::new(),
+    });
+    assert_eq!(err.step(), Step::Decode, "{err}");
+    serving(&kernel);
+    // A Deserialize that panics on the decoding thread.
+    let (kernel, err) = replace_large::<Exploding, Exploding>(Exploding {
+        bytes: mid(),
+        boom: Boom(1),
+    });
+    assert_eq!(err.step(), Step::Decode, "{err}");
+    assert!(err.to_string().contains("Boom cannot be decoded"), "{err}");
+    serving(&kernel);
+}
+
+/// The W3 table with `state::hash_map`: pipelined, it still decodes into one table of the
+/// right size.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, Migratable)]
+#[migratable(version = 1)]
+struct Sized {
+    #[serde(with = "microkernel::state::hash_map")]
+    table: HashMap<String, u64>,
+}
+
+#[test]
+fn a_pipelined_crossing_carries_a_pre_sized_table_whole() {
+    let table: HashMap<String, u64> = (0..60_000u64).map(|i| (format!("key-{i}"), i * 7919)).collect();
+    let state = Sized { table };
+    assert!(state::encode(&state).unwrap().as_bytes().len() > PIPELINED_ABOVE);
+    let kernel = Kernel::builder().sealer(sealer(Algorithm::Aes256Gcm)).build().unwrap();
+    kernel
+        .register(Big {
+            state: state.clone(),
+            seen: Arc::default(),
+        })
+        .unwrap();
+    kernel.start_all().unwrap();
+    let seen: Seen<Sized> = Arc::default();
+    kernel
+        .replace(Big {
+            state: Sized::default(),
+            seen: Arc::clone(&seen),
+        })
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().take().unwrap(), state);
+}
+
+#[test]
+fn a_checkpoint_of_a_state_over_the_pipelining_threshold_is_still_one_whole_envelope() {
+    let dir = TempDir::new("mid-checkpoint");
+    let key = Key::generate(Algorithm::Aes256Gcm).unwrap();
+    let v1 = encoded_exactly(2 * PIPELINED_ABOVE);
+    {
+        let kernel = kernel_with_store(&dir, &key, 1 << 30);
+        kernel
+            .register(Big {
+                state: v1.clone(),
+                seen: Arc::default(),
+            })
+            .unwrap();
+        kernel.start_all().unwrap();
+        kernel.checkpoint_service("big").unwrap();
+        let file = std::fs::read(dir.0.join("big.state")).unwrap();
+        assert_eq!(file[4], 2, "saved whole (format 2), as before");
+    }
+    let kernel = kernel_with_store(&dir, &key, 1 << 30);
+    let seen: Seen<BigV1> = Arc::default();
+    kernel
+        .register(Big {
+            state: BigV1::default(),
+            seen: Arc::clone(&seen),
+        })
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().take().unwrap(), v1);
+}

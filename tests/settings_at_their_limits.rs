@@ -1,20 +1,14 @@
-//! Hostile or careless configuration and input: typed errors, never a panic or a hang.
+//! Settings at their limits: a builder setting that means nothing (no push workers, checkpoints
+//! without a store, a zero duration) is a typed `BuildError`; the longest stop timeout and the
+//! longest restart backoff overflow nothing, and `stop_all` still ends the wait.
+
+mod common;
 
 use std::time::Duration;
 
-use microkernel::{Context, Event, Handler, Kernel, Reply};
-
-#[derive(microkernel::Service)]
-#[service(name = "echo")]
-struct Echo;
-
-impl Handler for Echo {
-    type Request = Event;
-    type Response = Reply;
-    fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
-        Reply::ok("echo", event.content)
-    }
-}
+use common::Echo;
+use common::counter::{Counter, CounterV1, explode};
+use microkernel::{Event, Kernel};
 
 /// `stop_timeout(Duration::MAX)` once overflowed an `Instant` in `stop_all` as soon as push
 /// workers existed.
@@ -56,26 +50,16 @@ fn builder_settings_that_mean_nothing_are_refused_with_a_typed_error() {
 #[test]
 fn the_longest_restart_backoff_does_not_overflow() {
     use microkernel::RestartPolicy;
-    #[derive(microkernel::Service, Default)]
-    #[service(name = "fragile")]
-    struct Fragile;
-    impl Handler for Fragile {
-        type Request = Event;
-        type Response = Reply;
-        fn handle(&mut self, _: Event, _: &Context<'_>) -> Reply {
-            panic!("fragile exploded")
-        }
-    }
     let kernel = Kernel::new();
-    let handle = kernel.register(Fragile).unwrap();
+    let handle = kernel.register(Counter::<CounterV1>::new()).unwrap();
     kernel.start_all().unwrap();
     let policy = RestartPolicy::OnFailure {
         max_restarts: 3,
         within: Duration::MAX,
         backoff: Duration::MAX,
     };
-    kernel.supervise(&handle, policy, || Fragile).unwrap();
-    assert!(kernel.call("fragile", Event::new("fragile", "t", "x", "")).is_err());
+    kernel.supervise(&handle, policy, Counter::<CounterV1>::new).unwrap();
+    assert!(kernel.call("counter", explode()).is_err());
     // The supervisor waits "for ever"; stop_all ends it at once.
     kernel.stop_all().unwrap();
 }

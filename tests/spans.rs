@@ -1,16 +1,16 @@
 //! The kernel's `tracing` spans: a user's own events inside a handler, a hook or a replacement
 //! carry the service's name.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+mod common;
 
+use common::captured::Captured;
 use microkernel::{Context, Event, Handler, Kernel, Level, Reply};
 
 #[derive(microkernel::Service, Default)]
 #[service(name = "echo")]
-struct Echo;
+struct Traced;
 
-impl Handler for Echo {
+impl Handler for Traced {
     type Request = Event;
     type Response = Reply;
     fn start(&mut self, _: &Context<'_>) -> Result<(), microkernel::BoxError> {
@@ -21,20 +21,6 @@ impl Handler for Echo {
         tracing::info!("user event in handle");
         ctx.log(Level::Warn, "through the context");
         Reply::ok("ok", "")
-    }
-}
-
-/// Everything the subscriber writes, shared with the test.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 
@@ -62,10 +48,10 @@ fn line_with<'a>(log: &'a str, needle: &str) -> &'a str {
 fn events_in_hooks_handlers_and_replacements_carry_the_service() {
     let log = capture(tracing::Level::DEBUG, || {
         let kernel = Kernel::new();
-        kernel.register(Echo).unwrap();
+        kernel.register(Traced).unwrap();
         kernel.start_all().unwrap();
         kernel.call("echo", Event::new("echo", "t", "k", "c")).unwrap();
-        kernel.replace(Echo).unwrap();
+        kernel.replace(Traced).unwrap();
     });
     assert!(
         line_with(&log, "user event in start").contains("hook{service=echo hook=start}"),
@@ -93,7 +79,7 @@ fn events_in_hooks_handlers_and_replacements_carry_the_service() {
 fn the_handler_span_is_debug_so_an_info_subscriber_does_not_see_it() {
     let log = capture(tracing::Level::INFO, || {
         let kernel = Kernel::new();
-        kernel.register(Echo).unwrap();
+        kernel.register(Traced).unwrap();
         kernel.start_all().unwrap();
         kernel.call("echo", Event::new("echo", "t", "k", "c")).unwrap();
     });

@@ -1,116 +1,21 @@
-//! The directory store trusts nothing it did not create, and names are checked when a service
-//! registers (issue: hardening).
+//! The directory store trusts nothing it did not create: stale temporary files of others,
+//! symlinks, FIFOs, directories, oversized files, directories others can write or own, a
+//! deleted lock file, and set-aside names that would collide are each refused or handled
+//! without reading or touching what is not the store's.
 
 mod common;
 
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::PathBuf;
 
 use common::counter::{Counter, CounterV1};
-use common::stored::{load, save};
-use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
-use microkernel::state::{self, Stateless};
-use microkernel::store::{MAX_NAME_LEN, StateStore, StoreOptions, block_on};
-use microkernel::{BoxError, DirStore, Event, Handler, Kernel, LifecycleError, Reply, Service, StoreError};
-
-fn sealer() -> Sealer {
-    Sealer::new(Keyring::new(
-        1,
-        Key::from_hex(Algorithm::Aes256Gcm, &"3c".repeat(32)).unwrap(),
-    ))
-}
-
-fn fresh(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("microkernel-hard-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-    dir
-}
-
-/// A service with a name chosen at run time.
-struct Named(&'static str, Vec<&'static str>);
-
-impl Service for Named {
-    type State = Stateless;
-    fn name(&self) -> &str {
-        self.0
-    }
-    fn dependencies(&self) -> Vec<String> {
-        self.1.iter().map(|d| d.to_string()).collect()
-    }
-    fn export_state(&self) -> Result<&Stateless, BoxError> {
-        Ok(&Stateless)
-    }
-    fn import_state(&mut self, _: Stateless) -> Result<(), BoxError> {
-        Ok(())
-    }
-}
-
-impl Handler for Named {
-    type Request = Event;
-    type Response = Reply;
-    fn handle(&mut self, _: Event, _: &microkernel::Context<'_>) -> Reply {
-        Reply::ok("ok", "")
-    }
-}
-
-fn leak(s: String) -> &'static str {
-    Box::leak(s.into_boxed_str())
-}
-
-#[test]
-fn names_too_long_for_the_store_or_the_envelope_are_refused_at_registration() {
-    let dir = fresh("names");
-    let kernel = Kernel::builder()
-        .sealer(sealer())
-        .store(DirStore::open(&dir).unwrap())
-        .build()
-        .unwrap();
-    // The longest name the store takes registers, saves and restores.
-    let longest = leak("n".repeat(MAX_NAME_LEN));
-    kernel.register(Named(longest, vec![])).unwrap();
-    kernel.start_all().unwrap();
-    kernel.stop_all().unwrap();
-    assert!(dir.join(format!("{longest}.state")).exists());
-    let err = kernel
-        .register(Named(leak("n".repeat(MAX_NAME_LEN + 1)), vec![]))
-        .unwrap_err();
-    assert!(matches!(err, LifecycleError::InvalidName { .. }), "{err}");
-    assert!(
-        err.to_string().contains(&format!("at most {MAX_NAME_LEN} bytes")),
-        "{err}"
-    );
-    drop(kernel);
-    // With a sealer and no store, the envelope's one-byte length is the limit.
-    let sealed = Kernel::builder().sealer(sealer()).build().unwrap();
-    sealed.register(Named(leak("s".repeat(255)), vec![])).unwrap();
-    let err = sealed.register(Named(leak("s".repeat(256)), vec![])).unwrap_err();
-    assert!(err.to_string().contains("at most 255 bytes"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
-fn a_dependency_listed_twice_is_refused_at_registration() {
-    let kernel = Kernel::new();
-    kernel.register(Named("db", vec![])).unwrap();
-    let err = kernel.register(Named("api", vec!["db", "db"])).unwrap_err();
-    assert!(
-        matches!(&err, LifecycleError::DuplicateDependency { service, dependency } if service == "api" && dependency == "db"),
-        "{err}"
-    );
-    // Nor can a replacement bring one in.
-    kernel.register(Named("api", vec!["db"])).unwrap();
-    let err = kernel.replace(Named("api", vec!["db", "db"])).unwrap_err();
-    assert_eq!(err.step(), microkernel::Step::Dependencies, "{err}");
-    // Nothing panics afterwards.
-    kernel.start_all().unwrap();
-    kernel.stop_all().unwrap();
-}
+use common::stored::{load, private_dir, save, sealer};
+use microkernel::state;
+use microkernel::store::{StateStore, StoreOptions, block_on};
+use microkernel::{DirStore, Kernel, StoreError};
 
 #[test]
 fn stale_temporary_files_of_ours_are_removed_when_the_store_opens_and_nothing_else() {
-    let dir = fresh("temps");
+    let dir = private_dir("temps");
     for name in [
         ".mk-tmp-4242-7",
         "keep.txt",
@@ -129,8 +34,8 @@ fn stale_temporary_files_of_ours_are_removed_when_the_store_opens_and_nothing_el
 
 #[test]
 fn a_symlinked_lock_or_state_file_is_refused_and_its_target_untouched() {
-    let dir = fresh("links");
-    let outside = fresh("links-outside");
+    let dir = private_dir("links");
+    let outside = private_dir("links-outside");
     symlink(outside.join("created-by-lock"), dir.join(".lock")).unwrap();
     let err = DirStore::open(&dir).unwrap_err();
     assert!(matches!(err, StoreError::NotRegular { .. }), "{err}");
@@ -160,7 +65,7 @@ fn a_symlinked_lock_or_state_file_is_refused_and_its_target_untouched() {
 
 #[test]
 fn a_fifo_or_a_directory_as_a_state_file_is_refused_without_reading() {
-    let dir = fresh("fifo");
+    let dir = private_dir("fifo");
     let status = std::process::Command::new("mkfifo")
         .arg(dir.join("counter.state"))
         .status()
@@ -177,7 +82,7 @@ fn a_fifo_or_a_directory_as_a_state_file_is_refused_without_reading() {
 
 #[test]
 fn files_over_the_size_limit_are_refused_before_they_are_read() {
-    let dir = fresh("size");
+    let dir = private_dir("size");
     let options = StoreOptions::default().max_state_bytes(100);
     let store = DirStore::open_with(&dir, options).unwrap();
     std::fs::write(dir.join("big.state"), vec![0u8; 101]).unwrap();
@@ -195,7 +100,7 @@ fn files_over_the_size_limit_are_refused_before_they_are_read() {
     );
     assert!(err.to_string().contains("over the limit of 100 bytes"), "{err}");
     let large = state::encode(&CounterV1 { count: 1 }).unwrap();
-    let small = DirStore::open_with(fresh("size-save"), StoreOptions::default().max_state_bytes(10)).unwrap();
+    let small = DirStore::open_with(private_dir("size-save"), StoreOptions::default().max_state_bytes(10)).unwrap();
     let err = save(&small, &sealer(), "counter", &large, 1).unwrap_err();
     assert!(matches!(err, StoreError::TooLarge { limit: 10, .. }), "{err}");
     drop(store);
@@ -204,7 +109,7 @@ fn files_over_the_size_limit_are_refused_before_they_are_read() {
 
 #[test]
 fn a_directory_others_can_write_is_refused_unless_allowed() {
-    let dir = fresh("perms");
+    let dir = private_dir("perms");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let err = DirStore::open(&dir).unwrap_err();
     assert!(matches!(err, StoreError::InsecureDirectory { .. }), "{err}");
@@ -215,7 +120,7 @@ fn a_directory_others_can_write_is_refused_unless_allowed() {
 
 #[test]
 fn a_directory_owned_by_another_user_is_refused() {
-    let dir = fresh("owner");
+    let dir = private_dir("owner");
     // Only root can give a directory away; others check what they can.
     let given = std::process::Command::new("chown").arg("65534").arg(&dir).status();
     if !given.is_ok_and(|s| s.success()) {
@@ -228,7 +133,7 @@ fn a_directory_owned_by_another_user_is_refused() {
 
 #[test]
 fn deleting_the_lock_file_does_not_let_a_second_kernel_in() {
-    let dir = fresh("unlink");
+    let dir = private_dir("unlink");
     let first = DirStore::open(&dir).unwrap();
     std::fs::remove_file(dir.join(".lock")).unwrap();
     let err = DirStore::open(&dir).unwrap_err();
@@ -240,7 +145,7 @@ fn deleting_the_lock_file_does_not_let_a_second_kernel_in() {
 
 #[test]
 fn files_set_aside_in_the_same_second_never_overwrite_each_other() {
-    let dir = fresh("aside");
+    let dir = private_dir("aside");
     let store = DirStore::open(&dir).unwrap();
     let path = dir.join("counter.state");
     let mut asides = Vec::new();

@@ -1,30 +1,18 @@
 //! `AsyncHandle` as a `tower::Service` (feature `tower`), under tower's own layers.
 
+mod common;
+
 use std::time::Duration;
 
-use microkernel::asynchronous::{AsyncContext, AsyncHandler};
-use microkernel::{Event, Kernel, Reply};
+use common::asynchronous::AsyncEcho;
+
+use microkernel::{Event, Kernel};
 use tower::{Service, ServiceBuilder, ServiceExt};
-
-#[derive(microkernel::Service, Default)]
-#[service(name = "echo")]
-struct Echo {
-    seen: u64,
-}
-
-impl AsyncHandler for Echo {
-    type Request = Event;
-    type Response = Reply;
-    async fn handle(&mut self, ev: Event, _: &AsyncContext) -> Reply {
-        self.seen += 1;
-        Reply::ok("echo", format!("{} #{}", ev.content, self.seen))
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handle_serves_under_timeout_concurrency_limit_and_buffer_layers() {
     let kernel = Kernel::new();
-    let handle = kernel.register_async(Echo::default()).await.unwrap();
+    let handle = kernel.register_async(AsyncEcho::default()).await.unwrap();
     kernel.start_all_async().await.unwrap();
     let layered = ServiceBuilder::new()
         .buffer(16)

@@ -29,7 +29,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// The environment variable holding the sealing key (hex) both versions share.
 pub const KEY_VAR: &str = "MICROKERNEL_STATE_KEY";
 /// Set to `connected`, `state` or `started` to make a taking-over process kill itself
-/// (SIGKILL) at that step: the tests' way to kill the new process at each step.
+/// (SIGKILL) at that step, or to `fail:<step>` to make it fail there and exit (its `TakeOver`
+/// dropped): the tests' way to end the new process at each step.
 pub const DIE_AT_VAR: &str = "BINARY_UPGRADE_DIE_AT";
 /// How long a pause waits for the requests already accepted.
 const DRAIN_BOUND: Duration = Duration::from_secs(5);
@@ -136,14 +137,22 @@ pub struct Options {
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Kills this process with SIGKILL if the test asked for it at `step`.
-fn die_at(step: &str) {
-    if std::env::var(DIE_AT_VAR).is_ok_and(|at| at == step) {
+/// Kills this process with SIGKILL if the test asked for it at `step` (`DIE_AT=<step>`), or
+/// fails there (`DIE_AT=fail:<step>`), as a service that does not start would.
+fn die_at(step: &str) -> Result<(), AnyError> {
+    let Ok(at) = std::env::var(DIE_AT_VAR) else {
+        return Ok(());
+    };
+    if at == step {
         let _ = Command::new("kill")
             .args(["-9", &std::process::id().to_string()])
             .status();
         thread::sleep(Duration::from_secs(10));
     }
+    if at.strip_prefix("fail:") == Some(step) {
+        return Err(format!("failing at `{step}`, as asked").into());
+    }
+    Ok(())
 }
 
 /// Runs a server: takes over from the process listening in `options.dir` if there is one,
@@ -157,7 +166,125 @@ pub fn serve(options: &Options) -> Result<(), AnyError> {
         Err(TakeoverError::NoOldProcess { .. }) => None,
         Err(error) => return Err(error.into()),
     };
-    die_at("connected");
+    let started = start(options, sealer, take_over.as_mut());
+    let (kernel, listener) = match (started, take_over) {
+        (Ok(started), Some(take_over)) => {
+            take_over.commit()?;
+            started
+        }
+        (Ok(started), None) => started,
+        // Tell the old process why (it logs it, and serves on).
+        (Err(error), Some(take_over)) => {
+            take_over.abort(&error.to_string());
+            return Err(error);
+        }
+        (Err(error), None) => return Err(error),
+    };
+    let addr = listener.local_addr()?;
+    let intake = Intake::default();
+    let handover = Handover::builder(&kernel, &options.dir)
+        .listener("http", listener.try_clone()?)
+        .on_pause({
+            let intake = intake.clone();
+            move || intake.pause(DRAIN_BOUND)
+        })
+        .on_resume({
+            let intake = intake.clone();
+            move || intake.resume()
+        })
+        .listen()?;
+    println!("listening on {addr} as {}", options.version);
+    std::io::stdout().flush()?;
+    // Under systemd (Type=notify, NotifyAccess=all): this process is the main one now, and
+    // ready. Nothing is sent when NOTIFY_SOCKET is unset.
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::MainPid(std::process::id()),
+        sd_notify::NotifyState::Ready,
+    ]);
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let handed_over = runtime.block_on(async move {
+        tokio::spawn(start_successor_on_hangup());
+        let listener = Gated {
+            listener: tokio::net::TcpListener::from_std(listener)?,
+            intake,
+        };
+        let server = tokio::spawn(async move { axum::serve(listener, router(kernel)).await });
+        let handed_over = tokio::task::spawn_blocking(move || handover.wait()).await?;
+        server.abort();
+        Ok::<_, AnyError>(handed_over)
+    })?;
+    println!("handed over to process {}", handed_over.successor_pid);
+    // Nothing is left to finish (the intake is paused for good); a successor started on SIGHUP
+    // is waited for on a blocking thread, which must not hold up the exit.
+    runtime.shutdown_background();
+    Ok(())
+}
+
+/// Set to `v1` or `v2`: the version a successor started on SIGHUP runs (by default, the same
+/// arguments as this process: a new binary installed at the same path).
+pub const NEXT_VERSION_VAR: &str = "BINARY_UPGRADE_NEXT_VERSION";
+
+/// On SIGHUP (`systemctl reload` with `ExecReload=/bin/kill -HUP $MAINPID`), starts the binary
+/// at this process's path with its arguments: it takes over, and this process exits. If it
+/// fails, this process serves on, and says why in its log (the successor's own error goes to
+/// the same standard error).
+async fn start_successor_on_hangup() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; upgrades start the new binary by hand only");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        let mut args = std::env::args_os();
+        let Some(program) = args.next() else { continue };
+        let mut args: Vec<std::ffi::OsString> = args.collect();
+        if let (Ok(next), Some(version)) = (std::env::var(NEXT_VERSION_VAR), args.first_mut()) {
+            *version = next.into();
+        }
+        match Command::new(&program).args(&args).env_remove(NEXT_VERSION_VAR).spawn() {
+            Ok(mut successor) => {
+                tracing::warn!(pid = successor.id(), "SIGHUP: started the new binary to take over");
+                tokio::task::spawn_blocking(move || match successor.wait() {
+                    Ok(status) if !status.success() => {
+                        tracing::error!(%status, "the new binary failed; this process serves on");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "cannot wait for the new binary"),
+                });
+            }
+            Err(error) => tracing::error!(%error, "SIGHUP: cannot start the new binary; this process serves on"),
+        }
+    }
+}
+
+/// The in-process replacement of the same services, for comparison: the counter v1 → v2 and the
+/// table of `entries` entries each replaced by a new instance in one kernel (sealed with the
+/// kernel's own key); the time both replacements took together (the callers' pause).
+pub fn in_process_replacement(entries: usize) -> Result<Duration, AnyError> {
+    let kernel = Kernel::new();
+    let table = Table {
+        entries: (0..entries).map(|i| (format!("key-{i:08}"), i as u64)).collect(),
+    };
+    kernel.register(TableService { table })?;
+    kernel.register(CounterV1::default())?;
+    kernel.start_all()?;
+    let started = Instant::now();
+    kernel.replace(TableService::default())?;
+    kernel.replace(CounterV2::default())?;
+    let pause = started.elapsed();
+    kernel.stop_all()?;
+    Ok(pause)
+}
+
+/// Everything before serving: the listener (inherited, or bound), the kernel with each
+/// service registered (its state loaded from the old process, if taking over) and started.
+fn start(
+    options: &Options,
+    sealer: Sealer,
+    mut take_over: Option<&mut TakeOver>,
+) -> Result<(Kernel, std::net::TcpListener), AnyError> {
+    die_at("connected")?;
     let listener = match &mut take_over {
         Some(take_over) => std::net::TcpListener::from(
             take_over
@@ -183,42 +310,10 @@ pub fn serve(options: &Options) -> Result<(), AnyError> {
         "v2" => kernel.register(CounterV2::default())?,
         other => return Err(format!("unknown version `{other}`; expected v1 or v2").into()),
     };
-    die_at("state");
+    die_at("state")?;
     kernel.start_all()?;
-    die_at("started");
-    if let Some(take_over) = take_over {
-        take_over.commit()?;
-    }
-    let addr = listener.local_addr()?;
-    let intake = Intake::default();
-    let handover = Handover::builder(&kernel, &options.dir)
-        .listener("http", listener.try_clone()?)
-        .on_pause({
-            let intake = intake.clone();
-            move || intake.pause(DRAIN_BOUND)
-        })
-        .on_resume({
-            let intake = intake.clone();
-            move || intake.resume()
-        })
-        .listen()?;
-    println!("listening on {addr} as {}", options.version);
-    std::io::stdout().flush()?;
-    listener.set_nonblocking(true)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let handed_over = runtime.block_on(async move {
-        let listener = Gated {
-            listener: tokio::net::TcpListener::from_std(listener)?,
-            intake,
-        };
-        let server = tokio::spawn(async move { axum::serve(listener, router(kernel)).await });
-        let handed_over = tokio::task::spawn_blocking(move || handover.wait()).await?;
-        server.abort();
-        Ok::<_, AnyError>(handed_over)
-    })?;
-    println!("handed over to process {}", handed_over.successor_pid);
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    Ok(())
+    die_at("started")?;
+    Ok((kernel, listener))
 }
 
 /// `POST /hit` counts and answers `<version> <count>`; `GET /count` reads it. Every response

@@ -116,6 +116,8 @@ fn demo(entries: usize) -> Result<(), Box<dyn std::error::Error + Send + Sync>> 
     for line in report.lines() {
         println!("{line}");
     }
+    let replaced = app::in_process_replacement(entries)?;
+    println!("In-process replacement of the same services: pause {}", ms(replaced));
     let _ = v2.child.kill();
     let _ = v2.child.wait();
     drop(v2.lines);

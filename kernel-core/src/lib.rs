@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod boxed;
 mod logger;
@@ -18,6 +19,7 @@ pub mod state;
 pub mod store;
 pub mod supervise;
 #[cfg(all(feature = "takeover", target_os = "linux"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "takeover", target_os = "linux"))))]
 pub mod takeover;
 
 pub use boxed::ServiceFault;
@@ -25,6 +27,7 @@ pub use logger::{LevelControl, LogLine, Logger};
 pub use messaging::message::{Event, KERNEL, Reply, Text, code};
 pub use replace::{ReplaceCause, ReplaceError, Replaced, Step};
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use runtime::asynchronous;
 pub use runtime::context::{Context, Level};
 pub use runtime::error::{CallError, Cycle, Hook, LifecycleError, StopAllError};

@@ -1,5 +1,5 @@
-//! A logger service like the Go design's: levelled lines with a timestamp, written to a sink the
-//! application chooses, with the level changeable while it runs.
+//! A logger service for the `Event`/`Reply` protocol: levelled lines with a timestamp, written to
+//! a sink the application chooses, with the level changeable while it runs.
 
 use std::fmt;
 use std::io::Write;

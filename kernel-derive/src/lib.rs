@@ -9,6 +9,7 @@
 //! Each macro is split into attribute parsing (`attr`) and code generation.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 extern crate proc_macro;
 

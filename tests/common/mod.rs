@@ -1,7 +1,11 @@
 //! Test services shared by the integration tests.
 #![allow(dead_code)]
 
+#[cfg(any(feature = "tokio", feature = "tower"))]
+pub mod asynchronous;
+pub mod captured;
 pub mod counter;
+pub mod flex;
 pub mod stored;
 
 use std::sync::{Arc, Mutex};
@@ -128,5 +132,22 @@ impl Handler for Probe {
             "count" => Reply::ok("count", self.handled.to_string()),
             _ => Reply::ok(format!("{} handled", self.name), event.content),
         }
+    }
+}
+
+/// "echo": answers with the event's content; panics on an event of kind "panic".
+#[derive(microkernel::Service, Default)]
+#[service(name = "echo")]
+pub struct Echo;
+
+impl Handler for Echo {
+    type Request = Event;
+    type Response = Reply;
+
+    fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
+        if event.kind == "panic" {
+            panic!("boom");
+        }
+        Reply::ok("echo", event.content)
     }
 }

@@ -1,4 +1,5 @@
-//! The default message pair, as in the Go design: [`Event`] in, [`Reply`] out.
+//! The default message pair, a small text protocol kept for the demo and for calls by name:
+//! [`Event`] in, [`Reply`] out.
 //!
 //! Text fields are [`Text`] (`Cow<'static, str>`): a literal costs nothing to clone, which keeps a
 //! call as cheap as the handler it runs, while runtime strings are simply owned.
@@ -45,10 +46,11 @@ impl Event {
     }
 }
 
-/// The answer to an [`Event`]. `code` follows the Go design: 0 is success, 404 is an unknown or
-/// stopped target, 408 a timeout, 5xx a failure inside the kernel or the service.
+/// The answer to an [`Event`] in the `Event`/`Reply` text protocol. `code` is HTTP-like (see
+/// [`code`]): 0 is success, 404 is an unknown or stopped target, 408 a timeout, 5xx a failure
+/// inside the kernel or the service.
 ///
-/// Its `Display` is the Go design's: `{0 echo service handled from microKernel: Hello, Log!}`.
+/// Its `Display` is `{code message data}`: `{0 echo service handled from microKernel: Hello, Log!}`.
 ///
 /// ```
 /// use microkernel::Reply;

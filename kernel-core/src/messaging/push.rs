@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crate::messaging::message::{Reply, code};
 
-/// The reply to a pushed event, to be waited for: the Go design's reply channel.
+/// The reply to a pushed event, to be waited for (what [`Kernel::push`](crate::Kernel::push) waits on).
 #[derive(Debug)]
 #[must_use = "a pushed event's reply is only seen through `wait`"]
 pub struct PendingReply(Pending);

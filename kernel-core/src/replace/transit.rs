@@ -2,10 +2,15 @@
 //! read.
 //!
 //! A small state is encoded straight into its envelope and decrypted where it lies, never
-//! copied. A large one (an encoding over [`SEGMENTED_ABOVE`](crate::seal::stream::SEGMENTED_ABOVE))
-//! is sealed in segments as it is encoded, and each segment goes through a short channel to a
-//! thread that opens and decodes it at once: the old state and the new one are in memory, with
-//! a few segments between them, never the whole encoding.
+//! copied. A larger one (an encoding over
+//! [`PIPELINED_ABOVE`](crate::seal::stream::PIPELINED_ABOVE), 256 KiB) crosses pipelined: it is
+//! sealed in segments of [`CROSSING_SEGMENT_SIZE`](crate::seal::stream::CROSSING_SEGMENT_SIZE)
+//! (64 KiB) as it is encoded, and each segment goes through a short channel to a thread that
+//! opens and decodes it at once. The encoding and the decoding then run at the same time on two
+//! cores, so the crossing takes about the slower of the two rather than their sum; and the old
+//! state and the new one are in memory with a few segments between them, never the whole
+//! encoding. (Saved states keep their own threshold, 4 MiB, and segment size, 1 MiB:
+//! `Segmenting::SAVED`.)
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
@@ -14,13 +19,15 @@ use super::{ReplaceError, Step, guarded};
 use crate::boxed::ServiceFault;
 use crate::runtime::kernel::Shared;
 use crate::runtime::slot::{ExportError, Plumbing};
-use crate::seal::writer::{SegmentSink, StateWriter, Written};
+use crate::seal::writer::{SegmentSink, Segmenting, StateWriter, Written};
 use crate::seal::{SealError, Sealer};
 use crate::state::{self, Migratable, StateError, StateTag};
 
 /// Sealed segments on their way to the decoding thread: with the one it reads ahead, the one it
-/// decodes and the one being sealed, at most five segments (5 MiB) are in memory at once.
-const PIPE_DEPTH: usize = 2;
+/// decodes and the one being sealed, at most eleven segments (704 KiB) are in memory at once.
+/// Deep enough that a decoding briefly slower than the encoding (or descheduled) does not stop
+/// it; the decoding is the slower side for most states, and then the channel is simply full.
+const PIPE_DEPTH: usize = 8;
 
 /// The state that crossed, decoded as the new version's type.
 pub(super) struct Crossing<T> {
@@ -86,7 +93,8 @@ fn seal(
     pipe: &mut dyn SegmentSink,
 ) -> Result<(StateTag, Written), ReplaceError> {
     let seal_failed = |e| ReplaceError::new(service, Step::Seal, e);
-    let mut writer = StateWriter::sealed(sealer, service, generation, pipe).map_err(seal_failed)?;
+    let mut writer =
+        StateWriter::sealed_with(sealer, service, generation, pipe, Segmenting::CROSSING).map_err(seal_failed)?;
     let tag = export(service, old, downgrade, &mut writer)?;
     let written = writer.finish(tag).map_err(seal_failed)?;
     Ok((tag, written))
@@ -216,7 +224,7 @@ fn decode_channel<T: Migratable>(
 ) -> Result<(T, StateTag), ReplaceError> {
     let open_failed = |e| ReplaceError::new(service, Step::Open, e);
     let (mut segments, tag) = sealer.open_channel(service, header, receiver).map_err(open_failed)?;
-    let decoded = guarded(service, Step::Decode, || state::decode_segments::<T>(&mut segments))?;
+    let decoded = guarded(service, Step::Decode, || state::Stream::decode_own::<T>(&mut segments))?;
     if let Some(failure) = segments.take_failure() {
         return Err(open_failed(failure));
     }

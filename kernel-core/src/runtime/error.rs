@@ -362,8 +362,9 @@ pub enum CallError {
 }
 
 impl CallError {
-    /// The Go design's reply for this failure: 404 for an unknown or stopped target, 508 for a
-    /// call loop, 408 for a call timeout, 500 for a panic, 415 for a protocol mismatch, 503 when the kernel is gone.
+    /// This failure as a [`Reply`] of the `Event`/`Reply` text protocol: 404 for an unknown or
+    /// stopped target, 508 for a call loop, 408 for a call timeout, 500 for a panic, 415 for a
+    /// protocol mismatch, 503 when the kernel is gone.
     pub fn to_reply(&self) -> Reply {
         let (code, message) = match self {
             CallError::NotFound { .. } => (code::NOT_FOUND, "Not found service"),

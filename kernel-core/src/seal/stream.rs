@@ -38,6 +38,16 @@ pub const SEGMENT_SIZE: u32 = 1 << 20;
 /// A state whose encoding is longer than this is sealed in segments (format version 3); a
 /// shorter one whole (format version 2), as before.
 pub const SEGMENTED_ABOVE: usize = 4 << 20;
+/// A replacement's state whose encoding is longer than this crosses pipelined: sealed in
+/// segments of [`CROSSING_SEGMENT_SIZE`] as it is encoded, each opened and decoded on another
+/// thread as it arrives. A shorter one crosses in one envelope, on the caller's thread: below
+/// about 128 KiB a thread of its own costs more than the overlap saves (`BENCHMARKS.md`,
+/// "Pipelined crossing"). Only in-process crossings: what is saved or sent follows
+/// [`SEGMENTED_ABOVE`].
+pub const PIPELINED_ABOVE: usize = 256 << 10;
+/// Plaintext bytes per segment of a pipelined crossing: small, so that the decoding starts
+/// after the first 64 KiB are encoded rather than the first MiB (1 MiB segments were slower).
+pub const CROSSING_SEGMENT_SIZE: u32 = 64 << 10;
 /// The HKDF info string of an envelope's own key.
 pub const KDF_INFO: &[u8] = b"microkernel segmented envelope v3";
 /// The smallest and largest segment sizes a reader accepts (powers of two only).

@@ -1,11 +1,14 @@
 //! Writing a state's encoding straight into its envelope: whole (format version 2) while it is
-//! at most [`SEGMENTED_ABOVE`] bytes, then in sealed segments (format version 3) handed to a
-//! sink one by one, so a large state's encoding is never held whole beside the state.
+//! at most a threshold's bytes, then in sealed segments (format version 3) handed to a sink one
+//! by one, so a large state's encoding is never held whole beside the state. The threshold and
+//! the segment size are [`Segmenting`]'s: [`SEGMENTED_ABOVE`] and [`SEGMENT_SIZE`] for an
+//! envelope that may be saved, smaller ones for a replacement's crossing, whose segments are
+//! decoded on another thread as they are sealed.
 
 use std::io;
 
 use super::sealer::SealBuffer;
-use super::stream::{SEGMENT_SIZE, SEGMENTED_ABOVE, SegmentCipher};
+use super::stream::{CROSSING_SEGMENT_SIZE, PIPELINED_ABOVE, SEGMENT_SIZE, SEGMENTED_ABOVE, SegmentCipher};
 use super::{SealError, Sealer};
 use crate::state::{HEADER_LEN, StateTag};
 
@@ -14,6 +17,31 @@ use crate::state::{HEADER_LEN, StateTag};
 pub(crate) trait SegmentSink {
     /// Takes the next part; gives its buffer back if it did not keep it, for the next segment.
     fn put(&mut self, part: Vec<u8>) -> Result<Option<Vec<u8>>, SealError>;
+}
+
+/// When a sealing [`StateWriter`] goes segmented, and in segments of what size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Segmenting {
+    /// An encoding longer than this is sealed in segments.
+    pub(crate) above: usize,
+    /// Plaintext bytes per segment (a size [`check_segment_size`](super::stream::check_segment_size) accepts).
+    pub(crate) size: u32,
+}
+
+impl Segmenting {
+    /// An envelope that may be saved or sent: whole up to [`SEGMENTED_ABOVE`], then in
+    /// segments of [`SEGMENT_SIZE`] (what `docs/FORMAT.md` describes and the fixtures hold).
+    pub(crate) const SAVED: Self = Self {
+        above: SEGMENTED_ABOVE,
+        size: SEGMENT_SIZE,
+    };
+    /// A replacement's crossing, opened in the same process as it is sealed: segmented from
+    /// [`PIPELINED_ABOVE`], in segments of [`CROSSING_SEGMENT_SIZE`], so that the decoding
+    /// starts early and overlaps the encoding.
+    pub(crate) const CROSSING: Self = Self {
+        above: PIPELINED_ABOVE,
+        size: CROSSING_SEGMENT_SIZE,
+    };
 }
 
 /// What a [`StateWriter`] wrote.
@@ -31,6 +59,9 @@ pub(crate) struct StateWriter<'a> {
     failure: Option<SealError>,
     /// Plaintext bytes written.
     written: usize,
+    /// The whole envelope's largest body, then the segments' size.
+    above: usize,
+    size: usize,
 }
 
 enum Mode<'a> {
@@ -58,17 +89,32 @@ impl<'a> StateWriter<'a> {
             mode: Mode::Plain(Vec::new()),
             failure: None,
             written: 0,
+            above: SEGMENTED_ABOVE,
+            size: SEGMENT_SIZE as usize,
         }
     }
 
     /// A writer sealing for `service` at `generation` with `sealer`'s primary key; if the
-    /// encoding grows past [`SEGMENTED_ABOVE`], its segments go to `sink`.
+    /// encoding grows past [`SEGMENTED_ABOVE`], its segments go to `sink`
+    /// ([`Segmenting::SAVED`]).
     pub(crate) fn sealed(
         sealer: &'a Sealer,
         service: &'a str,
         generation: u64,
         sink: &'a mut dyn SegmentSink,
     ) -> Result<Self, SealError> {
+        Self::sealed_with(sealer, service, generation, sink, Segmenting::SAVED)
+    }
+
+    /// [`sealed`](Self::sealed), going segmented as `segmenting` says.
+    pub(crate) fn sealed_with(
+        sealer: &'a Sealer,
+        service: &'a str,
+        generation: u64,
+        sink: &'a mut dyn SegmentSink,
+        segmenting: Segmenting,
+    ) -> Result<Self, SealError> {
+        super::stream::check_segment_size(segmenting.size)?;
         // Room for a small state up front; a larger one grows the buffer as it is encoded.
         let buffer = sealer.begin(service, generation, 256)?;
         Ok(Self {
@@ -81,6 +127,9 @@ impl<'a> StateWriter<'a> {
             },
             failure: None,
             written: 0,
+            // The switch reads the tag from the whole envelope's body: it must be there.
+            above: segmenting.above.max(HEADER_LEN),
+            size: segmenting.size as usize,
         })
     }
 
@@ -129,7 +178,7 @@ impl<'a> StateWriter<'a> {
         }
     }
 
-    /// The envelope has grown past [`SEGMENTED_ABOVE`]: writes a segmented header instead and
+    /// The envelope has grown past its threshold: writes a segmented header instead and
     /// seals the encoding so far in segments, keeping the last (1 to a segment's bytes) open.
     fn switch(&mut self) -> Result<(), SealError> {
         let Mode::Whole {
@@ -146,10 +195,11 @@ impl<'a> StateWriter<'a> {
         // The encoding starts with its tag (`state::encode_into` writes it first).
         let (state, _) =
             StateTag::split(&body[..HEADER_LEN.min(body.len())]).map_err(|_| SealError::InconsistentPlaintext)?;
+        let size = self.size;
+        // `sealed_with` checked the size, which therefore fits a u32.
         let (written, mut cipher) =
-            sealer.segmented_header(service, state, generation, SEGMENT_SIZE, key_id, algorithm)?;
+            sealer.segmented_header(service, state, generation, size as u32, key_id, algorithm)?;
         sink.put(written)?;
-        let size = SEGMENT_SIZE as usize;
         // All but the last chunk are sealed now; the last stays open for what follows.
         let last_at = (body.len() - 1) / size * size;
         for chunk in body[..last_at].chunks(size) {
@@ -165,10 +215,10 @@ impl<'a> StateWriter<'a> {
     }
 
     fn write_segmented(&mut self, mut data: &[u8]) -> Result<(), SealError> {
+        let size = self.size;
         let Mode::Segmented { cipher, segment, sink } = &mut self.mode else {
             return Ok(());
         };
-        let size = SEGMENT_SIZE as usize;
         while !data.is_empty() {
             if segment.len() == size {
                 cipher.seal(segment, false)?;
@@ -201,12 +251,13 @@ impl io::Write for StateWriter<'_> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.written += data.len();
         // postcard writes a byte or a few at a time: the common cases first, one branch each.
+        let (above, size) = (self.above, self.size);
         match &mut self.mode {
-            Mode::Segmented { segment, .. } if segment.len() + data.len() <= SEGMENT_SIZE as usize => {
+            Mode::Segmented { segment, .. } if segment.len() + data.len() <= size => {
                 segment.extend_from_slice(data);
                 return Ok(data.len());
             }
-            Mode::Whole { buffer, .. } if buffer.body_len() + data.len() <= SEGMENTED_ABOVE => {
+            Mode::Whole { buffer, .. } if buffer.body_len() + data.len() <= above => {
                 buffer.body().extend_from_slice(data);
                 return Ok(data.len());
             }
@@ -234,6 +285,7 @@ impl StateWriter<'_> {
     /// A write that fills a segment, or takes the envelope past the segmenting threshold.
     #[cold]
     fn write_slow(&mut self, data: &[u8]) -> Result<(), SealError> {
+        let above = self.above;
         match &mut self.mode {
             Mode::Plain(bytes) => {
                 bytes.extend_from_slice(data);
@@ -242,7 +294,6 @@ impl StateWriter<'_> {
             Mode::Whole { buffer, .. } => {
                 // Only up to the threshold goes into the whole envelope (a single long string
                 // is written at once: the rest goes straight into segments).
-                let above = SEGMENTED_ABOVE;
                 let room = above.saturating_sub(buffer.body_len()).min(data.len());
                 let (now, rest) = data.split_at(room);
                 buffer.body().extend_from_slice(now);

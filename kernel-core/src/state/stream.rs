@@ -41,6 +41,10 @@ pub struct Stream<'s> {
     at: usize,
     /// Bytes gathered across a segment boundary.
     scratch: Vec<u8>,
+    /// The input's length as far as pre-allocation goes when the source does not know it:
+    /// `None` for a source of any origin (the budget's default for an unknown input),
+    /// `usize::MAX` for this process's own encoding (only the budget's memory cap applies).
+    unknown_as: Option<usize>,
 }
 
 impl<'s> Stream<'s> {
@@ -50,6 +54,7 @@ impl<'s> Stream<'s> {
             current: Vec::new(),
             at: 0,
             scratch: Vec::new(),
+            unknown_as: None,
         }
     }
 
@@ -173,7 +178,24 @@ impl<'de, 's: 'de> Flavor<'de> for StreamFlavor<'de, 's> {
 /// same checks as [`decode`](super::decode): a tag, a known version and fingerprint, nothing
 /// after the body.
 pub fn decode_segments<T: Migratable>(source: &mut dyn SegmentSource) -> Result<T, StateError> {
-    let mut stream = Stream::new(source);
+    decode_stream::<T>(Stream::new(source))
+}
+
+impl Stream<'_> {
+    /// [`decode_segments`] of an encoding this process made and authenticated (a replacement's
+    /// pipelined crossing, sealed under the kernel's own key as the old version's `Serialize`
+    /// wrote it), whose length is not known until its last segment: the helpers that
+    /// pre-allocate by the input's length (`hash_map`, `bulk_btree_map`) reserve what the
+    /// encoding claims, up to the budget's memory cap, as they do for a whole encoding, instead
+    /// of the few thousand elements allowed for an input of unknown origin.
+    pub(crate) fn decode_own<T: Migratable>(source: &mut dyn SegmentSource) -> Result<T, StateError> {
+        let mut stream = Stream::new(source);
+        stream.unknown_as = Some(usize::MAX);
+        decode_stream::<T>(stream)
+    }
+}
+
+fn decode_stream<T: Migratable>(mut stream: Stream<'_>) -> Result<T, StateError> {
     let tag = stream
         .take(HEADER_LEN)
         .ok_or(StateError::Truncated { len: 0 })
@@ -187,7 +209,7 @@ pub(super) fn decode_exact_stream<T: Migratable>(stream: &mut Stream<'_>) -> Res
     let arena = Arena::new();
     // Pre-allocation is bounded by the bytes left when the source knows them; otherwise the
     // budget's default for an unknown input applies.
-    let known = stream.source.remaining().map(|_| stream.left());
+    let known = stream.source.remaining().map(|_| stream.left()).or(stream.unknown_as);
     let flavor = StreamFlavor { stream, arena: &arena };
     let mut deserializer = postcard::Deserializer::from_flavor(flavor);
     let mut deserialize = || super::depth::deserialize::<T, _>(&mut deserializer);

@@ -21,7 +21,7 @@ pub(crate) const PROTOCOL: u32 = 1;
 
 /// The largest frame either side accepts: a sealed state up to the directory store's limit,
 /// plus room for its envelope.
-pub(crate) const MAX_FRAME: u64 = crate::store::DEFAULT_MAX_STATE_BYTES as u64 + 64 * 1024;
+pub(crate) const MAX_FRAME: u64 = crate::store::DEFAULT_MAX_STATE_BYTES + 64 * 1024;
 
 /// What the new process says to the old one.
 #[derive(Debug, Serialize, serde::Deserialize)]

@@ -30,7 +30,8 @@
 //!
 //! ```no_run
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let sealer: microkernel::Sealer = todo!();
+//! # use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
+//! # let sealer = Sealer::new(Keyring::new(1, Key::generate(Algorithm::Aes256Gcm)?));
 //! use microkernel::takeover::TakeOver;
 //!
 //! let mut take_over = TakeOver::connect("/run/user/1000/myapp")?;
@@ -81,6 +82,11 @@
 //! by [`Handover::next_outcome`] and logged. A new process that cannot open a state (another
 //! key) fails its `register` with an error naming the service, never the key or the state.
 //!
+//! Whom it trusts: the socket admits processes of the same user only, which could signal or
+//! trace this process anyway; such a process may start a takeover and commit it (the old
+//! process then stops serving), but without the key it can neither read a state nor make one the
+//! new process would open.
+//!
 //! The commit is the one point of no return: once the old process has received it, it will
 //! not serve again, and the new process is on its own. A new process that dies right after
 //! is like any server that dies: connections wait in the (still open) listening sockets
@@ -93,7 +99,8 @@
 //! Type=notify
 //! NotifyAccess=all
 //! ExecStart=/usr/bin/myapp
-//! # The old process, on SIGHUP, starts the new binary (which takes over) and waits for it.
+//! # The old process, on SIGHUP, starts the binary at its own path (the new one, once
+//! # installed), which takes over; `examples/binary_upgrade` does so.
 //! ExecReload=/bin/kill -HUP $MAINPID
 //! KillMode=mixed
 //! ```
@@ -103,9 +110,11 @@
 //! so that a process other than the main one may say so); then the old one exits, and systemd
 //! neither kills the new process nor starts a second instance. This crate does not send those
 //! messages itself (the application owns its notifications; the `sd-notify` crate sends them
-//! in one line, and nothing is sent when `NOTIFY_SOCKET` is unset). Sockets systemd passed in
-//! (socket activation) are listeners like the others: give them to
-//! [`HandoverBuilder::listener`].
+//! in one line, and nothing is sent when `NOTIFY_SOCKET` is unset). The result of a reload is in
+//! the log (the journal): the old process logs why a takeover failed, and the new one its own
+//! error. Sockets systemd passed in (socket activation) are listeners like the others: give
+//! them to [`HandoverBuilder::listener`] (this crate does not read `LISTEN_FDS` itself; a crate
+//! such as `listenfd` turns them into listeners).
 //!
 //! # Why `rustix`
 //!
@@ -231,7 +240,7 @@ pub enum TakeoverError {
         /// The service.
         service: String,
         /// Why.
-        source: LifecycleError,
+        source: Box<LifecycleError>,
     },
     /// A service's state could not be exported.
     #[error("cannot export the state of `{service}`: {source}")]
@@ -239,7 +248,7 @@ pub enum TakeoverError {
         /// The service.
         service: String,
         /// Why.
-        source: LifecycleError,
+        source: Box<LifecycleError>,
     },
     /// A service's state could not be sealed.
     #[error("cannot seal the state of `{service}`: {source}")]

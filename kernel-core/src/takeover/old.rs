@@ -239,12 +239,10 @@ struct Shared {
 }
 
 fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
-    let mut sessions: Vec<JoinHandle<()>> = Vec::new();
     while !shared.closing.load(Ordering::SeqCst) && !shared.handed_over.load(Ordering::SeqCst) {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                sessions.retain(|s| !s.is_finished());
                 thread::sleep(POLL);
                 continue;
             }
@@ -291,16 +289,14 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
                 session_shared.busy.store(false, Ordering::SeqCst);
                 let _ = session_shared.outcomes.send(outcome);
             });
+        // The session runs to its end on its own (it is bounded by the timeout).
         match spawned {
-            Ok(session) => sessions.push(session),
+            Ok(_) => {}
             Err(error) => {
                 tracing::warn!(%error, "no thread for a takeover; refused");
                 shared.busy.store(false, Ordering::SeqCst);
             }
         }
-    }
-    for session in sessions {
-        let _ = session.join();
     }
 }
 
@@ -432,7 +428,7 @@ impl<'a> Session<'a> {
         let kernel = &self.shared.kernel;
         let order = kernel.start_order().map_err(|source| TakeoverError::Stop {
             service: "(dependency order)".into(),
-            source,
+            source: Box::new(source),
         })?;
         for service in order.iter().rev() {
             if kernel.status(service) != Some(Status::Running) {
@@ -440,7 +436,7 @@ impl<'a> Session<'a> {
             }
             kernel.stop(service).map_err(|source| TakeoverError::Stop {
                 service: service.clone(),
-                source,
+                source: Box::new(source),
             })?;
             stopped.push(service.clone());
         }

@@ -56,7 +56,8 @@ impl AsyncContext {
     }
 
     /// Pushes an event to the kernel and awaits its reply for at most `timeout` (tokio's
-    /// timer): the Go design's `Push`. The event is handled even if the wait ends first.
+    /// timer), as [`Kernel::push`](crate::Kernel::push) does. The event is handled even if the
+    /// wait ends first.
     pub async fn push(&self, event: Event, timeout: Duration) -> Reply {
         match self.kernel() {
             Some(kernel) => kernel.push_async(event, timeout).await,

@@ -14,7 +14,7 @@ impl Kernel {
         let sealer = shared.sealer().ok_or(TakeoverError::NoSealer)?;
         let entry = shared.entry(service).ok_or_else(|| TakeoverError::Export {
             service: service.to_owned(),
-            source: not_found(service),
+            source: Box::new(not_found(service)),
         })?;
         let mut export = |instance: &dyn Plumbing, generation: u64| -> Result<Exported<'static>, LifecycleError> {
             let (encoded, _) = export_now(service, instance, || generation)?;
@@ -26,7 +26,7 @@ impl Kernel {
                 .export_for_save(&mut export)
                 .map_err(|source| TakeoverError::Export {
                     service: service.to_owned(),
-                    source,
+                    source: Box::new(source),
                 })?;
         let sealed = match exported {
             Exported::Encoded(encoded) => sealer.seal_state_at(service, encoded, generation),

@@ -135,10 +135,14 @@ impl<T: Migratable> SegmentSink for Pipe<'_, '_, T> {
         let Some(sender) = &self.sender else {
             let (sender, receiver) = sync_channel(PIPE_DEPTH);
             let (sealer, service, span) = (self.sealer, self.service, self.span.clone());
-            // The decoding runs user code (Deserialize, the upgrades): in the replacement's span.
+            // The decoding runs user code (Deserialize, the upgrades): in the replacement's span,
+            // and in its chain of calls, so that a conversion calling back into a service the
+            // replacement holds is refused, as it is when a small state decodes on this thread.
+            let chain = crate::runtime::caller::caller_token();
             let decoder = std::thread::Builder::new()
                 .name("mk-decode".into())
                 .spawn_scoped(self.scope, move || {
+                    let _chain = crate::runtime::caller::Scope::enter(chain);
                     span.in_scope(|| decode_channel::<T>(sealer, service, part, receiver))
                 })
                 .map_err(|e| SealError::BadSegments(format!("no thread to decode on: {e}")))?;

@@ -10,7 +10,8 @@
 //! cores, so the crossing takes about the slower of the two rather than their sum; and the old
 //! state and the new one are in memory with a few segments between them, never the whole
 //! encoding. (Saved states keep their own threshold, 4 MiB, and segment size, 1 MiB:
-//! `Segmenting::SAVED`.)
+//! `Segmenting::SAVED`; so does a crossing on a machine with one core, where there is nothing
+//! to overlap on.)
 
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::thread::{Scope, ScopedJoinHandle};
@@ -94,7 +95,7 @@ fn seal(
 ) -> Result<(StateTag, Written), ReplaceError> {
     let seal_failed = |e| ReplaceError::new(service, Step::Seal, e);
     let mut writer =
-        StateWriter::sealed_with(sealer, service, generation, pipe, Segmenting::CROSSING).map_err(seal_failed)?;
+        StateWriter::sealed_with(sealer, service, generation, pipe, Segmenting::crossing()).map_err(seal_failed)?;
     let tag = export(service, old, downgrade, &mut writer)?;
     let written = writer.finish(tag).map_err(seal_failed)?;
     Ok((tag, written))

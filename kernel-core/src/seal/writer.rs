@@ -42,6 +42,15 @@ impl Segmenting {
         above: PIPELINED_ABOVE,
         size: CROSSING_SEGMENT_SIZE,
     };
+
+    /// A replacement's crossing on this machine: [`CROSSING`](Self::CROSSING) where there are
+    /// cores to overlap on, else [`SAVED`](Self::SAVED) — on one core the decoding thread only
+    /// takes turns with the encoding, so only a state too large to hold encoded goes segmented.
+    pub(crate) fn crossing() -> Self {
+        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get));
+        if cores > 1 { Self::CROSSING } else { Self::SAVED }
+    }
 }
 
 /// What a [`StateWriter`] wrote.

@@ -80,11 +80,9 @@ impl Kernel {
         // All of it off the workers, in one piece: dropping this future does not cancel the
         // replacement, and the successor must be forgotten whenever it fails.
         off_workers(move || {
-            let restarts = &kernel.shared().restarts;
-            restarts.prepare_successor(name.clone(), successor);
-            let replaced = replace_in_async_slot(kernel.shared(), &slot, new, Direction::Upgrade);
-            restarts.forget_successor(&name);
-            replaced
+            kernel.with_successor(name, successor, || {
+                replace_in_async_slot(kernel.shared(), &slot, new, Direction::Upgrade)
+            })
         })
         .await
     }

@@ -290,10 +290,21 @@ impl Kernel {
         let name = new.name().to_owned();
         let handle = self.replacement_target(&name)?;
         let successor: Arc<dyn Restarter> = Arc::new(Supervised::new(Arc::clone(&handle.slot), policy, factory));
+        self.with_successor(name, successor, || self.replace(new))
+    }
+
+    /// Runs `replace` with `successor` prepared to supervise the new version of `name`: the
+    /// replacement hands supervision to it once the new version is in; on failure it is
+    /// forgotten, so that it cannot take over a later plain `replace`.
+    pub(crate) fn with_successor(
+        &self,
+        name: String,
+        successor: Arc<dyn Restarter>,
+        replace: impl FnOnce() -> Result<crate::Replaced, crate::ReplaceError>,
+    ) -> Result<crate::Replaced, crate::ReplaceError> {
         let restarts = &self.shared().restarts;
         restarts.prepare_successor(name.clone(), successor);
-        let replaced = self.replace(new);
-        // On failure the prepared successor must not take over a later plain `replace`.
+        let replaced = replace();
         restarts.forget_successor(&name);
         replaced
     }

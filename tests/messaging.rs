@@ -258,7 +258,8 @@ fn services_with_their_own_types_are_reached_through_their_handle() {
     assert_eq!(adder.call(-2).unwrap(), 3);
     let by_name = kernel.send(ev("adder", "add", "1"));
     assert_eq!(by_name.code, code::UNSUPPORTED);
-    assert!(matches!(kernel.handle("adder"), Err(CallError::Unsupported { .. })));
+    // An `Event`/`Reply` handle to it is refused, naming both protocols.
+    assert!(matches!(kernel.handle("adder"), Err(CallError::WrongTypes { .. })));
 }
 
 #[test]

@@ -41,7 +41,7 @@ pub const SEGMENTED_ABOVE: usize = 4 << 20;
 /// A replacement's state whose encoding is longer than this crosses pipelined: sealed in
 /// segments of [`CROSSING_SEGMENT_SIZE`] as it is encoded, each opened and decoded on another
 /// thread as it arrives. A shorter one crosses in one envelope, on the caller's thread: below
-/// about 128 KiB a thread of its own costs more than the overlap saves (`BENCHMARKS.md`,
+/// about 128 KiB a thread of its own costs more than the overlap saves (`docs/PERFORMANCE.md`,
 /// "Pipelined crossing"). Only in-process crossings: what is saved or sent follows
 /// [`SEGMENTED_ABOVE`].
 pub const PIPELINED_ABOVE: usize = 256 << 10;

@@ -61,7 +61,7 @@ impl NodeOptions {
 
     /// Save each service's state after every handled request, before its reply (default off):
     /// a reply never announces a change that a crash of this node could lose, at the price of a
-    /// store write per request (see BENCHMARKS.md).
+    /// store write per request (see docs/PERFORMANCE.md).
     ///
     /// If that save fails, the call was still handled: its effect is in the service's memory
     /// (made durable by the next save that succeeds, lost if this node crashes or loses the

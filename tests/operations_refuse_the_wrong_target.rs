@@ -2,14 +2,15 @@
 //! synchronous replacement of an async service, a handle of the wrong kind, an empty name, a
 //! supervision asked through a handle whose service was unregistered since; and a stop hook
 //! run under a stop timeout still belongs to the chain of calls that asked for the stop.
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use common::{Journal, Probe};
 use microkernel::supervise::RestartPolicy;
-use microkernel::{
-    BoxError, CallError, Context, Event, Handler, Kernel, LifecycleError, ReplaceCause, Reply, Service, Stateless, Step,
-};
+use microkernel::{BoxError, CallError, Context, Event, Handler, Kernel, LifecycleError, ReplaceCause, Reply, Step};
 
 #[derive(microkernel::Service, Default)]
 #[service(name = "plain")]
@@ -23,37 +24,10 @@ impl Handler for Plain {
     }
 }
 
-/// A service whose name is given at run time (the derive refuses an empty one).
-struct Named(&'static str);
-
-impl Service for Named {
-    type State = Stateless;
-    fn name(&self) -> &str {
-        self.0
-    }
-    fn dependencies(&self) -> Vec<String> {
-        Vec::new()
-    }
-    fn export_state(&self) -> Result<&Stateless, BoxError> {
-        Ok(&Stateless)
-    }
-    fn import_state(&mut self, _: Stateless) -> Result<(), BoxError> {
-        Ok(())
-    }
-}
-
-impl Handler for Named {
-    type Request = Event;
-    type Response = Reply;
-    fn handle(&mut self, _: Event, _: &Context<'_>) -> Reply {
-        Reply::ok("named", "")
-    }
-}
-
 #[test]
 fn an_empty_service_name_is_refused_at_registration() {
     let kernel = Kernel::new();
-    let error = kernel.register(Named("")).unwrap_err();
+    let error = kernel.register(Probe::new("", &[], &Journal::default())).unwrap_err();
     assert!(matches!(error, LifecycleError::InvalidName { .. }), "{error}");
     assert!(error.to_string().contains("empty"), "{error}");
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{Journal, Probe};
 use microkernel::supervise::RestartPolicy;
-use microkernel::{BoxError, CallError, Context, Event, Handler, Kernel, LifecycleError, ReplaceCause, Reply, Step};
+use microkernel::{BoxError, CallError, Context, Event, Handler, Kernel, LifecycleError, Reply};
 
 #[derive(microkernel::Service, Default)]
 #[service(name = "plain")]
@@ -109,6 +109,7 @@ fn a_stop_hook_under_a_stop_timeout_calling_back_its_caller_is_refused_at_once()
 #[cfg(feature = "tokio")]
 mod asynchronous {
     use microkernel::asynchronous::{AsyncContext, AsyncHandler};
+    use microkernel::{ReplaceCause, Step};
 
     use super::*;
 

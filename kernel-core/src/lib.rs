@@ -37,6 +37,7 @@ pub use runtime::notice::Notice;
 pub use runtime::persist::CheckpointError;
 pub use runtime::service::{BoxError, Handler, Service, Status};
 pub use seal::Sealer;
+pub use state::precopy::{Precopy, PrecopyMap};
 pub use state::{Migratable, Schema, Stateless};
 pub use store::{DirStore, LoadPolicy, StateStore, StoreError};
 pub use supervise::RestartPolicy;

@@ -269,3 +269,73 @@ pub(crate) fn schema_attr(attrs: &[Attribute], container: bool) -> syn::Result<S
     }
     Ok(out)
 }
+
+/// The field marked `#[precopy]` (or `#[precopy(start)]`) of a state, if any.
+pub(crate) struct PrecopyField {
+    /// How the field is reached: its name, or its index in a tuple struct.
+    pub(crate) member: syn::Member,
+    pub(crate) ty: syn::Type,
+    /// `#[precopy(start)]`: pre-copying begins with this version.
+    pub(crate) start: bool,
+    pub(crate) span: Span,
+}
+
+pub(crate) fn precopy_field(input: &syn::DeriveInput) -> syn::Result<Option<PrecopyField>> {
+    let fields = match &input.data {
+        syn::Data::Struct(data) => &data.fields,
+        _ => {
+            return match precopy_attrs_anywhere(input) {
+                Some(attr) => Err(syn::Error::new_spanned(
+                    attr,
+                    "#[precopy] marks a field of a struct; an enum's variants cannot be pre-copied",
+                )),
+                None => Ok(None),
+            };
+        }
+    };
+    let mut found: Option<PrecopyField> = None;
+    for (index, field) in fields.iter().enumerate() {
+        for attr in field.attrs.iter().filter(|a| a.path().is_ident("precopy")) {
+            if found.is_some() {
+                return Err(syn::Error::new_spanned(
+                    attr,
+                    "a state has at most one #[precopy] field: keep the other maps as they are, they cross in the pause",
+                ));
+            }
+            let mut start = false;
+            if let syn::Meta::List(_) = &attr.meta {
+                attr.parse_nested_meta(|meta| {
+                    if meta.path.is_ident("start") {
+                        start = true;
+                        Ok(())
+                    } else {
+                        Err(unknown(&meta, "precopy", &["start"]))
+                    }
+                })?;
+            }
+            let member = match &field.ident {
+                Some(ident) => syn::Member::Named(ident.clone()),
+                None => syn::Member::Unnamed(syn::Index::from(index)),
+            };
+            found = Some(PrecopyField {
+                member,
+                ty: field.ty.clone(),
+                start,
+                span: attr.span(),
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// A `#[precopy]` on an enum's variant field, for the error.
+fn precopy_attrs_anywhere(input: &syn::DeriveInput) -> Option<&Attribute> {
+    let syn::Data::Enum(data) = &input.data else {
+        return None;
+    };
+    data.variants
+        .iter()
+        .flat_map(|v| v.fields.iter())
+        .flat_map(|f| f.attrs.iter())
+        .find(|a| a.path().is_ident("precopy"))
+}

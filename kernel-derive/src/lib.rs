@@ -40,7 +40,12 @@ pub fn derive_service(input: TokenStream) -> TokenStream {
 /// It also implements `Schema` (the type's whole structure, which the fingerprint hashes): each
 /// field's type must have one — `#[derive(Schema)]` on nested types of your own,
 /// `#[schema(as = T)]` on a field whose encoding is customised or whose type is foreign.
-#[proc_macro_derive(Migratable, attributes(migratable, schema))]
+///
+/// One field of type `PrecopyMap<K, V>` may be marked `#[precopy]`: a replacement carries it
+/// across before its pause (see `microkernel::state::precopy`). Its values then upgrade one by
+/// one, by `From` the previous version's `#[precopy]` field's values (which must have one);
+/// `#[precopy(start)]` marks the first version that pre-copies.
+#[proc_macro_derive(Migratable, attributes(migratable, schema, precopy))]
 pub fn derive_migratable(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     migratable::expand(&input)

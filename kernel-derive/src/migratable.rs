@@ -5,7 +5,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{DeriveInput, Path};
 
-use crate::attr::{Krate, MigratableAttr, migratable_attr};
+use crate::attr::{Krate, MigratableAttr, PrecopyField, migratable_attr, precopy_field};
 use crate::schema::{legacy_text, schema_impl};
 
 pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
@@ -28,6 +28,10 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         Some(from) => link(input, &attr, from),
         None => (first_version(krate), TokenStream::new()),
     };
+    let (precopy_items, precopy_impl) = match &precopy_field(input)? {
+        Some(field) => precopy(ident, krate, attr.from.as_ref(), field),
+        None => (TokenStream::new(), TokenStream::new()),
+    };
     Ok(quote! {
         #[automatically_derived]
         impl #krate::Migratable for #ident {
@@ -36,9 +40,12 @@ pub(crate) fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
                 ::core::option::Option::Some(#krate::state::legacy_fingerprint(#legacy, #version));
             const TYPE_NAME: &'static str = #type_name;
             #chain
+            #precopy_items
         }
 
         #order_check
+
+        #precopy_impl
 
         #schema
     })
@@ -111,4 +118,72 @@ fn link(input: &DeriveInput, attr: &MigratableAttr, from: &Path) -> (TokenStream
         );
     };
     (items, order_check)
+}
+
+/// A state with a `#[precopy]` field: the `Migratable` items that expose it, and the `Precopy`
+/// impl, whose entries upgrade through the previous version's unless the chain starts here.
+fn precopy(ident: &syn::Ident, krate: &Krate, from: Option<&Path>, field: &PrecopyField) -> (TokenStream, TokenStream) {
+    let (member, ty, span) = (&field.member, &field.ty, field.span);
+    let precopy = quote!(#krate::state::precopy);
+    let items = quote_spanned! {span=>
+        const PRECOPY: bool = true;
+
+        fn precopy_source(&self) -> ::core::option::Option<&dyn #precopy::PrecopySource> {
+            ::core::option::Option::Some(&self.#member)
+        }
+
+        fn precopy_receiver(version: u32)
+            -> ::core::option::Option<::std::boxed::Box<dyn #precopy::PrecopyReceiver<Self>>>
+        {
+            #precopy::receiver::<Self>(version)
+        }
+    };
+    let previous = from.filter(|_| !field.start);
+    let (older_versions, older_entries) = match previous {
+        Some(from) => (
+            quote_spanned!(span=> || <#from as #precopy::Precopy>::precopies_from(version)),
+            quote_spanned! {span=>
+                let (key, entry) = <#from as #precopy::Precopy>::decode_entry(version, bytes)?;
+                ::core::result::Result::Ok((key, entry.map(
+                    <Self::Entry as ::core::convert::From<<#from as #precopy::Precopy>::Entry>>::from,
+                )))
+            },
+        ),
+        None => (
+            TokenStream::new(),
+            quote!(::core::result::Result::Err(#precopy::not_precopied::<Self>(version))),
+        ),
+    };
+    let implementation = quote_spanned! {span=>
+        #[automatically_derived]
+        impl #precopy::Precopy for #ident {
+            type Key = <#ty as #precopy::PrecopyField>::Key;
+            type Entry = <#ty as #precopy::PrecopyField>::Entry;
+
+            fn precopy_map(&self) -> &#krate::PrecopyMap<Self::Key, Self::Entry> {
+                &self.#member
+            }
+
+            fn precopy_map_mut(&mut self) -> &mut #krate::PrecopyMap<Self::Key, Self::Entry> {
+                &mut self.#member
+            }
+
+            fn precopies_from(version: u32) -> bool {
+                version == <Self as #krate::Migratable>::VERSION #older_versions
+            }
+
+            fn decode_entry(version: u32, bytes: &mut &[u8])
+                -> ::core::result::Result<
+                    (Self::Key, ::core::option::Option<Self::Entry>),
+                    #krate::state::StateError,
+                >
+            {
+                if version == <Self as #krate::Migratable>::VERSION {
+                    return #precopy::take_entry::<Self>(bytes);
+                }
+                #older_entries
+            }
+        }
+    };
+    (items, implementation)
 }

@@ -4,7 +4,7 @@
 //! `KernelBuilder::drain_timeout` to finish, and the hooks awaited. It runs on the blocking pool:
 //! the crossing of a large state (encode, seal, open, decode) never occupies a worker.
 
-use super::{Direction, ReplaceCause, ReplaceError, Replaced, Step, begin, swap_versions};
+use super::{Direction, ReplaceCause, ReplaceError, Replaced, Step, begin, precopy, swap_versions};
 use crate::runtime::asynchronous::chain::{self, WouldBlockRuntime};
 use crate::runtime::asynchronous::{AsyncHandler, AsyncSlot};
 use crate::runtime::error::LifecycleError;
@@ -35,16 +35,19 @@ pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
     // 1. Take the slot: a handler mid-`.await` may finish (within the drain timeout); calls
     // arriving from now on queue behind the replacement.
     let drain = shared.drain_timeout();
-    let entered = chain::block_on(runtime, slot.enter(crate::runtime::caller::current_sync(), Some(drain)))
-        .map_err(would_block)?
-        .map_err(|blocked| {
-            let reason = match blocked {
-                Blocked::TimedOut(timeout) => ReplaceCause::DrainTimeout { timeout },
-                other => other.into_lifecycle_error(service, "replace").into(),
-            };
-            ReplaceError::new(service, Step::Enter, reason)
-        })?;
-    swap_versions(shared, entered, new, direction)
+    let mut hold = || {
+        chain::block_on(runtime, slot.enter(crate::runtime::caller::current_sync(), Some(drain)))
+            .map_err(would_block)?
+            .map_err(|blocked| {
+                let reason = match blocked {
+                    Blocked::TimedOut(timeout) => ReplaceCause::DrainTimeout { timeout },
+                    other => other.into_lifecycle_error(service, "replace").into(),
+                };
+                ReplaceError::new(service, Step::Enter, reason)
+            })
+    };
+    let (entered, precopied) = precopy::hold_for_pause::<S::State, _>(shared, service, direction, &mut hold)?;
+    swap_versions(shared, entered, new, direction, precopied)
 }
 
 impl crate::Kernel {

@@ -32,6 +32,7 @@ mod asynchronous;
 pub(crate) use asynchronous::replace_in_async_slot;
 
 mod outcome;
+mod precopy;
 mod transit;
 
 pub use outcome::{ReplaceCause, ReplaceError, Replaced, Step};
@@ -121,11 +122,13 @@ fn replace_in_slot<S: Handler>(
     let _span = tracing::info_span!("replace", service, ?direction).entered();
     let _serial = begin(shared, service, new.name(), || slot.core().check_no_late_stop())?;
 
-    // 1. Take the slot: calls arriving from now on wait.
-    let entered = slot
-        .enter_for("replace")
-        .map_err(|error| ReplaceError::new(service, Step::Enter, error))?;
-    swap_versions(shared, entered, new, direction)
+    // 1. Take the slot: calls arriving from now on wait (a pre-copied map crosses before).
+    let mut hold = || {
+        slot.enter_for("replace")
+            .map_err(|error| ReplaceError::new(service, Step::Enter, error))
+    };
+    let (entered, precopied) = precopy::hold_for_pause::<S::State, _>(shared, service, direction, &mut hold)?;
+    swap_versions(shared, entered, new, direction, precopied)
 }
 
 /// Steps 2–4, the same for every kind of slot, once step 1 has taken it:
@@ -141,6 +144,7 @@ pub(crate) fn swap_versions<E, S>(
     mut entered: E,
     mut new: S,
     direction: Direction,
+    precopied: Option<precopy::Precopied<S::State>>,
 ) -> Result<Replaced, ReplaceError>
 where
     E: Installs<S>,
@@ -158,7 +162,8 @@ where
         };
         ReplaceError::new(service, Step::Export, lost)
     })?;
-    let mut crossed = cross(shared, service, old, &mut new, generation, direction, was_running)?;
+    let mut crossed = cross(shared, service, old, &mut new, generation, direction, precopied)?;
+    crossed.new_deps = check_new_dependencies(shared, service, new.dependencies(), was_running)?;
 
     // 3.
     if was_running && let Err(error) = entered.invoke(Hook::Stop) {
@@ -239,12 +244,16 @@ pub(crate) struct Crossed {
     pub(crate) sealed: bool,
     /// The encoded state's length: a large old instance is dropped on the reaper thread.
     pub(crate) state_len: usize,
-    /// The new version's dependencies, if they differ from the old one's.
+    /// The new version's dependencies, if they differ from the old one's (checked after the
+    /// import).
     pub(crate) new_deps: Option<Vec<String>>,
+    /// How the `#[precopy]` map crossed, if it crossed before the pause.
+    pub(crate) precopy: Option<precopy::Report>,
 }
 
 /// Step 2, the same for every kind of slot: export → encode → seal → open → decode/upgrade →
-/// import into `new`, and check the new version's dependencies. The old instance is only read.
+/// import into `new` (the `#[precopy]` map's entries having crossed already if `precopied`).
+/// The old instance is only read.
 pub(crate) fn cross<S: Service>(
     shared: &Shared,
     service: &str,
@@ -252,21 +261,32 @@ pub(crate) fn cross<S: Service>(
     new: &mut S,
     generation: u64,
     direction: Direction,
-    was_running: bool,
+    precopied: Option<precopy::Precopied<S::State>>,
 ) -> Result<Crossed, ReplaceError> {
     let from = old.state_tag();
-    let crossing = transit::transit::<S::State>(shared, service, direction == Direction::Rollback, old, generation)?;
+    let precopied = match precopied {
+        Some(precopied) => precopy::finish(shared, service, old, precopied, generation)?,
+        None => None,
+    };
+    let (crossing, precopy) = match precopied {
+        Some((crossing, report)) => (crossing, Some(report)),
+        None => {
+            let crossing =
+                transit::transit::<S::State>(shared, service, direction == Direction::Rollback, old, generation)?;
+            (crossing, None)
+        }
+    };
     let (state, sealed, state_len) = (crossing.state, crossing.sealed, crossing.len);
     guarded(service, Step::Import, || new.import_state(state))?
         .map_err(|e| ReplaceError::new(service, Step::Import, ServiceFault::Error(e)))?;
-    let new_deps = check_new_dependencies(shared, service, new.dependencies(), was_running)?;
     let to = StateTag::of::<S::State>();
     Ok(Crossed {
         from,
         to,
         sealed,
         state_len,
-        new_deps,
+        new_deps: None,
+        precopy,
     })
 }
 
@@ -278,6 +298,14 @@ pub(crate) fn cross<S: Service>(
 pub(crate) fn finished(shared: &Shared, service: &str, crossed: &Crossed) -> Replaced {
     let (from, to, sealed) = (crossed.from, crossed.to, crossed.sealed);
     tracing::info!(service, from = from.version, to = to.version, sealed, "replaced");
+    if let Some(report) = &crossed.precopy {
+        shared.notify(&Notice::Precopied {
+            service,
+            rounds: report.rounds,
+            entries: report.entries,
+            in_pause: report.in_pause,
+        });
+    }
     shared.notify(&Notice::StateMigrated {
         service,
         from,

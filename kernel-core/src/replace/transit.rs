@@ -106,7 +106,7 @@ fn decode_bytes<T: Migratable>(service: &str, bytes: &[u8]) -> Result<T, Replace
     guarded(service, Step::Decode, || state::decode::<T>(bytes))?.map_err(|e| decode_failed(service, e))
 }
 
-fn decode_failed(service: &str, error: StateError) -> ReplaceError {
+pub(super) fn decode_failed(service: &str, error: StateError) -> ReplaceError {
     match error {
         StateError::Migration(source) => ReplaceError::new(service, Step::Upgrade, source),
         other => ReplaceError::new(service, Step::Decode, other),

@@ -68,6 +68,20 @@ pub enum Notice<'a> {
         /// Whether the state crossed sealed.
         sealed: bool,
     },
+    /// The state's `#[precopy]` map crossed before the replacement's pause (see
+    /// [`state::precopy`](crate::state::precopy)): sent once the replacement succeeded, just
+    /// before [`StateMigrated`](Self::StateMigrated). A replacement that crossed stop-the-world
+    /// sends none.
+    Precopied {
+        /// The service.
+        service: &'a str,
+        /// Rounds before the pause (the first carries the whole map).
+        rounds: u32,
+        /// Entries the map had when it was put into the new version.
+        entries: usize,
+        /// Entries that crossed in the pause (the last round's changes).
+        in_pause: usize,
+    },
     /// A service that `service` depends on failed (its handler panicked).
     DependencyFailed {
         /// The running dependant being told.

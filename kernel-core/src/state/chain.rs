@@ -67,6 +67,28 @@ pub trait Migratable: Schema + Serialize + DeserializeOwned + Send + 'static {
         })
     }
 
+    /// Whether the type has a `#[precopy]` map. Not meant to be overridden.
+    #[doc(hidden)]
+    const PRECOPY: bool = false;
+
+    /// The `#[precopy]` map, to carry across before a replacement's pause. Not meant to be
+    /// overridden.
+    #[doc(hidden)]
+    fn precopy_source(&self) -> Option<&dyn super::precopy::PrecopySource> {
+        None
+    }
+
+    /// A map of this type's to fill with the entries of an old version `version`, if they can
+    /// cross before the pause. Not meant to be overridden.
+    #[doc(hidden)]
+    fn precopy_receiver(version: u32) -> Option<Box<dyn super::precopy::PrecopyReceiver<Self>>>
+    where
+        Self: Sized,
+    {
+        let _ = version;
+        None
+    }
+
     /// Appends every version of the chain, oldest first, ending with this one. Not meant to be
     /// overridden; call [`chain_of`](super::chain_of).
     #[doc(hidden)]

@@ -14,6 +14,7 @@ mod error;
 mod fingerprint;
 pub mod hash_map;
 mod lock;
+pub mod precopy;
 mod schema;
 mod stream;
 

@@ -5,6 +5,7 @@ use crate::boxed::ServiceFault;
 use crate::runtime::context::Context;
 use crate::runtime::service::{BoxError, Handler, Service};
 use crate::seal::writer::StateWriter;
+use crate::state::precopy::PrecopySource;
 use crate::state::{self, Migratable, StateTag};
 
 /// A service's state plumbing with its types erased: what a replacement and a save need of an
@@ -16,6 +17,8 @@ pub(crate) trait Plumbing: Send {
     fn export(&self, downgrade: bool, out: &mut StateWriter<'_>) -> Result<StateTag, ExportError>;
     /// The version and fingerprint of the state type it holds.
     fn state_tag(&self) -> StateTag;
+    /// The state's `#[precopy]` map, if it has one (and `export_state` lends the state).
+    fn precopy_source(&self) -> Option<&dyn PrecopySource>;
 }
 
 /// A synchronous service with its types erased down to its protocol: what a slot holds.
@@ -72,6 +75,11 @@ impl<S: Service + Send> Plumbing for S {
 
     fn state_tag(&self) -> StateTag {
         StateTag::of::<S::State>()
+    }
+
+    fn precopy_source(&self) -> Option<&dyn PrecopySource> {
+        let state = crate::panic::catch(|| self.export_state()).ok()?.ok()?;
+        state.precopy_source()
     }
 
     fn export(&self, downgrade: bool, out: &mut StateWriter<'_>) -> Result<StateTag, ExportError> {

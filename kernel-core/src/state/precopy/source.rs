@@ -1,0 +1,51 @@
+//! The two ends of a pre-copy, with the state's types erased: what the kernel sees of the old
+//! version's map ([`PrecopySource`]) and of the new version's map being filled
+//! ([`PrecopyReceiver`]).
+
+use crate::state::StateError;
+
+/// The old version's `#[precopy]` map, as the replacement sees it. Every method is called with
+/// the service's slot held (no handler runs); what they return is read without it.
+#[doc(hidden)]
+pub trait PrecopySource: Sync {
+    /// Starts recording writes; a snapshot of every entry.
+    fn begin(&self) -> Box<dyn Entries>;
+    /// The number of keys written since the last snapshot.
+    fn changed(&self) -> usize;
+    /// The keys written since the last snapshot, with their values now; recording goes on.
+    fn next_round(&self) -> Box<dyn Entries>;
+    /// As `next_round`, and stops recording: the last changes, taken in the pause.
+    fn finish(&self) -> Box<dyn Entries>;
+    /// Stops recording (the replacement failed or crosses stop-the-world).
+    fn abandon(&self);
+    /// The map's address, to write it as empty in the state that crosses in the pause.
+    fn address(&self) -> usize;
+}
+
+/// Entries to send, read without the slot: a snapshot, or some keys' values in one.
+#[doc(hidden)]
+pub trait Entries: Send {
+    /// How many entries (a removed key counts as one).
+    fn count(&self) -> usize;
+    /// Encodes the entries as postcard `(key, Option<value>)` pairs in batches of about
+    /// `batch_bytes`, each starting with `header` and handed to `sink`, which returns whether
+    /// to go on.
+    fn encode(
+        &self,
+        header: &[u8],
+        batch_bytes: usize,
+        sink: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(), postcard::Error>;
+}
+
+/// The new version's map being filled with the entries that cross before the pause.
+#[doc(hidden)]
+pub trait PrecopyReceiver<S>: Send {
+    /// Decodes a batch of entries written by the old version and upgrades each one.
+    fn absorb(&mut self, batch: &[u8]) -> Result<(), StateError>;
+    /// The number of entries so far.
+    fn entries(&self) -> usize;
+    /// Puts the entries into `state`'s map, which must be the placeholder the conversion of
+    /// the paused state carried across; false (and nothing done) if it is not.
+    fn install(self: Box<Self>, state: &mut S) -> bool;
+}

@@ -34,6 +34,9 @@ pub(crate) enum ToOld {
     Commit,
     /// The new process gives up; the old one serves on.
     Abort { reason: String },
+    /// Not a takeover: another process asks the old one to start its new binary and answer
+    /// with the outcome (`Upgraded`, `UpgradeFailed` or `Refused`). Only ever a first message.
+    Upgrade { protocol: u32 },
 }
 
 /// What the old process answers.
@@ -51,6 +54,61 @@ pub(crate) enum ToNew {
     Failed { reason: String },
     /// The old process let go of its services: the new one serves from now on.
     Committed,
+    /// The upgrade asked for succeeded: the new binary took over.
+    Upgraded {
+        services: Vec<String>,
+        states_sent: Vec<String>,
+        successor_pid: u32,
+    },
+    /// The upgrade asked for failed; the old process serves on.
+    UpgradeFailed { failure: Failure },
+}
+
+/// Why an upgrade failed, as it crosses to the process that asked: the cases a requester acts
+/// on keep their variant, the rest their message (none carries a key or a state).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub(crate) enum Failure {
+    Aborted { reason: String },
+    PeerGone,
+    TimedOut,
+    Refused { reason: String },
+    NoSuccessor,
+    SuccessorExited { code: Option<i32>, signal: Option<i32> },
+    Other { reason: String },
+}
+
+impl From<&TakeoverError> for Failure {
+    fn from(error: &TakeoverError) -> Self {
+        match error {
+            TakeoverError::Aborted { reason } => Self::Aborted { reason: reason.clone() },
+            TakeoverError::PeerGone => Self::PeerGone,
+            TakeoverError::TimedOut => Self::TimedOut,
+            TakeoverError::Refused { reason } => Self::Refused { reason: reason.clone() },
+            TakeoverError::NoSuccessor => Self::NoSuccessor,
+            TakeoverError::SuccessorExited { code, signal } => Self::SuccessorExited {
+                code: *code,
+                signal: *signal,
+            },
+            other => Self::Other {
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
+impl Failure {
+    /// The error it stands for; one that crossed as its message is [`TakeoverError::Failed`].
+    pub(crate) fn into_error(self) -> TakeoverError {
+        match self {
+            Self::Aborted { reason } => TakeoverError::Aborted { reason },
+            Self::PeerGone => TakeoverError::PeerGone,
+            Self::TimedOut => TakeoverError::TimedOut,
+            Self::Refused { reason } => TakeoverError::Refused { reason },
+            Self::NoSuccessor => TakeoverError::NoSuccessor,
+            Self::SuccessorExited { code, signal } => TakeoverError::SuccessorExited { code, signal },
+            Self::Other { reason } => TakeoverError::Failed { reason },
+        }
+    }
 }
 
 /// One end of the handover socket.
@@ -67,6 +125,11 @@ impl Channel {
             stream,
             deadline: Instant::now() + timeout,
         }
+    }
+
+    /// Moves the deadline to `timeout` from now.
+    pub(crate) fn extend(&mut self, timeout: Duration) {
+        self.deadline = Instant::now() + timeout;
     }
 
     pub(crate) fn stream(&self) -> &UnixStream {
@@ -142,6 +205,31 @@ fn io_error(op: &'static str, source: io::Error) -> TakeoverError {
         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => TakeoverError::TimedOut,
         _ => TakeoverError::Io { op, source },
     }
+}
+
+/// Connects to the handover socket in `dir`, checking that the directory is private and that
+/// the process listening runs as this user. [`TakeoverError::NoOldProcess`] if none listens.
+pub(crate) fn connect(dir: &Path) -> Result<(UnixStream, PathBuf), TakeoverError> {
+    let socket = dir.join(SOCKET);
+    // A socket in a directory others may write could be anyone's.
+    check_private_dir(dir).map_err(|error| match error {
+        TakeoverError::Dir { ref problem, .. } if problem.starts_with("cannot read") => {
+            TakeoverError::NoOldProcess { socket: socket.clone() }
+        }
+        other => other,
+    })?;
+    let stream = UnixStream::connect(&socket).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
+            TakeoverError::NoOldProcess { socket: socket.clone() }
+        }
+        _ => TakeoverError::Io {
+            op: "connect to the handover socket",
+            source,
+        },
+    })?;
+    let (uid, _) = peer_credentials(&stream)?;
+    check_peer(uid, our_uid())?;
+    Ok((stream, socket))
 }
 
 /// The effective user id of this process.

@@ -53,11 +53,20 @@
 //! 2. The old process sends its listening sockets (`SCM_RIGHTS`). It keeps accepting on them.
 //! 3. At the new process's first state request (its first `register`), the old process
 //!    **pauses**: its `on_pause` hook stops accepting and waits for the requests already
-//!    accepted to be answered, then every running service is stopped, dependants first (a
-//!    stop waits for the calls the service admitted). From here until the commit, new
-//!    connections wait in the listening sockets' backlog: none is refused, none is answered
-//!    twice. In-process callers in the old process get [`CallError::NotRunning`](crate::CallError::NotRunning)
-//!    meanwhile.
+//!    accepted to be answered; then the kernel takes its lifecycle lock (no service starts,
+//!    stops, is replaced or unregistered meanwhile) and **holds** every service, dependants
+//!    first, as an in-process replacement does: holding a service waits for the calls it
+//!    admitted, which finish in the old process; then a running service's `stop` hook runs.
+//!    From here until the end of the takeover, new connections wait in the listening sockets'
+//!    backlog (none is refused, none is answered twice), and **in-process calls** to the
+//!    services — synchronous and async alike — **wait**: once the takeover is committed they get
+//!    [`CallError::NotRunning`](crate::CallError::NotRunning) (and later calls by name
+//!    [`CallError::NotFound`](crate::CallError::NotFound)); if it fails they are served by the
+//!    old version, with its state. A call waits at most until the takeover ends — bounded by
+//!    [`HandoverBuilder::timeout`] — or less with its own bound
+//!    ([`Handle::call_timeout`](crate::Handle::call_timeout), `call_async_timeout`:
+//!    [`CallError::Timeout`](crate::CallError::Timeout)). Meanwhile
+//!    [`Kernel::status`](crate::Kernel::status) says `Running`, as during a replacement.
 //!    All services pause together, at the first request, rather than one by one: the new
 //!    process serves nothing before its commit anyway (so pausing one by one would gain no
 //!    availability), and pausing them together hands over one consistent cut of the states.
@@ -92,29 +101,64 @@
 //! is like any server that dies: connections wait in the (still open) listening sockets
 //! until a supervisor starts it again.
 //!
+//! # Asking for an upgrade, and hearing how it went
+//!
+//! The application starts the new process however it likes. Or it gives the old process a way
+//! to start it ([`HandoverBuilder::successor`]) and asks for an upgrade: in the old process with
+//! [`Handover::upgrade`] (on SIGHUP, say), from another process with [`request_upgrade`] (a
+//! `reload` command). Either returns once the new binary took over — with its process id — or
+//! with why it did not: the new process aborted (its reason, such as a state it cannot open),
+//! died, exited before connecting ([`TakeoverError::SuccessorExited`]) or did not connect in
+//! time (it is killed); the old process then serves on. `request_upgrade` wraps the reason in
+//! [`TakeoverError::UpgradeFailed`]; an upgrade or takeover already under way is
+//! [`TakeoverError::Refused`]. The one who asked hears of a success before
+//! [`Handover::wait`] does (and the old process exits).
+//!
+//! ```no_run
+//! # fn main() -> std::process::ExitCode {
+//! // `myapp reload /run/myapp`: exit status 0 once the new binary serves, 1 and why if not.
+//! match microkernel::takeover::request_upgrade("/run/myapp") {
+//!     Ok(done) => println!("upgraded: process {} serves", done.successor_pid),
+//!     Err(error) => {
+//!         eprintln!("error: {error}");
+//!         return std::process::ExitCode::FAILURE;
+//!     }
+//! }
+//! # std::process::ExitCode::SUCCESS }
+//! ```
+//!
 //! # Under systemd
 //!
 //! ```ini
 //! [Service]
 //! Type=notify
 //! NotifyAccess=all
-//! ExecStart=/usr/bin/myapp
-//! # The old process, on SIGHUP, starts the binary at its own path (the new one, once
-//! # installed), which takes over; `examples/binary_upgrade` does so.
-//! ExecReload=/bin/kill -HUP $MAINPID
+//! ExecStart=/usr/bin/myapp serve /run/myapp
+//! # The running process starts the binary at its path (the new one, once installed), which
+//! # takes over; the command exits 0 once it serves, non-zero with the reason if it failed
+//! # (the old process serves on), so `systemctl reload` fails visibly.
+//! ExecReload=/usr/bin/myapp reload /run/myapp
+//! # Upgrades may take a whole takeover, twice DEFAULT_TIMEOUT at most (`request_upgrade`).
+//! TimeoutSec=150
 //! KillMode=mixed
 //! ```
 //!
-//! The new process, once its [`TakeOver::commit`] returned, tells systemd it is the main
-//! process now (`MAINPID=<its pid>` then `READY=1` on `$NOTIFY_SOCKET`, with `NotifyAccess=all`
-//! so that a process other than the main one may say so); then the old one exits, and systemd
-//! neither kills the new process nor starts a second instance. This crate does not send those
-//! messages itself (the application owns its notifications; the `sd-notify` crate sends them
-//! in one line, and nothing is sent when `NOTIFY_SOCKET` is unset). The result of a reload is in
-//! the log (the journal): the old process logs why a takeover failed, and the new one its own
-//! error. Sockets systemd passed in (socket activation) are listeners like the others: give
-//! them to [`HandoverBuilder::listener`] (this crate does not read `LISTEN_FDS` itself; a crate
-//! such as `listenfd` turns them into listeners).
+//! `KillMode=mixed` and `NotifyAccess=all` let the new process, started by the old one, live on
+//! in the unit and notify systemd. The old process, once its [`Handover::wait`] returned, tells
+//! systemd its successor is the main process (`MAINPID=<successor_pid>` on `$NOTIFY_SOCKET`)
+//! *before* it exits, so systemd never sees the main process gone: it neither kills the new
+//! process nor starts a second instance. The new process says `READY=1` once its commit
+//! returned. This crate does not send those messages itself (the application owns its
+//! notifications; the `sd-notify` crate sends each in one line, and nothing when
+//! `NOTIFY_SOCKET` is unset); `examples/binary_upgrade` does. `ExecReload=/bin/kill -HUP
+//! $MAINPID` with [`Handover::upgrade`] on SIGHUP works too, but `systemctl reload` then learns
+//! nothing of a failure: only the log says it.
+//!
+//! **Socket activation.** With a socket unit (`ListenStream=`, `FileDescriptorName=http`), the
+//! first process takes the sockets systemd passed with [`activated_sockets`] (by name) and
+//! hands them to
+//! [`HandoverBuilder::listener`] like any other: each successor inherits them from its
+//! predecessor, though systemd did not start it.
 //!
 //! # Why `rustix`
 //!
@@ -127,18 +171,33 @@
 //! tree. The graceful-restart crates (`shellflip`, `ecdysis`) fork or exec the process
 //! themselves and carry their own protocol; here the application starts the new process
 //! however it likes, and the kernel's states cross with the sockets.
+//!
+//! # Why `listenfd`
+//!
+//! A socket passed by systemd arrives as a bare descriptor number (3, 4, …), and turning a
+//! number into an owned socket is `unsafe` (nothing proves the number is open and unowned).
+//! [`activated_sockets`] leaves that one conversion to `listenfd` (maintained, small, depending
+//! on `libc` only), which checks each descriptor's type and family before handing out an owned
+//! `TcpListener`, `UnixListener`, `UdpSocket` or `UnixDatagram`. `sd-notify`'s `listen_fds`
+//! gives raw numbers only, which would need the `unsafe` here. The names (`LISTEN_FDNAMES`,
+//! which `listenfd` does not read), the check that the sockets are meant for this process
+//! (`LISTEN_PID`) and close-on-exec are done here.
 
+mod activation;
 mod channel;
 mod fds;
 mod new;
 mod old;
+mod request;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use activation::{ActivatedSocket, ActivatedSockets, activated_sockets};
 pub use fds::MAX_LISTENERS;
 pub use new::{HandoverStore, TakeOver};
 pub use old::{HandedOver, Handover, HandoverBuilder};
+pub use request::{request_upgrade, request_upgrade_timeout};
 
 use crate::runtime::error::LifecycleError;
 use crate::seal::SealError;
@@ -261,4 +320,43 @@ pub enum TakeoverError {
     /// The takeover was committed or aborted already.
     #[error("the takeover is over already")]
     Over,
+    /// An upgrade was asked for, but the old process has no way to start a new binary
+    /// ([`HandoverBuilder::successor`]).
+    #[error("the old process has no way to start a new binary (HandoverBuilder::successor)")]
+    NoSuccessor,
+    /// The new binary started for an upgrade exited before it took over (its own error is in
+    /// its standard error, or the journal).
+    #[error("the new binary {} before taking over", describe_exit(*.code, *.signal))]
+    SuccessorExited {
+        /// Its exit code, if it exited.
+        code: Option<i32>,
+        /// The signal that ended it, if one did.
+        signal: Option<i32>,
+    },
+    /// The old process tried the upgrade asked for ([`request_upgrade`]) and it failed, for
+    /// `source`; the old process serves on.
+    #[error("the upgrade failed: {source}")]
+    UpgradeFailed {
+        /// Why, as the old process reported it: the takeover's own error
+        /// ([`Aborted`](Self::Aborted) with the new process's reason, [`PeerGone`](Self::PeerGone)
+        /// if it died, [`TimedOut`](Self::TimedOut)), [`SuccessorExited`](Self::SuccessorExited),
+        /// [`NoSuccessor`](Self::NoSuccessor), or [`Failed`](Self::Failed) with the message of
+        /// any other error.
+        source: Box<TakeoverError>,
+    },
+    /// Sockets passed by the service manager (`LISTEN_FDS`) cannot be taken.
+    #[error("socket activation: {problem}")]
+    Activation {
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// "exited with code 1", "was killed by signal 9".
+fn describe_exit(code: Option<i32>, signal: Option<i32>) -> String {
+    match (code, signal) {
+        (Some(code), _) => format!("exited with code {code}"),
+        (None, Some(signal)) => format!("was killed by signal {signal}"),
+        (None, None) => "exited".to_owned(),
+    }
 }

@@ -3,14 +3,12 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use super::channel::{self, Channel, PROTOCOL, SOCKET, ToNew, ToOld};
+use super::channel::{self, Channel, PROTOCOL, ToNew, ToOld};
 use super::fds::recv_fds;
 use super::{DEFAULT_TIMEOUT, TakeoverError};
 use crate::seal::SealedObject;
@@ -65,26 +63,7 @@ impl TakeOver {
 
     /// [`connect`](Self::connect), the takeover bounded by `timeout` on this side.
     pub fn connect_timeout(dir: impl AsRef<Path>, timeout: Duration) -> Result<Self, TakeoverError> {
-        let dir = dir.as_ref();
-        let socket = dir.join(SOCKET);
-        // A socket in a directory others may write could be anyone's.
-        channel::check_private_dir(dir).map_err(|error| match error {
-            TakeoverError::Dir { ref problem, .. } if problem.starts_with("cannot read") => {
-                TakeoverError::NoOldProcess { socket: socket.clone() }
-            }
-            other => other,
-        })?;
-        let stream = UnixStream::connect(&socket).map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => {
-                TakeoverError::NoOldProcess { socket: socket.clone() }
-            }
-            _ => TakeoverError::Io {
-                op: "connect to the handover socket",
-                source,
-            },
-        })?;
-        let (uid, _) = channel::peer_credentials(&stream)?;
-        channel::check_peer(uid, channel::our_uid())?;
+        let (stream, socket) = channel::connect(dir.as_ref())?;
         let mut channel = Channel::new(stream, timeout);
         channel.send(&ToOld::Hello { protocol: PROTOCOL })?;
         let (names, old_pid) = match channel.recv::<ToNew>()? {

@@ -1,26 +1,35 @@
 //! The handing-over side: the running process listens for a successor, pauses, hands each
 //! service's state over sealed, and lets go on commit — or takes everything back.
 
+use std::cell::OnceCell;
 use std::fs;
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::channel::{self, Channel, PROTOCOL, ToNew, ToOld};
+use super::channel::{self, Channel, Failure, PROTOCOL, ToNew, ToOld};
 use super::fds::{MAX_LISTENERS, send_fds};
 use super::{DEFAULT_TIMEOUT, TakeoverError};
-use crate::runtime::kernel::Kernel;
-use crate::runtime::service::Status;
+use crate::runtime::kernel::{Kernel, Paused};
+use crate::runtime::slot::Lifecycle;
 
 /// How often the listening thread looks whether it should end.
 const POLL: Duration = Duration::from_millis(20);
 
+/// How long a finished takeover waits for its outcome to reach whoever asked for the upgrade
+/// ([`request_upgrade`](super::request_upgrade)) before [`Handover::wait`] hears of it (and the
+/// process, typically, exits).
+const REPORT_BOUND: Duration = Duration::from_secs(5);
+
 type Hook = Box<dyn FnMut() + Send>;
+type StartSuccessor = Box<dyn FnMut() -> io::Result<Child> + Send>;
 
 /// Builds a [`Handover`]: the kernel, the directory of the socket, the listening sockets to
 /// pass, and the hooks that pause and resume the application's own intake.
@@ -31,6 +40,7 @@ pub struct HandoverBuilder {
     listeners: Vec<(String, OwnedFd)>,
     pause: Option<Hook>,
     resume: Option<Hook>,
+    successor: Option<StartSuccessor>,
     timeout: Duration,
 }
 
@@ -43,6 +53,7 @@ impl std::fmt::Debug for HandoverBuilder {
                 &self.listeners.iter().map(|(name, _)| name).collect::<Vec<_>>(),
             )
             .field("timeout", &self.timeout)
+            .field("successor", &self.successor.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -73,9 +84,25 @@ impl HandoverBuilder {
         self
     }
 
+    /// How to start the new binary when an upgrade is asked for — by
+    /// [`Handover::upgrade`] (on a signal, say) or by another process through
+    /// [`request_upgrade`](super::request_upgrade) (a `reload` command): typically
+    /// `Command::new(path_of_the_binary).args(...).spawn()`. The process started must take
+    /// over ([`TakeOver::connect`](super::TakeOver::connect) on the same directory) within the
+    /// [`timeout`](Self::timeout); its outcome is reported to whoever asked. Without it,
+    /// upgrades asked for fail with [`TakeoverError::NoSuccessor`] (a new process started by
+    /// other means may still take over).
+    pub fn successor(mut self, start: impl FnMut() -> io::Result<Child> + Send + 'static) -> Self {
+        self.successor = Some(Box::new(start));
+        self
+    }
+
     /// How long a takeover may take, from the successor's connection to its commit (default
     /// [`DEFAULT_TIMEOUT`]); past it, the services are taken back. Connections that arrive
-    /// during a takeover wait at most about this long.
+    /// during a takeover wait at most about this long, and so do in-process calls to the
+    /// services (or less, with their own timeout: [`Handle::call_timeout`](crate::Handle::call_timeout)).
+    /// An upgrade asked for ([`Handover::upgrade`]) also gives the new binary this long, from
+    /// its start, to connect.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -105,6 +132,9 @@ impl HandoverBuilder {
                 pause: self.pause,
                 resume: self.resume,
             }),
+            successor: Mutex::new(self.successor),
+            upgrading: AtomicBool::new(false),
+            watch: Mutex::new(None),
             timeout: self.timeout,
             busy: AtomicBool::new(false),
             handed_over: AtomicBool::new(false),
@@ -168,6 +198,7 @@ impl Handover {
             listeners: Vec::new(),
             pause: None,
             resume: None,
+            successor: None,
             timeout: DEFAULT_TIMEOUT,
         }
     }
@@ -191,6 +222,26 @@ impl Handover {
             Some(timeout) => outcomes.recv_timeout(timeout).ok(),
             None => outcomes.recv().ok(),
         }
+    }
+
+    /// Starts the new binary (as [`HandoverBuilder::successor`] says) and waits until it has
+    /// taken over — `Ok` with what was handed over and its process id; this process then
+    /// serves nothing and may exit (as [`wait`](Self::wait) also learns) — or until the attempt
+    /// failed, saying why: the takeover's own error (the new process aborted, naming what it
+    /// could not do; it was killed; the takeover timed out), or
+    /// [`TakeoverError::SuccessorExited`] if it exited before connecting,
+    /// [`TakeoverError::TimedOut`] if it did not connect within the timeout (it is killed),
+    /// [`TakeoverError::NoSuccessor`] without a way to start one, [`TakeoverError::Refused`] if
+    /// an upgrade or a takeover is under way already or this process has handed over. (A
+    /// takeover error other than `Aborted`, `PeerGone` and `TimedOut` comes as
+    /// [`TakeoverError::Failed`] with its message, as [`request_upgrade`](super::request_upgrade)
+    /// reports it; [`next_outcome`](Self::next_outcome) has it whole.) After a failure this
+    /// process serves on, with its state.
+    ///
+    /// Blocks for up to about twice the [timeout](HandoverBuilder::timeout): call it off an
+    /// async runtime's workers (`spawn_blocking`).
+    pub fn upgrade(&self) -> Result<HandedOver, TakeoverError> {
+        self.shared.upgrade().0
     }
 
     /// Waits until a successor has taken over, past any failed attempts (each logged); then
@@ -228,6 +279,13 @@ struct Shared {
     kernel: Kernel,
     listeners: Mutex<Vec<(String, OwnedFd)>>,
     hooks: Mutex<Hooks>,
+    /// Starts the new binary for an upgrade asked for.
+    successor: Mutex<Option<StartSuccessor>>,
+    /// An upgrade asked for is under way: another is refused.
+    upgrading: AtomicBool,
+    /// Whoever asked for the upgrade under way waits for the outcome of the next takeover
+    /// (the one its new binary starts).
+    watch: Mutex<Option<Watch>>,
     timeout: Duration,
     /// A takeover is under way: another is refused.
     busy: AtomicBool,
@@ -236,6 +294,14 @@ struct Shared {
     closing: AtomicBool,
     socket: PathBuf,
     outcomes: Sender<Result<HandedOver, TakeoverError>>,
+}
+
+/// Whoever asked for an upgrade, waiting for the outcome of the takeover it started.
+struct Watch {
+    /// The outcome, as it can be reported to another process.
+    outcome: SyncSender<Result<HandedOver, Failure>>,
+    /// Closed once the outcome has been passed on to whoever asked.
+    reported: Receiver<()>,
 }
 
 fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
@@ -267,76 +333,250 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
                 continue;
             }
         };
-        if shared.busy.swap(true, Ordering::SeqCst) {
-            tracing::warn!(peer_pid = pid, "refused a second takeover while one runs");
-            refuse(stream, shared.timeout, "another takeover is under way");
-            continue;
-        }
-        tracing::info!(peer_pid = pid, peer_uid = uid, "a new process connected to take over");
-        let session_shared = Arc::clone(shared);
+        let connection_shared = Arc::clone(shared);
         let spawned = thread::Builder::new()
             .name("microkernel-handover-session".into())
-            .spawn(move || {
-                let outcome = Session::new(&session_shared, pid).run(stream);
-                match &outcome {
-                    Ok(done) => tracing::info!(
-                        successor_pid = done.successor_pid,
-                        services = ?done.services,
-                        "handed over to the new process"
-                    ),
-                    Err(error) => tracing::warn!(%error, "takeover failed; this process serves on"),
-                }
-                session_shared.busy.store(false, Ordering::SeqCst);
-                let _ = session_shared.outcomes.send(outcome);
-            });
-        // The session runs to its end on its own (it is bounded by the timeout).
-        match spawned {
-            Ok(_) => {}
-            Err(error) => {
-                tracing::warn!(%error, "no thread for a takeover; refused");
-                shared.busy.store(false, Ordering::SeqCst);
-            }
+            .spawn(move || serve_connection(&connection_shared, stream, uid, pid));
+        // The connection is served to its end on its own (bounded by the timeout).
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "no thread for a handover connection; refused");
         }
     }
 }
 
-/// Tells a peer why it is refused, best effort.
-fn refuse(stream: UnixStream, timeout: Duration, reason: &str) {
-    let mut channel = Channel::new(stream, timeout.min(Duration::from_secs(1)));
-    let _ = channel.recv::<ToOld>();
-    let _ = channel.send(&ToNew::Refused { reason: reason.into() });
+/// One connection of this user: a takeover (`Hello`), or a request for an upgrade.
+fn serve_connection(shared: &Shared, stream: UnixStream, uid: u32, pid: u32) {
+    let mut channel = Channel::new(stream, shared.timeout);
+    let first = match channel.recv::<ToOld>() {
+        Ok(first) => first,
+        Err(error) => {
+            tracing::warn!(peer_pid = pid, %error, "a handover connection closed before saying anything");
+            let _ = shared.outcomes.send(Err(error));
+            return;
+        }
+    };
+    if let ToOld::Upgrade { protocol } = first {
+        serve_upgrade_request(shared, channel, protocol, pid);
+        return;
+    }
+    if shared.busy.swap(true, Ordering::SeqCst) {
+        tracing::warn!(peer_pid = pid, "refused a second takeover while one runs");
+        let _ = channel.send(&ToNew::Refused {
+            reason: "another takeover is under way".into(),
+        });
+        return;
+    }
+    tracing::info!(peer_pid = pid, peer_uid = uid, "a new process connected to take over");
+    // The first takeover after an upgrade was asked for is the one its new binary started.
+    let watch = shared.watch.lock().unwrap_or_else(PoisonError::into_inner).take();
+    let outcome = run_session(shared, pid, &mut channel, first);
+    drop(channel);
+    match &outcome {
+        Ok(done) => tracing::info!(
+            successor_pid = done.successor_pid,
+            services = ?done.services,
+            "handed over to the new process"
+        ),
+        Err(error) => tracing::warn!(%error, "takeover failed; this process serves on"),
+    }
+    shared.busy.store(false, Ordering::SeqCst);
+    if let Some(watch) = watch {
+        let report = outcome.as_ref().map(Clone::clone).map_err(Failure::from);
+        // Whoever asked hears of it before `wait` does (and this process exits).
+        if watch.outcome.send(report).is_ok() {
+            let _ = watch.reported.recv_timeout(REPORT_BOUND);
+        }
+    }
+    let _ = shared.outcomes.send(outcome);
+}
+
+/// Another process asks for an upgrade ([`request_upgrade`](super::request_upgrade)): start
+/// the new binary, and answer with the outcome.
+fn serve_upgrade_request(shared: &Shared, mut channel: Channel, protocol: u32, pid: u32) {
+    if protocol != PROTOCOL {
+        let reason = format!("this process speaks handover protocol {PROTOCOL}, not {protocol}");
+        let _ = channel.send(&ToNew::Refused { reason });
+        return;
+    }
+    tracing::info!(peer_pid = pid, "an upgrade was asked for");
+    // The upgrade may take the new binary's start plus a whole takeover.
+    channel.extend(shared.timeout * 2 + REPORT_BOUND);
+    let (outcome, reported) = shared.upgrade();
+    let answer = match &outcome {
+        Ok(done) => ToNew::Upgraded {
+            services: done.services.clone(),
+            states_sent: done.states_sent.clone(),
+            successor_pid: done.successor_pid,
+        },
+        Err(TakeoverError::Refused { reason }) => ToNew::Refused { reason: reason.clone() },
+        Err(error) => ToNew::UpgradeFailed {
+            failure: Failure::from(error),
+        },
+    };
+    if let Err(error) = channel.send(&answer) {
+        tracing::warn!(peer_pid = pid, %error, "could not tell the outcome of an upgrade to whoever asked");
+    }
+    drop(reported);
+}
+
+impl Shared {
+    /// Starts the new binary and waits for the outcome of its takeover; also returns what to
+    /// drop once the outcome has been passed on (until then, [`Handover::wait`] does not hear
+    /// of a success).
+    fn upgrade(&self) -> (Result<HandedOver, TakeoverError>, Option<Sender<()>>) {
+        let refused = |reason: &str| {
+            Err(TakeoverError::Refused {
+                reason: reason.to_owned(),
+            })
+        };
+        if self.handed_over.load(Ordering::SeqCst) {
+            return (refused("this process has handed over already"), None);
+        }
+        if self.upgrading.swap(true, Ordering::SeqCst) {
+            return (refused("an upgrade is under way"), None);
+        }
+        let _upgrading = ClearOnDrop(&self.upgrading);
+        if self.busy.load(Ordering::SeqCst) {
+            return (refused("a takeover is under way"), None);
+        }
+        let (outcome_tx, outcome) = mpsc::sync_channel(1);
+        let (reported, reported_rx) = mpsc::channel();
+        // Watched before the new binary starts: it may connect at once.
+        *self.watch.lock().unwrap_or_else(PoisonError::into_inner) = Some(Watch {
+            outcome: outcome_tx,
+            reported: reported_rx,
+        });
+        let started = match self.successor.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            Some(start) => start().map_err(|source| TakeoverError::Io {
+                op: "start the new binary",
+                source,
+            }),
+            None => Err(TakeoverError::NoSuccessor),
+        };
+        let child = match started {
+            Ok(child) => child,
+            Err(error) => {
+                self.unwatch();
+                tracing::warn!(%error, "an upgrade was asked for, but no new binary started");
+                return (Err(error), None);
+            }
+        };
+        tracing::info!(pid = child.id(), "started the new binary to take over");
+        let outcome = self.await_successor(child, &outcome);
+        match &outcome {
+            Ok(done) => tracing::info!(successor_pid = done.successor_pid, "the upgrade succeeded"),
+            Err(error) => tracing::warn!(%error, "the upgrade failed; this process serves on"),
+        }
+        (outcome, Some(reported))
+    }
+
+    /// Waits for the takeover of the new binary `child`, or for its exit before it took over,
+    /// or for the timeout.
+    fn await_successor(
+        &self,
+        mut child: Child,
+        outcome: &Receiver<Result<HandedOver, Failure>>,
+    ) -> Result<HandedOver, TakeoverError> {
+        let deadline = Instant::now() + self.timeout;
+        let result = loop {
+            match outcome.recv_timeout(POLL) {
+                Ok(report) => break report.map_err(Failure::into_error),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break Err(TakeoverError::PeerGone),
+            }
+            match child.try_wait() {
+                Ok(Some(status)) => {
+                    if self.unwatch() {
+                        // It never connected.
+                        break Err(TakeoverError::SuccessorExited {
+                            code: status.code(),
+                            signal: std::os::unix::process::ExitStatusExt::signal(&status),
+                        });
+                    }
+                    // Its takeover is under way: the session ends at once (the connection
+                    // closed) and says how.
+                    break outcome
+                        .recv_timeout(self.timeout)
+                        .map_err(|_| TakeoverError::PeerGone)
+                        .and_then(|report| report.map_err(Failure::into_error));
+                }
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "cannot tell whether the new binary still runs"),
+            }
+            // A takeover under way is bounded by its own timeout; one that never began is not.
+            if Instant::now() >= deadline && self.unwatch() {
+                tracing::warn!(pid = child.id(), "the new binary did not connect in time; killing it");
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(TakeoverError::TimedOut);
+            }
+        };
+        // Whether it serves now or is on its way out, it is reaped when it ends.
+        let _ = thread::Builder::new()
+            .name("microkernel-successor-reaper".into())
+            .spawn(move || child.wait());
+        result
+    }
+
+    /// Stops watching for the next takeover; whether nobody had begun one meanwhile.
+    fn unwatch(&self) -> bool {
+        self.watch
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .is_some()
+    }
+}
+
+/// Clears a flag when dropped.
+struct ClearOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for ClearOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
+/// One takeover, on the old process's side, from its first message (`Hello`) on; if it fails,
+/// everything is taken back.
+fn run_session(
+    shared: &Shared,
+    peer_pid: u32,
+    channel: &mut Channel,
+    first: ToOld,
+) -> Result<HandedOver, TakeoverError> {
+    // The services held while paused, which the holds borrow: it outlives the session.
+    let services = OnceCell::new();
+    let mut session = Session {
+        shared,
+        peer_pid,
+        services: &services,
+        paused: None,
+        intake_paused: false,
+        states_sent: Vec::new(),
+    };
+    let outcome = session.exchange(channel, first);
+    if outcome.is_err() {
+        session.take_back();
+    }
+    outcome
 }
 
 /// One takeover, on the old process's side.
 struct Session<'a> {
     shared: &'a Shared,
     peer_pid: u32,
-    /// The services stopped for the handover, in the order they stopped; `None` until paused.
-    stopped: Option<Vec<String>>,
+    services: &'a OnceCell<Vec<Arc<dyn Lifecycle>>>,
+    /// The services held (the running ones stopped) for the handover; `None` until paused.
+    paused: Option<Paused<'a>>,
+    /// The `on_pause` hook ran: `on_resume` runs if the takeover fails.
+    intake_paused: bool,
     states_sent: Vec<String>,
 }
 
-impl<'a> Session<'a> {
-    fn new(shared: &'a Shared, peer_pid: u32) -> Self {
-        Self {
-            shared,
-            peer_pid,
-            stopped: None,
-            states_sent: Vec::new(),
-        }
-    }
-
-    fn run(mut self, stream: UnixStream) -> Result<HandedOver, TakeoverError> {
-        let mut channel = Channel::new(stream, self.shared.timeout);
-        let outcome = self.exchange(&mut channel);
-        if outcome.is_err() {
-            self.take_back();
-        }
-        outcome
-    }
-
-    fn exchange(&mut self, channel: &mut Channel) -> Result<HandedOver, TakeoverError> {
-        match channel.recv::<ToOld>()? {
+impl Session<'_> {
+    fn exchange(&mut self, channel: &mut Channel, first: ToOld) -> Result<HandedOver, TakeoverError> {
+        match first {
             ToOld::Hello { protocol } if protocol == PROTOCOL => {}
             ToOld::Hello { protocol } => {
                 let reason = format!("this process speaks handover protocol {PROTOCOL}, not {protocol}");
@@ -368,18 +608,10 @@ impl<'a> Session<'a> {
             }
             match channel.recv::<ToOld>()? {
                 ToOld::Load { service } => {
-                    if let Err(error) = self.pause() {
-                        let _ = channel.send(&ToNew::Failed {
-                            reason: error.to_string(),
-                        });
-                        return Err(error);
-                    }
-                    if self.shared.kernel.status(&service).is_none() {
-                        channel.send(&ToNew::NoState)?;
-                        continue;
-                    }
-                    match self.shared.kernel.export_for_handover(&service) {
-                        Ok((sealed, generation)) => {
+                    let exported = self.pause().and_then(|paused| paused.export(&service));
+                    match exported {
+                        Ok(None) => channel.send(&ToNew::NoState)?,
+                        Ok(Some((sealed, generation))) => {
                             channel.send(&ToNew::State { generation })?;
                             channel.send_raw(&sealed)?;
                             tracing::debug!(service, generation, "state handed over, sealed");
@@ -411,64 +643,52 @@ impl<'a> Session<'a> {
                 }
                 ToOld::Abort { reason } => return Err(TakeoverError::Aborted { reason }),
                 ToOld::Hello { .. } => return Err(TakeoverError::Protocol("a second Hello".into())),
+                ToOld::Upgrade { .. } => {
+                    return Err(TakeoverError::Protocol("an upgrade request inside a takeover".into()));
+                }
             }
         }
     }
 
-    /// Pauses the application's intake and stops every running service, dependants first —
-    /// once per takeover.
-    fn pause(&mut self) -> Result<(), TakeoverError> {
-        if self.stopped.is_some() {
-            return Ok(());
-        }
-        if let Some(pause) = &mut self.shared.hooks.lock().unwrap_or_else(PoisonError::into_inner).pause {
-            pause();
-        }
-        let stopped = self.stopped.insert(Vec::new());
-        let kernel = &self.shared.kernel;
-        let order = kernel.start_order().map_err(|source| TakeoverError::Stop {
-            service: "(dependency order)".into(),
-            source: Box::new(source),
-        })?;
-        for service in order.iter().rev() {
-            if kernel.status(service) != Some(Status::Running) {
-                continue;
+    /// Pauses the application's intake, then holds every service, dependants first, stopping
+    /// the running ones (each once the calls it admitted are over) — once per takeover. Calls
+    /// arriving from now on wait.
+    fn pause(&mut self) -> Result<&Paused<'_>, TakeoverError> {
+        if self.paused.is_none() {
+            if !self.intake_paused {
+                self.intake_paused = true;
+                if let Some(pause) = &mut self.shared.hooks.lock().unwrap_or_else(PoisonError::into_inner).pause {
+                    pause();
+                }
             }
-            kernel.stop(service).map_err(|source| TakeoverError::Stop {
-                service: service.clone(),
-                source: Box::new(source),
-            })?;
-            stopped.push(service.clone());
+            self.paused = Some(self.shared.kernel.pause_for_handover(self.services)?);
         }
-        tracing::info!(services = ?stopped, "paused for a takeover: services stopped");
-        Ok(())
+        match &self.paused {
+            Some(paused) => Ok(paused),
+            None => unreachable!("paused just above"),
+        }
     }
 
-    /// The takeover failed: start again what was stopped, in dependency order, and resume.
+    /// The takeover failed: start again what was stopped, in dependency order (the calls that
+    /// waited are served), and resume the intake.
     fn take_back(&mut self) {
-        let Some(stopped) = self.stopped.take() else { return };
-        for service in stopped.iter().rev() {
-            if let Err(error) = self.shared.kernel.start(service) {
-                tracing::error!(service, %error, "could not start a service again after a failed takeover");
+        let stopped = self.paused.as_ref().map(Paused::stopped).unwrap_or_default();
+        if let Some(paused) = self.paused.take() {
+            paused.take_back();
+        }
+        if std::mem::take(&mut self.intake_paused) {
+            if let Some(resume) = &mut self.shared.hooks.lock().unwrap_or_else(PoisonError::into_inner).resume {
+                resume();
             }
+            tracing::info!(services = ?stopped, "took back the services after a failed takeover");
         }
-        if let Some(resume) = &mut self.shared.hooks.lock().unwrap_or_else(PoisonError::into_inner).resume {
-            resume();
-        }
-        tracing::info!(services = ?stopped, "took back the services after a failed takeover");
     }
 
-    /// Commit: unregister every service, close the listeners, remove the socket.
+    /// Commit: let every service go (the calls that waited get `NotRunning`), close the
+    /// listeners, remove the socket.
     fn let_go(&mut self) -> Vec<String> {
-        let stopped = self.stopped.take().unwrap_or_default();
         self.shared.handed_over.store(true, Ordering::SeqCst);
-        let kernel = &self.shared.kernel;
-        let order = kernel.start_order().unwrap_or_else(|_| kernel.services());
-        for service in order.iter().rev() {
-            if let Err(error) = kernel.unregister(service) {
-                tracing::warn!(service, %error, "could not unregister a handed-over service");
-            }
-        }
+        let stopped = self.paused.take().map(Paused::let_go).unwrap_or_default();
         self.shared
             .listeners
             .lock()

@@ -15,6 +15,8 @@ mod registry;
 pub use builder::{BuildError, KernelBuilder};
 #[cfg(feature = "fault-injection")]
 use builder::{SavePause, TransitFault};
+#[cfg(all(feature = "takeover", target_os = "linux"))]
+pub(crate) use handover::{HandoverHold, Paused};
 use registry::Registry;
 
 use crate::messaging::message::{Event, KERNEL, Reply};

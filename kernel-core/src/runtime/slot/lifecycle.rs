@@ -62,6 +62,10 @@ pub(crate) trait Lifecycle: Send + Sync {
     /// Failed on an error) if the waiter has not given up by then, and stays Failed if it has.
     /// Returns the hook's result and whether it finished late.
     fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool);
+    /// Holds the slot for a takeover by another process (feature `takeover`): calls arriving
+    /// meanwhile wait until the hold is dropped, as during a replacement.
+    #[cfg(all(feature = "takeover", target_os = "linux"))]
+    fn hold_for_handover(&self) -> Result<Box<dyn crate::runtime::kernel::HandoverHold + '_>, LifecycleError>;
 }
 
 /// A kind of slot, as the lifecycle takes it: the kernel's operations on a slot ([`Lifecycle`])
@@ -201,6 +205,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
         export: &mut ExportForSave<'_, 's>,
     ) -> Result<(Exported<'s>, u64, SaveInFlight), LifecycleError> {
         hold_and::export_for_save(self, export)
+    }
+
+    #[cfg(all(feature = "takeover", target_os = "linux"))]
+    fn hold_for_handover(&self) -> Result<Box<dyn crate::runtime::kernel::HandoverHold + '_>, LifecycleError> {
+        self.core.check_no_late_stop()?;
+        Ok(Box::new(self.enter_for("handover")?))
     }
 }
 

@@ -107,4 +107,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req
     fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool) {
         hold_and::stop_bounded(self, race)
     }
+
+    #[cfg(all(feature = "takeover", target_os = "linux"))]
+    fn hold_for_handover(&self) -> Result<Box<dyn crate::runtime::kernel::HandoverHold + '_>, LifecycleError> {
+        self.0.core.check_no_late_stop()?;
+        Ok(Box::new(self.0.enter_blocking("handover")?))
+    }
 }

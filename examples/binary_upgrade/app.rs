@@ -21,7 +21,7 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::routing::{get, post};
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
-use microkernel::takeover::{Handover, TakeOver, TakeoverError};
+use microkernel::takeover::{Handover, TakeOver, TakeoverError, activated_sockets};
 use microkernel::{Context, Event, Handler, Kernel, Migratable, Reply};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -161,12 +161,15 @@ fn die_at(step: &str) -> Result<(), AnyError> {
 pub fn serve(options: &Options) -> Result<(), AnyError> {
     let key = Key::from_env(Algorithm::Aes256Gcm, KEY_VAR)?;
     let sealer = Sealer::new(Keyring::new(1, key));
+    // Under systemd with a socket unit, the `http` socket it passed (none otherwise; a process
+    // taking over gets the old one's instead).
+    let activated = activated_sockets()?.take_tcp_listener("http");
     let mut take_over = match TakeOver::connect(&options.dir) {
         Ok(take_over) => Some(take_over),
         Err(TakeoverError::NoOldProcess { .. }) => None,
         Err(error) => return Err(error.into()),
     };
-    let started = start(options, sealer, take_over.as_mut());
+    let started = start(options, sealer, take_over.as_mut(), activated);
     let (kernel, listener) = match (started, take_over) {
         (Ok(started), Some(take_over)) => {
             take_over.commit()?;
@@ -184,6 +187,9 @@ pub fn serve(options: &Options) -> Result<(), AnyError> {
     let intake = Intake::default();
     let handover = Handover::builder(&kernel, &options.dir)
         .listener("http", listener.try_clone()?)
+        // An upgrade asked for (SIGHUP, or `binary_upgrade reload DIR`) starts the binary at
+        // this process's path with its arguments.
+        .successor(start_successor)
         .on_pause({
             let intake = intake.clone();
             move || intake.pause(DRAIN_BOUND)
@@ -203,8 +209,9 @@ pub fn serve(options: &Options) -> Result<(), AnyError> {
     ]);
     listener.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let handover = Arc::new(handover);
     let handed_over = runtime.block_on(async move {
-        tokio::spawn(start_successor_on_hangup());
+        tokio::spawn(upgrade_on_hangup(Arc::clone(&handover)));
         let listener = Gated {
             listener: tokio::net::TcpListener::from_std(listener)?,
             intake,
@@ -214,46 +221,54 @@ pub fn serve(options: &Options) -> Result<(), AnyError> {
         server.abort();
         Ok::<_, AnyError>(handed_over)
     })?;
+    // Under systemd: the successor is the main process now — said by this one, before it
+    // exits, so that systemd never sees its main process gone (nothing without NOTIFY_SOCKET).
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::MainPid(handed_over.successor_pid)]);
     println!("handed over to process {}", handed_over.successor_pid);
-    // Nothing is left to finish (the intake is paused for good); a successor started on SIGHUP
-    // is waited for on a blocking thread, which must not hold up the exit.
+    // Nothing is left to finish (the intake is paused for good).
     runtime.shutdown_background();
     Ok(())
 }
 
-/// Set to `v1` or `v2`: the version a successor started on SIGHUP runs (by default, the same
-/// arguments as this process: a new binary installed at the same path).
+/// Set to `v1` or `v2`: the version a successor started for an upgrade runs (by default, the
+/// same arguments as this process: a new binary installed at the same path).
 pub const NEXT_VERSION_VAR: &str = "BINARY_UPGRADE_NEXT_VERSION";
+/// The version a successor was asked to run, in its environment (for a server whose arguments
+/// do not name one: the test's).
+pub const VERSION_VAR: &str = "BINARY_UPGRADE_VERSION";
 
-/// On SIGHUP (`systemctl reload` with `ExecReload=/bin/kill -HUP $MAINPID`), starts the binary
-/// at this process's path with its arguments: it takes over, and this process exits. If it
-/// fails, this process serves on, and says why in its log (the successor's own error goes to
-/// the same standard error).
-async fn start_successor_on_hangup() {
+/// Starts the binary at this process's path with its arguments (the version replaced by
+/// `BINARY_UPGRADE_NEXT_VERSION` if set): a new binary installed there takes over.
+fn start_successor() -> std::io::Result<Child> {
+    let mut args = std::env::args_os();
+    let program = args
+        .next()
+        .ok_or_else(|| std::io::Error::other("no program path in the arguments"))?;
+    let mut args: Vec<std::ffi::OsString> = args.collect();
+    let mut command = Command::new(&program);
+    if let Ok(next) = std::env::var(NEXT_VERSION_VAR) {
+        if let Some(version) = args.iter_mut().find(|arg| *arg == "v1" || *arg == "v2") {
+            *version = next.clone().into();
+        }
+        command.env(VERSION_VAR, next);
+    }
+    command.args(&args).env_remove(NEXT_VERSION_VAR).spawn()
+}
+
+/// On SIGHUP, upgrades (as `binary_upgrade reload DIR` does from another process): the new
+/// binary takes over and this process exits, or this process serves on and logs why not.
+async fn upgrade_on_hangup(handover: Arc<Handover>) {
     use tokio::signal::unix::{SignalKind, signal};
     let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-        tracing::warn!("cannot listen for SIGHUP; upgrades start the new binary by hand only");
+        tracing::warn!("cannot listen for SIGHUP; upgrades are asked for with `reload` only");
         return;
     };
     while hangups.recv().await.is_some() {
-        let mut args = std::env::args_os();
-        let Some(program) = args.next() else { continue };
-        let mut args: Vec<std::ffi::OsString> = args.collect();
-        if let (Ok(next), Some(version)) = (std::env::var(NEXT_VERSION_VAR), args.first_mut()) {
-            *version = next.into();
-        }
-        match Command::new(&program).args(&args).env_remove(NEXT_VERSION_VAR).spawn() {
-            Ok(mut successor) => {
-                tracing::warn!(pid = successor.id(), "SIGHUP: started the new binary to take over");
-                tokio::task::spawn_blocking(move || match successor.wait() {
-                    Ok(status) if !status.success() => {
-                        tracing::error!(%status, "the new binary failed; this process serves on");
-                    }
-                    Ok(_) => {}
-                    Err(error) => tracing::error!(%error, "cannot wait for the new binary"),
-                });
-            }
-            Err(error) => tracing::error!(%error, "SIGHUP: cannot start the new binary; this process serves on"),
+        let handover = Arc::clone(&handover);
+        match tokio::task::spawn_blocking(move || handover.upgrade()).await {
+            Ok(Ok(done)) => tracing::warn!(successor_pid = done.successor_pid, "SIGHUP: upgraded"),
+            Ok(Err(error)) => tracing::error!(%error, "SIGHUP: the upgrade failed; this process serves on"),
+            Err(error) => tracing::error!(%error, "SIGHUP: the upgrade panicked"),
         }
     }
 }
@@ -283,15 +298,17 @@ fn start(
     options: &Options,
     sealer: Sealer,
     mut take_over: Option<&mut TakeOver>,
+    activated: Option<std::net::TcpListener>,
 ) -> Result<(Kernel, std::net::TcpListener), AnyError> {
     die_at("connected")?;
-    let listener = match &mut take_over {
-        Some(take_over) => std::net::TcpListener::from(
+    let listener = match (&mut take_over, activated) {
+        (Some(take_over), _) => std::net::TcpListener::from(
             take_over
                 .take_listener("http")
                 .ok_or("the old process passed no `http` listener")?,
         ),
-        None => std::net::TcpListener::bind(options.addr)?,
+        (None, Some(activated)) => activated,
+        (None, None) => std::net::TcpListener::bind(options.addr)?,
     };
     let mut builder = Kernel::builder().sealer(sealer);
     if let Some(take_over) = &take_over {

@@ -24,6 +24,20 @@
 //!
 //! A v2 started with another key cannot open the state: it exits with an error naming the
 //! service, and v1 serves on.
+//!
+//! Or let the running process start the new binary and hear how it went (what systemd's
+//! `ExecReload=` runs; SIGHUP does the same, the outcome in the old process's log only):
+//!
+//! ```text
+//! BINARY_UPGRADE_NEXT_VERSION=v2 cargo run --features takeover,tokio --example binary_upgrade -- v1 /tmp/counter &
+//! cargo run --features takeover,tokio --example binary_upgrade -- reload /tmp/counter
+//! # upgraded: process 12345 serves (counter, table handed over); exit status 0
+//! # or: error: the upgrade failed: the new process aborted the takeover: ...; exit status 1
+//! ```
+//!
+//! Under systemd with a socket unit (`ListenStream=3000`, `FileDescriptorName=http`), the
+//! first process serves on the socket systemd passed (`takeover::activated_sockets`); each
+//! successor inherits it from its predecessor.
 
 #[path = "app.rs"]
 mod app;
@@ -52,6 +66,7 @@ fn main() -> ExitCode {
     };
     let result = match args.first().map(String::as_str) {
         Some("--demo") => demo(entries),
+        Some("reload") if args.len() == 2 => return reload(&args[1]),
         Some(version @ ("v1" | "v2")) if args.len() >= 2 => {
             tracing_subscriber::fmt()
                 .with_writer(std::io::stderr)
@@ -66,13 +81,37 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: binary_upgrade v1|v2 DIR [--addr HOST:PORT] [--entries N]   (with {KEY_VAR} set to a 32-byte hex key)\n       binary_upgrade --demo [--entries N]"
+                "usage: binary_upgrade v1|v2 DIR [--addr HOST:PORT] [--entries N]   (with {KEY_VAR} set to a 32-byte hex key)\n       binary_upgrade reload DIR   (the server in DIR starts its new binary; exit status 0 once it took over)\n       binary_upgrade --demo [--entries N]"
             );
             return ExitCode::from(2);
         }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Asks the server listening in `dir` to start its new binary, and says how it went: exit
+/// status 0 once the new binary took over, 1 with the reason if it did not (the old one serves
+/// on) — what systemd's `ExecReload=` needs to report a failed reload.
+fn reload(dir: &str) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::WARN)
+        .init();
+    match microkernel::takeover::request_upgrade(dir) {
+        Ok(done) => {
+            println!(
+                "upgraded: process {} serves ({} handed over)",
+                done.successor_pid,
+                done.services.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
         Err(error) => {
             eprintln!("error: {error}");
             ExitCode::FAILURE

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use app::{DIE_AT_VAR, KEY_VAR, Load, Options, Report, Server, request};
-use microkernel::takeover::{TakeOver, TakeoverError};
+use app::{DIE_AT_VAR, KEY_VAR, Load, NEXT_VERSION_VAR, Options, Report, Server, VERSION_VAR, request};
+use microkernel::takeover::{TakeOver, TakeoverError, request_upgrade};
 
 const ROLE: &str = "BINARY_TAKEOVER_ROLE";
 const DIR: &str = "BINARY_TAKEOVER_DIR";
@@ -23,7 +23,9 @@ const START: Duration = Duration::from_secs(60);
 /// Not a test: the server process the other tests start.
 #[test]
 fn server_child() {
-    let Ok(version) = std::env::var(ROLE) else { return };
+    let Ok(role) = std::env::var(ROLE) else { return };
+    // A successor started for an upgrade runs the version it was asked to.
+    let version = std::env::var(app::VERSION_VAR).unwrap_or(role);
     if version == "stranger" {
         stranger();
     }
@@ -85,7 +87,9 @@ fn command(version: &str, dir: &Path, key: &str) -> Command {
         .env(ROLE, version)
         .env(DIR, dir)
         .env(KEY_VAR, key)
-        .env_remove(DIE_AT_VAR);
+        .env_remove(DIE_AT_VAR)
+        .env_remove(NEXT_VERSION_VAR)
+        .env_remove(VERSION_VAR);
     command
 }
 
@@ -255,6 +259,91 @@ fn nothing_to_take_over_says_so() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+#[test]
+fn an_upgrade_asked_for_tells_whoever_asked_why_it_failed_or_who_serves_now() {
+    let dir = dir("reload");
+    let key = key(0x77);
+    // v1's new binary cannot start its services (a version it does not know): it aborts.
+    let mut old = command("v1", &dir, &key);
+    old.env(NEXT_VERSION_VAR, "v3");
+    let mut v1 = Server::start(old, START).unwrap();
+    hits(&v1, 2);
+    match request_upgrade(&dir) {
+        Err(TakeoverError::UpgradeFailed { source }) => match *source {
+            TakeoverError::Aborted { reason } => assert!(reason.contains("unknown version `v3`"), "{reason}"),
+            other => panic!("not the new process's reason: {other:?}"),
+        },
+        other => panic!("a failed upgrade was not reported as one: {other:?}"),
+    }
+    // v1 serves on, with its state.
+    assert_eq!(request(v1.addr, true).unwrap(), ("v1".to_owned(), 3));
+
+    // A v2 taking over from v1, whose own new binary is a v2 too: the upgrade asked for of it
+    // succeeds, and whoever asked learns which process serves now.
+    let mut next = command("v2", &dir, &key);
+    next.env(NEXT_VERSION_VAR, "v2");
+    let mut v2 = Server::start(next, START).unwrap();
+    assert!(v1.child.wait().unwrap().success());
+    assert_eq!(request(v2.addr, true).unwrap(), ("v2".to_owned(), 4));
+    let done = request_upgrade(&dir).expect("the upgrade succeeded");
+    assert_ne!(done.successor_pid, v2.child.id());
+    assert_eq!(done.services, ["counter", "table"]);
+    // The old v2 exits; its successor serves on the same socket, with the count.
+    assert!(v2.child.wait().unwrap().success());
+    let said: Vec<String> = v2.lines.try_iter().collect();
+    assert!(
+        said.iter()
+            .any(|l| l.contains(&format!("handed over to process {}", done.successor_pid))),
+        "{said:?}"
+    );
+    assert_eq!(request(v2.addr, true).unwrap(), ("v2".to_owned(), 5));
+    let _ = Command::new("kill")
+        .args(["-9", &done.successor_pid.to_string()])
+        .status();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn sockets_passed_by_the_service_manager_serve_and_pass_to_the_successor() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = dir("activated");
+    let key = key(0x88);
+    // What systemd does for a socket unit: the socket at descriptor 3, `LISTEN_PID` this
+    // process's id (the shell's, which `exec` keeps), `LISTEN_FDS=1` and its name.
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let server = command("v1", &dir, &key);
+    let mut activated = Command::new("sh");
+    activated
+        .arg("-c")
+        .arg(r#"exec 3<&0 0</dev/null; export LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http; exec "$0" "$@""#)
+        .arg(server.get_program())
+        .args(server.get_args())
+        .envs(server.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env_remove(DIE_AT_VAR)
+        .stdin(std::os::fd::OwnedFd::from(socket));
+    let mut v1 = Server::start(activated, START).unwrap();
+    assert_eq!(v1.addr, addr, "serves on the socket passed");
+    assert_eq!(request(addr, true).unwrap(), ("v1".to_owned(), 1));
+    // Taken close-on-exec: not leaked into the processes it starts.
+    let fdinfo = std::fs::read_to_string(format!("/proc/{}/fdinfo/3", v1.child.id())).unwrap();
+    let flags = fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("flags:"))
+        .map(|f| u32::from_str_radix(f.trim(), 8).unwrap())
+        .unwrap();
+    assert_ne!(flags & 0o2000000, 0, "not close-on-exec: {fdinfo}");
+    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o700);
+    // A successor, not started by the service manager, takes the socket over.
+    let mut v2 = Server::start(command("v2", &dir, &key), START).unwrap();
+    assert_eq!(v2.addr, addr);
+    assert!(v1.child.wait().unwrap().success());
+    assert_eq!(request(addr, true).unwrap(), ("v2".to_owned(), 2));
+    v2.child.kill().unwrap();
+    v2.child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Needs root, to start a process of another user; skipped (with a note) otherwise. The
 /// directory and socket are opened to everyone here, so that only the peer check stands in the
 /// way (the credential check itself is also unit-tested in the library).
@@ -298,4 +387,299 @@ fn rustix_free_euid() -> u32 {
         .and_then(|ids| ids.split_whitespace().nth(1))
         .and_then(|euid| euid.parse().ok())
         .unwrap_or(u32::MAX)
+}
+
+/// In-process callers of the old process during a takeover, for a synchronous service and an
+/// async one: a call admitted before the pause finishes there; calls arriving during the pause
+/// wait (a call with a timeout gets `Timeout` at its bound), and are served by the old version
+/// when the takeover fails, or get `NotRunning` once — and only once — the service was handed
+/// over.
+mod in_process {
+    use std::sync::mpsc::{self, Receiver, TryRecvError};
+    use std::time::{Duration, Instant};
+
+    use microkernel::asynchronous::{AsyncContext, AsyncHandler};
+    use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
+    use microkernel::takeover::{Handover, TakeOver};
+    use microkernel::{CallError, Context, Event, Handler, Kernel, Migratable, Reply, Status};
+    use serde::{Deserialize, Serialize};
+
+    #[derive(Debug, Clone, Default, Serialize, Deserialize, Migratable)]
+    #[migratable(version = 1)]
+    struct Count {
+        count: u64,
+    }
+
+    /// Counts `hit`s; `slow` counts after a while (a call in flight when the pause begins).
+    #[derive(microkernel::Service, Default)]
+    #[service(name = "counter")]
+    struct Counter {
+        #[state]
+        state: Count,
+    }
+
+    impl Handler for Counter {
+        type Request = Event;
+        type Response = Reply;
+        fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
+            if event.kind == "slow" {
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            if event.kind != "get" {
+                self.state.count += 1;
+            }
+            Reply::ok("counter", self.state.count.to_string())
+        }
+    }
+
+    /// The same, async.
+    #[derive(microkernel::Service, Default)]
+    #[service(name = "acounter")]
+    struct AsyncCounter {
+        #[state]
+        state: Count,
+    }
+
+    impl AsyncHandler for AsyncCounter {
+        type Request = Event;
+        type Response = Reply;
+        async fn handle(&mut self, event: Event, _: &AsyncContext) -> Reply {
+            if event.kind != "get" {
+                self.state.count += 1;
+            }
+            Reply::ok("acounter", self.state.count.to_string())
+        }
+    }
+
+    fn hit(to: &'static str) -> Event {
+        Event::new(to, "test", "hit", "")
+    }
+
+    type Answer = (Result<Reply, CallError>, Instant);
+
+    /// The old process's kernel, paused by a new one (in this process) that has loaded the
+    /// counter's state; callers waiting on both services.
+    struct Paused {
+        runtime: tokio::runtime::Runtime,
+        old: Kernel,
+        new: Kernel,
+        take_over: TakeOver,
+        _handover: Handover,
+        sync_waiter: Receiver<Answer>,
+        async_waiter: Receiver<Answer>,
+        dir: std::path::PathBuf,
+    }
+
+    fn sealer() -> Sealer {
+        Sealer::new(Keyring::new(
+            1,
+            Key::from_bytes(Algorithm::Aes256Gcm, &[7; 32]).unwrap(),
+        ))
+    }
+
+    fn pause(test: &str) -> Paused {
+        let dir = super::dir(test);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let old = Kernel::builder().sealer(sealer()).build().unwrap();
+        old.register(Counter::default()).unwrap();
+        runtime.block_on(old.register_async(AsyncCounter::default())).unwrap();
+        old.start_all().unwrap();
+        assert_eq!(old.call("counter", hit("counter")).unwrap().data, "1");
+        assert_eq!(
+            runtime
+                .block_on(old.call_async("acounter", hit("acounter")))
+                .unwrap()
+                .data,
+            "1"
+        );
+        let handover = Handover::builder(&old, &dir).listen().unwrap();
+
+        // A call admitted before the pause: it finishes in the old process.
+        let in_flight = {
+            let old = old.clone();
+            std::thread::spawn(move || old.call("counter", Event::new("counter", "test", "slow", "")))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        let take_over = TakeOver::connect(&dir).unwrap();
+        let new = Kernel::builder()
+            .sealer(sealer())
+            .store(take_over.store())
+            .build()
+            .unwrap();
+        // Its state request pauses the old process, once the call in flight is over.
+        new.register(Counter::default()).unwrap();
+        assert_eq!(
+            in_flight.join().unwrap().unwrap().data,
+            "2",
+            "served by the old process"
+        );
+
+        // Calls arriving now wait.
+        let (tx, sync_waiter) = mpsc::channel();
+        {
+            let old = old.clone();
+            std::thread::spawn(move || {
+                let answer = old.call("counter", hit("counter"));
+                let _ = tx.send((answer, Instant::now()));
+            });
+        }
+        let (tx, async_waiter) = mpsc::channel();
+        {
+            let old = old.clone();
+            runtime.spawn(async move {
+                let answer = old.call_async("acounter", hit("acounter")).await;
+                let _ = tx.send((answer, Instant::now()));
+            });
+        }
+        // A call with a timeout waits at most that long.
+        let started = Instant::now();
+        let timed = old.call_timeout("counter", hit("counter"), Duration::from_millis(150));
+        assert!(matches!(timed, Err(CallError::Timeout { .. })), "{timed:?}");
+        assert!(started.elapsed() >= Duration::from_millis(150));
+        let timed = runtime.block_on(old.call_async_timeout("acounter", hit("acounter"), Duration::from_millis(150)));
+        assert!(matches!(timed, Err(CallError::Timeout { .. })), "{timed:?}");
+        std::thread::sleep(Duration::from_millis(200));
+        for waiter in [&sync_waiter, &async_waiter] {
+            match waiter.try_recv() {
+                Err(TryRecvError::Empty) => {}
+                other => panic!("a call during the pause did not wait: {other:?}"),
+            }
+        }
+        Paused {
+            runtime,
+            old,
+            new,
+            take_over,
+            _handover: handover,
+            sync_waiter,
+            async_waiter,
+            dir,
+        }
+    }
+
+    fn answer(waiter: &Receiver<Answer>) -> Answer {
+        waiter
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the waiting call ended")
+    }
+
+    #[test]
+    fn in_process_callers_wait_through_a_failed_takeover_and_the_old_version_serves_them() {
+        let paused = pause("callers-rollback");
+        paused.take_over.abort("test: giving up");
+        let (sync, _) = answer(&paused.sync_waiter);
+        assert_eq!(sync.unwrap().data, "3", "served by the old version, with its state");
+        let (asynchronous, _) = answer(&paused.async_waiter);
+        assert_eq!(asynchronous.unwrap().data, "2");
+        assert_eq!(paused.old.status("counter"), Some(Status::Running));
+        assert_eq!(paused.old.call("counter", hit("counter")).unwrap().data, "4");
+        drop(paused.new);
+        drop(paused.old);
+        drop(paused.runtime);
+        let _ = std::fs::remove_dir_all(&paused.dir);
+    }
+
+    #[test]
+    fn in_process_callers_wait_through_a_takeover_and_are_told_only_once_handed_over() {
+        let paused = pause("callers-commit");
+        paused
+            .runtime
+            .block_on(paused.new.register_async(AsyncCounter::default()))
+            .unwrap();
+        paused.new.start_all().unwrap();
+        // Still waiting after the new process started its services: the old has not let go.
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(matches!(paused.sync_waiter.try_recv(), Err(TryRecvError::Empty)));
+        let committing = Instant::now();
+        paused.take_over.commit().unwrap();
+        for (waiter, service) in [(&paused.sync_waiter, "counter"), (&paused.async_waiter, "acounter")] {
+            let (answer, at) = answer(waiter);
+            assert!(
+                matches!(&answer, Err(CallError::NotRunning { service: s, .. }) if s == service),
+                "{service}: {answer:?}"
+            );
+            assert!(at >= committing, "{service}: told before the commit");
+        }
+        // Handed over: gone from the old process, served by the new with the state.
+        assert!(matches!(
+            paused.old.call("counter", hit("counter")),
+            Err(CallError::NotFound { .. })
+        ));
+        assert_eq!(paused.new.call("counter", hit("counter")).unwrap().data, "3");
+        let got = paused
+            .runtime
+            .block_on(paused.new.call_async("acounter", hit("acounter")))
+            .unwrap();
+        assert_eq!(got.data, "2");
+        drop(paused.new);
+        drop(paused.old);
+        drop(paused.runtime);
+        let _ = std::fs::remove_dir_all(&paused.dir);
+    }
+
+    /// An old process whose new binary never takes over tells whoever asked why, and serves
+    /// on: one that exits at once, one that never connects (killed at the timeout), none.
+    #[test]
+    fn an_upgrade_whose_new_binary_does_not_take_over_is_reported_and_the_old_serves_on() {
+        use microkernel::takeover::{TakeoverError, request_upgrade};
+        use std::process::Command;
+
+        let old = Kernel::builder().sealer(sealer()).build().unwrap();
+        old.register(Counter::default()).unwrap();
+        old.start_all().unwrap();
+
+        let dir = super::dir("upgrade-exits");
+        let handover = Handover::builder(&old, &dir)
+            .successor(|| Command::new("false").spawn())
+            .listen()
+            .unwrap();
+        let exited = handover.upgrade();
+        assert!(
+            matches!(exited, Err(TakeoverError::SuccessorExited { code: Some(1), .. })),
+            "{exited:?}"
+        );
+        match request_upgrade(&dir) {
+            Err(TakeoverError::UpgradeFailed { source }) => {
+                assert!(matches!(*source, TakeoverError::SuccessorExited { code: Some(1), .. }));
+                let said = TakeoverError::UpgradeFailed { source }.to_string();
+                assert_eq!(
+                    said,
+                    "the upgrade failed: the new binary exited with code 1 before taking over"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(old.call("counter", hit("counter")).unwrap().data, "1");
+        assert!(!handover.is_handed_over());
+        drop(handover);
+
+        let dir = super::dir("upgrade-silent");
+        let handover = Handover::builder(&old, &dir)
+            .successor(|| Command::new("sleep").arg("30").spawn())
+            .timeout(Duration::from_millis(300))
+            .listen()
+            .unwrap();
+        let started = Instant::now();
+        let silent = handover.upgrade();
+        assert!(matches!(silent, Err(TakeoverError::TimedOut)), "{silent:?}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        drop(handover);
+
+        let dir = super::dir("upgrade-none");
+        let handover = Handover::builder(&old, &dir).listen().unwrap();
+        match request_upgrade(&dir) {
+            Err(TakeoverError::UpgradeFailed { source }) => {
+                assert!(matches!(*source, TakeoverError::NoSuccessor), "{source:?}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(old.call("counter", hit("counter")).unwrap().data, "2");
+        drop(handover);
+        for test in ["upgrade-exits", "upgrade-silent", "upgrade-none"] {
+            let _ = std::fs::remove_dir_all(super::dir(test));
+        }
+    }
 }

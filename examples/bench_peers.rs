@@ -9,9 +9,18 @@
 //! `--w3` prints only the W3 figures of the plain map: the headline swap, its floor and the
 //! floor's halves, and the pipelined swap alternated with the floor (`rounds` of each, 15 by
 //! default).
+//!
+//! `--precopy [entries] [rounds] [percent]` prints the pre-copied swap of the same table in a
+//! `#[precopy]` map (`benches/precopy.rs`) while `percent` (1 by default) of its entries are
+//! written during the copy: the kernel's pause, the p99 and maximum call latency during the
+//! replacement and the whole replacement (medians of `rounds`, 5 by default), beside the
+//! stop-the-world swap of the plain map and its floor, from the same run.
 
 #[path = "../benches/workload.rs"]
 mod workload;
+
+#[path = "../benches/precopy.rs"]
+mod precopy;
 
 #[cfg(feature = "tokio")]
 #[path = "../benches/async_workload.rs"]
@@ -29,6 +38,14 @@ fn arg(i: usize, default: u64) -> u64 {
 }
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("--precopy") {
+        let (big, rounds) = (arg(2, 100_000), arg(3, 5) as usize);
+        let percent: f64 = std::env::args()
+            .nth(4)
+            .map_or(1.0, |a| a.parse().expect("a percentage"));
+        precopied(big, rounds, percent);
+        return;
+    }
     if std::env::args().nth(1).as_deref() == Some("--w3") {
         let (big, rounds) = (arg(2, 100_000), arg(3, PIPELINED_ROUNDS as u64) as usize);
         let (kernel, handle) = workload::kernel();
@@ -183,6 +200,44 @@ fn pipelined(big: u64, rounds: usize) {
         "swap_big_pipelined_vs_floor {:.2}",
         swap.as_secs_f64() / floor.as_secs_f64()
     );
+}
+
+/// The pre-copied swap under writes, beside the stop-the-world swap of the plain map and the
+/// floor, from this run.
+fn precopied(big: u64, rounds: usize, percent: f64) {
+    let (kernel, handle) = workload::kernel();
+    workload::fill(&handle, big);
+    let stop_the_world: Vec<_> = (0..rounds).map(|_| workload::timed_swap(&kernel)).collect();
+    drop((kernel, handle));
+    let floor = workload::state_crossing_floor(big, rounds);
+    let copy = precopy::unloaded_replace(big);
+    let outcomes: Vec<precopy::Outcome> = (0..rounds)
+        .map(|_| precopy::precopy_swap(big, percent / 100.0, copy))
+        .collect();
+    let median_of =
+        |f: fn(&precopy::Outcome) -> std::time::Duration| workload::median(outcomes.iter().map(f).collect());
+    let written: Vec<f64> = outcomes.iter().map(|o| o.written_pct).collect();
+    let pauses: Vec<String> = outcomes.iter().map(|o| format!("{:.3}", ms(o.pause))).collect();
+    println!("swap_big_{big}_median_ms {:.2}", ms(workload::median(stop_the_world)));
+    println!("swap_big_floor_{big}_median_ms {:.2}", ms(floor));
+    println!("swap_precopy_{big}_pause_median_ms {:.3}", ms(median_of(|o| o.pause)));
+    println!("swap_precopy_{big}_pause_each_ms {}", pauses.join(","));
+    println!("swap_precopy_{big}_call_p99_median_ms {:.3}", ms(median_of(|o| o.p99)));
+    println!("swap_precopy_{big}_call_max_median_ms {:.3}", ms(median_of(|o| o.max)));
+    println!(
+        "swap_precopy_{big}_replace_median_ms {:.1}",
+        ms(median_of(|o| o.replace))
+    );
+    println!(
+        "swap_precopy_{big}_written_pct {:.2}-{:.2}",
+        written.iter().copied().fold(f64::MAX, f64::min),
+        written.iter().copied().fold(0.0, f64::max)
+    );
+    let rounds_seen: Vec<String> = outcomes
+        .iter()
+        .map(|o| format!("{}/{}", o.rounds, o.in_pause))
+        .collect();
+    println!("swap_precopy_{big}_rounds_and_keys_in_pause {}", rounds_seen.join(","));
 }
 
 /// W3 with another table type, as an extra line.

@@ -156,6 +156,8 @@ fn precopy(ident: &syn::Ident, krate: &Krate, from: Option<&Path>, field: &Preco
     };
     let implementation = quote_spanned! {span=>
         #[automatically_derived]
+        // An entry type that stays the same converts by the reflexive `From`.
+        #[allow(clippy::useless_conversion)]
         impl #precopy::Precopy for #ident {
             type Key = <#ty as #precopy::PrecopyField>::Key;
             type Entry = <#ty as #precopy::PrecopyField>::Entry;

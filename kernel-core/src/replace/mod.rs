@@ -190,7 +190,11 @@ where
     }
     let (kernel, name) = (entered.kernel().clone(), Arc::clone(entered.name()));
     drop(entered);
-    dispose_old(shared, &kernel, &name, &crossed, Box::new(old));
+    let retired = crossed.precopy.as_mut().map(|report| {
+        report.pause = report.paused_at.elapsed();
+        std::mem::take(&mut report.retired)
+    });
+    dispose_old(shared, &kernel, &name, &crossed, Box::new((old, retired)));
     Ok(finished(shared, service, &crossed))
 }
 
@@ -304,6 +308,7 @@ pub(crate) fn finished(shared: &Shared, service: &str, crossed: &Crossed) -> Rep
             rounds: report.rounds,
             entries: report.entries,
             in_pause: report.in_pause,
+            pause: report.pause,
         });
     }
     shared.notify(&Notice::StateMigrated {

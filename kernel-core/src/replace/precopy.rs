@@ -2,6 +2,8 @@
 //! rounds while the old version serves, and only the last changes and the rest of the state
 //! cross in the pause.
 
+use std::time::{Duration, Instant};
+
 use super::transit::{self, Crossing, decode_failed};
 use super::{Direction, ReplaceError, Step, guarded};
 use crate::boxed::ServiceFault;
@@ -25,14 +27,26 @@ pub(crate) struct Precopied<T> {
     /// Encoded bytes that crossed.
     bytes: usize,
     rounds: u32,
+    /// When the slot was taken for the pause.
+    paused_at: Instant,
+    /// The snapshots of the rounds so far. Dropping one frees the entries the service has
+    /// replaced since (its writes copy the paths they change), often many thousands of small
+    /// allocations; the allocator then tidies its free lists at the next large allocation,
+    /// which would fall in the pause. So they are dropped after it, with the old instance.
+    retired: Vec<Box<dyn Entries>>,
 }
 
 /// How a pre-copy went, for [`Notice::Precopied`](crate::Notice::Precopied).
-#[derive(Debug, Clone, Copy)]
 pub(crate) struct Report {
     pub(crate) rounds: u32,
     pub(crate) entries: usize,
     pub(crate) in_pause: usize,
+    /// When the slot was taken for the pause.
+    pub(crate) paused_at: Instant,
+    /// How long it was held, once it is released.
+    pub(crate) pause: Duration,
+    /// The rounds' snapshots, to drop once the slot is released (see [`Precopied::retired`]).
+    pub(crate) retired: Vec<Box<dyn Entries>>,
 }
 
 /// Holds the slot for the pause (`hold` takes it). Before that, if the old and the new state
@@ -61,6 +75,8 @@ pub(super) fn hold_for_pause<T: Migratable, E: HeldSlot>(
         address: source.address(),
         bytes: 0,
         rounds: 0,
+        paused_at: Instant::now(),
+        retired: Vec::new(),
     };
     let mut entries = source.begin();
     drop(entered);
@@ -71,7 +87,7 @@ pub(super) fn hold_for_pause<T: Migratable, E: HeldSlot>(
             abandon(hold, precopied.address);
             return Err(error);
         }
-        drop(entries);
+        precopied.retired.push(entries);
         let entered = hold()?;
         let Some(source) = source_of(entered.plumbing(), precopied.address) else {
             return Ok((entered, None));
@@ -79,6 +95,7 @@ pub(super) fn hold_for_pause<T: Migratable, E: HeldSlot>(
         let changed = source.changed();
         tracing::debug!(round = precopied.rounds, sent, changed, "pre-copy round");
         if changed <= FINAL_CHANGES || changed >= sent || precopied.rounds >= MAX_ROUNDS {
+            precopied.paused_at = Instant::now();
             return Ok((entered, Some(precopied)));
         }
         entries = source.next_round();
@@ -128,6 +145,9 @@ pub(super) fn finish<T: Migratable>(
         rounds: precopied.rounds,
         entries: precopied.receiver.entries(),
         in_pause,
+        paused_at: precopied.paused_at,
+        pause: Duration::ZERO,
+        retired: std::mem::take(&mut precopied.retired),
     };
     let bytes = precopied.bytes;
     if !precopied.receiver.install(&mut crossing.state) {
@@ -138,7 +158,7 @@ pub(super) fn finish<T: Migratable>(
         );
         return Ok(None);
     }
-    tracing::debug!(service, ?report, bytes, "pre-copied");
+    tracing::debug!(service, rounds = report.rounds, in_pause, bytes, "pre-copied");
     crossing.len += bytes;
     Ok(Some((crossing, report)))
 }

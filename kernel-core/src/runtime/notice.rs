@@ -81,6 +81,9 @@ pub enum Notice<'a> {
         entries: usize,
         /// Entries that crossed in the pause (the last round's changes).
         in_pause: usize,
+        /// How long the slot was held for the pause, from taking it after the last round to
+        /// releasing it to the calls that waited (the new version serving).
+        pause: std::time::Duration,
     },
     /// A service that `service` depends on failed (its handler panicked).
     DependencyFailed {

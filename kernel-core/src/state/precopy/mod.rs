@@ -76,9 +76,9 @@ pub use source::{Entries, PrecopyReceiver, PrecopySource};
 
 use super::{CodecError, Migratable, StateError};
 
-/// A round with at most this many keys written is the last: it crosses in the pause. About a
-/// third of a millisecond of crossing for a small entry.
-pub const FINAL_CHANGES: usize = 1024;
+/// A round with at most this many keys written is the last: they cross in the pause, about
+/// 0.1–0.3 ms for small entries (`cargo run --release --example bench_peers -- --precopy`).
+pub const FINAL_CHANGES: usize = 256;
 
 /// At most this many rounds before the pause, however much the service writes meanwhile.
 pub const MAX_ROUNDS: u32 = 8;

@@ -74,14 +74,14 @@ pub trait Migratable: Schema + Serialize + DeserializeOwned + Send + 'static {
     /// The `#[precopy]` map, to carry across before a replacement's pause. Not meant to be
     /// overridden.
     #[doc(hidden)]
-    fn precopy_source(&self) -> Option<&dyn super::precopy::PrecopySource> {
+    fn precopy_source(&self) -> Option<&dyn super::precopy::source::PrecopySource> {
         None
     }
 
     /// A map of this type's to fill with the entries of an old version `version`, if they can
     /// cross before the pause. Not meant to be overridden.
     #[doc(hidden)]
-    fn precopy_receiver(version: u32) -> Option<Box<dyn super::precopy::PrecopyReceiver<Self>>>
+    fn precopy_receiver(version: u32) -> Option<Box<dyn super::precopy::source::PrecopyReceiver<Self>>>
     where
         Self: Sized,
     {

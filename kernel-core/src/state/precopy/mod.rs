@@ -62,7 +62,7 @@
 
 mod hollow;
 mod map;
-mod source;
+pub(in crate::state) mod source;
 
 use std::hash::Hash;
 

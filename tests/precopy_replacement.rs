@@ -422,3 +422,211 @@ fn a_precopy_map_encodes_as_a_hash_map() {
     assert_eq!(plain.counts, [("a".to_owned(), 1), ("b".to_owned(), 2)].into());
     assert_eq!(plain.writes, 3);
 }
+
+/// A first version without a `#[precopy]` map, and the version that starts pre-copying.
+mod starting {
+    use super::*;
+
+    #[derive(Serialize, Deserialize, Migratable)]
+    #[migratable(version = 1)]
+    pub struct PlainV1 {
+        pub counts: std::collections::HashMap<String, u32>,
+    }
+
+    #[derive(Serialize, Deserialize, Migratable)]
+    #[migratable(version = 2, from = PlainV1)]
+    pub struct StartV2 {
+        #[precopy(start)]
+        pub counts: PrecopyMap<String, u32>,
+    }
+
+    impl From<PlainV1> for StartV2 {
+        fn from(v1: PlainV1) -> Self {
+            Self {
+                counts: v1.counts.into(),
+            }
+        }
+    }
+
+    #[derive(Serialize, Deserialize, Migratable)]
+    #[migratable(version = 3, from = StartV2)]
+    pub struct StartV3 {
+        #[precopy]
+        pub counts: PrecopyMap<String, u64>,
+    }
+
+    impl From<StartV2> for StartV3 {
+        fn from(v2: StartV2) -> Self {
+            Self {
+                counts: v2.counts.upgrade(),
+            }
+        }
+    }
+
+    macro_rules! counter {
+        ($name:ident, $state:ty, $bump:expr) => {
+            #[derive(microkernel::Service)]
+            #[service(name = "start")]
+            pub struct $name {
+                #[state]
+                pub state: $state,
+            }
+
+            impl Handler for $name {
+                type Request = String;
+                type Response = Vec<(String, u64)>;
+
+                /// Counts `key` (unless empty); answers every count, sorted.
+                fn handle(&mut self, key: String, _: &Context<'_>) -> Vec<(String, u64)> {
+                    let bump: fn(&mut $state, String) = $bump;
+                    if !key.is_empty() {
+                        bump(&mut self.state, key);
+                    }
+                    let mut all: Vec<_> = self.state.counts.iter().map(|(k, v)| (k.clone(), u64::from(*v))).collect();
+                    all.sort();
+                    all
+                }
+            }
+        };
+    }
+
+    counter!(PlainCounter, PlainV1, |state, key| *state.counts.entry(key).or_insert(0) += 1);
+    counter!(StartCounter, StartV2, |state, key| *state.counts.get_or_insert_with(key, || 0) += 1);
+    counter!(NextCounter, StartV3, |state, key| *state.counts.get_or_insert_with(key, || 0) += 1);
+}
+
+#[test]
+fn pre_copy_begins_with_the_version_marked_start() {
+    use starting::*;
+    let (kernel, precopies) = kernel_keeping_precopies();
+    let counts = (0..2_000).map(|i| (format!("k{i}"), i)).collect();
+    let handle = kernel
+        .register_typed(PlainCounter {
+            state: PlainV1 { counts },
+        })
+        .unwrap();
+    kernel.start_all().unwrap();
+    handle.call("k1".into()).unwrap();
+
+    // v1 has no pre-copied map: this one crosses stop-the-world.
+    let fresh = StartV2 {
+        counts: PrecopyMap::new(),
+    };
+    kernel.replace_at(&handle, StartCounter { state: fresh }).unwrap();
+    assert!(precopies.lock().unwrap().is_empty());
+    handle.call("k2".into()).unwrap();
+
+    // v2 → v3 pre-copies.
+    let fresh = StartV3 {
+        counts: PrecopyMap::new(),
+    };
+    kernel.replace_at(&handle, NextCounter { state: fresh }).unwrap();
+    assert_eq!(precopies.lock().unwrap().len(), 1);
+    let all = handle.call(String::new()).unwrap();
+    let expected: Vec<(String, u64)> = {
+        let mut e: Vec<_> = (0..2_000u64)
+            .map(|i| (format!("k{i}"), i + u64::from(i == 1 || i == 2)))
+            .collect();
+        e.sort();
+        e
+    };
+    assert_eq!(all, expected);
+}
+
+#[cfg(feature = "tokio")]
+mod asynchronous {
+    use super::*;
+    use microkernel::asynchronous::{AsyncContext, AsyncHandler};
+
+    macro_rules! async_table {
+        ($name:ident, $state:ty, $version:expr, $convert:expr) => {
+            #[derive(microkernel::Service)]
+            #[service(name = "table")]
+            struct $name {
+                #[state]
+                state: $state,
+            }
+
+            impl AsyncHandler for $name {
+                type Request = Op;
+                type Response = Answer;
+
+                async fn handle(&mut self, op: Op, _: &AsyncContext) -> Answer {
+                    let convert: fn(u32) -> _ = $convert;
+                    let counts = &mut self.state.counts;
+                    match op {
+                        Op::Set(key, n) => drop(counts.insert(key, convert(n))),
+                        Op::Remove(key) => drop(counts.remove(&key)),
+                        Op::Add(..) => unreachable!("not used here"),
+                        Op::Dump => {
+                            let table = counts.iter().map(|(k, v)| (k.clone(), (v.count(), 2 * v.count())));
+                            return ($version, Some(table.collect()));
+                        }
+                    }
+                    ($version, None)
+                }
+            }
+        };
+    }
+
+    /// The count an entry holds, whichever version's entry it is.
+    trait Counted {
+        fn count(&self) -> u64;
+    }
+    impl Counted for u32 {
+        fn count(&self) -> u64 {
+            u64::from(*self)
+        }
+    }
+    impl Counted for Count {
+        fn count(&self) -> u64 {
+            assert_eq!(self.doubled, 2 * self.n, "converted once");
+            self.n
+        }
+    }
+
+    async_table!(AsyncV1, TableV1, 1, |n| n);
+    async_table!(AsyncV2, TableV2, 2, Count::from);
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_async_service_pre_copies_under_writes() {
+        let (kernel, precopies) = kernel_keeping_precopies();
+        let initial = initial_table(10_000);
+        let counts: PrecopyMap<String, u32> = initial.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let handle = kernel
+            .register_async_typed(AsyncV1 {
+                state: TableV1 { counts, writes: 0 },
+            })
+            .await
+            .unwrap();
+        kernel.start_all_async().await.unwrap();
+        let ops: Vec<Op> = ops_from(11, initial.len())
+            .filter(|op| !matches!(op, Op::Add(..)))
+            .take(4_000)
+            .collect();
+        let writer = {
+            let (handle, ops) = (handle.clone(), ops.clone());
+            tokio::spawn(async move {
+                let mut versions = Vec::new();
+                for op in ops {
+                    versions.push(handle.call(op).await.unwrap().0);
+                }
+                versions
+            })
+        };
+        tokio::task::yield_now().await;
+        let fresh = AsyncV2 {
+            state: TableV2 {
+                counts: PrecopyMap::new(),
+                writes: 0,
+            },
+        };
+        kernel.replace_async_at(&handle, fresh).await.unwrap();
+        let versions = writer.await.unwrap();
+        assert_switched_once(&versions);
+        let (version, table) = handle.call(Op::Dump).await.unwrap();
+        assert_eq!(version, 2);
+        assert_table_is(&table.unwrap(), &model(&initial, &ops));
+        assert_eq!(precopies.lock().unwrap().len(), 1, "the map crossed before the pause");
+    }
+}

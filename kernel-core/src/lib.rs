@@ -30,12 +30,12 @@ pub use replace::{ReplaceCause, ReplaceError, Replaced, Step};
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use runtime::asynchronous;
 pub use runtime::context::{Context, Level};
-pub use runtime::error::{CallError, Cycle, Hook, LifecycleError, StopAllError};
+pub use runtime::error::{CallError, Cycle, Hook, LifecycleError, Status, StopAllError};
 pub use runtime::handle::Handle;
 pub use runtime::kernel::{BuildError, Kernel, KernelBuilder};
 pub use runtime::notice::Notice;
 pub use runtime::persist::CheckpointError;
-pub use runtime::service::{BoxError, Handler, Service, Status};
+pub use runtime::service::{BoxError, Handler, Service};
 pub use seal::Sealer;
 pub use state::precopy::{Precopy, PrecopyMap};
 pub use state::{Migratable, Schema, Stateless};

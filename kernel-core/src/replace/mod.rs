@@ -17,12 +17,13 @@ use std::sync::Arc;
 
 use crate::boxed::ServiceFault;
 use crate::messaging::message::{Event, Reply};
+use crate::runtime::error::Status;
 use crate::runtime::error::{Hook, LifecycleError, panic_message};
 use crate::runtime::graph;
 use crate::runtime::handle::Handle;
 use crate::runtime::kernel::{Kernel, Shared, dep_graph};
 use crate::runtime::notice::Notice;
-use crate::runtime::service::{Handler, Service, Status};
+use crate::runtime::service::{Handler, Service};
 use crate::runtime::slot::{HeldSlot, Installs, Plumbing, Slot};
 use crate::state::StateTag;
 

@@ -1,10 +1,10 @@
-//! The kernel's errors: each names what was wrong and with which service.
+//! The kernel's errors, each naming what was wrong and with which service, and the words
+//! they use: a service's [`Status`] and its [`Hook`]s.
 
 use std::fmt;
 
 use crate::boxed::BoxError;
 use crate::messaging::message::{Reply, code};
-use crate::runtime::service::Status;
 
 /// A service hook, as named in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,6 +32,47 @@ impl Hook {
 impl fmt::Display for Hook {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// Where a service is in its lifecycle: Created → Running → Stopped (→ Running again), or Failed
+/// when a hook returned an error or panicked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Status {
+    /// Registered, never started.
+    Created,
+    /// Started and serving.
+    Running,
+    /// Stopped; can be started again.
+    Stopped,
+    /// A hook or the handler failed; can be started again.
+    Failed,
+}
+
+impl Status {
+    pub(crate) fn to_u8(self) -> u8 {
+        self as u8
+    }
+
+    pub(crate) fn from_u8(v: u8) -> Self {
+        match v {
+            0 => Status::Created,
+            1 => Status::Running,
+            2 => Status::Stopped,
+            _ => Status::Failed,
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Stopped => "stopped",
+            Status::Failed => "failed",
+        })
     }
 }
 
@@ -250,7 +291,7 @@ pub enum LifecycleError {
         /// The service.
         service: String,
         /// Its status.
-        status: crate::runtime::service::Status,
+        status: Status,
     },
 }
 

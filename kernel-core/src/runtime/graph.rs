@@ -1,4 +1,5 @@
-//! Dependency order: which services start before which, and the errors when there is none.
+//! Dependency order: which services start before which, and the errors when there is none;
+//! and the hashing of service names ([`Names`]) every table keyed by them uses.
 //!
 //! A [`Graph`] numbers the services in name order once, resolves every dependency to a number
 //! and turns the edges around once; every walk after that (the start order, dependants, cycles)
@@ -9,7 +10,25 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 
 use crate::runtime::error::{Cycle, LifecycleError};
-use crate::runtime::kernel::Names;
+
+/// Hashes service names for the registry with FNV-1a: a name lookup is on the path of every
+/// call by name, names are short and chosen by the program (not by an attacker), and SipHash
+/// cost more than the rest of the lookup.
+#[derive(Default)]
+pub(crate) struct NameHasher(u64);
+
+impl std::hash::Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let start = if self.0 == 0 { crate::state::FNV_OFFSET } else { self.0 };
+        self.0 = crate::state::fnv1a(start, bytes);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+pub(crate) type Names = std::hash::BuildHasherDefault<NameHasher>;
 
 /// Handler name → names it depends on, in name order.
 pub(crate) type DepGraph<'a> = BTreeMap<&'a str, &'a [String]>;

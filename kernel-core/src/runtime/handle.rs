@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::messaging::message::{Event, Reply};
 use crate::runtime::error::CallError;
-use crate::runtime::service::Status;
+use crate::runtime::error::Status;
 use crate::runtime::slot::Slot;
 
 /// A typed handle to one service. Obtained once (from `register` or [`Kernel::handle`]), it

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use crate::boxed::ServiceFault;
 use crate::runtime::error::LifecycleError;
+use crate::runtime::error::Status;
 use crate::runtime::kernel::{Entry, Kernel, Shared};
 use crate::runtime::notice::Notice;
 use crate::runtime::saving::export_sealed;
-use crate::runtime::service::{Service, Status};
+use crate::runtime::service::Service;
 use crate::runtime::slot::{Exported, Plumbing};
 use crate::seal::SealedObject;
 use crate::state;

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use crate::messaging::message::{Event, KERNEL};
 use crate::runtime::error::LifecycleError;
+use crate::runtime::error::Status;
 use crate::runtime::kernel::{Kernel, Shared};
 use crate::runtime::notice::Notice;
-use crate::runtime::service::Status;
 
 /// How a restarter answers a failure.
 pub(crate) enum Admission {

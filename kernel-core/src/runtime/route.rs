@@ -129,7 +129,7 @@ struct KernelRoutes {
     /// The kernel's count of unregistered services when these routes were read: once it moves
     /// on, a cached route may lead to a slot that left the registry.
     epoch: u64,
-    routes: std::collections::HashMap<Box<str>, WeakRoute, crate::runtime::kernel::Names>,
+    routes: std::collections::HashMap<Box<str>, WeakRoute, crate::runtime::graph::Names>,
 }
 
 /// Kernels a thread remembers routes for, and routes per kernel, at most.

@@ -1,8 +1,6 @@
 //! What a service is: its metadata and state plumbing ([`Service`], usually derived) and its
 //! behaviour ([`Handler`], written by the user).
 
-use std::fmt;
-
 use crate::runtime::context::Context;
 use crate::state::Migratable;
 
@@ -108,45 +106,4 @@ pub trait Handler: Service + Send + 'static {
 
     /// Answers one request.
     fn handle(&mut self, request: Self::Request, ctx: &Context<'_>) -> Self::Response;
-}
-
-/// Where a service is in its lifecycle: Created → Running → Stopped (→ Running again), or Failed
-/// when a hook returned an error or panicked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Status {
-    /// Registered, never started.
-    Created,
-    /// Started and serving.
-    Running,
-    /// Stopped; can be started again.
-    Stopped,
-    /// A hook or the handler failed; can be started again.
-    Failed,
-}
-
-impl Status {
-    pub(crate) fn to_u8(self) -> u8 {
-        self as u8
-    }
-
-    pub(crate) fn from_u8(v: u8) -> Self {
-        match v {
-            0 => Status::Created,
-            1 => Status::Running,
-            2 => Status::Stopped,
-            _ => Status::Failed,
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Status::Created => "created",
-            Status::Running => "running",
-            Status::Stopped => "stopped",
-            Status::Failed => "failed",
-        })
-    }
 }

@@ -9,9 +9,9 @@ use crate::replace::{Direction, replace_in_async_slot};
 use crate::runtime::asynchronous::chain::off_workers;
 use crate::runtime::asynchronous::{AsyncHandle, AsyncHandler, AsyncLifecycle};
 use crate::runtime::error::LifecycleError;
+use crate::runtime::error::Status;
 use crate::runtime::kernel::Kernel;
 use crate::runtime::restart::Restarter;
-use crate::runtime::service::Status;
 
 impl Kernel {
     /// Supervises the async service behind `handle`, as [`Kernel::supervise`] does a

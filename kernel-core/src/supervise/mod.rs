@@ -23,11 +23,12 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::runtime::error::Status;
 use crate::runtime::error::{Hook, LifecycleError};
 use crate::runtime::handle::Handle;
 use crate::runtime::kernel::{Kernel, Shared};
 use crate::runtime::restart::{Admission, Failure, Restarter};
-use crate::runtime::service::{Handler, Service, Status};
+use crate::runtime::service::{Handler, Service};
 use crate::runtime::slot::{HoldForLifecycle, Installs, Slot, SlotCore, hold_and};
 use crate::state;
 

@@ -11,8 +11,8 @@ use super::handler::BoxFuture;
 use super::slot::{AsyncSlot, Call};
 use crate::messaging::message::{Event, Reply};
 use crate::runtime::error::CallError;
+use crate::runtime::error::Status;
 use crate::runtime::handle::Handle;
-use crate::runtime::service::Status;
 use crate::runtime::slot::Slot;
 
 /// A typed handle to a service, for async code: `handle.call(request).await`. Obtained once

@@ -7,9 +7,9 @@ use std::cell::OnceCell;
 use std::sync::Arc;
 
 use super::{Kernel, not_found};
+use crate::runtime::error::Status;
 use crate::runtime::error::{Hook, LifecycleError};
 use crate::runtime::notice::Notice;
-use crate::runtime::service::Status;
 use crate::runtime::slot::{Exported, HeldSlot, Lifecycle, Plumbing, export_now};
 use crate::runtime::sync::ReentrantGuard;
 use crate::state::EncodedState;

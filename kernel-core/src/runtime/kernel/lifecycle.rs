@@ -6,11 +6,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::{Entry, Kernel, Shared, not_found};
+use crate::runtime::error::Status;
 use crate::runtime::error::{Hook, LifecycleError, StopAllError};
 use crate::runtime::graph::{self, Graph};
 use crate::runtime::notice::Notice;
 use crate::runtime::persist::Checkpointer;
-use crate::runtime::service::Status;
 use crate::runtime::slot::StopRace;
 
 #[cfg(test)]

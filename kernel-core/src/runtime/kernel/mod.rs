@@ -21,6 +21,7 @@ use registry::Registry;
 
 use crate::messaging::message::{Event, KERNEL, Reply};
 use crate::messaging::push::{PendingReply, Pusher};
+use crate::runtime::error::Status;
 use crate::runtime::error::{CallError, LifecycleError};
 use crate::runtime::graph::{self, DepGraph};
 use crate::runtime::handle::Handle;
@@ -29,7 +30,6 @@ use crate::runtime::persist::Checkpointer;
 use crate::runtime::reap::Reaper;
 use crate::runtime::restart::Restarts;
 use crate::runtime::route::Route;
-use crate::runtime::service::Status;
 use crate::runtime::slot::Lifecycle;
 use crate::runtime::sync::ReentrantLock;
 use crate::seal::Sealer;
@@ -366,25 +366,6 @@ fn not_found(name: &str) -> LifecycleError {
 /// A copy of the registry. Indexing it (`snapshot[name]`) is done only with names taken from
 /// it or from a graph built from it, so the key is always there.
 pub(crate) type Snapshot = BTreeMap<Arc<str>, Entry>;
-
-/// Hashes service names for the registry with FNV-1a: a name lookup is on the path of every
-/// call by name, names are short and chosen by the program (not by an attacker), and SipHash
-/// cost more than the rest of the lookup.
-#[derive(Default)]
-pub(crate) struct NameHasher(u64);
-
-impl std::hash::Hasher for NameHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let start = if self.0 == 0 { crate::state::FNV_OFFSET } else { self.0 };
-        self.0 = crate::state::fnv1a(start, bytes);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-pub(crate) type Names = std::hash::BuildHasherDefault<NameHasher>;
 
 pub(crate) fn dep_graph(snapshot: &Snapshot) -> DepGraph<'_> {
     snapshot.iter().map(|(name, entry)| (&**name, &*entry.deps)).collect()

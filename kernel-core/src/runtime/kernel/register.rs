@@ -6,11 +6,12 @@ use std::sync::Arc;
 use super::{Entry, Kernel};
 use crate::messaging::message::{Event, Reply};
 use crate::runtime::error::LifecycleError;
+use crate::runtime::error::Status;
 use crate::runtime::graph;
 use crate::runtime::handle::Handle;
 use crate::runtime::notice::Notice;
 use crate::runtime::route::{Route, TypedSlot};
-use crate::runtime::service::{Handler, Status};
+use crate::runtime::service::Handler;
 use crate::runtime::slot::{Lifecycle, Slot, SlotOf};
 
 impl Kernel {

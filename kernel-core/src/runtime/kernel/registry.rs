@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Entry, Names};
-use crate::runtime::graph;
+use super::Entry;
+use crate::runtime::graph::{self, Names};
 
 #[derive(Default)]
 pub(crate) struct Registry {

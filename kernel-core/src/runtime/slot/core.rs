@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 
 use crate::runtime::error::LifecycleError;
+use crate::runtime::error::Status;
 use crate::runtime::kernel::Shared;
-use crate::runtime::service::Status;
 
 /// The state a slot of either kind keeps beside its instance.
 pub(crate) struct SlotCore {

@@ -7,9 +7,10 @@
 use std::sync::{Arc, Weak};
 
 use super::{BoxInstance, Entered, Plumbing, SlotCore};
+use crate::runtime::error::Status;
 use crate::runtime::error::{Hook, LifecycleError};
 use crate::runtime::kernel::Shared;
-use crate::runtime::service::{Handler, Status};
+use crate::runtime::service::Handler;
 
 /// A service's slot, held: nobody else can call, start, stop, save or replace it meanwhile.
 pub(crate) trait HeldSlot {

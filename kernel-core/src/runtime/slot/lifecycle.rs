@@ -6,8 +6,8 @@ use std::sync::atomic::Ordering;
 
 use super::{Entered, HeldSlot, Plumbing, SaveInFlight, Slot, SlotCore};
 use crate::runtime::caller::caller_token;
+use crate::runtime::error::Status;
 use crate::runtime::error::{Hook, LifecycleError};
-use crate::runtime::service::Status;
 use crate::seal::writer::StateWriter;
 use crate::state::EncodedState;
 use crate::store::ObjectWriter;

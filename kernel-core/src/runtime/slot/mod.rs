@@ -14,9 +14,10 @@ use parking_lot::{Mutex, MutexGuard};
 
 use crate::runtime::caller::caller_token;
 use crate::runtime::context::Context;
+use crate::runtime::error::Status;
 use crate::runtime::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::runtime::kernel::Shared;
-use crate::runtime::service::{Handler, Status};
+use crate::runtime::service::Handler;
 use crate::runtime::wait::{self, Held};
 
 mod core;

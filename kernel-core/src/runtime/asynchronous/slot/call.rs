@@ -11,7 +11,7 @@ use super::{AsyncSlot, Lot};
 use crate::runtime::asynchronous::gate::Ticket;
 use crate::runtime::caller::fresh_token;
 use crate::runtime::error::CallError;
-use crate::runtime::service::Status;
+use crate::runtime::error::Status;
 use crate::runtime::slot::Blocked;
 use crate::runtime::wait::{self, Held, Waiting};
 

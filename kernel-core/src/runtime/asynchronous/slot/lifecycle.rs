@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use super::{AsyncEntered, AsyncSlot};
 use crate::runtime::asynchronous::chain;
+use crate::runtime::error::Status;
 use crate::runtime::error::{Hook, LifecycleError};
-use crate::runtime::service::Status;
 use crate::runtime::slot::{
     ExportForSave, Exported, HoldForLifecycle, Lifecycle, SaveInFlight, SlotCore, StopRace, hold_and,
 };

@@ -20,9 +20,9 @@ use super::AsyncContext;
 use super::chain::{self, CatchUnwind, WouldBlockRuntime};
 use super::gate::Gate;
 use super::handler::{AsyncHandler, BoxAsyncInstance, Served};
+use crate::runtime::error::Status;
 use crate::runtime::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::runtime::kernel::Shared;
-use crate::runtime::service::Status;
 use crate::runtime::slot::{Blocked, HeldSlot, Installs, Plumbing, SlotCore, status_after};
 use crate::runtime::wait::Held;
 

@@ -3,13 +3,20 @@
 //! with a small state — for services in a chain, independent, and in a wide fan-in (all on one);
 //! and with the size of a state — a sealed replacement and a checkpoint, 1 KB to 100 MB.
 //!
+//! And (issue 24) with the number of entries of a map, the pause of a replacement: stop-the-world
+//! (the W3 table as a plain `HashMap`) beside pre-copied (the same table in a `#[precopy]`
+//! `PrecopyMap`, 1 % of its entries written during the copy; `benches/precopy.rs`), 1,000 to
+//! 10,000,000 entries.
+//!
 //! ```text
 //! cargo run --release --example bench_scale
 //! cargo run --release --example bench_scale -- --gb          # also a 1 GB state
 //! BENCH_SCALE_GB=1 cargo run --release --example bench_scale # the same
+//! cargo run --release --example bench_scale -- --precopy     # only the pause curves
 //! ```
 //!
-//! Writes `docs/scale/services.csv`, `docs/scale/states.csv` and one SVG chart per curve
+//! Writes `docs/scale/services.csv`, `docs/scale/states.csv`, `docs/scale/precopy.csv` and one
+//! SVG chart per curve
 //! (log–log, with a dashed linear reference through the first point). Each point is measured in
 //! a process of its own (this example runs itself with `--point` or `--state`), so that every
 //! memory figure starts from a fresh heap and no point inherits another's garbage.
@@ -18,6 +25,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+
+#[path = "../benches/workload.rs"]
+mod workload;
+
+#[path = "../benches/precopy.rs"]
+mod precopy;
 
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
 use microkernel::store::{DirStore, StoreOptions};
@@ -46,9 +59,13 @@ fn main() {
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["--point", shape, n] => services_point(Shape::parse(shape), n.parse().expect("a count")),
         ["--state", op, bytes] => state_point(StateOp::parse(op), bytes.parse().expect("a size")),
+        ["--precopy-point", entries] => precopy_point(entries.parse().expect("an entry count")),
         [] => run_all(std::env::var_os("BENCH_SCALE_GB").is_some_and(|v| v == "1")),
         ["--gb"] => run_all(true),
-        _ => panic!("usage: bench_scale [--gb | --point <shape> <n> | --state replace|checkpoint <bytes>]"),
+        ["--precopy"] => run_precopy(),
+        _ => panic!(
+            "usage: bench_scale [--gb | --precopy | --point <shape> <n> | --state replace|checkpoint <bytes> | --precopy-point <entries>]"
+        ),
     }
 }
 
@@ -389,7 +406,125 @@ fn run_all(gigabyte: bool) {
     write(&out.join("states.csv"), &states_csv(&states));
     services_charts(&out, &points);
     state_charts(&out, &states);
+    run_precopy();
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pause against the entries of a map: stop-the-world beside pre-copied.
+
+/// Entry counts of the pause curves.
+const ENTRIES: [u64; 5] = [1_000, 10_000, 100_000, 1_000_000, 10_000_000];
+
+/// The share of the entries written during a pre-copy.
+const WRITTEN: f64 = 0.01;
+
+struct PrecopyPoint {
+    entries: u64,
+    /// The plain map's replacement, which pauses the service throughout.
+    stop_the_world_ms: f64,
+    pause_ms: f64,
+    call_p99_ms: f64,
+    call_max_ms: f64,
+    replace_ms: f64,
+    written_pct: f64,
+}
+
+fn run_precopy() {
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/scale");
+    std::fs::create_dir_all(&out).expect("docs/scale");
+    println!(
+        "\n{:>10} {:>14} {:>10} {:>10} {:>10} {:>11} {:>9}",
+        "entries", "stop-world ms", "pause ms", "p99 ms", "max ms", "replace ms", "written"
+    );
+    let points: Vec<PrecopyPoint> = ENTRIES
+        .iter()
+        .map(|entries| {
+            let f = child(&["--precopy-point".into(), entries.to_string()]);
+            PrecopyPoint {
+                entries: *entries,
+                stop_the_world_ms: figure(&f, "stop_the_world_ms"),
+                pause_ms: figure(&f, "pause_ms"),
+                call_p99_ms: figure(&f, "call_p99_ms"),
+                call_max_ms: figure(&f, "call_max_ms"),
+                replace_ms: figure(&f, "replace_ms"),
+                written_pct: figure(&f, "written_pct"),
+            }
+        })
+        .inspect(|p| {
+            println!(
+                "{:>10} {:>14.3} {:>10.3} {:>10.3} {:>10.3} {:>11.1} {:>8.2}%",
+                p.entries, p.stop_the_world_ms, p.pause_ms, p.call_p99_ms, p.call_max_ms, p.replace_ms, p.written_pct
+            );
+        })
+        .collect();
+    let mut csv = String::from(
+        "entries,stop_the_world_ms,precopy_pause_ms,precopy_call_p99_ms,precopy_call_max_ms,precopy_replace_ms,written_pct\n",
+    );
+    for p in &points {
+        let _ = writeln!(
+            csv,
+            "{},{:.4},{:.4},{:.4},{:.4},{:.2},{:.3}",
+            p.entries, p.stop_the_world_ms, p.pause_ms, p.call_p99_ms, p.call_max_ms, p.replace_ms, p.written_pct
+        );
+    }
+    write(&out.join("precopy.csv"), &csv);
+    // A point with no call during the replacement (too short for the prober) has no p99.
+    let curve = |f: fn(&PrecopyPoint) -> f64| {
+        points
+            .iter()
+            .map(|p| (p.entries as f64, f(p)))
+            .filter(|(_, y)| *y > 0.0)
+            .collect::<Vec<_>>()
+    };
+    let chart = Chart {
+        file: "pause_vs_entries.svg",
+        title: "pause of a sealed replacement: stop-the-world vs pre-copied (1% written)",
+        x: "entries",
+        y: "ms",
+        curves: vec![
+            (
+                "stop-the-world (HashMap)",
+                plotters::style::RED,
+                curve(|p| p.stop_the_world_ms),
+            ),
+            ("pre-copied: pause", plotters::style::BLUE, curve(|p| p.pause_ms)),
+            (
+                "pre-copied: call p99",
+                plotters::style::RGBColor(0, 140, 0),
+                curve(|p| p.call_p99_ms),
+            ),
+        ],
+        reference: Reference::Linear,
+    };
+    draw(&out.join(chart.file), &chart);
     println!("\nwrote {}", out.display());
+}
+
+/// One point, in a process of its own: medians of a few replacements (one at 10 M entries).
+fn precopy_point(entries: u64) {
+    let rounds = match entries {
+        n if n >= 10_000_000 => 1,
+        n if n >= 1_000_000 => 3,
+        _ => 5,
+    };
+    let (kernel, handle) = workload::kernel();
+    workload::fill(&handle, entries);
+    let stop_the_world = median((0..rounds).map(|_| workload::timed_swap(&kernel)).collect());
+    drop((kernel, handle));
+    let copy = precopy::unloaded_replace(entries);
+    let outcomes: Vec<precopy::Outcome> = (0..rounds)
+        .map(|_| precopy::precopy_swap(entries, WRITTEN, copy))
+        .collect();
+    let of = |f: fn(&precopy::Outcome) -> Duration| ms(median(outcomes.iter().map(f).collect()));
+    let written = outcomes.iter().map(|o| o.written_pct).sum::<f64>() / outcomes.len() as f64;
+    println!(
+        "stop_the_world_ms={} pause_ms={} call_p99_ms={} call_max_ms={} replace_ms={} written_pct={written}",
+        ms(stop_the_world),
+        of(|o| o.pause),
+        of(|o| o.p99),
+        of(|o| o.max),
+        of(|o| o.replace),
+    );
 }
 
 /// Runs this example again for one point and reads back its figures.

@@ -482,7 +482,12 @@ mod starting {
                     if !key.is_empty() {
                         bump(&mut self.state, key);
                     }
-                    let mut all: Vec<_> = self.state.counts.iter().map(|(k, v)| (k.clone(), u64::from(*v))).collect();
+                    let mut all: Vec<_> = self
+                        .state
+                        .counts
+                        .iter()
+                        .map(|(k, v)| (k.clone(), u64::from(*v)))
+                        .collect();
                     all.sort();
                     all
                 }
@@ -490,9 +495,18 @@ mod starting {
         };
     }
 
-    counter!(PlainCounter, PlainV1, |state, key| *state.counts.entry(key).or_insert(0) += 1);
-    counter!(StartCounter, StartV2, |state, key| *state.counts.get_or_insert_with(key, || 0) += 1);
-    counter!(NextCounter, StartV3, |state, key| *state.counts.get_or_insert_with(key, || 0) += 1);
+    counter!(PlainCounter, PlainV1, |state, key| *state
+        .counts
+        .entry(key)
+        .or_insert(0) += 1);
+    counter!(StartCounter, StartV2, |state, key| *state
+        .counts
+        .get_or_insert_with(key, || 0) +=
+        1);
+    counter!(NextCounter, StartV3, |state, key| *state
+        .counts
+        .get_or_insert_with(key, || 0) +=
+        1);
 }
 
 #[test]
@@ -559,7 +573,9 @@ mod asynchronous {
                         Op::Remove(key) => drop(counts.remove(&key)),
                         Op::Add(..) => unreachable!("not used here"),
                         Op::Dump => {
-                            let table = counts.iter().map(|(k, v)| (k.clone(), (v.count(), 2 * v.count())));
+                            let table = counts
+                                .iter()
+                                .map(|(k, v)| (k.clone(), (v.count(), 2 * v.count())));
                             return ($version, Some(table.collect()));
                         }
                     }

@@ -22,9 +22,10 @@ use crate::runtime::error::{Hook, LifecycleError, panic_message};
 use crate::runtime::graph;
 use crate::runtime::handle::Handle;
 use crate::runtime::kernel::{Kernel, Shared, dep_graph};
+use crate::runtime::lifecycle::Plumbing;
 use crate::runtime::notice::Notice;
 use crate::runtime::service::{Handler, Service};
-use crate::runtime::slot::{HeldSlot, Installs, Plumbing, Slot};
+use crate::runtime::slot::{HeldSlot, Installs, Slot};
 use crate::state::StateTag;
 
 #[cfg(feature = "tokio")]
@@ -189,13 +190,13 @@ where
     if let Some(deps) = crossed.new_deps.take() {
         shared.set_dependencies(service, deps);
     }
-    let (kernel, name) = (entered.kernel().clone(), Arc::clone(entered.name()));
+    let name = Arc::clone(entered.name());
     drop(entered);
     let retired = crossed.precopy.as_mut().map(|report| {
         report.pause = report.paused_at.elapsed();
         std::mem::take(&mut report.retired)
     });
-    dispose_old(shared, &kernel, &name, &crossed, Box::new((old, retired)));
+    dispose_old(shared, &name, &crossed, Box::new((old, retired)));
     Ok(finished(shared, service, &crossed))
 }
 
@@ -225,15 +226,9 @@ pub(crate) fn begin<'a>(
 /// large state takes milliseconds, so it goes to the reaper thread; a small one costs less than
 /// waking the reaper. Either way a panicking `Drop` is reported, not unwound into the caller of
 /// a replacement that succeeded.
-pub(crate) fn dispose_old(
-    shared: &Shared,
-    kernel: &std::sync::Weak<Shared>,
-    service: &Arc<str>,
-    crossed: &Crossed,
-    old: Box<dyn Send>,
-) {
+pub(crate) fn dispose_old(shared: &Shared, service: &Arc<str>, crossed: &Crossed, old: Box<dyn Send>) {
     if crossed.state_len > REAP_ABOVE {
-        shared.reaper.dispose(kernel.clone(), Arc::clone(service), old);
+        shared.reaper.dispose(shared.weak_self(), Arc::clone(service), old);
     } else {
         crate::runtime::reap::drop_reporting(Some(shared), service, old);
     }

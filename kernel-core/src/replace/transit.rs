@@ -19,7 +19,7 @@ use std::thread::{Scope, ScopedJoinHandle};
 use super::{ReplaceError, Step, guarded};
 use crate::boxed::ServiceFault;
 use crate::runtime::kernel::Shared;
-use crate::runtime::slot::{ExportError, Plumbing};
+use crate::runtime::lifecycle::{ExportError, Plumbing};
 use crate::seal::writer::{SegmentSink, Segmenting, StateWriter, Written};
 use crate::seal::{SealError, Sealer};
 use crate::state::{self, Migratable, StateError, StateTag};

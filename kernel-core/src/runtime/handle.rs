@@ -1,11 +1,14 @@
-//! Typed handles: a service reached without a name lookup, across replacements.
+//! Typed handles: a service reached without a name lookup, across replacements; and the typed
+//! ways to a service by name, which find its slot behind its route.
 
+use std::any::type_name;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::messaging::message::{Event, Reply};
-use crate::runtime::error::CallError;
-use crate::runtime::error::Status;
+use crate::runtime::error::{CallError, Status};
+use crate::runtime::kernel::Kernel;
+use crate::runtime::route::Route;
 use crate::runtime::slot::Slot;
 
 /// A typed handle to one service. Obtained once (from `register` or [`Kernel::handle`]), it
@@ -88,5 +91,105 @@ impl<Req: Send + 'static, Resp: Send + 'static> std::fmt::Debug for Handle<Req, 
             .field("service", &self.name())
             .field("status", &self.status())
             .finish()
+    }
+}
+
+/// The slot behind a route, of the kind and protocol asked for.
+pub(crate) enum SlotOfKind<Req, Resp> {
+    Sync(Arc<Slot<Req, Resp>>),
+    #[cfg(feature = "tokio")]
+    Async(Arc<crate::runtime::asynchronous::AsyncSlot<Req, Resp>>),
+}
+
+impl<Req: Send + 'static, Resp: Send + 'static> SlotOfKind<Req, Resp> {
+    /// The slot behind `route` if it speaks `Req` and `Resp`; else [`CallError::WrongTypes`]
+    /// naming both protocols.
+    pub(crate) fn of(route: &Route, service: &str) -> Result<Self, CallError> {
+        let (slot, speaks) = route.slot();
+        let _other = match Arc::downcast::<Slot<Req, Resp>>(slot) {
+            Ok(slot) => return Ok(SlotOfKind::Sync(slot)),
+            Err(other) => other,
+        };
+        #[cfg(feature = "tokio")]
+        if let Ok(slot) = Arc::downcast::<crate::runtime::asynchronous::AsyncSlot<Req, Resp>>(_other) {
+            return Ok(SlotOfKind::Async(slot));
+        }
+        Err(CallError::WrongTypes {
+            service: service.to_owned(),
+            registered: format!("{} -> {}", speaks.0, speaks.1),
+            requested: format!("{} -> {}", type_name::<Req>(), type_name::<Resp>()),
+        })
+    }
+}
+
+impl Kernel {
+    /// A handle to the synchronous `Event`/`Reply` service `name`, to call it without a name
+    /// lookup. An async service (feature `tokio`) is reached with `Kernel::async_handle`
+    /// ([`CallError::WrongKind`] here), a service with its own protocol with
+    /// [`handle_typed`](Self::handle_typed) ([`CallError::WrongTypes`] here).
+    pub fn handle(&self, name: &str) -> Result<Handle, CallError> {
+        match SlotOfKind::<Event, Reply>::of(&self.shared().route(name)?, name)? {
+            SlotOfKind::Sync(slot) => Ok(Handle::new(slot)),
+            #[cfg(feature = "tokio")]
+            SlotOfKind::Async(_) => Err(CallError::WrongKind {
+                service: name.to_owned(),
+                service_is: "an async",
+            }),
+        }
+    }
+
+    /// A typed handle to the synchronous service `name`, whatever protocol it speaks: `Req` and
+    /// `Resp` are checked against the types it was registered with, and a mismatch is
+    /// [`CallError::WrongTypes`] naming both. An async service (feature `tokio`) is reached with
+    /// `Kernel::async_handle_typed`, or called with [`call_typed`](Self::call_typed).
+    pub fn handle_typed<Req: Send + 'static, Resp: Send + 'static>(
+        &self,
+        name: &str,
+    ) -> Result<Handle<Req, Resp>, CallError> {
+        match SlotOfKind::<Req, Resp>::of(&self.shared().route(name)?, name)? {
+            SlotOfKind::Sync(slot) => Ok(Handle::new(slot)),
+            #[cfg(feature = "tokio")]
+            SlotOfKind::Async(_) => Err(CallError::WrongKind {
+                service: name.to_owned(),
+                service_is: "an async",
+            }),
+        }
+    }
+
+    /// Calls the service `name` on this thread with a typed request, whatever protocol it was
+    /// registered with (`register_typed`, or `Event`/`Reply`): `Req` and `Resp` are checked
+    /// against its types at run time, and a mismatch is [`CallError::WrongTypes`], never a
+    /// reply. An async service is waited for as [`call`](Self::call) waits for one.
+    ///
+    /// ```
+    /// use microkernel::{CallError, Context, Handler, Kernel};
+    ///
+    /// #[derive(microkernel::Service)]
+    /// #[service(name = "adder")]
+    /// struct Adder;
+    /// impl Handler for Adder {
+    ///     type Request = (u32, u32);
+    ///     type Response = u32;
+    ///     fn handle(&mut self, (a, b): (u32, u32), _: &Context<'_>) -> u32 { a + b }
+    /// }
+    ///
+    /// let kernel = Kernel::new();
+    /// kernel.register_typed(Adder)?;
+    /// kernel.start_all()?;
+    /// assert_eq!(kernel.call_typed::<(u32, u32), u32>("adder", (2, 3))?, 5);
+    /// let wrong = kernel.call_typed::<String, u32>("adder", "2 + 3".into());
+    /// assert!(matches!(wrong, Err(CallError::WrongTypes { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn call_typed<Req: Send + 'static, Resp: Send + 'static>(
+        &self,
+        name: &str,
+        request: Req,
+    ) -> Result<Resp, CallError> {
+        match SlotOfKind::<Req, Resp>::of(&self.shared().local_route(name)?, name)? {
+            SlotOfKind::Sync(slot) => slot.call(request),
+            #[cfg(feature = "tokio")]
+            SlotOfKind::Async(slot) => slot.call_blocking(request, None),
+        }
     }
 }

@@ -13,6 +13,7 @@ pub(crate) mod error;
 pub(crate) mod graph;
 pub(crate) mod handle;
 pub(crate) mod kernel;
+pub(crate) mod lifecycle;
 pub(crate) mod loom;
 pub(crate) mod notice;
 pub(crate) mod persist;

@@ -1,5 +1,6 @@
 //! How an event addressed by name reaches its service, and how a typed call by name finds its
-//! slot.
+//! slot. Routes hold slots with their types erased, so that the registry, and the kernel around
+//! it, name no kind of slot.
 
 use std::any::{Any, type_name};
 use std::sync::Arc;
@@ -7,18 +8,21 @@ use std::time::Duration;
 
 use crate::messaging::message::{Event, Reply};
 use crate::runtime::error::CallError;
-use crate::runtime::slot::Slot;
 
 /// Where the registry sends events for a service.
 #[derive(Clone)]
 pub(crate) enum Route {
-    /// A synchronous service speaking `Event`/`Reply`.
-    Sync(Arc<Slot<Event, Reply>>),
-    /// An async service speaking `Event`/`Reply`.
-    #[cfg(feature = "tokio")]
-    Async(Arc<crate::runtime::asynchronous::AsyncSlot<Event, Reply>>),
+    /// A service speaking `Event`/`Reply`, synchronous or async.
+    Events(Arc<dyn CallsByName>),
     /// A service with its own request and response types: a typed call by name reaches it.
     Typed(TypedSlot),
+}
+
+/// A slot that takes `Event`s: a synchronous or an async one speaking `Event`/`Reply`.
+pub(crate) trait CallsByName: Any + Send + Sync {
+    /// Calls the service on this thread (an async one without blocking a runtime's worker),
+    /// waiting at most `timeout` to enter it.
+    fn call(self: Arc<Self>, event: Event, timeout: Option<Duration>) -> Result<Reply, CallError>;
 }
 
 /// The slot of a service with its own protocol, its types erased; a typed call by name gets it
@@ -32,7 +36,7 @@ pub(crate) struct TypedSlot {
 }
 
 /// The names of a protocol's request and response types.
-type Speaks = (&'static str, &'static str);
+pub(crate) type Speaks = (&'static str, &'static str);
 
 impl TypedSlot {
     /// `slot`, speaking `Req` and `Resp`.
@@ -44,78 +48,43 @@ impl TypedSlot {
     }
 }
 
-/// The slot behind a route, of the kind and protocol asked for.
-pub(crate) enum SlotOfKind<Req, Resp> {
-    Sync(Arc<Slot<Req, Resp>>),
-    #[cfg(feature = "tokio")]
-    Async(Arc<crate::runtime::asynchronous::AsyncSlot<Req, Resp>>),
-}
-
 impl Route {
     /// Calls the service on this thread (an async one without blocking a runtime's worker).
-    pub(crate) fn call(&self, service: &str, event: Event, timeout: Option<Duration>) -> Result<Reply, CallError> {
-        match (self, timeout) {
-            (Route::Sync(slot), None) => slot.call(event),
-            (Route::Sync(slot), Some(timeout)) => slot.call_within(event, timeout),
-            #[cfg(feature = "tokio")]
-            (Route::Async(slot), _) => slot.call_blocking(event, timeout),
-            (Route::Typed(_), _) => Err(CallError::Unsupported {
+    pub(crate) fn call(self, service: &str, event: Event, timeout: Option<Duration>) -> Result<Reply, CallError> {
+        match self {
+            Route::Events(slot) => slot.call(event, timeout),
+            Route::Typed(_) => Err(CallError::Unsupported {
                 service: service.to_owned(),
             }),
         }
     }
 
-    /// The service's slot if it speaks `Req` and `Resp`; else [`CallError::WrongTypes`] naming
-    /// both protocols.
-    pub(crate) fn slot_speaking<Req: Send + 'static, Resp: Send + 'static>(
-        &self,
-        service: &str,
-    ) -> Result<SlotOfKind<Req, Resp>, CallError> {
-        let (slot, speaks): (Arc<dyn Any + Send + Sync>, Speaks) = match self {
-            Route::Sync(slot) => (Arc::clone(slot) as _, (type_name::<Event>(), type_name::<Reply>())),
-            #[cfg(feature = "tokio")]
-            Route::Async(slot) => (Arc::clone(slot) as _, (type_name::<Event>(), type_name::<Reply>())),
+    /// The slot, its types erased, and the protocol it speaks.
+    pub(crate) fn slot(&self) -> (Arc<dyn Any + Send + Sync>, Speaks) {
+        match self {
+            Route::Events(slot) => (Arc::clone(slot) as _, (type_name::<Event>(), type_name::<Reply>())),
             Route::Typed(typed) => (Arc::clone(&typed.slot), typed.speaks),
-        };
-        let _other = match Arc::downcast::<Slot<Req, Resp>>(slot) {
-            Ok(slot) => return Ok(SlotOfKind::Sync(slot)),
-            Err(other) => other,
-        };
-        #[cfg(feature = "tokio")]
-        if let Ok(slot) = Arc::downcast::<crate::runtime::asynchronous::AsyncSlot<Req, Resp>>(_other) {
-            return Ok(SlotOfKind::Async(slot));
         }
-        Err(CallError::WrongTypes {
-            service: service.to_owned(),
-            registered: format!("{} -> {}", speaks.0, speaks.1),
-            requested: format!("{} -> {}", type_name::<Req>(), type_name::<Resp>()),
-        })
     }
 }
 
 /// A route held weakly: a dropped kernel's services are not kept alive by a thread's cache.
 enum WeakRoute {
-    Sync(std::sync::Weak<Slot<Event, Reply>>),
-    #[cfg(feature = "tokio")]
-    Async(std::sync::Weak<crate::runtime::asynchronous::AsyncSlot<Event, Reply>>),
+    Events(std::sync::Weak<dyn CallsByName>),
     Typed(std::sync::Weak<dyn Any + Send + Sync>, Speaks),
 }
 
 impl WeakRoute {
     fn of(route: &Route) -> Self {
         match route {
-            Route::Sync(slot) => WeakRoute::Sync(Arc::downgrade(slot)),
-            #[cfg(feature = "tokio")]
-            Route::Async(slot) => WeakRoute::Async(Arc::downgrade(slot)),
+            Route::Events(slot) => WeakRoute::Events(Arc::downgrade(slot)),
             Route::Typed(typed) => WeakRoute::Typed(Arc::downgrade(&typed.slot), typed.speaks),
         }
     }
 
     fn upgrade(&self) -> Option<Route> {
         match self {
-            WeakRoute::Sync(slot) => slot.upgrade().map(Route::Sync),
-            #[cfg(feature = "tokio")]
-            WeakRoute::Async(slot) => slot.upgrade().map(Route::Async),
+            WeakRoute::Events(slot) => slot.upgrade().map(Route::Events),
             WeakRoute::Typed(slot, speaks) => slot
                 .upgrade()
                 .map(|slot| Route::Typed(TypedSlot { slot, speaks: *speaks })),

@@ -3,7 +3,8 @@
 //! segment or two), not beside its encoding.
 
 use crate::runtime::error::LifecycleError;
-use crate::runtime::slot::{Exported, Plumbing, export_now};
+use crate::runtime::lifecycle::{Exported, Plumbing};
+use crate::runtime::slot::export_now;
 use crate::seal::writer::{SegmentSink, StateWriter, Written};
 use crate::seal::{SealError, Sealer};
 use crate::store::{ObjectWriter, StateStore, StoreError, block_on};

@@ -18,7 +18,7 @@ use super::channel::{self, Channel, Failure, PROTOCOL, ToNew, ToOld};
 use super::fds::{MAX_LISTENERS, send_fds};
 use super::{DEFAULT_TIMEOUT, TakeoverError};
 use crate::runtime::kernel::{Kernel, Paused};
-use crate::runtime::slot::Lifecycle;
+use crate::runtime::lifecycle::Lifecycle;
 
 /// How often the listening thread looks whether it should end.
 const POLL: Duration = Duration::from_millis(20);

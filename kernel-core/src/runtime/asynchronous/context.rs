@@ -34,6 +34,11 @@ impl AsyncContext {
         &self.inner.service
     }
 
+    /// The kernel this context reaches, held weakly.
+    pub(crate) fn shared(&self) -> &Weak<Shared> {
+        &self.inner.kernel
+    }
+
     /// The kernel, unless it is being dropped.
     pub fn kernel(&self) -> Option<Kernel> {
         self.inner.kernel.upgrade().map(Kernel::from_shared)

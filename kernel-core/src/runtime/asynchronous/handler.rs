@@ -9,8 +9,8 @@ use std::task::{Context, Poll};
 
 use super::AsyncContext;
 use crate::boxed::BoxError;
+use crate::runtime::lifecycle::Plumbing;
 use crate::runtime::service::Service;
-use crate::runtime::slot::Plumbing;
 
 /// An async service's behaviour: async lifecycle hooks and an async request handler. Its name,
 /// dependencies and state come from [`Service`], derived as for a synchronous service.

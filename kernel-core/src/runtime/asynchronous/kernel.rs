@@ -10,11 +10,12 @@ use super::handler::AsyncHandler;
 use super::slot::{AsyncLifecycle, AsyncSlot};
 use crate::messaging::message::{Event, KERNEL, Reply};
 use crate::runtime::error::{CallError, LifecycleError, StopAllError};
+use crate::runtime::handle::SlotOfKind;
 use crate::runtime::kernel::Kernel;
+use crate::runtime::lifecycle::Lifecycle;
 use crate::runtime::notice::Notice;
 use crate::runtime::persist::CheckpointError;
-use crate::runtime::route::{Route, SlotOfKind, TypedSlot};
-use crate::runtime::slot::Lifecycle;
+use crate::runtime::route::{Route, TypedSlot};
 use crate::store::Location;
 
 impl Kernel {
@@ -28,7 +29,7 @@ impl Kernel {
         let slot = self.new_async_slot(service).await?;
         self.insert(
             Arc::new(AsyncLifecycle(Arc::clone(&slot))) as Arc<dyn Lifecycle>,
-            Route::Async(Arc::clone(&slot)),
+            Route::Events(Arc::clone(&slot) as _),
         )?;
         Ok(AsyncHandle::new_async(slot))
     }
@@ -82,12 +83,15 @@ impl Kernel {
     /// A handle to the `Event`/`Reply` service `name`, async or not, to call it from async code
     /// without a name lookup.
     pub fn async_handle(&self, name: &str) -> Result<AsyncHandle, CallError> {
-        match self.shared().route(name)? {
-            Route::Sync(slot) => Ok(AsyncHandle::from(crate::Handle::new(slot))),
-            Route::Async(slot) => Ok(AsyncHandle::new_async(slot)),
-            Route::Typed(_) => Err(CallError::Unsupported {
+        let route = self.shared().route(name)?;
+        if let Route::Typed(_) = route {
+            return Err(CallError::Unsupported {
                 service: name.to_owned(),
-            }),
+            });
+        }
+        match SlotOfKind::of(&route, name)? {
+            SlotOfKind::Sync(slot) => Ok(AsyncHandle::from(crate::Handle::new(slot))),
+            SlotOfKind::Async(slot) => Ok(AsyncHandle::new_async(slot)),
         }
     }
 
@@ -98,7 +102,7 @@ impl Kernel {
         &self,
         name: &str,
     ) -> Result<AsyncHandle<Req, Resp>, CallError> {
-        match self.shared().route(name)?.slot_speaking::<Req, Resp>(name)? {
+        match SlotOfKind::of(&self.shared().route(name)?, name)? {
             SlotOfKind::Sync(slot) => Ok(AsyncHandle::from(crate::Handle::new(slot))),
             SlotOfKind::Async(slot) => Ok(AsyncHandle::new_async(slot)),
         }

@@ -9,25 +9,12 @@ use std::sync::Arc;
 use super::{Kernel, not_found};
 use crate::runtime::error::Status;
 use crate::runtime::error::{Hook, LifecycleError};
+use crate::runtime::lifecycle::{Exported, HandoverHold, Lifecycle, Plumbing};
 use crate::runtime::notice::Notice;
-use crate::runtime::slot::{Exported, HeldSlot, Lifecycle, Plumbing, export_now};
+use crate::runtime::slot::{HeldSlot, export_now};
 use crate::runtime::sync::ReentrantGuard;
 use crate::state::EncodedState;
 use crate::takeover::TakeoverError;
-
-/// A service's slot held for a takeover, whatever its kind (synchronous or async): what the
-/// handover does with it.
-pub(crate) trait HandoverHold {
-    /// Runs `start` or `stop` on the held instance, leaving the status as it is (callers
-    /// waiting for the slot see the service Running throughout, as during a replacement).
-    fn run(&mut self, hook: Hook) -> Result<(), LifecycleError>;
-    /// Sets the service's status.
-    fn mark(&self, status: Status);
-    /// The service's status.
-    fn current_status(&self) -> Status;
-    /// The held instance's state, encoded, at its next generation.
-    fn export_state(&self) -> Result<(EncodedState, u64), LifecycleError>;
-}
 
 impl<H: HeldSlot> HandoverHold for H {
     fn run(&mut self, hook: Hook) -> Result<(), LifecycleError> {

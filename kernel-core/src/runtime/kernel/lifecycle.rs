@@ -9,9 +9,9 @@ use super::{Entry, Kernel, Shared, not_found};
 use crate::runtime::error::Status;
 use crate::runtime::error::{Hook, LifecycleError, StopAllError};
 use crate::runtime::graph::{self, Graph};
+use crate::runtime::lifecycle::StopRace;
 use crate::runtime::notice::Notice;
 use crate::runtime::persist::Checkpointer;
-use crate::runtime::slot::StopRace;
 
 #[cfg(test)]
 mod linear;

@@ -16,7 +16,7 @@ pub use builder::{BuildError, KernelBuilder};
 #[cfg(feature = "fault-injection")]
 use builder::{SavePause, TransitFault};
 #[cfg(all(feature = "takeover", target_os = "linux"))]
-pub(crate) use handover::{HandoverHold, Paused};
+pub(crate) use handover::Paused;
 use registry::Registry;
 
 use crate::messaging::message::{Event, KERNEL, Reply};
@@ -24,13 +24,12 @@ use crate::messaging::push::{PendingReply, Pusher};
 use crate::runtime::error::Status;
 use crate::runtime::error::{CallError, LifecycleError};
 use crate::runtime::graph::{self, DepGraph};
-use crate::runtime::handle::Handle;
+use crate::runtime::lifecycle::Lifecycle;
 use crate::runtime::notice::{Notice, Observer};
 use crate::runtime::persist::Checkpointer;
 use crate::runtime::reap::Reaper;
 use crate::runtime::restart::Restarts;
 use crate::runtime::route::Route;
-use crate::runtime::slot::Lifecycle;
 use crate::runtime::sync::ReentrantLock;
 use crate::seal::Sealer;
 use crate::store::{LoadPolicy, StateStore};
@@ -188,76 +187,6 @@ impl Kernel {
         &self.shared
     }
 
-    /// A handle to the synchronous `Event`/`Reply` service `name`, to call it without a name
-    /// lookup. An async service (feature `tokio`) is reached with `Kernel::async_handle`
-    /// ([`CallError::WrongKind`] here), a service with its own protocol with
-    /// [`handle_typed`](Self::handle_typed) ([`CallError::WrongTypes`] here).
-    pub fn handle(&self, name: &str) -> Result<Handle, CallError> {
-        match self.shared.route(name)?.slot_speaking::<Event, Reply>(name)? {
-            crate::runtime::route::SlotOfKind::Sync(slot) => Ok(Handle::new(slot)),
-            #[cfg(feature = "tokio")]
-            crate::runtime::route::SlotOfKind::Async(_) => Err(CallError::WrongKind {
-                service: name.to_owned(),
-                service_is: "an async",
-            }),
-        }
-    }
-
-    /// A typed handle to the synchronous service `name`, whatever protocol it speaks: `Req` and
-    /// `Resp` are checked against the types it was registered with, and a mismatch is
-    /// [`CallError::WrongTypes`] naming both. An async service (feature `tokio`) is reached with
-    /// `Kernel::async_handle_typed`, or called with [`call_typed`](Self::call_typed).
-    pub fn handle_typed<Req: Send + 'static, Resp: Send + 'static>(
-        &self,
-        name: &str,
-    ) -> Result<Handle<Req, Resp>, CallError> {
-        match self.shared.route(name)?.slot_speaking::<Req, Resp>(name)? {
-            crate::runtime::route::SlotOfKind::Sync(slot) => Ok(Handle::new(slot)),
-            #[cfg(feature = "tokio")]
-            crate::runtime::route::SlotOfKind::Async(_) => Err(CallError::WrongKind {
-                service: name.to_owned(),
-                service_is: "an async",
-            }),
-        }
-    }
-
-    /// Calls the service `name` on this thread with a typed request, whatever protocol it was
-    /// registered with (`register_typed`, or `Event`/`Reply`): `Req` and `Resp` are checked
-    /// against its types at run time, and a mismatch is [`CallError::WrongTypes`], never a
-    /// reply. An async service is waited for as [`call`](Self::call) waits for one.
-    ///
-    /// ```
-    /// use microkernel::{CallError, Context, Handler, Kernel};
-    ///
-    /// #[derive(microkernel::Service)]
-    /// #[service(name = "adder")]
-    /// struct Adder;
-    /// impl Handler for Adder {
-    ///     type Request = (u32, u32);
-    ///     type Response = u32;
-    ///     fn handle(&mut self, (a, b): (u32, u32), _: &Context<'_>) -> u32 { a + b }
-    /// }
-    ///
-    /// let kernel = Kernel::new();
-    /// kernel.register_typed(Adder)?;
-    /// kernel.start_all()?;
-    /// assert_eq!(kernel.call_typed::<(u32, u32), u32>("adder", (2, 3))?, 5);
-    /// let wrong = kernel.call_typed::<String, u32>("adder", "2 + 3".into());
-    /// assert!(matches!(wrong, Err(CallError::WrongTypes { .. })));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn call_typed<Req: Send + 'static, Resp: Send + 'static>(
-        &self,
-        name: &str,
-        request: Req,
-    ) -> Result<Resp, CallError> {
-        match self.shared.local_route(name)?.slot_speaking::<Req, Resp>(name)? {
-            crate::runtime::route::SlotOfKind::Sync(slot) => slot.call(request),
-            #[cfg(feature = "tokio")]
-            crate::runtime::route::SlotOfKind::Async(slot) => slot.call_blocking(request, None),
-        }
-    }
-
     /// The sealer configured with [`KernelBuilder::sealer`]: it seals saved states and the
     /// states crossing a replacement. Without one, a replacement seals its state with a key
     /// generated for this kernel alone (AES-256-GCM), which is never stored, so nothing can be
@@ -293,7 +222,7 @@ impl Kernel {
     }
 
     /// [`call`](Self::call), waiting at most `timeout` to enter the service (see
-    /// [`Handle::call_timeout`]: a handler that has started is not interrupted).
+    /// [`Handle::call_timeout`](crate::Handle::call_timeout): a handler that has started is not interrupted).
     pub fn call_timeout(&self, to: &str, event: Event, timeout: Duration) -> Result<Reply, CallError> {
         self.shared.local_route(to)?.call(to, event, Some(timeout))
     }

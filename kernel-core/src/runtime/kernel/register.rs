@@ -9,10 +9,11 @@ use crate::runtime::error::LifecycleError;
 use crate::runtime::error::Status;
 use crate::runtime::graph;
 use crate::runtime::handle::Handle;
+use crate::runtime::lifecycle::Lifecycle;
 use crate::runtime::notice::Notice;
 use crate::runtime::route::{Route, TypedSlot};
 use crate::runtime::service::Handler;
-use crate::runtime::slot::{Lifecycle, Slot, SlotOf};
+use crate::runtime::slot::{Slot, SlotOf};
 
 impl Kernel {
     /// Registers a service that speaks the default [`Event`]/[`Reply`] protocol, reachable by
@@ -22,7 +23,10 @@ impl Kernel {
         S: Handler<Request = Event, Response = Reply>,
     {
         let slot = self.new_slot(service)?;
-        self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, Route::Sync(Arc::clone(&slot)))?;
+        self.insert(
+            Arc::clone(&slot) as Arc<dyn Lifecycle>,
+            Route::Events(Arc::clone(&slot) as _),
+        )?;
         Ok(Handle::new(slot))
     }
 

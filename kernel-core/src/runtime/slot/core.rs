@@ -3,11 +3,10 @@
 //! outlived its timeout, and the saves exported and not yet written.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use crate::runtime::error::LifecycleError;
 use crate::runtime::error::Status;
-use crate::runtime::kernel::Shared;
 
 /// The state a slot of either kind keeps beside its instance.
 pub(crate) struct SlotCore {
@@ -26,12 +25,11 @@ pub(crate) struct SlotCore {
     late_stop: AtomicBool,
     /// Saves exported (with the slot held) and not yet written: a restart waits for them.
     saves: Arc<SavesInFlight>,
-    pub(crate) kernel: Weak<Shared>,
 }
 
 impl SlotCore {
     /// The core of a new slot for `name`, whose state was last saved at `generation`.
-    pub(crate) fn new(name: Arc<str>, kernel: Weak<Shared>, generation: u64) -> Self {
+    pub(crate) fn new(name: Arc<str>, generation: u64) -> Self {
         Self {
             name,
             status: AtomicU8::new(Status::Created.to_u8()),
@@ -39,7 +37,6 @@ impl SlotCore {
             epoch: AtomicU64::new(0),
             late_stop: AtomicBool::new(false),
             saves: Arc::default(),
-            kernel,
         }
     }
 

@@ -4,12 +4,12 @@
 //! how it runs a hook (on this thread, or by waiting for the hook's future) and how it stores
 //! an instance.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
-use super::{BoxInstance, Entered, Plumbing, SlotCore};
+use super::{BoxInstance, Entered, SlotCore};
 use crate::runtime::error::Status;
 use crate::runtime::error::{Hook, LifecycleError};
-use crate::runtime::kernel::Shared;
+use crate::runtime::lifecycle::Plumbing;
 use crate::runtime::service::Handler;
 
 /// A service's slot, held: nobody else can call, start, stop, save or replace it meanwhile.
@@ -32,11 +32,6 @@ pub(crate) trait HeldSlot {
     /// The service's name.
     fn name(&self) -> &Arc<str> {
         &self.core().name
-    }
-
-    /// The kernel the slot belongs to.
-    fn kernel(&self) -> &Weak<Shared> {
-        &self.core().kernel
     }
 
     fn status(&self) -> Status {

@@ -3,50 +3,17 @@
 
 use crate::boxed::ServiceFault;
 use crate::runtime::context::Context;
+use crate::runtime::lifecycle::{ExportError, Plumbing};
 use crate::runtime::service::{BoxError, Handler, Service};
 use crate::seal::writer::StateWriter;
 use crate::state::precopy::PrecopySource;
 use crate::state::{self, Migratable, StateTag};
-
-/// A service's state plumbing with its types erased: what a replacement and a save need of an
-/// instance, the same for synchronous and asynchronous services.
-pub(crate) trait Plumbing: Send {
-    fn dependencies(&self) -> Vec<String>;
-    /// Exports the current state (or its previous version when `downgrade`) and appends its
-    /// encoding to `out`; returns its tag.
-    fn export(&self, downgrade: bool, out: &mut StateWriter<'_>) -> Result<StateTag, ExportError>;
-    /// The version and fingerprint of the state type it holds.
-    fn state_tag(&self) -> StateTag;
-    /// The state's `#[precopy]` map, if it has one (and `export_state` lends the state).
-    fn precopy_source(&self) -> Option<&dyn PrecopySource>;
-}
 
 /// A synchronous service with its types erased down to its protocol: what a slot holds.
 pub(crate) trait Instance<Req, Resp>: Plumbing {
     fn start(&mut self, ctx: &Context<'_>) -> Result<(), BoxError>;
     fn stop(&mut self, ctx: &Context<'_>) -> Result<(), BoxError>;
     fn handle(&mut self, request: Req, ctx: &Context<'_>) -> Resp;
-}
-
-/// Why an instance could not hand out its state: user code failed or panicked at one of the
-/// three steps (each a [`Step`](crate::Step) of a replacement).
-#[derive(Debug)]
-pub(crate) enum ExportError {
-    /// `export_state` failed or panicked.
-    Handler(ServiceFault),
-    /// The downgrade conversion failed or panicked.
-    Downgrade(ServiceFault),
-    /// The state's `Serialize` failed or panicked.
-    Encode(ServiceFault),
-}
-
-impl ExportError {
-    /// The underlying failure, whichever the step.
-    pub(crate) fn into_source(self) -> ServiceFault {
-        match self {
-            ExportError::Handler(source) | ExportError::Downgrade(source) | ExportError::Encode(source) => source,
-        }
-    }
 }
 
 /// Runs a step of user code, its panic caught.

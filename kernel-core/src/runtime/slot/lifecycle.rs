@@ -1,72 +1,15 @@
-//! The kernel's view of any slot, whatever its protocol: lifecycle operations, bounded stops,
-//! exports for saves.
+//! The kernel's view of a slot ([`Lifecycle`]) for either kind of slot: lifecycle operations,
+//! bounded stops, exports for saves, written once over [`HoldForLifecycle`].
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::{Entered, HeldSlot, Plumbing, SaveInFlight, Slot, SlotCore};
+use super::{Entered, HeldSlot, SaveInFlight, Slot, SlotCore};
 use crate::runtime::caller::caller_token;
-use crate::runtime::error::Status;
-use crate::runtime::error::{Hook, LifecycleError};
+use crate::runtime::error::{Hook, LifecycleError, Status};
+use crate::runtime::lifecycle::{ExportForSave, Exported, Lifecycle, Plumbing, StopRace};
 use crate::seal::writer::StateWriter;
 use crate::state::EncodedState;
-use crate::store::ObjectWriter;
-
-/// How a stop bounded by a timeout ended, agreed between the stopping thread and the waiting one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StopRace {
-    /// The hook is running and the waiter still waits.
-    Waiting,
-    /// The hook finished before the waiter gave up.
-    Done,
-    /// The waiter gave up (timeout): the service was reported Failed.
-    Abandoned,
-}
-
-/// What a save's export hands back, to finish once the service is released.
-pub(crate) enum Exported<'s> {
-    /// The encoding: to seal and save whole.
-    Encoded(EncodedState),
-    /// A whole envelope, sealed: to save.
-    Sealed(Vec<u8>),
-    /// Written to the store part by part: to commit.
-    Streamed(Box<dyn ObjectWriter<'s> + 's>),
-}
-
-/// How a save exports an instance's state at a generation.
-pub(crate) type ExportForSave<'f, 's> = dyn FnMut(&dyn Plumbing, u64) -> Result<Exported<'s>, LifecycleError> + 'f;
-
-/// The kernel's view of any slot, whatever its protocol.
-pub(crate) trait Lifecycle: Send + Sync {
-    fn name(&self) -> &Arc<str>;
-    /// What every kind of slot keeps beside its instance (also: which slot this is).
-    fn core(&self) -> &SlotCore;
-    fn status(&self) -> Status;
-    fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError>;
-    /// The current instance's dependencies (takes the slot's mutex).
-    fn dependencies(&self) -> Vec<String>;
-    /// Exports the current instance's state for a save through `export`, called with the
-    /// instance and its next generation while the slot's mutex is held (a large state is
-    /// sealed and written to the store there, part by part). Also returns a guard to hold until
-    /// the state is written, which a restart of the service waits for.
-    fn export_for_save<'s>(
-        &self,
-        export: &mut ExportForSave<'_, 's>,
-    ) -> Result<(Exported<'s>, u64, SaveInFlight), LifecycleError>;
-    /// A bounded stop gave up waiting: the service is Failed, and lifecycle changes are refused
-    /// until the hook returns (called with the stop's race decided, under its lock).
-    fn abandon_stop(&self);
-    /// Whether this thread holds the slot (inside its handler or hook).
-    fn held_here(&self) -> bool;
-    /// Runs the stop hook for a waiter bounded by a timeout; the status becomes Stopped (or
-    /// Failed on an error) if the waiter has not given up by then, and stays Failed if it has.
-    /// Returns the hook's result and whether it finished late.
-    fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool);
-    /// Holds the slot for a takeover by another process (feature `takeover`): calls arriving
-    /// meanwhile wait until the hold is dropped, as during a replacement.
-    #[cfg(all(feature = "takeover", target_os = "linux"))]
-    fn hold_for_handover(&self) -> Result<Box<dyn crate::runtime::kernel::HandoverHold + '_>, LifecycleError>;
-}
 
 /// A kind of slot, as the lifecycle takes it: the kernel's operations on a slot ([`Lifecycle`])
 /// are written once over this trait ([`hold_and`]), for synchronous and async slots alike.
@@ -208,7 +151,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
     }
 
     #[cfg(all(feature = "takeover", target_os = "linux"))]
-    fn hold_for_handover(&self) -> Result<Box<dyn crate::runtime::kernel::HandoverHold + '_>, LifecycleError> {
+    fn hold_for_handover(&self) -> Result<Box<dyn crate::runtime::lifecycle::HandoverHold + '_>, LifecycleError> {
         self.core.check_no_late_stop()?;
         Ok(Box::new(self.enter_for("handover")?))
     }

@@ -12,27 +12,29 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Mutex, MutexGuard};
 
+use crate::messaging::message::{Event, Reply};
 use crate::runtime::caller::caller_token;
 use crate::runtime::context::Context;
 use crate::runtime::error::Status;
 use crate::runtime::error::{CallError, Hook, LifecycleError, panic_message};
 use crate::runtime::kernel::Shared;
+use crate::runtime::route::CallsByName;
 use crate::runtime::service::Handler;
 use crate::runtime::wait::{self, Held};
 
-mod core;
+pub(crate) mod core;
 mod held;
 mod instance;
 mod lifecycle;
 
+/// Re-exported for the replacement's pre-copy, which reaches an instance's state through it.
+pub(crate) use crate::runtime::lifecycle::Plumbing;
 pub(crate) use core::{SaveInFlight, SlotCore};
 #[cfg(feature = "tokio")]
 pub(crate) use held::status_after;
 pub(crate) use held::{HeldSlot, Installs};
-pub(crate) use instance::{BoxInstance, ExportError, Plumbing};
-#[cfg(feature = "tokio")]
-pub(crate) use lifecycle::ExportForSave;
-pub(crate) use lifecycle::{Exported, HoldForLifecycle, Lifecycle, StopRace, export_now, hold_and};
+pub(crate) use instance::BoxInstance;
+pub(crate) use lifecycle::{HoldForLifecycle, export_now, hold_and};
 
 /// The slot a service of type `S` lives in.
 pub(crate) type SlotOf<S> = Slot<<S as Handler>::Request, <S as Handler>::Response>;
@@ -50,6 +52,8 @@ pub(crate) struct Slot<Req, Resp> {
     /// the callers waiting on the lock.
     owner: OwnLine<AtomicU64>,
     instance: Mutex<BoxInstance<Req, Resp>>,
+    /// The kernel, for the contexts handed to the service and to report its failures.
+    kernel: Weak<Shared>,
     /// The slot itself, for the wait table when a caller has to wait (see `wait`).
     this: Weak<Self>,
 }
@@ -131,7 +135,7 @@ impl<Req, Resp> Entered<'_, Req, Resp> {
     /// is: a replacement swaps instances inside one Running period, so that nobody reading the
     /// status without the mutex sees the service stopped in between.
     pub(crate) fn invoke(&mut self, hook: Hook) -> Result<(), LifecycleError> {
-        let ctx = Context::new(&self.slot.core.kernel, &self.slot.core.name);
+        let ctx = Context::new(&self.slot.kernel, &self.slot.core.name);
         let instance = &mut **self.instance;
         let _span = tracing::info_span!("hook", service = %self.slot.core.name, %hook).entered();
         let outcome = catch_unwind(AssertUnwindSafe(|| match hook {
@@ -151,9 +155,10 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         generation: u64,
     ) -> Arc<Self> {
         Arc::new_cyclic(|this| Self {
-            core: SlotCore::new(name, kernel, generation),
+            core: SlotCore::new(name, generation),
             owner: OwnLine(AtomicU64::new(0)),
             instance: Mutex::new(instance),
+            kernel,
             this: Weak::clone(this),
         })
     }
@@ -305,7 +310,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         if self.core.status.load(Ordering::Acquire) != Status::Running.to_u8() {
             return Err(self.not_running());
         }
-        let ctx = Context::new(&self.core.kernel, &self.core.name);
+        let ctx = Context::new(&self.kernel, &self.core.name);
         let instance = &mut **entered.instance;
         // A DEBUG span: a user's events inside the handler carry the service's name; with DEBUG
         // off (the usual INFO subscriber, or none) it costs one relaxed load.
@@ -338,12 +343,22 @@ impl<Req: Send + 'static, Resp: Send + 'static> Slot<Req, Resp> {
         self.core.set_status(Status::Failed);
         let message = panic_message(panic);
         tracing::error!(service = %self.core.name, %message, "handler panicked; service marked failed");
-        if let Some(kernel) = self.core.kernel.upgrade() {
+        if let Some(kernel) = self.kernel.upgrade() {
             kernel.report_failure(&self.core.name, self.core.epoch());
         }
         CallError::Panicked {
             service: self.core.name.to_string(),
             message,
+        }
+    }
+}
+
+impl CallsByName for Slot<Event, Reply> {
+    #[inline]
+    fn call(self: Arc<Self>, event: Event, timeout: Option<Duration>) -> Result<Reply, CallError> {
+        match timeout {
+            None => Slot::call(&self, event),
+            Some(timeout) => self.call_within(event, timeout),
         }
     }
 }

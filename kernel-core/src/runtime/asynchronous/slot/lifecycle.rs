@@ -6,9 +6,8 @@ use super::{AsyncEntered, AsyncSlot};
 use crate::runtime::asynchronous::chain;
 use crate::runtime::error::Status;
 use crate::runtime::error::{Hook, LifecycleError};
-use crate::runtime::slot::{
-    ExportForSave, Exported, HoldForLifecycle, Lifecycle, SaveInFlight, SlotCore, StopRace, hold_and,
-};
+use crate::runtime::lifecycle::{ExportForSave, Exported, Lifecycle, StopRace};
+use crate::runtime::slot::{HoldForLifecycle, SaveInFlight, SlotCore, hold_and};
 
 /// The kernel's lifecycle drives an async slot from synchronous code (off the runtime's
 /// workers: the async kernel operations hand it to the blocking pool).
@@ -18,7 +17,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncLifecycle<Req, Resp> {
     /// The kernel is being dropped (no `Kernel` is left to upgrade to) on a thread that must
     /// not wait.
     fn dropping_in_runtime(&self) -> bool {
-        self.0.core.kernel.strong_count() == 0 && !chain::may_block()
+        self.0.ctx.shared().strong_count() == 0 && !chain::may_block()
     }
 }
 
@@ -109,7 +108,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for AsyncLifecycle<Req
     }
 
     #[cfg(all(feature = "takeover", target_os = "linux"))]
-    fn hold_for_handover(&self) -> Result<Box<dyn crate::runtime::kernel::HandoverHold + '_>, LifecycleError> {
+    fn hold_for_handover(&self) -> Result<Box<dyn crate::runtime::lifecycle::HandoverHold + '_>, LifecycleError> {
         self.0.core.check_no_late_stop()?;
         Ok(Box::new(self.0.enter_blocking("handover")?))
     }

@@ -20,10 +20,12 @@ use super::AsyncContext;
 use super::chain::{self, CatchUnwind, WouldBlockRuntime};
 use super::gate::Gate;
 use super::handler::{AsyncHandler, BoxAsyncInstance, Served};
-use crate::runtime::error::Status;
-use crate::runtime::error::{CallError, Hook, LifecycleError, panic_message};
+use crate::messaging::message::{Event, Reply};
+use crate::runtime::error::{CallError, Hook, LifecycleError, Status, panic_message};
 use crate::runtime::kernel::Shared;
-use crate::runtime::slot::{Blocked, HeldSlot, Installs, Plumbing, SlotCore, status_after};
+use crate::runtime::lifecycle::Plumbing;
+use crate::runtime::route::CallsByName;
+use crate::runtime::slot::{Blocked, HeldSlot, Installs, SlotCore, status_after};
 use crate::runtime::wait::Held;
 
 mod call;
@@ -138,7 +140,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
                 instance: Some(super::handler::boxed(service, ctx.clone())),
             }),
             ctx,
-            core: SlotCore::new(name, kernel, generation),
+            core: SlotCore::new(name, generation),
             runtime,
         })
     }
@@ -227,7 +229,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncSlot<Req, Resp> {
         self.core.set_status(Status::Failed);
         let message = panic_message(panic);
         tracing::error!(service = %self.core.name, %message, "async handler panicked; service marked failed");
-        if let Some(kernel) = self.core.kernel.upgrade() {
+        if let Some(kernel) = self.ctx.shared().upgrade() {
             kernel.report_failure(&self.core.name, self.core.epoch());
         }
         CallError::Panicked {
@@ -312,5 +314,11 @@ impl<Req: Send + 'static, Resp: Send + 'static> HeldSlot for AsyncEntered<Req, R
 impl<S: AsyncHandler> Installs<S> for AsyncEntered<S::Request, S::Response> {
     fn instance_of(&self, service: S) -> Self::Instance {
         Some(super::handler::boxed(service, self.slot.ctx.clone()))
+    }
+}
+
+impl CallsByName for AsyncSlot<Event, Reply> {
+    fn call(self: Arc<Self>, event: Event, timeout: Option<Duration>) -> Result<Reply, CallError> {
+        self.call_blocking(event, timeout)
     }
 }

@@ -83,6 +83,8 @@ enum Op {
     Set(String, u32),
     Add(String, u32),
     Remove(String),
+    /// Puts a new, empty map in the old one's place (a pre-copy must notice).
+    Reset,
     Dump,
 }
 
@@ -113,6 +115,7 @@ impl Handler for ServiceV1 {
             Op::Set(key, n) => drop(counts.insert(key, n)),
             Op::Add(key, n) => *counts.get_or_insert_with(key, || 0) += n,
             Op::Remove(key) => drop(counts.remove(&key)),
+            Op::Reset => *counts = PrecopyMap::new(),
             Op::Dump => {
                 let table = counts
                     .iter()
@@ -149,6 +152,7 @@ macro_rules! v2_service {
                         count.doubled += 2 * u64::from(n);
                     }
                     Op::Remove(key) => drop(counts.remove(&key)),
+                    Op::Reset => *counts = PrecopyMap::new(),
                     Op::Dump => {
                         let table = counts.iter().map(|(k, v)| (k.clone(), (v.n, v.doubled)));
                         let mut table: BTreeMap<_, _> = table.collect();
@@ -187,6 +191,7 @@ fn model(initial: &BTreeMap<String, u32>, ops: &[Op]) -> BTreeMap<String, u64> {
             Op::Set(key, n) => drop(table.insert(key.clone(), u64::from(*n))),
             Op::Add(key, n) => *table.entry(key.clone()).or_default() += u64::from(*n),
             Op::Remove(key) => drop(table.remove(key)),
+            Op::Reset => table.clear(),
             Op::Dump => {}
         }
     }
@@ -229,6 +234,9 @@ fn ops_from(seed: u64, keys: usize) -> impl Iterator<Item = Op> {
     };
     std::iter::repeat_with(move || {
         let key = format!("key-{}", next() % (keys as u64 + keys as u64 / 4 + 1));
+        if next() % 1500 == 0 {
+            return Op::Reset;
+        }
         match next() % 3 {
             0 => Op::Set(key, (next() % 1000) as u32),
             1 => Op::Add(key, (next() % 10) as u32),
@@ -300,7 +308,7 @@ fn assert_table_is(table: &Table, expected: &BTreeMap<String, u64>) {
 fn a_precopied_replacement_equals_a_stop_the_world_one_under_writes() {
     let (kernel, precopies) = kernel_keeping_precopies();
     let initial = initial_table(20_000);
-    let ops = ops_from(7, initial.len());
+    let ops = ops_from(7, initial.len()).filter(|op| !matches!(op, Op::Reset));
     let (ops, versions, table) = replace_under_writes(&kernel, &initial, ops, 2_000, 2_000);
     assert_switched_once(&versions);
     assert!(versions.iter().filter(|v| **v == 1).count() >= 2_000);
@@ -333,6 +341,33 @@ proptest! {
         assert_switched_once(&versions);
         assert_table_is(&table, &model(&initial, &ops));
     }
+}
+
+#[test]
+fn a_map_replaced_whole_during_the_copy_is_noticed() {
+    let (kernel, precopies) = kernel_keeping_precopies();
+    let initial = initial_table(50_000);
+    let counts: PrecopyMap<String, u32> = initial.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    let handle = kernel
+        .register_typed(ServiceV1 {
+            state: TableV1 { counts, writes: 0 },
+        })
+        .unwrap();
+    kernel.start_all().unwrap();
+    // While the snapshot's 50,000 entries cross, the handler swaps in a new map and writes one
+    // entry: none of the entries that crossed may come back.
+    let caller = handle.clone();
+    let writer = thread::spawn(move || {
+        thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(caller.call(Op::Reset).unwrap().0, 1, "reset during the copy");
+        caller.call(Op::Set("fresh".into(), 3)).unwrap();
+    });
+    kernel.replace_at(&handle, ServiceV2::fresh()).unwrap();
+    writer.join().unwrap();
+    let (version, table) = handle.call(Op::Dump).unwrap();
+    assert_eq!(version, 2);
+    assert_table_is(&table.unwrap(), &[("fresh".to_owned(), 3)].into());
+    assert!(precopies.lock().unwrap().is_empty(), "crossed stop-the-world");
 }
 
 #[test]
@@ -571,6 +606,7 @@ mod asynchronous {
                     match op {
                         Op::Set(key, n) => drop(counts.insert(key, convert(n))),
                         Op::Remove(key) => drop(counts.remove(&key)),
+                        Op::Reset => *counts = PrecopyMap::new(),
                         Op::Add(..) => unreachable!("not used here"),
                         Op::Dump => {
                             let table = counts

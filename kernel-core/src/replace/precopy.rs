@@ -22,8 +22,9 @@ pub(crate) struct Precopied<T> {
     receiver: Box<dyn PrecopyReceiver<T>>,
     /// The old version's state type, which the entries were written as.
     tag: StateTag,
-    /// The map's address in the old instance, to find it again.
-    address: usize,
+    /// The map's address in the old instance and its id, to find it again (and notice a
+    /// handler that put another map in its place).
+    identity: (usize, u64),
     /// Encoded bytes that crossed.
     bytes: usize,
     rounds: u32,
@@ -72,7 +73,7 @@ pub(super) fn hold_for_pause<T: Migratable, E: HeldSlot>(
     let mut precopied = Precopied {
         receiver,
         tag,
-        address: source.address(),
+        identity: source.identity(),
         bytes: 0,
         rounds: 0,
         paused_at: Instant::now(),
@@ -84,12 +85,13 @@ pub(super) fn hold_for_pause<T: Migratable, E: HeldSlot>(
         precopied.rounds += 1;
         let sent = entries.count();
         if let Err(error) = carry(shared, service, &*entries, &mut precopied) {
-            abandon(hold, precopied.address);
+            abandon(hold, precopied.identity);
             return Err(error);
         }
         precopied.retired.push(entries);
         let entered = hold()?;
-        let Some(source) = source_of(entered.plumbing(), precopied.address) else {
+        let Some(source) = source_of(entered.plumbing(), precopied.identity) else {
+            // Another map took its place: what crossed is not this one's.
             return Ok((entered, None));
         };
         let changed = source.changed();
@@ -113,13 +115,13 @@ pub(super) fn finish<T: Migratable>(
     mut precopied: Precopied<T>,
     generation: u64,
 ) -> Result<Option<(Crossing<T>, Report)>, ReplaceError> {
-    let Some(source) = source_of(Some(old), precopied.address) else {
+    let Some(source) = source_of(Some(old), precopied.identity) else {
         return Ok(None);
     };
     let last = source.finish();
     let in_pause = last.count();
     carry(shared, service, &*last, &mut precopied)?;
-    let address = precopied.address;
+    let (address, _) = precopied.identity;
     let (crossing, touched) = precopy::converting(|| {
         precopy::exporting(address, || {
             transit::transit::<T>(shared, service, false, old, generation)
@@ -164,15 +166,15 @@ pub(super) fn finish<T: Migratable>(
 }
 
 /// The old instance's `#[precopy]` map, if it is the one the rounds started with.
-fn source_of(old: Option<&dyn Plumbing>, address: usize) -> Option<&dyn precopy::PrecopySource> {
-    old?.precopy_source().filter(|source| source.address() == address)
+fn source_of(old: Option<&dyn Plumbing>, identity: (usize, u64)) -> Option<&dyn precopy::PrecopySource> {
+    old?.precopy_source().filter(|source| source.identity() == identity)
 }
 
 /// After a failed round: the old version stops recording its writes.
-fn abandon<E: HeldSlot>(hold: &mut dyn FnMut() -> Result<E, ReplaceError>, address: usize) {
+fn abandon<E: HeldSlot>(hold: &mut dyn FnMut() -> Result<E, ReplaceError>, identity: (usize, u64)) {
     match hold() {
         Ok(entered) => {
-            if let Some(source) = source_of(entered.plumbing(), address) {
+            if let Some(source) = source_of(entered.plumbing(), identity) {
                 source.abandon();
             }
         }

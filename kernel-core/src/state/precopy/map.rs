@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use serde::de::{MapAccess, Visitor};
@@ -47,7 +48,13 @@ pub struct PrecopyMap<K, V> {
     changed: Mutex<Option<HashSet<K>>>,
     /// A placeholder decoded during a pre-copy's pause (see `hollow`).
     hollow: bool,
+    /// Which map this is: a new one (made, cloned or decoded) has a new id, so that a
+    /// replacement sees a handler that swapped the whole map for another during a pre-copy.
+    id: u64,
 }
+
+/// The next map's id.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl<K: Hash + Eq + Clone, V: Clone> PrecopyMap<K, V> {
     /// An empty map.
@@ -60,6 +67,7 @@ impl<K: Hash + Eq + Clone, V: Clone> PrecopyMap<K, V> {
             entries,
             changed: Mutex::new(None),
             hollow: false,
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 
@@ -385,8 +393,8 @@ where
         self.record(false);
     }
 
-    fn address(&self) -> usize {
-        address(self)
+    fn identity(&self) -> (usize, u64) {
+        (address(self), self.id)
     }
 }
 

@@ -18,8 +18,9 @@ pub trait PrecopySource: Sync {
     fn finish(&self) -> Box<dyn Entries>;
     /// Stops recording (the replacement failed or crosses stop-the-world).
     fn abandon(&self);
-    /// The map's address, to write it as empty in the state that crosses in the pause.
-    fn address(&self) -> usize;
+    /// The map's address (to write it as empty in the state that crosses in the pause) and
+    /// its id (a new map, which a handler may have put in its place, has a new one).
+    fn identity(&self) -> (usize, u64);
 }
 
 /// Entries to send, read without the slot: a snapshot, or some keys' values in one.

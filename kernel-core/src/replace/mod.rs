@@ -228,9 +228,9 @@ pub(crate) fn begin<'a>(
 /// a replacement that succeeded.
 pub(crate) fn dispose_old(shared: &Shared, service: &Arc<str>, crossed: &Crossed, old: Box<dyn Send>) {
     if crossed.state_len > REAP_ABOVE {
-        shared.reaper.dispose(shared.weak_self(), Arc::clone(service), old);
+        shared.reaper().dispose(Arc::clone(service), old);
     } else {
-        crate::runtime::reap::drop_reporting(Some(shared), service, old);
+        shared.reaper().drop_now(service, old);
     }
 }
 
@@ -313,8 +313,8 @@ pub(crate) fn finished(shared: &Shared, service: &str, crossed: &Crossed) -> Rep
         to,
         sealed,
     });
-    match shared.restarts.replaced(service) {
-        (true, _) => shared.restarts.started(service),
+    match shared.restarts().replaced(service) {
+        (true, _) => shared.restarts().started(service),
         (false, true) => shared.notify(&Notice::SupervisionEnded { service }),
         (false, false) => {}
     }

@@ -152,7 +152,7 @@ impl<T: Migratable> SegmentSink for Pipe<'_, '_, T> {
             return Ok(None);
         };
         if self.sent == 2 {
-            self.shared.inject_transit_fault(&mut part);
+            self.shared.persistence().inject_transit_fault(&mut part);
         }
         sender.send(part).map(|()| None).map_err(|_| {
             self.hung_up = true;
@@ -180,7 +180,7 @@ impl<T: Migratable> Pipe<'_, '_, T> {
         let service = self.service;
         match (written, decoded) {
             (Ok((tag, Written::Whole(mut blob))), None) => {
-                self.shared.inject_transit_fault(&mut blob);
+                self.shared.persistence().inject_transit_fault(&mut blob);
                 let (buffer, range, _) = self
                     .sealer
                     .open_in_place(service, Some(tag), blob)
@@ -235,16 +235,4 @@ fn decode_channel<T: Migratable>(
     }
     let state = decoded.map_err(|e| decode_failed(service, e))?;
     Ok((state, tag))
-}
-
-impl Shared {
-    /// Lets a test alter the sealed state in transit (feature `fault-injection`): a whole
-    /// envelope, or a segmented one's first segment.
-    #[allow(unused_variables, clippy::unused_self, clippy::ptr_arg)]
-    fn inject_transit_fault(&self, bytes: &mut Vec<u8>) {
-        #[cfg(feature = "fault-injection")]
-        if let Some(fault) = &self.transit_fault {
-            fault(bytes);
-        }
-    }
 }

@@ -142,3 +142,21 @@ pub enum Notice<'a> {
 }
 
 pub(crate) type Observer = Box<dyn Fn(&Notice<'_>) + Send + Sync>;
+
+/// The kernel's part that tells: the observer it was built with, if any.
+pub(crate) struct Notices(Option<Observer>);
+
+impl Notices {
+    pub(crate) fn new(observer: Option<Observer>) -> Self {
+        Self(observer)
+    }
+
+    /// Tells the observer; a panicking observer (user code) is logged and the kernel goes on.
+    pub(crate) fn notify(&self, notice: &Notice<'_>) {
+        if let Some(observer) = &self.0
+            && let Err(message) = crate::panic::catch(|| observer(notice))
+        {
+            tracing::error!(%message, ?notice, "the observer panicked");
+        }
+    }
+}

@@ -1,11 +1,6 @@
 //! The kernel's use of a [`StateStore`](crate::store::StateStore): restore on register, save on
 //! stop, checkpoints.
 
-use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::{Mutex, PoisonError, Weak};
-use std::thread::{self, JoinHandle};
-use std::time::Duration;
-
 use crate::boxed::ServiceFault;
 use crate::runtime::error::LifecycleError;
 use crate::runtime::error::Status;
@@ -45,7 +40,7 @@ impl Kernel {
     /// generation of the state imported (0 if none), where the service's saves go on from.
     pub(crate) fn restore<S: Service>(&self, service: &mut S) -> Result<u64, LifecycleError> {
         let shared = self.shared();
-        let Some(store) = shared.store() else {
+        let Some(store) = shared.persistence().store() else {
             return Ok(0);
         };
         let name = service.name().to_owned();
@@ -65,7 +60,7 @@ impl Kernel {
         match outcome {
             Ok(None) => {
                 let location = store.location(&name);
-                if shared.load_policy() == LoadPolicy::RequireStored {
+                if shared.persistence().load_policy() == LoadPolicy::RequireStored {
                     return Err(LifecycleError::NoStoredState {
                         service: name,
                         location: location.to_string(),
@@ -91,7 +86,7 @@ impl Kernel {
             // or size, or a replayed object stays an error (it may be good, or an attack to
             // report).
             Err(error @ (StoreError::Seal { .. } | StoreError::Decode { .. } | StoreError::Import { .. }))
-                if shared.load_policy() == LoadPolicy::StartFreshKeepAside =>
+                if shared.persistence().load_policy() == LoadPolicy::StartFreshKeepAside =>
             {
                 if let Some(aside) = block_on(store.set_aside(&name)).map_err(restore_error)? {
                     tracing::warn!(service = %name, %error, %aside, "unusable state set aside; starting fresh");
@@ -138,7 +133,7 @@ impl Shared {
     /// Loads the service's stored state and opens it (`None` without a store, or if the store
     /// holds none for it).
     pub(crate) fn load_opened(&self, service: &str) -> Result<Option<Opened>, StoreError> {
-        let (Some(store), Some(sealer)) = (self.store(), self.sealer()) else {
+        let (Some(store), Some(sealer)) = (self.persistence().store(), self.persistence().sealer()) else {
             return Ok(None);
         };
         let Some(stored) = block_on(store.load(service))? else {
@@ -163,17 +158,14 @@ impl Shared {
     /// state) and the call succeeds.
     pub(crate) fn save(&self, entry: &Entry) -> Result<Location, LifecycleError> {
         let service = entry.lifecycle.name().to_string();
-        let (Some(store), Some(sealer)) = (self.store(), self.sealer()) else {
+        let (Some(store), Some(sealer)) = (self.persistence().store(), self.persistence().sealer()) else {
             return Err(LifecycleError::NoStore { service });
         };
         // `_in_flight` is held until the write is over: a restart of the service waits for it.
         let mut export =
             |instance: &dyn Plumbing, generation: u64| export_sealed(store, sealer, &service, instance, generation);
         let (exported, generation, _in_flight) = entry.lifecycle.export_for_save(&mut export)?;
-        #[cfg(feature = "fault-injection")]
-        if let Some(pause) = &self.save_pause {
-            pause(&service, generation);
-        }
+        self.persistence().pause_before_save(&service, generation);
         let seal_failed = |source| LifecycleError::Save {
             service: service.clone(),
             source: StoreError::Seal {
@@ -222,7 +214,7 @@ impl Shared {
 
     /// After a successful stop: save the state if there is a store.
     pub(crate) fn save_after_stop(&self, entry: &Entry) -> Result<(), LifecycleError> {
-        if self.store().is_none() {
+        if self.persistence().store().is_none() {
             return Ok(());
         }
         self.save(entry).map(|location| {
@@ -230,7 +222,7 @@ impl Shared {
         })
     }
 
-    fn checkpoint_all(&self) -> Result<Vec<Location>, CheckpointError> {
+    pub(crate) fn checkpoint_all(&self) -> Result<Vec<Location>, CheckpointError> {
         let snapshot = self.snapshot();
         let mut written = Vec::new();
         let mut errors = Vec::new();
@@ -244,47 +236,6 @@ impl Shared {
             Ok(written)
         } else {
             Err(CheckpointError(errors))
-        }
-    }
-}
-
-/// A thread that checkpoints every interval until the kernel goes.
-pub(crate) struct Checkpointer {
-    stop: Mutex<Option<(Sender<()>, JoinHandle<()>)>>,
-}
-
-impl Checkpointer {
-    pub(crate) fn start(shared: Weak<Shared>, every: Duration) -> Self {
-        let (tx, rx) = mpsc::channel::<()>();
-        let worker = thread::Builder::new()
-            .name("microkernel-checkpoint".into())
-            .spawn(move || {
-                while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
-                    let Some(shared) = shared.upgrade() else { break };
-                    // User code (a state's `Serialize`, `export_state`) is guarded inside; this
-                    // keeps the thread alive whatever else unwinds.
-                    match crate::panic::catch(|| shared.checkpoint_all()) {
-                        Ok(Ok(_)) => {}
-                        Ok(Err(error)) => tracing::error!(%error, "periodic checkpoint failed"),
-                        Err(message) => tracing::error!(%message, "periodic checkpoint panicked; checkpoints go on"),
-                    }
-                }
-            })
-            .ok();
-        if worker.is_none() {
-            tracing::error!("could not start the checkpoint thread; periodic checkpoints are off");
-        }
-        Self {
-            stop: Mutex::new(worker.map(|w| (tx, w))),
-        }
-    }
-
-    pub(crate) fn shutdown(&self) {
-        if let Some((tx, worker)) = self.stop.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            drop(tx);
-            if worker.thread().id() != thread::current().id() {
-                let _ = worker.join();
-            }
         }
     }
 }

@@ -8,8 +8,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 
-use crate::runtime::kernel::Shared;
-use crate::runtime::notice::Notice;
+use crate::runtime::notice::{Notice, Notices};
 
 type Garbage = Box<dyn Send>;
 
@@ -17,11 +16,11 @@ type Garbage = Box<dyn Send>;
 type Delivery = (Arc<str>, Garbage);
 
 /// Drops `garbage`, reporting a panicking `Drop` (user code) instead of unwinding.
-pub(crate) fn drop_reporting(shared: Option<&Shared>, service: &str, garbage: Garbage) {
+fn drop_reporting(notices: Option<&Notices>, service: &str, garbage: Garbage) {
     if let Err(message) = crate::panic::catch(move || drop(garbage)) {
         tracing::error!(service, %message, "dropping a replaced instance panicked");
-        if let Some(shared) = shared {
-            shared.notify(&Notice::Panicked {
+        if let Some(notices) = notices {
+            notices.notify(&Notice::Panicked {
                 service,
                 during: "drop",
                 message: &message,
@@ -30,20 +29,33 @@ pub(crate) fn drop_reporting(shared: Option<&Shared>, service: &str, garbage: Ga
     }
 }
 
-/// A lazily started thread that drops what it is given.
-#[derive(Default)]
+/// The kernel's part that drops replaced instances: here, or on a lazily started thread.
 pub(crate) struct Reaper {
     inner: Mutex<Option<(Sender<Delivery>, JoinHandle<()>)>>,
+    /// Told of a panicking `Drop`; held weakly, as the kernel that owns them both is.
+    notices: Weak<Notices>,
 }
 
 impl Reaper {
+    pub(crate) fn new(notices: Weak<Notices>) -> Self {
+        Self {
+            inner: Mutex::default(),
+            notices,
+        }
+    }
+
+    /// Drops `service`'s old `garbage` here, reporting a panicking `Drop`.
+    pub(crate) fn drop_now(&self, service: &str, garbage: Garbage) {
+        drop_reporting(self.notices.upgrade().as_deref(), service, garbage);
+    }
+
     /// Drops `service`'s old `garbage` on the reaper thread (or here, if that thread cannot be
     /// started). A panicking `Drop` is reported, and the thread goes on.
-    pub(crate) fn dispose(&self, kernel: Weak<Shared>, service: Arc<str>, garbage: Garbage) {
+    pub(crate) fn dispose(&self, service: Arc<str>, garbage: Garbage) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         if inner.is_none() {
             let (tx, rx) = mpsc::channel::<Delivery>();
-            let reaping = kernel.clone();
+            let reaping = self.notices.clone();
             match thread::Builder::new().name("microkernel-reaper".into()).spawn(move || {
                 for (service, garbage) in rx {
                     drop_reporting(reaping.upgrade().as_deref(), &service, garbage);
@@ -57,10 +69,10 @@ impl Reaper {
             Some((tx, _)) => {
                 if let Err(returned) = tx.send((service, garbage)) {
                     let (service, garbage) = returned.0;
-                    drop_reporting(kernel.upgrade().as_deref(), &service, garbage);
+                    self.drop_now(&service, garbage);
                 }
             }
-            None => drop_reporting(kernel.upgrade().as_deref(), &service, garbage),
+            None => self.drop_now(&service, garbage),
         }
     }
 

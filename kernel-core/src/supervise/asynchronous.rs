@@ -11,7 +11,7 @@ use crate::runtime::asynchronous::{AsyncHandle, AsyncHandler, AsyncLifecycle};
 use crate::runtime::error::LifecycleError;
 use crate::runtime::error::Status;
 use crate::runtime::kernel::Kernel;
-use crate::runtime::restart::Restarter;
+use crate::runtime::kernel::supervision::Restarter;
 
 impl Kernel {
     /// Supervises the async service behind `handle`, as [`Kernel::supervise`] does a
@@ -35,6 +35,7 @@ impl Kernel {
         };
         self.registered(handle.name(), &slot.core)?;
         let restarter = Arc::new(Supervised::new(
+            self,
             Arc::new(AsyncLifecycle(Arc::clone(slot))),
             policy,
             factory,
@@ -42,7 +43,7 @@ impl Kernel {
         if handle.status() == Status::Running {
             restarter.remember_good_state();
         }
-        self.shared().restarts.watch(handle.name().to_owned(), restarter);
+        self.shared().restarts().watch(handle.name().to_owned(), restarter);
         Ok(())
     }
 
@@ -72,6 +73,7 @@ impl Kernel {
             ));
         };
         let successor: Arc<dyn Restarter> = Arc::new(Supervised::new(
+            self,
             Arc::new(AsyncLifecycle(Arc::clone(slot))),
             policy,
             factory,

@@ -20,14 +20,14 @@
 mod asynchronous;
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use crate::runtime::error::Status;
 use crate::runtime::error::{Hook, LifecycleError};
 use crate::runtime::handle::Handle;
+use crate::runtime::kernel::supervision::{Admission, Failure, Restarter};
 use crate::runtime::kernel::{Kernel, Shared};
-use crate::runtime::restart::{Admission, Failure, Restarter};
 use crate::runtime::service::{Handler, Service};
 use crate::runtime::slot::{HoldForLifecycle, Installs, Slot, SlotCore, hold_and};
 use crate::state;
@@ -97,6 +97,8 @@ where
 /// A supervised service: its slot, factory and policy, its restarts in the window, and the
 /// state it had when it last started well.
 struct Supervised<R, S, F> {
+    /// The kernel, held weakly: it holds this.
+    kernel: Weak<Shared>,
     slot: R,
     factory: F,
     policy: RestartPolicy,
@@ -106,8 +108,9 @@ struct Supervised<R, S, F> {
 }
 
 impl<R, S, F> Supervised<R, S, F> {
-    fn new(slot: R, policy: RestartPolicy, factory: F) -> Self {
+    fn new(kernel: &Kernel, slot: R, policy: RestartPolicy, factory: F) -> Self {
         Self {
+            kernel: kernel.shared().weak_self(),
             slot,
             factory,
             policy,
@@ -158,7 +161,11 @@ where
         }
     }
 
-    fn restart(&self, shared: &Shared, failure: &Failure) -> Result<bool, LifecycleError> {
+    fn restart(&self, failure: &Failure) -> Result<bool, LifecycleError> {
+        let Some(shared) = self.kernel.upgrade() else {
+            return Ok(false);
+        };
+        let shared = &*shared;
         let core = self.slot.core();
         let name = core.name.to_string();
         // Nothing to do if the failed instance is gone (replaced, or restarted by `start`).
@@ -231,7 +238,7 @@ fn restart_held<E: Installs<S>, S>(
     let started = entered.run_hook(Hook::Start);
     let name = Arc::clone(entered.name());
     drop(entered);
-    crate::runtime::reap::drop_reporting(Some(shared), &name, Box::new(broken));
+    shared.reaper().drop_now(&name, Box::new(broken));
     started.map(|()| true)
 }
 
@@ -252,11 +259,11 @@ impl Kernel {
         F: Fn() -> S + Send + Sync + 'static,
     {
         self.registered(handle.name(), Slot::core(&handle.slot))?;
-        let restarter = Arc::new(Supervised::new(Arc::clone(&handle.slot), policy, factory));
+        let restarter = Arc::new(Supervised::new(self, Arc::clone(&handle.slot), policy, factory));
         if handle.status() == Status::Running {
             restarter.remember_good_state();
         }
-        self.shared().restarts.watch(handle.name().to_owned(), restarter);
+        self.shared().restarts().watch(handle.name().to_owned(), restarter);
         Ok(())
     }
 
@@ -290,7 +297,7 @@ impl Kernel {
     {
         let name = new.name().to_owned();
         let handle = self.replacement_target(&name)?;
-        let successor: Arc<dyn Restarter> = Arc::new(Supervised::new(Arc::clone(&handle.slot), policy, factory));
+        let successor: Arc<dyn Restarter> = Arc::new(Supervised::new(self, Arc::clone(&handle.slot), policy, factory));
         self.with_successor(name, successor, || self.replace(new))
     }
 
@@ -303,7 +310,7 @@ impl Kernel {
         successor: Arc<dyn Restarter>,
         replace: impl FnOnce() -> Result<crate::Replaced, crate::ReplaceError>,
     ) -> Result<crate::Replaced, crate::ReplaceError> {
-        let restarts = &self.shared().restarts;
+        let restarts = self.shared().restarts();
         restarts.prepare_successor(name.clone(), successor);
         let replaced = replace();
         restarts.forget_successor(&name);

@@ -4,11 +4,14 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
+use super::persistence::Persistence;
+#[cfg(feature = "fault-injection")]
+use super::persistence::{SavePause, TransitFault};
+use super::supervision::Restarts;
 use super::{Kernel, Shared};
 use crate::messaging::push::Pusher;
-use crate::runtime::notice::{Notice, Observer};
+use crate::runtime::notice::{Notice, Notices, Observer};
 use crate::runtime::reap::Reaper;
-use crate::runtime::restart::Restarts;
 use crate::seal::Sealer;
 use crate::store::{LoadPolicy, StateStore};
 
@@ -33,15 +36,6 @@ pub struct KernelBuilder {
     #[cfg(feature = "fault-injection")]
     save_pause: Option<SavePause>,
 }
-
-/// Alters sealed state between seal and open (fault-injection builds only).
-#[cfg(feature = "fault-injection")]
-pub(crate) type TransitFault = Box<dyn Fn(&mut Vec<u8>) + Send + Sync>;
-
-/// Runs between a save's export and its write, with the service and the generation exported
-/// (fault-injection builds only): lets a test force an interleaving of saves.
-#[cfg(feature = "fault-injection")]
-pub(crate) type SavePause = Box<dyn Fn(&str, u64) + Send + Sync>;
 
 impl Default for KernelBuilder {
     fn default() -> Self {
@@ -185,7 +179,10 @@ impl KernelBuilder {
                 setting: "stop_timeout",
             });
         }
+        let notices = Arc::new(Notices::new(self.observer));
         let shared = Arc::new_cyclic(|this| Shared {
+            reaper: Reaper::new(Arc::downgrade(&notices)),
+            notices,
             stops: AtomicU64::new(0),
             removals: AtomicU64::new(0),
             id: {
@@ -195,24 +192,24 @@ impl KernelBuilder {
             this: Weak::clone(this),
             registry: RwLock::new(Default::default()),
             lifecycle: Arc::default(),
-            observer: self.observer,
             pusher: Pusher::new(self.max_push_workers),
-            sealer: self.sealer,
-            ephemeral: std::sync::OnceLock::new(),
-            checkpoint_every: self.checkpoint_every,
-            store: self.store,
-            load_policy: self.load_policy,
-            checkpointer: Mutex::new(None),
+            persistence: Persistence {
+                sealer: self.sealer,
+                ephemeral: std::sync::OnceLock::new(),
+                checkpoint_every: self.checkpoint_every,
+                store: self.store,
+                load_policy: self.load_policy,
+                checkpointer: Mutex::new(None),
+                #[cfg(feature = "fault-injection")]
+                transit_fault: self.transit_fault,
+                #[cfg(feature = "fault-injection")]
+                save_pause: self.save_pause,
+            },
             stop_timeout: self.stop_timeout,
             drain_timeout: self.drain_timeout,
             #[cfg(feature = "tokio")]
             remote: self.remote,
-            reaper: Reaper::default(),
             restarts: Restarts::default(),
-            #[cfg(feature = "fault-injection")]
-            transit_fault: self.transit_fault,
-            #[cfg(feature = "fault-injection")]
-            save_pause: self.save_pause,
         });
         Ok(Kernel { shared })
     }

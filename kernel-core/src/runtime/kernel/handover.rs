@@ -153,7 +153,7 @@ impl Kernel {
         encoded: EncodedState,
         generation: u64,
     ) -> Result<(Vec<u8>, u64), TakeoverError> {
-        let sealer = self.shared().sealer().ok_or(TakeoverError::NoSealer)?;
+        let sealer = self.shared().persistence().sealer().ok_or(TakeoverError::NoSealer)?;
         sealer
             .seal_state_at(service, encoded, generation)
             .map(|sealed| (sealed, generation))

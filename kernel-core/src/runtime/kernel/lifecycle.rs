@@ -11,7 +11,6 @@ use crate::runtime::error::{Hook, LifecycleError, StopAllError};
 use crate::runtime::graph::{self, Graph};
 use crate::runtime::lifecycle::StopRace;
 use crate::runtime::notice::Notice;
-use crate::runtime::persist::Checkpointer;
 
 #[cfg(test)]
 mod linear;
@@ -110,12 +109,18 @@ impl Kernel {
 
     /// Starts the periodic checkpoint thread if one is configured and not running.
     fn ensure_checkpointer(&self) {
-        if let Some(every) = self.shared.checkpoint_every {
-            let mut checkpointer = self.shared.checkpointer.lock().unwrap_or_else(PoisonError::into_inner);
-            if checkpointer.is_none() {
-                *checkpointer = Some(Checkpointer::start(Arc::downgrade(&self.shared), every));
+        let shared = Arc::downgrade(&self.shared);
+        self.shared.persistence.start_checkpoints(move || {
+            let Some(shared) = shared.upgrade() else { return false };
+            // User code (a state's `Serialize`, `export_state`) is guarded inside; this keeps
+            // the thread alive whatever else unwinds.
+            match crate::panic::catch(|| shared.checkpoint_all()) {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::error!(%error, "periodic checkpoint failed"),
+                Err(message) => tracing::error!(%message, "periodic checkpoint panicked; checkpoints go on"),
             }
-        }
+            true
+        });
     }
 }
 
@@ -138,7 +143,7 @@ impl Shared {
             (Ok(()), _) => {
                 tracing::debug!(service, "started");
                 self.notify(&Notice::Started { service });
-                self.restarts.started(service);
+                self.restarts().started(service);
             }
             (Err(error), _) => {
                 tracing::warn!(service, %error, "hook failed; service marked failed");
@@ -254,9 +259,7 @@ impl Shared {
 impl Shared {
     /// Ends the kernel's own threads; each starts again when next needed.
     fn stop_threads(&self) {
-        if let Some(checkpointer) = self.checkpointer.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            checkpointer.shutdown();
-        }
+        self.persistence.stop_checkpoints();
         self.restarts.shutdown();
         self.pusher
             .shutdown(self.stop_timeout.unwrap_or(Duration::from_secs(5)));
@@ -282,7 +285,7 @@ fn stopped_late(kernel: Option<&Shared>, entry: &Entry, result: Result<(), Lifec
         "a stop finished after its timeout; the service stays failed"
     );
     let Some(kernel) = kernel else { return };
-    if result.is_ok() && kernel.store().is_some() {
+    if result.is_ok() && kernel.persistence().store().is_some() {
         match kernel.save(entry) {
             Ok(location) => tracing::info!(service, %location, "saved the state of a late stop"),
             Err(error) => tracing::error!(service, %error, "saving the state of a late stop failed"),

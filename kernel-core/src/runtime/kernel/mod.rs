@@ -2,22 +2,24 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 mod builder;
 #[cfg(all(feature = "takeover", target_os = "linux"))]
 mod handover;
 mod lifecycle;
+mod persistence;
 mod register;
 mod registry;
+pub(crate) mod supervision;
 
 pub use builder::{BuildError, KernelBuilder};
-#[cfg(feature = "fault-injection")]
-use builder::{SavePause, TransitFault};
 #[cfg(all(feature = "takeover", target_os = "linux"))]
 pub(crate) use handover::Paused;
+use persistence::Persistence;
 use registry::Registry;
+use supervision::Restarts;
 
 use crate::messaging::message::{Event, KERNEL, Reply};
 use crate::messaging::push::{PendingReply, Pusher};
@@ -25,14 +27,11 @@ use crate::runtime::error::Status;
 use crate::runtime::error::{CallError, LifecycleError};
 use crate::runtime::graph::{self, DepGraph};
 use crate::runtime::lifecycle::Lifecycle;
-use crate::runtime::notice::{Notice, Observer};
-use crate::runtime::persist::Checkpointer;
+use crate::runtime::notice::{Notice, Notices};
 use crate::runtime::reap::Reaper;
-use crate::runtime::restart::Restarts;
 use crate::runtime::route::Route;
 use crate::runtime::sync::ReentrantLock;
 use crate::seal::Sealer;
-use crate::store::{LoadPolicy, StateStore};
 
 /// The kernel. Cheap to clone (an `Arc`), `Send + Sync`: share it across threads freely.
 ///
@@ -110,17 +109,9 @@ pub(crate) struct Shared {
     /// Serializes lifecycle changes (start, stop, replace) kernel-wide; re-entrant so that hooks
     /// may change other services' lifecycles. Calls never take it.
     lifecycle: Arc<ReentrantLock>,
-    observer: Option<Observer>,
+    notices: Arc<Notices>,
     pusher: Pusher,
-    sealer: Option<Sealer>,
-    /// The sealer of in-process crossings when none was configured: a key of this kernel's
-    /// own, made at the first replacement, never stored or shown (so a replacement's state is
-    /// sealed while it crosses, whatever the configuration).
-    ephemeral: std::sync::OnceLock<Sealer>,
-    store: Option<Box<dyn StateStore>>,
-    load_policy: LoadPolicy,
-    checkpoint_every: Option<Duration>,
-    checkpointer: Mutex<Option<Checkpointer>>,
+    persistence: Persistence,
     /// Bounds each `stop` hook during `stop_all` (and `stop`); `None` waits for ever.
     stop_timeout: Option<Duration>,
     /// How long a replacement of an async service waits for a handler mid-`.await`.
@@ -128,8 +119,8 @@ pub(crate) struct Shared {
     /// Where async calls to names no local service has go (feature `tokio`).
     #[cfg(feature = "tokio")]
     pub(crate) remote: Option<Arc<dyn crate::runtime::asynchronous::RemoteCalls>>,
-    pub(crate) reaper: Reaper,
-    pub(crate) restarts: Restarts,
+    reaper: Reaper,
+    restarts: Restarts,
     /// How many times `stop_all` began: a restart scheduled before the latest is dropped.
     stops: AtomicU64,
     /// Names this kernel among all the process's, for the threads' route caches.
@@ -138,10 +129,6 @@ pub(crate) struct Shared {
     pub(crate) removals: AtomicU64,
     /// The `Arc` this lives in, for threads that must not keep the kernel alive.
     this: Weak<Shared>,
-    #[cfg(feature = "fault-injection")]
-    pub(crate) transit_fault: Option<TransitFault>,
-    #[cfg(feature = "fault-injection")]
-    pub(crate) save_pause: Option<SavePause>,
 }
 
 #[derive(Clone)]
@@ -192,7 +179,7 @@ impl Kernel {
     /// generated for this kernel alone (AES-256-GCM), which is never stored, so nothing can be
     /// saved (a store needs a configured sealer).
     pub fn sealer(&self) -> Option<&Sealer> {
-        self.shared.sealer()
+        self.shared.persistence.sealer()
     }
 
     /// The service's status, or `None` if no service has that name.
@@ -376,6 +363,16 @@ impl Shared {
             .map_err(|cycle| LifecycleError::WouldDeadlock { operation, cycle })
     }
 
+    /// Who is supervised, and the supervisor thread.
+    pub(crate) fn restarts(&self) -> &Restarts {
+        &self.restarts
+    }
+
+    /// Drops replaced instances.
+    pub(crate) fn reaper(&self) -> &Reaper {
+        &self.reaper
+    }
+
     /// A reference to the kernel that does not keep it alive.
     pub(crate) fn weak_self(&self) -> Weak<Shared> {
         Weak::clone(&self.this)
@@ -386,39 +383,20 @@ impl Shared {
         self.stops.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn store(&self) -> Option<&dyn StateStore> {
-        self.store.as_deref()
+    /// Where states are kept and sealed.
+    pub(crate) fn persistence(&self) -> &Persistence {
+        &self.persistence
+    }
+
+    /// The sealer a replacement's state crosses with (see [`Persistence::crossing_sealer`]).
+    pub(crate) fn crossing_sealer(&self) -> Result<&Sealer, crate::seal::KeyError> {
+        self.persistence.crossing_sealer()
     }
 
     /// How long a replacement of an async service waits for a handler mid-`.await`.
     #[cfg_attr(not(feature = "tokio"), allow(dead_code))]
     pub(crate) fn drain_timeout(&self) -> Duration {
         self.drain_timeout
-    }
-
-    pub(crate) fn load_policy(&self) -> LoadPolicy {
-        self.load_policy
-    }
-
-    pub(crate) fn sealer(&self) -> Option<&Sealer> {
-        self.sealer.as_ref()
-    }
-
-    /// The sealer a replacement's state crosses with: the configured one, else this kernel's
-    /// ephemeral one (an error only if the operating system gave no random bytes for its key).
-    pub(crate) fn crossing_sealer(&self) -> Result<&Sealer, crate::seal::KeyError> {
-        if let Some(sealer) = &self.sealer {
-            return Ok(sealer);
-        }
-        if let Some(sealer) = self.ephemeral.get() {
-            return Ok(sealer);
-        }
-        // A failure of the system's random generator is not kept: the next replacement tries
-        // again. (Two first replacements racing here make two keys; one is kept.)
-        let key = crate::seal::Key::generate(crate::seal::Algorithm::Aes256Gcm)?;
-        Ok(self
-            .ephemeral
-            .get_or_init(|| Sealer::new(crate::seal::Keyring::new(0, key))))
     }
 
     /// Where a synchronous call to `name` goes: a local service, else an error — which says so
@@ -456,12 +434,8 @@ impl Shared {
         Ok(entry.route.clone())
     }
 
-    /// Tells the observer; a panicking observer (user code) is logged and the kernel goes on.
+    /// Tells the observer (see [`Notices`]).
     pub(crate) fn notify(&self, notice: &Notice<'_>) {
-        if let Some(observer) = &self.observer
-            && let Err(message) = crate::panic::catch(|| observer(notice))
-        {
-            tracing::error!(%message, ?notice, "the observer panicked");
-        }
+        self.notices.notify(notice);
     }
 }

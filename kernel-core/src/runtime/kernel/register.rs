@@ -65,7 +65,7 @@ impl Kernel {
             service: name.chars().take(64).collect(),
             reason,
         };
-        if let Some(store) = self.shared.store() {
+        if let Some(store) = self.shared.persistence.store() {
             store.check_name(name).map_err(|e| invalid(e.to_string()))?;
         }
         if name.is_empty() {

@@ -21,7 +21,7 @@ struct TableV1 {
 
 /// v2's entry: the count widened, and a second field the conversion fills.
 #[derive(Serialize, Deserialize, Schema, Clone, Debug, PartialEq)]
-struct Count {
+pub struct Count {
     n: u64,
     doubled: u64,
 }
@@ -653,7 +653,7 @@ mod asynchronous {
             .unwrap();
         kernel.start_all_async().await.unwrap();
         let ops: Vec<Op> = ops_from(11, initial.len())
-            .filter(|op| !matches!(op, Op::Add(..)))
+            .filter(|op| !matches!(op, Op::Add(..) | Op::Reset))
             .take(4_000)
             .collect();
         let writer = {
@@ -681,4 +681,200 @@ mod asynchronous {
         assert_table_is(&table.unwrap(), &model(&initial, &ops));
         assert_eq!(precopies.lock().unwrap().len(), 1, "the map crossed before the pause");
     }
+}
+
+/// Conversions that do more than carry the map: each must give what a stop-the-world
+/// replacement gives (the control: the same replacement of a service not running, which crosses
+/// the whole state).
+mod conversions {
+    use super::*;
+
+    #[derive(Serialize, Deserialize, Migratable)]
+    #[migratable(version = 1)]
+    pub struct WideV1 {
+        #[precopy]
+        pub counts: PrecopyMap<String, u32>,
+        /// An empty second map, not pre-copied.
+        pub spare: PrecopyMap<String, u32>,
+        pub note: String,
+    }
+
+    /// What a v2 shows: its counts, the other maps' sizes, what the conversion saw, the note's
+    /// length.
+    pub type Shown = (Vec<(String, u64)>, usize, usize, u64, usize);
+
+    macro_rules! wide_v2 {
+        ($state:ident, $service:ident, |$v1:ident| $convert:expr) => {
+            #[derive(Serialize, Deserialize, Migratable)]
+            #[migratable(version = 2, from = WideV1)]
+            pub struct $state {
+                #[precopy]
+                pub counts: PrecopyMap<String, Count>,
+                pub spare: PrecopyMap<String, Count>,
+                pub backup: PrecopyMap<String, Count>,
+                pub seen: u64,
+                pub note: String,
+            }
+
+            impl From<WideV1> for $state {
+                fn from($v1: WideV1) -> Self {
+                    $convert
+                }
+            }
+
+            #[derive(microkernel::Service)]
+            #[service(name = "wide")]
+            pub struct $service {
+                #[state]
+                pub state: $state,
+            }
+
+            impl Handler for $service {
+                type Request = ();
+                type Response = Shown;
+
+                fn handle(&mut self, (): (), _: &Context<'_>) -> Shown {
+                    let s = &self.state;
+                    let mut counts: Vec<_> = s.counts.iter().map(|(k, v)| (k.clone(), v.n)).collect();
+                    counts.sort();
+                    (counts, s.spare.len(), s.backup.len(), s.seen, s.note.len())
+                }
+            }
+
+            impl $service {
+                pub fn fresh() -> Self {
+                    Self {
+                        state: $state {
+                            counts: PrecopyMap::new(),
+                            spare: PrecopyMap::new(),
+                            backup: PrecopyMap::new(),
+                            seen: 0,
+                            note: String::new(),
+                        },
+                    }
+                }
+            }
+        };
+    }
+
+    wide_v2!(CarryV2, CarryService, |v1| CarryV2 {
+        counts: v1.counts.upgrade(),
+        spare: v1.spare.upgrade(),
+        backup: PrecopyMap::new(),
+        seen: 0,
+        note: v1.note,
+    });
+
+    wide_v2!(CloneV2, CloneService, |v1| {
+        let counts = v1.counts.upgrade();
+        CloneV2 {
+            backup: counts.clone(),
+            counts,
+            spare: v1.spare.upgrade(),
+            seen: 0,
+            note: v1.note,
+        }
+    });
+
+    wide_v2!(SwapV2, SwapService, |v1| SwapV2 {
+        counts: v1.spare.upgrade(),
+        backup: v1.counts.upgrade(),
+        spare: PrecopyMap::new(),
+        seen: 0,
+        note: v1.note,
+    });
+
+    wide_v2!(ThreadV2, ThreadService, |v1| {
+        let seen = thread::scope(|s| s.spawn(|| v1.counts.len() as u64).join().unwrap_or(u64::MAX));
+        ThreadV2 {
+            counts: v1.counts.upgrade(),
+            spare: v1.spare.upgrade(),
+            backup: PrecopyMap::new(),
+            seen,
+            note: v1.note,
+        }
+    });
+
+    #[derive(microkernel::Service)]
+    #[service(name = "wide")]
+    pub struct WideService {
+        #[state]
+        pub state: WideV1,
+    }
+
+    impl Handler for WideService {
+        type Request = ();
+        type Response = Shown;
+
+        fn handle(&mut self, (): (), _: &Context<'_>) -> Shown {
+            unreachable!("only v2 is asked")
+        }
+    }
+
+    pub fn v1(entries: u32, note_bytes: usize) -> WideService {
+        WideService {
+            state: WideV1 {
+                counts: (0..entries).map(|i| (format!("k{i}"), i)).collect(),
+                spare: PrecopyMap::new(),
+                note: "n".repeat(note_bytes),
+            },
+        }
+    }
+
+    /// What v2 shows after replacing v1 running (pre-copy if it can) and, as the control, v1
+    /// not running (stop-the-world); and whether the first pre-copied.
+    pub fn both<S>(new: fn() -> S, entries: u32, note_bytes: usize) -> (Shown, Shown, bool)
+    where
+        S: Handler<Request = (), Response = Shown>,
+    {
+        let (kernel, precopies) = kernel_keeping_precopies();
+        let handle = kernel.register_typed(v1(entries, note_bytes)).unwrap();
+        kernel.start_all().unwrap();
+        kernel.replace_at(&handle, new()).unwrap();
+        let running = handle.call(()).unwrap();
+        let precopied = !precopies.lock().unwrap().is_empty();
+
+        let control = Kernel::new();
+        let handle = control.register_typed(v1(entries, note_bytes)).unwrap();
+        control.replace_at(&handle, new()).unwrap();
+        control.start_all().unwrap();
+        (running, handle.call(()).unwrap(), precopied)
+    }
+}
+
+#[test]
+fn conversions_that_copy_move_or_read_the_map_elsewhere_give_the_stop_the_world_state() {
+    use conversions::*;
+    let (running, control, precopied) = both(CarryService::fresh, 5_000, 10);
+    assert_eq!(running, control);
+    assert!(precopied, "a plain carry pre-copies");
+    assert_eq!(running.0.len(), 5_000);
+
+    // A copy of the placeholder is seen: the copy holds every entry, as stop-the-world gives.
+    let (running, control, precopied) = both(CloneService::fresh, 5_000, 10);
+    assert_eq!(running, control);
+    assert_eq!(running.2, 5_000, "the backup holds the entries");
+    assert!(!precopied);
+
+    // The #[precopy] field gets the (empty) spare map, the entries go to another field.
+    let (running, control, precopied) = both(SwapService::fresh, 5_000, 10);
+    assert_eq!(running, control);
+    assert_eq!((running.0.len(), running.2), (0, 5_000));
+    assert!(!precopied);
+
+    // Read on another thread: still seen.
+    let (running, control, precopied) = both(ThreadService::fresh, 5_000, 10);
+    assert_eq!(running, control);
+    assert_eq!(running.3, 5_000, "the conversion saw every entry");
+    assert!(!precopied);
+}
+
+#[test]
+fn a_large_rest_of_state_still_pre_copies() {
+    use conversions::*;
+    // 300 KB besides the map: more than a crossing's pipelining threshold.
+    let (running, control, precopied) = both(CarryService::fresh, 5_000, 300_000);
+    assert_eq!(running, control);
+    assert_eq!(running.4, 300_000);
+    assert!(precopied, "the map crossed before the pause");
 }

@@ -303,6 +303,12 @@ pub(crate) fn precopy_field(input: &syn::DeriveInput) -> syn::Result<Option<Prec
                 ));
             }
             let mut start = false;
+            if let syn::Meta::NameValue(_) = &attr.meta {
+                return Err(syn::Error::new_spanned(
+                    attr,
+                    "write #[precopy] or #[precopy(start)]; #[precopy = ...] means neither",
+                ));
+            }
             if let syn::Meta::List(_) = &attr.meta {
                 attr.parse_nested_meta(|meta| {
                     if meta.path.is_ident("start") {

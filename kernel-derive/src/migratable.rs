@@ -132,14 +132,14 @@ fn precopy(ident: &syn::Ident, krate: &Krate, from: Option<&Path>, field: &Preco
             ::core::option::Option::Some(&self.#member)
         }
 
-        fn precopy_receiver(version: u32)
+        fn precopy_receiver(tag: #krate::state::StateTag)
             -> ::core::option::Option<::std::boxed::Box<dyn #precopy::PrecopyReceiver<Self>>>
         {
-            #precopy::receiver::<Self>(version)
+            #precopy::receiver::<Self>(tag)
         }
     };
     let previous = from.filter(|_| !field.start);
-    let (older_versions, older_entries) = match previous {
+    let (older_versions, older_entries, older_state) = match previous {
         Some(from) => (
             quote_spanned!(span=> || <#from as #precopy::Precopy>::precopies_from(version)),
             quote_spanned! {span=>
@@ -148,10 +148,15 @@ fn precopy(ident: &syn::Ident, krate: &Krate, from: Option<&Path>, field: &Preco
                     <Self::Entry as ::core::convert::From<<#from as #precopy::Precopy>::Entry>>::from,
                 )))
             },
+            quote_spanned! {span=>
+                let previous = <#from as #precopy::Precopy>::decode_paused(tag, body, token)?;
+                #precopy::upgrade_paused::<Self>(previous)
+            },
         ),
         None => (
             TokenStream::new(),
             quote!(::core::result::Result::Err(#precopy::not_precopied::<Self>(version))),
+            quote!(::core::result::Result::Err(#precopy::not_precopied::<Self>(tag.version))),
         ),
     };
     let implementation = quote_spanned! {span=>
@@ -184,6 +189,17 @@ fn precopy(ident: &syn::Ident, krate: &Krate, from: Option<&Path>, field: &Preco
                     return #precopy::take_entry::<Self>(bytes);
                 }
                 #older_entries
+            }
+
+            fn decode_paused(
+                tag: #krate::state::StateTag,
+                body: #krate::state::Body<'_, '_>,
+                token: &::std::sync::Arc<#precopy::Placeholder>,
+            ) -> ::core::result::Result<Self, #krate::state::StateError> {
+                if tag.version == <Self as #krate::Migratable>::VERSION {
+                    return #precopy::decode_paused_exact::<Self>(tag, body, token);
+                }
+                #older_state
             }
         }
     };

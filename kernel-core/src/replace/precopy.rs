@@ -2,16 +2,19 @@
 //! rounds while the old version serves, and only the last changes and the rest of the state
 //! cross in the pause.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::transit::{self, Crossing, decode_failed};
+use super::transit::{Crossing, decode_failed};
 use super::{Direction, ReplaceError, Step, guarded};
 use crate::boxed::ServiceFault;
 use crate::runtime::error::Status;
 use crate::runtime::kernel::Shared;
+use crate::runtime::lifecycle::ExportError;
 use crate::runtime::slot::{HeldSlot, Plumbing};
-use crate::seal::Sealer;
-use crate::state::precopy::{self, Entries, FINAL_CHANGES, MAX_ROUNDS, PrecopyReceiver};
+use crate::seal::writer::{SegmentSink, Segmenting, StateWriter, Written};
+use crate::seal::{SealError, Sealer};
+use crate::state::precopy::{self, Entries, FINAL_CHANGES, MAX_ROUNDS, PrecopyReceiver, PrecopySource};
 use crate::state::{HEADER_LEN, Migratable, StateTag};
 
 /// Entries are sealed and upgraded in batches of about this many encoded bytes.
@@ -20,6 +23,9 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// What crossed before the pause.
 pub(crate) struct Precopied<T> {
     receiver: Box<dyn PrecopyReceiver<T>>,
+    /// This pre-copy, as the old map knows it: while it lives, the map records its writes;
+    /// once dropped (the replacement ended, whichever way), the map stops at its next write.
+    listener: Arc<()>,
     /// The old version's state type, which the entries were written as.
     tag: StateTag,
     /// The map's address in the old instance and its id, to find it again (and notice a
@@ -50,64 +56,88 @@ pub(crate) struct Report {
     pub(crate) retired: Vec<Box<dyn Entries>>,
 }
 
-/// Holds the slot for the pause (`hold` takes it). Before that, if the old and the new state
-/// both pre-copy and the service runs, carries the map across in rounds, each starting with
-/// the slot held for an instant.
+/// Carries the `#[precopy]` map across in rounds, if the old and the new state both pre-copy
+/// and the service runs, each round starting with the slot held (`hold`) for an instant. Ends
+/// with the slot released; the map records its writes until [`finish`] takes the last ones.
+/// `None`: nothing crossed, the replacement crosses stop-the-world.
+pub(super) fn copy_ahead<T: Migratable, E: HeldSlot>(
+    shared: &Shared,
+    service: &str,
+    direction: Direction,
+    hold: &mut dyn FnMut() -> Result<E, ReplaceError>,
+) -> Result<Option<Precopied<T>>, ReplaceError> {
+    if !T::PRECOPY || direction == Direction::Rollback {
+        return Ok(None);
+    }
+    let listener = Arc::new(());
+    let (mut precopied, mut entries) = {
+        let entered = hold()?;
+        let Some(old) = entered.plumbing().filter(|_| entered.status() == Status::Running) else {
+            return Ok(None);
+        };
+        let tag = old.state_tag();
+        let (Some(source), Some(receiver)) = (old.precopy_source(), T::precopy_receiver(tag)) else {
+            return Ok(None);
+        };
+        let Some(entries) = source.begin(&listener) else {
+            return Ok(None);
+        };
+        let precopied = Precopied {
+            receiver,
+            listener,
+            tag,
+            identity: source.identity(),
+            bytes: 0,
+            rounds: 0,
+            paused_at: Instant::now(),
+            retired: Vec::new(),
+        };
+        (precopied, entries)
+    };
+    loop {
+        precopied.rounds += 1;
+        let sent = entries.count();
+        carry(shared, service, &*entries, &mut precopied)?;
+        precopied.retired.push(entries);
+        let entered = hold()?;
+        let Some(source) = source_of(entered.plumbing(), precopied.identity) else {
+            // Another map took its place: what crossed is not this one's.
+            return Ok(None);
+        };
+        let Some(changed) = source.changed(&precopied.listener) else {
+            return Ok(None);
+        };
+        tracing::debug!(round = precopied.rounds, sent, changed, "pre-copy round");
+        if changed <= FINAL_CHANGES || changed >= sent || precopied.rounds >= MAX_ROUNDS {
+            return Ok(Some(precopied));
+        }
+        let Some(next) = source.next_round(&precopied.listener) else {
+            return Ok(None);
+        };
+        entries = next;
+    }
+}
+
+/// Holds the slot for the pause (`hold` takes it), after [`copy_ahead`].
 pub(super) fn hold_for_pause<T: Migratable, E: HeldSlot>(
     shared: &Shared,
     service: &str,
     direction: Direction,
     hold: &mut dyn FnMut() -> Result<E, ReplaceError>,
 ) -> Result<(E, Option<Precopied<T>>), ReplaceError> {
+    let mut precopied = copy_ahead::<T, E>(shared, service, direction, hold)?;
     let entered = hold()?;
-    if !T::PRECOPY || direction == Direction::Rollback || entered.status() != Status::Running {
-        return Ok((entered, None));
+    if let Some(precopied) = &mut precopied {
+        precopied.paused_at = Instant::now();
     }
-    let Some(old) = entered.plumbing() else {
-        return Ok((entered, None));
-    };
-    let tag = old.state_tag();
-    let (Some(source), Some(receiver)) = (old.precopy_source(), T::precopy_receiver(tag.version)) else {
-        return Ok((entered, None));
-    };
-    let mut precopied = Precopied {
-        receiver,
-        tag,
-        identity: source.identity(),
-        bytes: 0,
-        rounds: 0,
-        paused_at: Instant::now(),
-        retired: Vec::new(),
-    };
-    let mut entries = source.begin();
-    drop(entered);
-    loop {
-        precopied.rounds += 1;
-        let sent = entries.count();
-        if let Err(error) = carry(shared, service, &*entries, &mut precopied) {
-            abandon(hold, precopied.identity);
-            return Err(error);
-        }
-        precopied.retired.push(entries);
-        let entered = hold()?;
-        let Some(source) = source_of(entered.plumbing(), precopied.identity) else {
-            // Another map took its place: what crossed is not this one's.
-            return Ok((entered, None));
-        };
-        let changed = source.changed();
-        tracing::debug!(round = precopied.rounds, sent, changed, "pre-copy round");
-        if changed <= FINAL_CHANGES || changed >= sent || precopied.rounds >= MAX_ROUNDS {
-            precopied.paused_at = Instant::now();
-            return Ok((entered, Some(precopied)));
-        }
-        entries = source.next_round();
-    }
+    Ok((entered, precopied))
 }
 
 /// In the pause: the last changes cross, then the rest of the state with the map written
-/// empty, through the version chain; the map that crossed takes the empty one's place.
-/// `None` when the conversion touched the map (or anything else stops the entries from
-/// being put back): the caller then crosses the whole state, stop-the-world.
+/// empty; it is decoded as the old version, its map made a placeholder, and upgraded through
+/// the chain; the entries that crossed take the placeholder's place. `None` when that cannot
+/// give what a stop-the-world crossing would (the map was replaced, the conversion touched or
+/// copied the placeholder, or failed): the caller then crosses the whole state.
 pub(super) fn finish<T: Migratable>(
     shared: &Shared,
     service: &str,
@@ -118,30 +148,23 @@ pub(super) fn finish<T: Migratable>(
     let Some(source) = source_of(Some(old), precopied.identity) else {
         return Ok(None);
     };
-    let last = source.finish();
+    let Some(last) = source.finish(&precopied.listener) else {
+        return Ok(None);
+    };
     let in_pause = last.count();
     carry(shared, service, &*last, &mut precopied)?;
-    let (address, _) = precopied.identity;
-    let (crossing, touched) = precopy::converting(|| {
-        precopy::exporting(address, || {
-            transit::transit::<T>(shared, service, false, old, generation)
-        })
-    });
-    let mut crossing = match crossing {
-        Ok(crossing) if !touched => crossing,
-        Ok(_) | Err(_) if touched => {
-            tracing::warn!(
-                service,
-                "the state's conversion read its #[precopy] map; crossing the whole state in the pause"
-            );
-            return Ok(None);
-        }
-        Ok(_) => return Ok(None),
-        // Not the map's doing: the whole crossing will meet it again and report it.
+    let state = match paused_crossing(shared, service, old, source, &*precopied.receiver, generation) {
+        Ok(state) => state,
         Err(error) => {
-            tracing::debug!(%error, "the pre-copied crossing failed; crossing the whole state");
+            // The whole crossing meets a failure of its own again, and reports it.
+            tracing::warn!(%error, service, "the pre-copied state's pause crossing failed; crossing the whole state");
             return Ok(None);
         }
+    };
+    let mut crossing = Crossing {
+        state,
+        sealed: true,
+        len: precopied.bytes,
     };
     let report = Report {
         rounds: precopied.rounds,
@@ -151,37 +174,68 @@ pub(super) fn finish<T: Migratable>(
         pause: Duration::ZERO,
         retired: std::mem::take(&mut precopied.retired),
     };
-    let bytes = precopied.bytes;
     if !precopied.receiver.install(&mut crossing.state) {
         tracing::warn!(
             service,
-            "the state's conversion did not carry its #[precopy] map with PrecopyMap::upgrade; \
-             crossing the whole state in the pause"
+            "the state's conversion touched, copied or did not carry its #[precopy] map \
+             (carry it with PrecopyMap::upgrade only); crossing the whole state in the pause"
         );
         return Ok(None);
     }
-    tracing::debug!(service, rounds = report.rounds, in_pause, bytes, "pre-copied");
-    crossing.len += bytes;
+    tracing::debug!(service, rounds = report.rounds, in_pause, bytes = crossing.len, "pre-copied");
     Ok(Some((crossing, report)))
 }
 
-/// The old instance's `#[precopy]` map, if it is the one the rounds started with.
-fn source_of(old: Option<&dyn Plumbing>, identity: (usize, u64)) -> Option<&dyn precopy::PrecopySource> {
-    old?.precopy_source().filter(|source| source.identity() == identity)
+/// The state without its map's entries: exported with the map written empty, sealed whole,
+/// opened, and decoded and upgraded by the receiver, on this thread.
+fn paused_crossing<T>(
+    shared: &Shared,
+    service: &str,
+    old: &dyn Plumbing,
+    source: &dyn PrecopySource,
+    receiver: &dyn PrecopyReceiver<T>,
+    generation: u64,
+) -> Result<T, ReplaceError> {
+    let sealer = shared
+        .crossing_sealer()
+        .map_err(|error| ReplaceError::new(service, Step::Seal, error))?;
+    let seal_failed = |error| ReplaceError::new(service, Step::Seal, error);
+    let whole = Segmenting {
+        above: usize::MAX,
+        ..Segmenting::CROSSING
+    };
+    let mut never = Unsegmented;
+    let mut writer = StateWriter::sealed_with(sealer, service, generation, &mut never, whole).map_err(seal_failed)?;
+    let (address, _) = source.identity();
+    let exported = precopy::exporting(address, || old.export(false, &mut writer));
+    if let Some(failure) = writer.take_failure() {
+        return Err(seal_failed(failure));
+    }
+    let tag = exported.map_err(|error| match error {
+        ExportError::Encode(fault) => ReplaceError::new(service, Step::Encode, fault),
+        other => ReplaceError::new(service, Step::Export, other.into_source()),
+    })?;
+    let Written::Whole(blob) = writer.finish(tag).map_err(seal_failed)? else {
+        return Err(seal_failed(SealError::BadSegments("a whole envelope went segmented".into())));
+    };
+    let (opened, range, _) = sealer
+        .open_in_place(service, Some(tag), blob)
+        .map_err(|error| ReplaceError::new(service, Step::Open, error))?;
+    guarded(service, Step::Decode, || receiver.decode_paused(&opened[range]))?.map_err(|error| decode_failed(service, error))
 }
 
-/// After a failed round: the old version stops recording its writes.
-fn abandon<E: HeldSlot>(hold: &mut dyn FnMut() -> Result<E, ReplaceError>, identity: (usize, u64)) {
-    match hold() {
-        Ok(entered) => {
-            if let Some(source) = source_of(entered.plumbing(), identity) {
-                source.abandon();
-            }
-        }
-        Err(error) => {
-            tracing::warn!(%error, "the old version records its writes until its next replacement");
-        }
+/// The sink of a writer that never goes segmented.
+struct Unsegmented;
+
+impl SegmentSink for Unsegmented {
+    fn put(&mut self, _: Vec<u8>) -> Result<Option<Vec<u8>>, SealError> {
+        Err(SealError::BadSegments("the paused state is sealed whole".into()))
     }
+}
+
+/// The old instance's `#[precopy]` map, if it is the one the rounds started with.
+fn source_of(old: Option<&dyn Plumbing>, identity: (usize, u64)) -> Option<&dyn PrecopySource> {
+    old?.precopy_source().filter(|source| source.identity() == identity)
 }
 
 /// Encodes, seals, opens and upgrades `entries` into the new version's map, batch by batch.

@@ -78,14 +78,14 @@ pub trait Migratable: Schema + Serialize + DeserializeOwned + Send + 'static {
         None
     }
 
-    /// A map of this type's to fill with the entries of an old version `version`, if they can
-    /// cross before the pause. Not meant to be overridden.
+    /// A map of this type's to fill with the entries of an old version tagged `tag`, if they
+    /// can cross before the pause. Not meant to be overridden.
     #[doc(hidden)]
-    fn precopy_receiver(version: u32) -> Option<Box<dyn super::precopy::source::PrecopyReceiver<Self>>>
+    fn precopy_receiver(tag: StateTag) -> Option<Box<dyn super::precopy::source::PrecopyReceiver<Self>>>
     where
         Self: Sized,
     {
-        let _ = version;
+        let _ = tag;
         None
     }
 
@@ -105,16 +105,7 @@ pub trait Migratable: Schema + Serialize + DeserializeOwned + Send + 'static {
             super::encoding::decode_exact::<Self>(tag, body)
         } else if tag.version < Self::VERSION {
             let previous = Self::Previous::decode_tagged(tag, body)?;
-            // A panicking conversion is an upgrade's failure like a refusing one.
-            let upgraded =
-                crate::panic::catch(|| Self::upgrade(previous)).map_err(|message| MigrationError::UpgradePanicked {
-                    from: <Self::Previous as Migratable>::TYPE_NAME,
-                    from_version: <Self::Previous as Migratable>::VERSION,
-                    to: Self::TYPE_NAME,
-                    to_version: Self::VERSION,
-                    message,
-                })?;
-            Ok(upgraded?)
+            upgrade_caught::<Self>(previous)
         } else {
             Err(unknown_version::<Self>(tag.version))
         }
@@ -172,6 +163,18 @@ pub fn chain_of<T: Migratable>() -> Vec<VersionSchema> {
     let mut out = Vec::new();
     T::describe_chain(&mut out);
     out
+}
+
+/// `T::upgrade`, a panicking conversion being an upgrade's failure like a refusing one.
+pub(super) fn upgrade_caught<T: Migratable>(previous: T::Previous) -> Result<T, StateError> {
+    let upgraded = crate::panic::catch(|| T::upgrade(previous)).map_err(|message| MigrationError::UpgradePanicked {
+        from: <T::Previous as Migratable>::TYPE_NAME,
+        from_version: <T::Previous as Migratable>::VERSION,
+        to: T::TYPE_NAME,
+        to_version: T::VERSION,
+        message,
+    })?;
+    Ok(upgraded?)
 }
 
 pub(super) fn unknown_version<T: Migratable>(found: u32) -> StateError {

@@ -5,13 +5,13 @@ use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use serde::de::{MapAccess, Visitor};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::hollow;
+use super::hollow::{self, Placeholder};
 use super::source::{Entries, PrecopySource};
 use crate::state::schema::{NamedType, Schema};
 
@@ -45,9 +45,9 @@ pub struct PrecopyMap<K, V> {
     /// kernel starts and ends the recording holding the service's slot and a shared reference
     /// only, hence the lock; the service's handler, with `&mut self`, reaches it through
     /// `get_mut` and never locks.
-    changed: Mutex<Option<HashSet<K>>>,
-    /// A placeholder decoded during a pre-copy's pause (see `hollow`).
-    hollow: bool,
+    changed: Mutex<Option<Recording<K>>>,
+    /// Set in a placeholder decoded during a pre-copy's pause (see `hollow`).
+    placeholder: Option<Arc<Placeholder>>,
     /// Which map this is: a new one (made, cloned or decoded) has a new id, so that a
     /// replacement sees a handler that swapped the whole map for another during a pre-copy.
     id: u64,
@@ -55,6 +55,14 @@ pub struct PrecopyMap<K, V> {
 
 /// The next map's id.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The keys written for one pre-copy.
+struct Recording<K> {
+    /// The replacement that records: once it is gone (ended, failed, or given up without
+    /// stopping the recording), the next write ends the recording.
+    listener: Weak<()>,
+    keys: HashSet<K>,
+}
 
 impl<K: Hash + Eq + Clone, V: Clone> PrecopyMap<K, V> {
     /// An empty map.
@@ -66,7 +74,7 @@ impl<K: Hash + Eq + Clone, V: Clone> PrecopyMap<K, V> {
         Self {
             entries,
             changed: Mutex::new(None),
-            hollow: false,
+            placeholder: None,
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
@@ -177,53 +185,65 @@ impl<K: Hash + Eq + Clone, V: Clone> PrecopyMap<K, V> {
     /// replacement then crosses the whole state in its pause, as a stop-the-world one does.
     #[must_use]
     pub fn upgrade<W: From<V> + Clone>(self) -> PrecopyMap<K, W> {
-        let hollow = self.hollow;
-        let entries = if hollow {
-            imbl::HashMap::new()
-        } else {
-            self.entries.into_iter().map(|(k, v)| (k, W::from(v))).collect()
+        // A placeholder carries its token across, and no entries: they crossed already.
+        let entries = match self.placeholder {
+            Some(_) => imbl::HashMap::new(),
+            None => self.entries.into_iter().map(|(k, v)| (k, W::from(v))).collect(),
         };
         PrecopyMap {
-            hollow,
+            placeholder: self.placeholder,
             ..PrecopyMap::from_entries(entries)
         }
     }
 
     /// The entries, for reading.
     fn read(&self) -> &imbl::HashMap<K, V> {
-        if self.hollow {
-            hollow::touched();
+        if let Some(placeholder) = &self.placeholder {
+            placeholder.touched();
         }
         &self.entries
     }
 
     /// The entries, for writing `key`, which a running pre-copy records.
     fn write(&mut self, key: &K) -> &mut imbl::HashMap<K, V> {
-        if self.hollow {
-            hollow::touched();
+        if let Some(placeholder) = &self.placeholder {
+            placeholder.touched();
         }
         let changed = self.changed.get_mut().unwrap_or_else(PoisonError::into_inner);
-        if let Some(changed) = changed {
-            changed.insert(key.clone());
+        if let Some(recording) = changed {
+            if recording.listener.strong_count() == 0 {
+                *changed = None;
+            } else {
+                recording.keys.insert(key.clone());
+            }
         }
         &mut self.entries
     }
 
-    /// Whether this is the placeholder of a pre-copied map.
-    pub(super) fn is_hollow(&self) -> bool {
-        self.hollow
+    /// Makes this (empty) map the placeholder of the entries that crossed before the pause.
+    pub(super) fn hollow_out(&mut self, token: &Arc<Placeholder>) {
+        debug_assert!(self.entries.is_empty(), "the map was written empty");
+        self.placeholder = Some(Arc::clone(token));
+    }
+
+    /// Whether this is a placeholder of `token`'s.
+    pub(super) fn is_placeholder_of(&self, token: &Arc<Placeholder>) -> bool {
+        self.placeholder.as_ref().is_some_and(|held| Arc::ptr_eq(held, token))
     }
 
     /// Puts the entries that crossed before the pause into the placeholder.
     pub(super) fn fill(&mut self, entries: imbl::HashMap<K, V>) {
         self.entries = entries;
-        self.hollow = false;
+        self.placeholder = None;
     }
 
-    /// Starts or ends recording writes; returns the keys recorded so far.
-    fn record(&self, on: bool) -> Option<HashSet<K>> {
+    /// Runs `f` on the recording of `listener`'s pre-copy, if it is the one running.
+    fn recording<R>(&self, listener: &Arc<()>, f: impl FnOnce(&mut Option<Recording<K>>) -> R) -> Option<R> {
         let mut changed = self.changed.lock().unwrap_or_else(PoisonError::into_inner);
-        std::mem::replace(&mut *changed, on.then(HashSet::new))
+        let ours = changed
+            .as_ref()
+            .is_some_and(|recording| recording.listener.as_ptr() == Arc::as_ptr(listener));
+        ours.then(|| f(&mut changed))
     }
 }
 
@@ -237,7 +257,8 @@ impl<K: Hash + Eq + Clone, V: Clone> Default for PrecopyMap<K, V> {
 impl<K: Hash + Eq + Clone, V: Clone> Clone for PrecopyMap<K, V> {
     fn clone(&self) -> Self {
         Self {
-            hollow: self.hollow,
+            // A placeholder's clone holds its token: the replacement sees the copy.
+            placeholder: self.placeholder.clone(),
             ..Self::from_entries(self.entries.clone())
         }
     }
@@ -253,7 +274,7 @@ impl<K: Hash + Eq + Clone, V: Clone + Eq> Eq for PrecopyMap<K, V> {}
 
 impl<K: Hash + Eq + Clone + fmt::Debug, V: Clone + fmt::Debug> fmt::Debug for PrecopyMap<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.hollow {
+        if self.placeholder.is_some() {
             return f.write_str("PrecopyMap(<entries crossed before the pause>)");
         }
         f.debug_map().entries(self.entries.iter()).finish()
@@ -333,11 +354,7 @@ where
                 while let Some((key, value)) = map.next_entry()? {
                     entries.insert(key, value);
                 }
-                let hollow = entries.is_empty() && hollow::decoding();
-                Ok(PrecopyMap {
-                    hollow,
-                    ..PrecopyMap::from_entries(entries)
-                })
+                Ok(PrecopyMap::from_entries(entries))
             }
         }
 
@@ -360,37 +377,46 @@ where
     K: Hash + Eq + Clone + Serialize + Send + Sync + 'static,
     V: Clone + Serialize + Send + Sync + 'static,
 {
-    fn begin(&self) -> Box<dyn Entries> {
-        self.record(true);
-        Box::new(Snapshot {
+    fn begin(&self, listener: &Arc<()>) -> Option<Box<dyn Entries>> {
+        let mut changed = self.changed.lock().unwrap_or_else(PoisonError::into_inner);
+        // Another replacement's pre-copy of this map is still running: it keeps it.
+        if changed.as_ref().is_some_and(|recording| recording.listener.strong_count() > 0) {
+            return None;
+        }
+        *changed = Some(Recording {
+            listener: Arc::downgrade(listener),
+            keys: HashSet::new(),
+        });
+        Some(Box::new(Snapshot {
             entries: self.entries.clone(),
             keys: None,
-        })
+        }))
     }
 
-    fn changed(&self) -> usize {
-        let changed = self.changed.lock().unwrap_or_else(PoisonError::into_inner);
-        changed.as_ref().map_or(0, HashSet::len)
+    fn changed(&self, listener: &Arc<()>) -> Option<usize> {
+        self.recording(listener, |changed| changed.as_ref().map_or(0, |r| r.keys.len()))
     }
 
-    fn next_round(&self) -> Box<dyn Entries> {
-        let keys = self.record(true).unwrap_or_default();
-        Box::new(Snapshot {
+    fn next_round(&self, listener: &Arc<()>) -> Option<Box<dyn Entries>> {
+        let keys = self.recording(listener, |changed| {
+            changed.as_mut().map(|r| std::mem::take(&mut r.keys)).unwrap_or_default()
+        })?;
+        Some(Box::new(Snapshot {
             entries: self.entries.clone(),
             keys: Some(keys.into_iter().collect()),
-        })
+        }))
     }
 
-    fn finish(&self) -> Box<dyn Entries> {
-        let keys = self.record(false).unwrap_or_default();
-        Box::new(Snapshot {
+    fn finish(&self, listener: &Arc<()>) -> Option<Box<dyn Entries>> {
+        let keys = self.recording(listener, |changed| changed.take().map(|r| r.keys).unwrap_or_default())?;
+        Some(Box::new(Snapshot {
             entries: self.entries.clone(),
             keys: Some(keys.into_iter().collect()),
-        })
+        }))
     }
 
-    fn abandon(&self) {
-        self.record(false);
+    fn abandon(&self, listener: &Arc<()>) {
+        self.recording(listener, Option::take);
     }
 
     fn identity(&self) -> (usize, u64) {
@@ -457,5 +483,56 @@ where
             sink(&batch);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::{PrecopyMap, PrecopySource};
+
+    fn recording(map: &PrecopyMap<String, u64>) -> bool {
+        map.changed.lock().unwrap().is_some()
+    }
+
+    #[test]
+    fn recording_ends_with_its_pre_copy_however_that_ends() {
+        let mut map: PrecopyMap<String, u64> = [("a".to_owned(), 1)].into();
+        let first = Arc::new(());
+        assert!(map.begin(&first).is_some());
+        map.insert("b".into(), 2);
+        assert_eq!(map.changed(&first), Some(1));
+
+        // A second pre-copy while the first runs: refused, the first keeps its keys.
+        let second = Arc::new(());
+        assert!(map.begin(&second).is_none());
+        assert_eq!(map.changed(&second), None);
+        assert_eq!(map.changed(&first), Some(1));
+
+        // The first is dropped without stopping (a failed replacement): the next write ends it.
+        drop(first);
+        assert!(recording(&map));
+        map.insert("c".into(), 3);
+        assert!(!recording(&map));
+        assert!(map.begin(&second).is_some(), "a new pre-copy may start");
+        map.abandon(&second);
+        assert!(!recording(&map));
+    }
+
+    #[test]
+    fn every_write_is_recorded() {
+        let mut map: PrecopyMap<String, u64> = (0..10).map(|i| (format!("k{i}"), i)).collect();
+        let listener = Arc::new(());
+        let _ = map.begin(&listener);
+        map.insert("new".into(), 1);
+        map.remove("k0");
+        let _ = map.get_mut("k1");
+        *map.get_or_insert_with("k2".into(), || 0) += 1;
+        map.retain(|k, _| k != "k3");
+        map.extend([("k4".to_owned(), 9)]);
+        assert_eq!(map.changed(&listener), Some(6));
+        map.clear();
+        assert_eq!(map.changed(&listener), Some(11), "every key present was written");
     }
 }

@@ -50,10 +50,18 @@
 //! - each version's map converts entry by entry: the `#[precopy]` field's value type
 //!   implements `From` the previous version's (checked at compile time), and the key type is
 //!   the same in every version;
-//! - the state's conversion carries the map with [`PrecopyMap::upgrade`] and reads nothing in
-//!   it. A conversion that reads or writes the map is detected (the map it gets is a
-//!   placeholder) and the replacement crosses the whole state in the pause instead: slower,
-//!   never wrong.
+//! - the state's conversion carries the map with [`PrecopyMap::upgrade`] into the new
+//!   `#[precopy]` field and does nothing else with it. In the pause the map it gets is a
+//!   *placeholder* (its entries crossed already): a conversion that reads or writes it (on any
+//!   thread), copies it, or puts something else in the `#[precopy]` field is detected, and the
+//!   replacement crosses the whole state in the pause instead — slower, not wrong;
+//! - values change only through the map's `&mut` methods. A value with interior mutability
+//!   (an `Arc<Mutex<..>>`, an atomic) changed through a shared reference is not recorded, and
+//!   its change may be lost: keep such values out of a `PrecopyMap`.
+//!
+//! A pre-copy ends with its replacement, whichever way that ends: the map records the keys
+//! written only while the replacement that started it runs (a write after that ends the
+//! recording), and a second replacement started meanwhile crosses stop-the-world.
 //!
 //! Otherwise — a rollback, a service that is not running, an old version without a `#[precopy]`
 //! field, or a chain that begins pre-copying after the old version (`#[precopy(start)]`) — the
@@ -69,12 +77,17 @@ use std::hash::Hash;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub(crate) use hollow::{converting, exporting};
+pub(crate) use hollow::exporting;
+#[doc(hidden)]
+pub use hollow::Placeholder;
 pub use map::PrecopyMap;
 #[doc(hidden)]
 pub use source::{Entries, PrecopyReceiver, PrecopySource};
 
-use super::{CodecError, Migratable, StateError};
+use std::sync::Arc;
+
+use super::stream::Body;
+use super::{CodecError, Migratable, StateError, StateTag};
 
 /// A round with at most this many keys written is the last: they cross in the pause, about
 /// 0.1–0.3 ms for small entries (`cargo run --release --example bench_peers -- --precopy`).
@@ -111,6 +124,12 @@ pub trait Precopy: Migratable {
     /// it to this version's entry. Not meant to be overridden.
     #[doc(hidden)]
     fn decode_entry(version: u32, bytes: &mut &[u8]) -> Result<(Self::Key, Option<Self::Entry>), StateError>;
+
+    /// Decodes a state that crossed in a pause (tagged `tag`, its map written empty) as the
+    /// version it was written by, makes that version's `#[precopy]` map a placeholder of
+    /// `token`, and upgrades it to this version. Not meant to be overridden.
+    #[doc(hidden)]
+    fn decode_paused(tag: StateTag, body: Body<'_, '_>, token: &Arc<Placeholder>) -> Result<Self, StateError>;
 }
 
 /// What a `#[precopy]` field must be: a [`PrecopyMap`].
@@ -143,13 +162,34 @@ pub fn take_entry<T: Precopy>(bytes: &mut &[u8]) -> Result<(T::Key, Option<T::En
     Ok(entry)
 }
 
-/// The receiving end for `T`, for an old version `version`, if its entries can upgrade to `T`'s.
+/// [`Precopy::decode_paused`] for `T`'s own version: the state decoded, its map a placeholder.
 #[doc(hidden)]
-pub fn receiver<T: Precopy>(version: u32) -> Option<Box<dyn PrecopyReceiver<T>>> {
-    T::precopies_from(version).then(|| {
+pub fn decode_paused_exact<T: Precopy>(
+    tag: StateTag,
+    body: Body<'_, '_>,
+    token: &Arc<Placeholder>,
+) -> Result<T, StateError> {
+    let mut state = super::encoding::decode_exact::<T>(tag, body)?;
+    state.precopy_map_mut().hollow_out(token);
+    Ok(state)
+}
+
+/// One link of [`Precopy::decode_paused`]: `previous` upgraded to `T` as a decoding does.
+#[doc(hidden)]
+pub fn upgrade_paused<T: Migratable>(previous: T::Previous) -> Result<T, StateError> {
+    super::chain::upgrade_caught::<T>(previous)
+}
+
+/// The receiving end for `T`, for an old version tagged `tag`, if its entries can upgrade to
+/// `T`'s: that version (its fingerprint too) is in `T`'s chain and has a pre-copied map.
+#[doc(hidden)]
+pub fn receiver<T: Precopy>(tag: StateTag) -> Option<Box<dyn PrecopyReceiver<T>>> {
+    let in_chain = super::chain_of::<T>().iter().any(|v| v.version == tag.version && v.fingerprint == tag.fingerprint);
+    (in_chain && T::precopies_from(tag.version)).then(|| {
         Box::new(Receiver::<T> {
-            version,
+            version: tag.version,
             entries: imbl::HashMap::new(),
+            token: Placeholder::new(),
         }) as Box<dyn PrecopyReceiver<T>>
     })
 }
@@ -159,6 +199,8 @@ struct Receiver<T: Precopy> {
     /// The old version, which wrote the entries.
     version: u32,
     entries: imbl::HashMap<T::Key, T::Entry>,
+    /// The placeholder's token in the state that crosses in the pause.
+    token: Arc<Placeholder>,
 }
 
 impl<T: Precopy> PrecopyReceiver<T> for Receiver<T> {
@@ -176,9 +218,14 @@ impl<T: Precopy> PrecopyReceiver<T> for Receiver<T> {
         self.entries.len()
     }
 
+    fn decode_paused(&self, bytes: &[u8]) -> Result<T, StateError> {
+        let (tag, body) = StateTag::split(bytes)?;
+        T::decode_paused(tag, Body::Bytes(body), &self.token)
+    }
+
     fn install(self: Box<Self>, state: &mut T) -> bool {
         let map = state.precopy_map_mut();
-        if !map.is_hollow() {
+        if !map.is_placeholder_of(&self.token) || !self.token.carried_untouched() {
             return false;
         }
         map.fill(self.entries);

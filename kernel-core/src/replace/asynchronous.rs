@@ -73,14 +73,7 @@ impl crate::Kernel {
         handle: &crate::asynchronous::AsyncHandle<S::Request, S::Response>,
         new: S,
     ) -> Result<Replaced, ReplaceError> {
-        let Some(slot) = handle.async_slot().cloned() else {
-            let reason = ReplaceCause::WrongKind {
-                service_is: "a synchronous",
-            };
-            return Err(ReplaceError::new(handle.name(), Step::Enter, reason));
-        };
-        let kernel = self.clone();
-        chain::off_workers(move || replace_in_async_slot(kernel.shared(), &slot, new, Direction::Upgrade)).await
+        self.replace_async_in(handle, new, Direction::Upgrade).await
     }
 
     /// Rolls the async `Event`/`Reply` service named by `older.name()` back one version (its
@@ -103,16 +96,24 @@ impl crate::Kernel {
         handle: &crate::asynchronous::AsyncHandle<S::Request, S::Response>,
         older: S,
     ) -> Result<Replaced, ReplaceError> {
+        self.replace_async_in(handle, older, Direction::Rollback).await
+    }
+
+    /// The replacement behind `handle` (an async service's, else [`ReplaceCause::WrongKind`]),
+    /// off the runtime's workers.
+    async fn replace_async_in<S: AsyncHandler>(
+        &self,
+        handle: &crate::asynchronous::AsyncHandle<S::Request, S::Response>,
+        new: S,
+        direction: Direction,
+    ) -> Result<Replaced, ReplaceError> {
         let Some(slot) = handle.async_slot().cloned() else {
-            return Err(ReplaceError::new(
-                older.name(),
-                Step::Enter,
-                ReplaceCause::WrongKind {
-                    service_is: "a synchronous",
-                },
-            ));
+            let reason = ReplaceCause::WrongKind {
+                service_is: "a synchronous",
+            };
+            return Err(ReplaceError::new(handle.name(), Step::Enter, reason));
         };
         let kernel = self.clone();
-        chain::off_workers(move || replace_in_async_slot(kernel.shared(), &slot, older, Direction::Rollback)).await
+        chain::off_workers(move || replace_in_async_slot(kernel.shared(), &slot, new, direction)).await
     }
 }

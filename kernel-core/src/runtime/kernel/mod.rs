@@ -143,11 +143,6 @@ pub(crate) struct Entry {
 impl Kernel {
     /// A kernel with no observer and default limits.
     pub fn new() -> Self {
-        Self::from_builder_defaults()
-    }
-
-    /// The default builder's kernel, which is always valid.
-    fn from_builder_defaults() -> Self {
         match KernelBuilder::default().build() {
             Ok(kernel) => kernel,
             // Unreachable: the defaults (16 push workers, no checkpoints, no stop timeout) are

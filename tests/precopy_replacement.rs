@@ -878,3 +878,99 @@ fn a_large_rest_of_state_still_pre_copies() {
     assert_eq!(running.4, 300_000);
     assert!(precopied, "the map crossed before the pause");
 }
+
+/// A service whose handler starts another service: a lifecycle call from inside a handler.
+mod starts_another {
+    use super::*;
+
+    #[derive(Serialize, Deserialize, Migratable)]
+    #[migratable(version = 1)]
+    pub struct BigV1 {
+        #[precopy]
+        pub counts: PrecopyMap<String, u32>,
+    }
+
+    #[derive(Serialize, Deserialize, Migratable)]
+    #[migratable(version = 2, from = BigV1)]
+    pub struct BigV2 {
+        #[precopy]
+        pub counts: PrecopyMap<String, u64>,
+    }
+
+    impl From<BigV1> for BigV2 {
+        fn from(v1: BigV1) -> Self {
+            Self {
+                counts: v1.counts.upgrade(),
+            }
+        }
+    }
+
+    macro_rules! starter {
+        ($name:ident, $state:ty) => {
+            #[derive(microkernel::Service)]
+            #[service(name = "starter")]
+            pub struct $name {
+                #[state]
+                pub state: $state,
+            }
+
+            impl Handler for $name {
+                type Request = ();
+                type Response = Result<usize, String>;
+
+                /// Starts "other", then answers how many entries it holds.
+                fn handle(&mut self, (): (), ctx: &Context<'_>) -> Result<usize, String> {
+                    let kernel = ctx.kernel().ok_or("no kernel")?;
+                    kernel.start("other").map_err(|e| e.to_string())?;
+                    Ok(self.state.counts.len())
+                }
+            }
+        };
+    }
+
+    starter!(StarterV1, BigV1);
+    starter!(StarterV2, BigV2);
+
+    #[derive(microkernel::Service, Default)]
+    #[service(name = "other")]
+    pub struct Other;
+
+    impl Handler for Other {
+        type Request = ();
+        type Response = ();
+        fn handle(&mut self, (): (), _: &Context<'_>) {}
+    }
+}
+
+#[test]
+fn a_handler_may_start_a_service_while_its_map_is_copied() {
+    use starts_another::*;
+    let kernel = Kernel::new();
+    kernel.register_typed(Other).unwrap();
+    let counts = (0..100_000).map(|i| (format!("k{i}"), i)).collect();
+    let handle = kernel
+        .register_typed(StarterV1 {
+            state: BigV1 { counts },
+        })
+        .unwrap();
+    kernel.start_all().unwrap();
+    let caller = handle.clone();
+    let calls = thread::spawn(move || {
+        // Calls made while the 100,000 entries cross, each handler taking the kernel's
+        // lifecycle lock (`start` of a running service does nothing else).
+        (0..20)
+            .map(|_| {
+                thread::sleep(std::time::Duration::from_millis(2));
+                caller.call(()).unwrap()
+            })
+            .collect::<Vec<_>>()
+    });
+    let fresh = StarterV2 {
+        state: BigV2 {
+            counts: PrecopyMap::new(),
+        },
+    };
+    kernel.replace_at(&handle, fresh).unwrap();
+    let answers = calls.join().unwrap();
+    assert!(answers.iter().all(|a| a == &Ok(100_000)), "{answers:?}");
+}

@@ -4,7 +4,7 @@
 //! `KernelBuilder::drain_timeout` to finish, and the hooks awaited. It runs on the blocking pool:
 //! the crossing of a large state (encode, seal, open, decode) never occupies a worker.
 
-use super::{Direction, ReplaceCause, ReplaceError, Replaced, Step, begin, precopy, swap_versions};
+use super::{Direction, ReplaceCause, ReplaceError, Replaced, Step, begin, check_before, precopy, swap_versions};
 use crate::runtime::asynchronous::chain::{self, WouldBlockRuntime};
 use crate::runtime::asynchronous::{AsyncHandler, AsyncSlot};
 use crate::runtime::error::LifecycleError;
@@ -20,7 +20,8 @@ pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
 ) -> Result<Replaced, ReplaceError> {
     let service = &**slot.name();
     let _span = tracing::info_span!("replace", service, ?direction).entered();
-    let _serial = begin(shared, service, new.name(), || slot.core.check_no_late_stop())?;
+    let no_late_stop = || slot.core.check_no_late_stop();
+    check_before(service, new.name(), no_late_stop)?;
     let would_block = |WouldBlockRuntime| {
         ReplaceError::new(
             service,
@@ -32,8 +33,6 @@ pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
     };
     let runtime = slot.runtime();
 
-    // 1. Take the slot: a handler mid-`.await` may finish (within the drain timeout); calls
-    // arriving from now on queue behind the replacement.
     let drain = shared.drain_timeout();
     let mut hold = || {
         chain::block_on(runtime, slot.enter(crate::runtime::caller::current_sync(), Some(drain)))
@@ -46,8 +45,13 @@ pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
                 ReplaceError::new(service, Step::Enter, reason)
             })
     };
-    let (entered, precopied) = precopy::hold_for_pause::<S::State, _>(shared, service, direction, &mut hold)?;
-    swap_versions(shared, entered, new, direction, precopied)
+    // A `#[precopy]` map crosses first, the service serving, before the lifecycle lock.
+    let precopied = precopy::copy_ahead::<S::State, _>(shared, service, direction, &mut hold)?;
+    let _serial = begin(shared, service, new.name(), no_late_stop)?;
+
+    // 1. Take the slot: a handler mid-`.await` may finish (within the drain timeout); calls
+    // arriving from now on queue behind the replacement.
+    swap_versions(shared, hold()?, new, direction, precopied)
 }
 
 impl crate::Kernel {

@@ -122,15 +122,18 @@ fn replace_in_slot<S: Handler>(
 ) -> Result<Replaced, ReplaceError> {
     let service = &**slot.name();
     let _span = tracing::info_span!("replace", service, ?direction).entered();
-    let _serial = begin(shared, service, new.name(), || slot.core().check_no_late_stop())?;
-
-    // 1. Take the slot: calls arriving from now on wait (a pre-copied map crosses before).
+    let no_late_stop = || slot.core().check_no_late_stop();
+    check_before(service, new.name(), no_late_stop)?;
     let mut hold = || {
         slot.enter_for("replace")
             .map_err(|error| ReplaceError::new(service, Step::Enter, error))
     };
-    let (entered, precopied) = precopy::hold_for_pause::<S::State, _>(shared, service, direction, &mut hold)?;
-    swap_versions(shared, entered, new, direction, precopied)
+    // A `#[precopy]` map crosses first, the service serving, before the lifecycle lock.
+    let precopied = precopy::copy_ahead::<S::State, _>(shared, service, direction, &mut hold)?;
+    let _serial = begin(shared, service, new.name(), no_late_stop)?;
+
+    // 1. Take the slot: calls arriving from now on wait.
+    swap_versions(shared, hold()?, new, direction, precopied)
 }
 
 /// Steps 2–4, the same for every kind of slot, once step 1 has taken it:
@@ -152,6 +155,8 @@ where
     E: Installs<S>,
     S: Service,
 {
+    // The pause begins: for a pre-copy, what is left of the crossing is timed from here.
+    let precopied = precopied.map(precopy::Precopied::pausing);
     let service = Arc::clone(entered.name());
     let service = &*service;
     let was_running = entered.status() == Status::Running;
@@ -207,19 +212,30 @@ pub(crate) fn begin<'a>(
     shared: &'a Shared,
     service: &str,
     new_name: &str,
-    no_late_stop: impl FnOnce() -> Result<(), LifecycleError>,
+    no_late_stop: impl Fn() -> Result<(), LifecycleError>,
 ) -> Result<crate::runtime::sync::ReentrantGuard<'a>, ReplaceError> {
+    check_before(service, new_name, &no_late_stop)?;
+    let serial = shared
+        .lifecycle_lock("replace")
+        .map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
+    no_late_stop().map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
+    Ok(serial)
+}
+
+/// What [`begin`] checks before it takes the lock, and a pre-copy before it starts: the new
+/// version has the service's name, and no stop that outlived its timeout is running.
+pub(crate) fn check_before(
+    service: &str,
+    new_name: &str,
+    no_late_stop: impl Fn() -> Result<(), LifecycleError>,
+) -> Result<(), ReplaceError> {
     if new_name != service {
         let error = ReplaceCause::WrongName {
             new_name: new_name.to_owned(),
         };
         return Err(ReplaceError::new(service, Step::Enter, error));
     }
-    let serial = shared
-        .lifecycle_lock("replace")
-        .map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
-    no_late_stop().map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
-    Ok(serial)
+    no_late_stop().map_err(|e| ReplaceError::new(service, Step::Enter, e))
 }
 
 /// After the swap, the same for every kind of slot: the replaced instance is dropped. Freeing a

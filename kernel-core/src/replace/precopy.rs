@@ -60,6 +60,12 @@ pub(crate) struct Report {
 /// and the service runs, each round starting with the slot held (`hold`) for an instant. Ends
 /// with the slot released; the map records its writes until [`finish`] takes the last ones.
 /// `None`: nothing crossed, the replacement crosses stop-the-world.
+///
+/// It runs before the replacement takes the kernel's lifecycle lock: a handler that starts or
+/// stops a service meanwhile is not kept waiting (holding its own slot) for the whole copy, and
+/// other services' lifecycles go on. What may change meanwhile is checked at each hold and in
+/// [`finish`]: another instance in the slot, another map in the field, or another pre-copy of
+/// the map each make the replacement cross stop-the-world.
 pub(super) fn copy_ahead<T: Migratable, E: HeldSlot>(
     shared: &Shared,
     service: &str,
@@ -118,19 +124,12 @@ pub(super) fn copy_ahead<T: Migratable, E: HeldSlot>(
     }
 }
 
-/// Holds the slot for the pause (`hold` takes it), after [`copy_ahead`].
-pub(super) fn hold_for_pause<T: Migratable, E: HeldSlot>(
-    shared: &Shared,
-    service: &str,
-    direction: Direction,
-    hold: &mut dyn FnMut() -> Result<E, ReplaceError>,
-) -> Result<(E, Option<Precopied<T>>), ReplaceError> {
-    let mut precopied = copy_ahead::<T, E>(shared, service, direction, hold)?;
-    let entered = hold()?;
-    if let Some(precopied) = &mut precopied {
-        precopied.paused_at = Instant::now();
+impl<T> Precopied<T> {
+    /// The pause begins now (the slot is held for it).
+    pub(super) fn pausing(mut self) -> Self {
+        self.paused_at = Instant::now();
+        self
     }
-    Ok((entered, precopied))
 }
 
 /// In the pause: the last changes cross, then the rest of the state with the map written
@@ -182,7 +181,13 @@ pub(super) fn finish<T: Migratable>(
         );
         return Ok(None);
     }
-    tracing::debug!(service, rounds = report.rounds, in_pause, bytes = crossing.len, "pre-copied");
+    tracing::debug!(
+        service,
+        rounds = report.rounds,
+        in_pause,
+        bytes = crossing.len,
+        "pre-copied"
+    );
     Ok(Some((crossing, report)))
 }
 
@@ -216,12 +221,15 @@ fn paused_crossing<T>(
         other => ReplaceError::new(service, Step::Export, other.into_source()),
     })?;
     let Written::Whole(blob) = writer.finish(tag).map_err(seal_failed)? else {
-        return Err(seal_failed(SealError::BadSegments("a whole envelope went segmented".into())));
+        return Err(seal_failed(SealError::BadSegments(
+            "a whole envelope went segmented".into(),
+        )));
     };
     let (opened, range, _) = sealer
         .open_in_place(service, Some(tag), blob)
         .map_err(|error| ReplaceError::new(service, Step::Open, error))?;
-    guarded(service, Step::Decode, || receiver.decode_paused(&opened[range]))?.map_err(|error| decode_failed(service, error))
+    guarded(service, Step::Decode, || receiver.decode_paused(&opened[range]))?
+        .map_err(|error| decode_failed(service, error))
 }
 
 /// The sink of a writer that never goes segmented.

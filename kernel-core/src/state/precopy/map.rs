@@ -380,7 +380,10 @@ where
     fn begin(&self, listener: &Arc<()>) -> Option<Box<dyn Entries>> {
         let mut changed = self.changed.lock().unwrap_or_else(PoisonError::into_inner);
         // Another replacement's pre-copy of this map is still running: it keeps it.
-        if changed.as_ref().is_some_and(|recording| recording.listener.strong_count() > 0) {
+        if changed
+            .as_ref()
+            .is_some_and(|recording| recording.listener.strong_count() > 0)
+        {
             return None;
         }
         *changed = Some(Recording {
@@ -399,7 +402,10 @@ where
 
     fn next_round(&self, listener: &Arc<()>) -> Option<Box<dyn Entries>> {
         let keys = self.recording(listener, |changed| {
-            changed.as_mut().map(|r| std::mem::take(&mut r.keys)).unwrap_or_default()
+            changed
+                .as_mut()
+                .map(|r| std::mem::take(&mut r.keys))
+                .unwrap_or_default()
         })?;
         Some(Box::new(Snapshot {
             entries: self.entries.clone(),

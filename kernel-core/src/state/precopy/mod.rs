@@ -77,9 +77,9 @@ use std::hash::Hash;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub(crate) use hollow::exporting;
 #[doc(hidden)]
 pub use hollow::Placeholder;
+pub(crate) use hollow::exporting;
 pub use map::PrecopyMap;
 #[doc(hidden)]
 pub use source::{Entries, PrecopyReceiver, PrecopySource};
@@ -184,7 +184,9 @@ pub fn upgrade_paused<T: Migratable>(previous: T::Previous) -> Result<T, StateEr
 /// `T`'s: that version (its fingerprint too) is in `T`'s chain and has a pre-copied map.
 #[doc(hidden)]
 pub fn receiver<T: Precopy>(tag: StateTag) -> Option<Box<dyn PrecopyReceiver<T>>> {
-    let in_chain = super::chain_of::<T>().iter().any(|v| v.version == tag.version && v.fingerprint == tag.fingerprint);
+    let in_chain = super::chain_of::<T>()
+        .iter()
+        .any(|v| v.version == tag.version && v.fingerprint == tag.fingerprint);
     (in_chain && T::precopies_from(tag.version)).then(|| {
         Box::new(Receiver::<T> {
             version: tag.version,

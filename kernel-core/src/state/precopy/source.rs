@@ -39,8 +39,12 @@ pub trait Entries: Send {
     /// Encodes the entries as postcard `(key, Option<value>)` pairs in batches of about
     /// `batch_bytes`, each starting with `header` and handed to `sink`, which returns whether
     /// to go on.
-    fn encode(&self, header: &[u8], batch_bytes: usize, sink: &mut dyn FnMut(&[u8]) -> bool)
-    -> Result<(), postcard::Error>;
+    fn encode(
+        &self,
+        header: &[u8],
+        batch_bytes: usize,
+        sink: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(), postcard::Error>;
 }
 
 /// The new version's map being filled with the entries that cross before the pause.

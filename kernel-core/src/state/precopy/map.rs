@@ -409,7 +409,7 @@ where
         })?;
         Some(Box::new(Snapshot {
             entries: self.entries.clone(),
-            keys: Some(keys.into_iter().collect()),
+            keys: Some(keys),
         }))
     }
 
@@ -417,7 +417,7 @@ where
         let keys = self.recording(listener, |changed| changed.take().map(|r| r.keys).unwrap_or_default())?;
         Some(Box::new(Snapshot {
             entries: self.entries.clone(),
-            keys: Some(keys.into_iter().collect()),
+            keys: Some(keys),
         }))
     }
 
@@ -433,8 +433,9 @@ where
 /// Entries to send: all of a snapshot, or the values some keys have in it.
 struct Snapshot<K, V> {
     entries: imbl::HashMap<K, V>,
-    /// The keys written in the last round (`None`: every entry).
-    keys: Option<Vec<K>>,
+    /// The keys written in the last round (`None`: every entry), moved out of the recording as
+    /// they are: taking them is O(1) while the slot is held.
+    keys: Option<HashSet<K>>,
 }
 
 impl<K, V> Entries for Snapshot<K, V>
@@ -443,7 +444,7 @@ where
     V: Clone + Serialize + Send + Sync + 'static,
 {
     fn count(&self) -> usize {
-        self.keys.as_ref().map_or(self.entries.len(), Vec::len)
+        self.keys.as_ref().map_or(self.entries.len(), HashSet::len)
     }
 
     fn encode(

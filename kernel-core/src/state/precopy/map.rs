@@ -24,8 +24,8 @@ use crate::state::schema::{NamedType, Schema};
 /// on the size of the map. See [`Precopy`](super::Precopy) for the rules.
 ///
 /// The map is persistent ([`imbl::HashMap`]): a snapshot shares its structure, and a write
-/// after a snapshot copies only the path to the entry it changes. Reads and writes cost a few
-/// times a `std` `HashMap`'s; while a pre-copy runs, each write also records its key.
+/// after a snapshot copies only the path to the entry it changes. Reads and writes cost more
+/// than a `std` `HashMap`'s; while a pre-copy runs, each write also records its key.
 ///
 /// Its encoding is a map's, the same bytes and the same [schema](crate::Schema) as a
 /// `HashMap<K, V>`'s: a field can change from `HashMap` to `PrecopyMap` without a new version.

@@ -57,8 +57,9 @@ fn a_supervised_service_restarts_with_its_last_good_state() {
     kernel.supervise(&handle, policy, Counter::<CounterV1>::new).unwrap();
     kernel.call("counter", bump()).unwrap();
     assert!(kernel.call("counter", explode()).is_err());
+    // The notice follows the restart: the status can read Running a moment before it is sent.
     assert!(
-        wait_for(|| kernel.status("counter") == Some(Status::Running)),
+        wait_for(|| kernel.status("counter") == Some(Status::Running) && !seen.lines().is_empty()),
         "restarted"
     );
     assert_eq!(seen.lines(), ["restarted counter"]);
@@ -113,7 +114,7 @@ fn past_the_restart_limit_the_service_stays_failed() {
     for round in 1..=2 {
         assert!(kernel.call("counter", explode()).is_err());
         assert!(
-            wait_for(|| kernel.status("counter") == Some(Status::Running)),
+            wait_for(|| kernel.status("counter") == Some(Status::Running) && seen.lines().len() == round),
             "restart {round}"
         );
     }

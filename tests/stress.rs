@@ -2,7 +2,7 @@
 //! v1 → v2 → v3 and rolled back, again and again, with sealing on. Afterwards every call was
 //! answered once, none was lost, and the count equals the number of answered calls.
 //!
-//! `.ci/run` runs it in release mode at the default size. For a longer run:
+//! `.ci/run` runs it with the other tests (debug build) at the default size. For a longer run:
 //! `STRESS_CYCLES=100000 STRESS_THREADS=8 cargo test --release --test stress -- --nocapture`.
 
 mod common;

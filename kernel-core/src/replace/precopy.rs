@@ -5,12 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::transit::{Crossing, decode_failed};
+use super::transit::{self, Crossing, decode_failed};
 use super::{Direction, ReplaceError, Step, guarded};
 use crate::boxed::ServiceFault;
 use crate::runtime::error::Status;
 use crate::runtime::kernel::Shared;
-use crate::runtime::lifecycle::ExportError;
 use crate::runtime::slot::{HeldSlot, Plumbing};
 use crate::seal::writer::{SegmentSink, Segmenting, StateWriter, Written};
 use crate::seal::{SealError, Sealer};
@@ -212,14 +211,7 @@ fn paused_crossing<T>(
     let mut never = Unsegmented;
     let mut writer = StateWriter::sealed_with(sealer, service, generation, &mut never, whole).map_err(seal_failed)?;
     let (address, _) = source.identity();
-    let exported = precopy::exporting(address, || old.export(false, &mut writer));
-    if let Some(failure) = writer.take_failure() {
-        return Err(seal_failed(failure));
-    }
-    let tag = exported.map_err(|error| match error {
-        ExportError::Encode(fault) => ReplaceError::new(service, Step::Encode, fault),
-        other => ReplaceError::new(service, Step::Export, other.into_source()),
-    })?;
+    let tag = precopy::exporting(address, || transit::export(service, old, false, &mut writer))?;
     let Written::Whole(blob) = writer.finish(tag).map_err(seal_failed)? else {
         return Err(seal_failed(SealError::BadSegments(
             "a whole envelope went segmented".into(),

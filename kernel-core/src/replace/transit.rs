@@ -67,7 +67,7 @@ pub(super) fn transit<T: Migratable>(
 }
 
 /// Exports `old`'s state into `writer`, each failure the step it happened at.
-fn export(
+pub(super) fn export(
     service: &str,
     old: &dyn Plumbing,
     downgrade: bool,

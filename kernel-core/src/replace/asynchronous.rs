@@ -1,10 +1,10 @@
-//! The replacement of an async service (feature `tokio`): the same four steps as
-//! `replace_in_slot`, with the slot taken through its FIFO queue (callers arriving meanwhile
+//! The replacement of an async service (feature `tokio`): the same protocol (`replace_held`),
+//! with the slot taken through its FIFO queue (callers arriving meanwhile
 //! queue behind the replacement and are served by the new version), a handler that is mid-`.await` given
 //! `KernelBuilder::drain_timeout` to finish, and the hooks awaited. It runs on the blocking pool:
 //! the crossing of a large state (encode, seal, open, decode) never occupies a worker.
 
-use super::{Direction, ReplaceCause, ReplaceError, Replaced, Step, begin, check_before, precopy, swap_versions};
+use super::{Direction, ReplaceCause, ReplaceError, Replaced, Step, replace_held};
 use crate::runtime::asynchronous::chain::{self, WouldBlockRuntime};
 use crate::runtime::asynchronous::{AsyncHandler, AsyncSlot};
 use crate::runtime::error::LifecycleError;
@@ -19,39 +19,22 @@ pub(crate) fn replace_in_async_slot<S: AsyncHandler>(
     direction: Direction,
 ) -> Result<Replaced, ReplaceError> {
     let service = &**slot.name();
-    let _span = tracing::info_span!("replace", service, ?direction).entered();
-    let no_late_stop = || slot.core.check_no_late_stop();
-    check_before(service, new.name(), no_late_stop)?;
-    let would_block = |WouldBlockRuntime| {
-        ReplaceError::new(
-            service,
-            Step::Enter,
-            LifecycleError::WouldBlockRuntime {
-                service: service.to_owned(),
-            },
-        )
+    let (runtime, drain) = (slot.runtime(), shared.drain_timeout());
+    let hold = || {
+        let would_block = |WouldBlockRuntime| LifecycleError::WouldBlockRuntime {
+            service: service.to_owned(),
+        };
+        let entered = chain::block_on(runtime, slot.enter(crate::runtime::caller::current_sync(), Some(drain)))
+            .map_err(|e| ReplaceError::new(service, Step::Enter, would_block(e)))?;
+        entered.map_err(|blocked| {
+            let reason = match blocked {
+                Blocked::TimedOut(timeout) => ReplaceCause::DrainTimeout { timeout },
+                other => other.into_lifecycle_error(service, "replace").into(),
+            };
+            ReplaceError::new(service, Step::Enter, reason)
+        })
     };
-    let runtime = slot.runtime();
-
-    let drain = shared.drain_timeout();
-    let mut hold = || {
-        chain::block_on(runtime, slot.enter(crate::runtime::caller::current_sync(), Some(drain)))
-            .map_err(would_block)?
-            .map_err(|blocked| {
-                let reason = match blocked {
-                    Blocked::TimedOut(timeout) => ReplaceCause::DrainTimeout { timeout },
-                    other => other.into_lifecycle_error(service, "replace").into(),
-                };
-                ReplaceError::new(service, Step::Enter, reason)
-            })
-    };
-    // A `#[precopy]` map crosses first, the service serving, before the lifecycle lock.
-    let precopied = precopy::copy_ahead::<S::State, _>(shared, service, direction, &mut hold)?;
-    let _serial = begin(shared, service, new.name(), no_late_stop)?;
-
-    // 1. Take the slot: a handler mid-`.await` may finish (within the drain timeout); calls
-    // arriving from now on queue behind the replacement.
-    swap_versions(shared, hold()?, new, direction, precopied)
+    replace_held(shared, &slot.core, new, direction, hold)
 }
 
 impl crate::Kernel {

@@ -25,7 +25,7 @@ use crate::runtime::kernel::{Kernel, Shared, dep_graph};
 use crate::runtime::lifecycle::Plumbing;
 use crate::runtime::notice::Notice;
 use crate::runtime::service::{Handler, Service};
-use crate::runtime::slot::{HeldSlot, Installs, Slot};
+use crate::runtime::slot::{HeldSlot, Installs, Slot, SlotCore};
 use crate::state::StateTag;
 
 #[cfg(feature = "tokio")]
@@ -113,7 +113,7 @@ impl Kernel {
 /// Encoded size above which a replaced instance is dropped on the reaper thread.
 const REAP_ABOVE: usize = 64 * 1024;
 
-/// The whole protocol, for one slot.
+/// The whole protocol, for one synchronous slot.
 fn replace_in_slot<S: Handler>(
     shared: &Shared,
     slot: &Slot<S::Request, S::Response>,
@@ -121,18 +121,47 @@ fn replace_in_slot<S: Handler>(
     direction: Direction,
 ) -> Result<Replaced, ReplaceError> {
     let service = &**slot.name();
-    let _span = tracing::info_span!("replace", service, ?direction).entered();
-    let no_late_stop = || slot.core().check_no_late_stop();
-    check_before(service, new.name(), no_late_stop)?;
-    let mut hold = || {
+    let hold = || {
         slot.enter_for("replace")
             .map_err(|error| ReplaceError::new(service, Step::Enter, error))
     };
+    replace_held(shared, slot.core(), new, direction, hold)
+}
+
+/// The whole protocol, for a slot of any kind that `hold` takes (step 1), waiting for the
+/// handler that holds it: the same for every kind of slot.
+fn replace_held<S, E>(
+    shared: &Shared,
+    core: &SlotCore,
+    new: S,
+    direction: Direction,
+    mut hold: impl FnMut() -> Result<E, ReplaceError>,
+) -> Result<Replaced, ReplaceError>
+where
+    S: Service,
+    E: Installs<S>,
+{
+    let service = &*core.name;
+    let _span = tracing::info_span!("replace", service, ?direction).entered();
+    let refused = |error: LifecycleError| ReplaceError::new(service, Step::Enter, error);
+    if new.name() != service {
+        let new_name = new.name().to_owned();
+        return Err(ReplaceError::new(
+            service,
+            Step::Enter,
+            ReplaceCause::WrongName { new_name },
+        ));
+    }
+    // A stop hook that outlived its timeout holds the slot: refused, not waited for (checked
+    // again under the kernel's lifecycle lock, which the pre-copy does not hold).
+    core.check_no_late_stop().map_err(refused)?;
     // A `#[precopy]` map crosses first, the service serving, before the lifecycle lock.
     let precopied = precopy::copy_ahead::<S::State, _>(shared, service, direction, &mut hold)?;
-    let _serial = begin(shared, service, new.name(), no_late_stop)?;
+    let _serial = shared.lifecycle_lock("replace").map_err(refused)?;
+    core.check_no_late_stop().map_err(refused)?;
 
-    // 1. Take the slot: calls arriving from now on wait.
+    // 1. Take the slot: calls arriving from now on wait (an async handler mid-`.await` may
+    // finish first, within the drain timeout).
     swap_versions(shared, hold()?, new, direction, precopied)
 }
 
@@ -144,7 +173,7 @@ fn replace_in_slot<S: Handler>(
 ///    status stays Running throughout, see [`HeldSlot::invoke`]; only a failure changes it);
 /// 4. switch: the new instance is in, the slot is released to the waiting calls, and the old
 ///    instance is dropped.
-pub(crate) fn swap_versions<E, S>(
+fn swap_versions<E, S>(
     shared: &Shared,
     mut entered: E,
     mut new: S,
@@ -203,39 +232,6 @@ where
     });
     dispose_old(shared, &name, &crossed, Box::new((old, retired)));
     Ok(finished(shared, service, &crossed))
-}
-
-/// Before step 1, the same for every kind of slot: the new version has the service's name, the
-/// kernel's lifecycle lock is taken (held until the replacement ends), and no stop that outlived
-/// its timeout is still running.
-pub(crate) fn begin<'a>(
-    shared: &'a Shared,
-    service: &str,
-    new_name: &str,
-    no_late_stop: impl Fn() -> Result<(), LifecycleError>,
-) -> Result<crate::runtime::sync::ReentrantGuard<'a>, ReplaceError> {
-    check_before(service, new_name, &no_late_stop)?;
-    let serial = shared
-        .lifecycle_lock("replace")
-        .map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
-    no_late_stop().map_err(|e| ReplaceError::new(service, Step::Enter, e))?;
-    Ok(serial)
-}
-
-/// What [`begin`] checks before it takes the lock, and a pre-copy before it starts: the new
-/// version has the service's name, and no stop that outlived its timeout is running.
-pub(crate) fn check_before(
-    service: &str,
-    new_name: &str,
-    no_late_stop: impl Fn() -> Result<(), LifecycleError>,
-) -> Result<(), ReplaceError> {
-    if new_name != service {
-        let error = ReplaceCause::WrongName {
-            new_name: new_name.to_owned(),
-        };
-        return Err(ReplaceError::new(service, Step::Enter, error));
-    }
-    no_late_stop().map_err(|e| ReplaceError::new(service, Step::Enter, e))
 }
 
 /// After the swap, the same for every kind of slot: the replaced instance is dropped. Freeing a

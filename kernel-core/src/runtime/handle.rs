@@ -128,14 +128,7 @@ impl Kernel {
     /// ([`CallError::WrongKind`] here), a service with its own protocol with
     /// [`handle_typed`](Self::handle_typed) ([`CallError::WrongTypes`] here).
     pub fn handle(&self, name: &str) -> Result<Handle, CallError> {
-        match SlotOfKind::<Event, Reply>::of(&self.shared().route(name)?, name)? {
-            SlotOfKind::Sync(slot) => Ok(Handle::new(slot)),
-            #[cfg(feature = "tokio")]
-            SlotOfKind::Async(_) => Err(CallError::WrongKind {
-                service: name.to_owned(),
-                service_is: "an async",
-            }),
-        }
+        self.handle_typed(name)
     }
 
     /// A typed handle to the synchronous service `name`, whatever protocol it speaks: `Req` and

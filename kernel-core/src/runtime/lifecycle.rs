@@ -37,12 +37,17 @@ pub(crate) enum Exported<'s> {
 /// How a save exports an instance's state at a generation.
 pub(crate) type ExportForSave<'f, 's> = dyn FnMut(&dyn Plumbing, u64) -> Result<Exported<'s>, LifecycleError> + 'f;
 
-/// The kernel's view of any slot, whatever its protocol.
+/// The kernel's view of any slot, whatever its kind and protocol: implemented once, for every
+/// kind of slot that can be held ([`HoldForLifecycle`](crate::runtime::slot::HoldForLifecycle)).
 pub(crate) trait Lifecycle: Send + Sync {
-    fn name(&self) -> &Arc<str>;
     /// What every kind of slot keeps beside its instance (also: which slot this is).
     fn core(&self) -> &SlotCore;
-    fn status(&self) -> Status;
+    fn name(&self) -> &Arc<str> {
+        &self.core().name
+    }
+    fn status(&self) -> Status {
+        self.core().status()
+    }
     fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError>;
     /// The current instance's dependencies (takes the slot's mutex).
     fn dependencies(&self) -> Vec<String>;

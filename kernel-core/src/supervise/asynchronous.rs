@@ -9,7 +9,6 @@ use crate::replace::{Direction, replace_in_async_slot};
 use crate::runtime::asynchronous::chain::off_workers;
 use crate::runtime::asynchronous::{AsyncHandle, AsyncHandler, AsyncLifecycle};
 use crate::runtime::error::LifecycleError;
-use crate::runtime::error::Status;
 use crate::runtime::kernel::Kernel;
 use crate::runtime::kernel::supervision::Restarter;
 
@@ -33,18 +32,7 @@ impl Kernel {
                 service_is: "a synchronous",
             });
         };
-        self.registered(handle.name(), &slot.core)?;
-        let restarter = Arc::new(Supervised::new(
-            self,
-            Arc::new(AsyncLifecycle(Arc::clone(slot))),
-            policy,
-            factory,
-        ));
-        if handle.status() == Status::Running {
-            restarter.remember_good_state();
-        }
-        self.shared().restarts().watch(handle.name().to_owned(), restarter);
-        Ok(())
+        self.supervise_slot(Arc::new(AsyncLifecycle(Arc::clone(slot))), policy, factory)
     }
 
     /// [`replace_async`](Kernel::replace_async) that carries supervision over to the new

@@ -29,7 +29,7 @@ use crate::runtime::handle::Handle;
 use crate::runtime::kernel::supervision::{Admission, Failure, Restarter};
 use crate::runtime::kernel::{Kernel, Shared};
 use crate::runtime::service::{Handler, Service};
-use crate::runtime::slot::{HoldForLifecycle, Installs, Slot, SlotCore, hold_and};
+use crate::runtime::slot::{HoldForLifecycle, Installs, SlotCore, export_encoded};
 use crate::state;
 
 /// What happens when a service fails.
@@ -80,7 +80,7 @@ where
     }
 
     fn good_state(&self) -> Result<Vec<u8>, LifecycleError> {
-        hold_and::export_encoded(&**self).map(|(encoded, _)| encoded.into_bytes())
+        export_encoded(&**self).map(|(encoded, _)| encoded.into_bytes())
     }
 
     fn swap_in(
@@ -258,12 +258,24 @@ impl Kernel {
         S: Handler,
         F: Fn() -> S + Send + Sync + 'static,
     {
-        self.registered(handle.name(), Slot::core(&handle.slot))?;
-        let restarter = Arc::new(Supervised::new(self, Arc::clone(&handle.slot), policy, factory));
-        if handle.status() == Status::Running {
+        self.supervise_slot(Arc::clone(&handle.slot), policy, factory)
+    }
+
+    /// Supervises the service in `slot` (of any kind), registered under its name.
+    fn supervise_slot<R, S, F>(&self, slot: R, policy: RestartPolicy, factory: F) -> Result<(), LifecycleError>
+    where
+        R: Restartable<S>,
+        S: Service + Send + 'static,
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let name = slot.core().name.to_string();
+        self.registered(&name, slot.core())?;
+        let running = slot.core().status() == Status::Running;
+        let restarter = Arc::new(Supervised::new(self, slot, policy, factory));
+        if running {
             restarter.remember_good_state();
         }
-        self.shared().restarts().watch(handle.name().to_owned(), restarter);
+        self.shared().restarts().watch(name, restarter);
         Ok(())
     }
 

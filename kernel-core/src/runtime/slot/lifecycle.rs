@@ -1,7 +1,6 @@
 //! The kernel's view of a slot ([`Lifecycle`]) for either kind of slot: lifecycle operations,
 //! bounded stops, exports for saves, written once over [`HoldForLifecycle`].
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::{Entered, HeldSlot, SaveInFlight, Slot, SlotCore};
@@ -11,8 +10,8 @@ use crate::runtime::lifecycle::{ExportForSave, Exported, Lifecycle, Plumbing, St
 use crate::seal::writer::StateWriter;
 use crate::state::EncodedState;
 
-/// A kind of slot, as the lifecycle takes it: the kernel's operations on a slot ([`Lifecycle`])
-/// are written once over this trait ([`hold_and`]), for synchronous and async slots alike.
+/// A kind of slot, as the lifecycle takes it: the kernel's view of a slot ([`Lifecycle`]) is
+/// written once over this trait, for synchronous and async slots alike.
 pub(crate) trait HoldForLifecycle: Send + Sync {
     /// The slot, held.
     type Held<'a>: HeldSlot
@@ -23,32 +22,72 @@ pub(crate) trait HoldForLifecycle: Send + Sync {
     /// Takes the slot for the lifecycle operation `operation` (waiting for its holder); a
     /// refusal says whether this chain holds it already or waiting would close a cycle.
     fn hold(&self, operation: &'static str) -> Result<Self::Held<'_>, LifecycleError>;
+    /// Whether this chain of calls holds the slot (inside its handler or hook).
+    fn held_here(&self) -> bool;
+    /// The current instance's dependencies.
+    fn dependencies(&self) -> Vec<String>;
+    /// Whether this thread must not wait for the slot (an async slot whose last `Kernel` is
+    /// being dropped on a runtime's thread): hooks are then skipped, a stop handed to
+    /// [`stop_later`](Self::stop_later), and saves refused.
+    fn must_not_wait(&self) -> bool {
+        false
+    }
+    /// Runs the stop hook later, without waiting here (see [`must_not_wait`](Self::must_not_wait)).
+    fn stop_later(&self) {}
 }
 
-/// The kernel's lifecycle operations on a slot of any kind.
-pub(crate) mod hold_and {
-    use super::*;
-
-    /// Runs a hook with the slot held, recording the outcome in the status.
-    pub(crate) fn run_hook<K: HoldForLifecycle>(slot: &K, hook: Hook) -> Result<(), LifecycleError> {
-        slot.core().check_no_late_stop()?;
-        slot.hold(hook.as_str())?.run_hook(hook)
+impl<K: HoldForLifecycle> Lifecycle for K {
+    fn core(&self) -> &SlotCore {
+        HoldForLifecycle::core(self)
     }
 
-    /// A bounded stop gave up waiting: the service is Failed (marked without holding the slot:
-    /// the hook holding it did not return), and lifecycle changes are refused until the hook
-    /// returns.
-    pub(crate) fn abandon_stop<K: HoldForLifecycle>(slot: &K) {
-        slot.core().set_late_stop(true);
-        slot.core().set_status(Status::Failed);
+    fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError> {
+        if self.must_not_wait() {
+            // Best effort: a program that must see its async services stopped awaits
+            // `Kernel::shutdown`.
+            if hook == Hook::Stop {
+                self.stop_later();
+            }
+            return Ok(());
+        }
+        self.core().check_no_late_stop()?;
+        self.hold(hook.as_str())?.run_hook(hook)
     }
 
-    /// Runs the stop hook for a waiter bounded by a timeout (see [`Lifecycle::stop_bounded`]).
-    pub(crate) fn stop_bounded<K: HoldForLifecycle>(
-        slot: &K,
-        race: &std::sync::Mutex<StopRace>,
-    ) -> (Result<(), LifecycleError>, bool) {
-        let mut held = match slot.hold("stop") {
+    fn dependencies(&self) -> Vec<String> {
+        HoldForLifecycle::dependencies(self)
+    }
+
+    fn export_for_save<'s>(
+        &self,
+        export: &mut ExportForSave<'_, 's>,
+    ) -> Result<(Exported<'s>, u64, SaveInFlight), LifecycleError> {
+        if self.must_not_wait() {
+            return Err(LifecycleError::WouldBlockRuntime {
+                service: self.core().name.to_string(),
+            });
+        }
+        self.core().check_no_late_stop()?;
+        let held = self.hold("save")?;
+        // Counted while held: a restart holding the slot sees every export that came before.
+        let in_flight = self.core().begin_save();
+        let exported =
+            plumbing(&held).and_then(|instance| export_for_save_now(instance, || held.next_generation(), export));
+        drop(held);
+        exported.map(|(state, generation)| (state, generation, in_flight))
+    }
+
+    fn abandon_stop(&self) {
+        self.core().set_late_stop(true);
+        self.core().set_status(Status::Failed);
+    }
+
+    fn held_here(&self) -> bool {
+        HoldForLifecycle::held_here(self)
+    }
+
+    fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool) {
+        let mut held = match self.hold("stop") {
             Ok(held) => held,
             Err(error) => return (Err(error), false),
         };
@@ -56,7 +95,7 @@ pub(crate) mod hold_and {
         let mut race = race.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let late = *race == StopRace::Abandoned;
         if late {
-            slot.core().set_late_stop(false);
+            self.core().set_late_stop(false);
         } else {
             *race = StopRace::Done;
         }
@@ -67,35 +106,27 @@ pub(crate) mod hold_and {
         (result, late)
     }
 
-    /// Exports the current instance's state for a save (see [`Lifecycle::export_for_save`]).
-    pub(crate) fn export_for_save<'s, K: HoldForLifecycle>(
-        slot: &K,
-        export: &mut ExportForSave<'_, 's>,
-    ) -> Result<(Exported<'s>, u64, SaveInFlight), LifecycleError> {
-        slot.core().check_no_late_stop()?;
-        let held = slot.hold("save")?;
-        // Counted while held: a restart holding the slot sees every export that came before.
-        let in_flight = slot.core().begin_save();
-        let exported =
-            plumbing(&held).and_then(|instance| export_for_save_now(instance, || held.next_generation(), export));
-        drop(held);
-        exported.map(|(state, generation)| (state, generation, in_flight))
+    #[cfg(all(feature = "takeover", target_os = "linux"))]
+    fn hold_for_handover(&self) -> Result<Box<dyn crate::runtime::lifecycle::HandoverHold + '_>, LifecycleError> {
+        self.core().check_no_late_stop()?;
+        Ok(Box::new(self.hold("handover")?))
     }
+}
 
-    /// The current instance's state, encoded, at its next generation.
-    pub(crate) fn export_encoded<K: HoldForLifecycle>(slot: &K) -> Result<(EncodedState, u64), LifecycleError> {
-        slot.core().check_no_late_stop()?;
-        let held = slot.hold("export")?;
-        let instance = plumbing(&held)?;
-        export_now(held.name(), instance, || held.next_generation())
-    }
+/// The current instance's state, encoded, at its next generation (for supervision's last good
+/// state).
+pub(crate) fn export_encoded<K: HoldForLifecycle>(slot: &K) -> Result<(EncodedState, u64), LifecycleError> {
+    slot.core().check_no_late_stop()?;
+    let held = slot.hold("export")?;
+    let instance = plumbing(&held)?;
+    export_now(held.name(), instance, || held.next_generation())
+}
 
-    /// The held instance's plumbing, or why there is none.
-    fn plumbing<H: HeldSlot>(held: &H) -> Result<&dyn Plumbing, LifecycleError> {
-        held.plumbing().ok_or_else(|| LifecycleError::InstanceLost {
-            service: held.name().to_string(),
-        })
-    }
+/// The held instance's plumbing, or why there is none.
+fn plumbing<H: HeldSlot>(held: &H) -> Result<&dyn Plumbing, LifecycleError> {
+    held.plumbing().ok_or_else(|| LifecycleError::InstanceLost {
+        service: held.name().to_string(),
+    })
 }
 
 impl<Req: Send + 'static, Resp: Send + 'static> HoldForLifecycle for Slot<Req, Resp> {
@@ -108,52 +139,13 @@ impl<Req: Send + 'static, Resp: Send + 'static> HoldForLifecycle for Slot<Req, R
     fn hold(&self, operation: &'static str) -> Result<Self::Held<'_>, LifecycleError> {
         self.enter_for(operation)
     }
-}
-
-impl<Req: Send + 'static, Resp: Send + 'static> Lifecycle for Slot<Req, Resp> {
-    fn name(&self) -> &Arc<str> {
-        Slot::name(self)
-    }
-
-    fn core(&self) -> &SlotCore {
-        Slot::core(self)
-    }
-
-    fn status(&self) -> Status {
-        Slot::status(self)
-    }
-
-    fn run_hook(&self, hook: Hook) -> Result<(), LifecycleError> {
-        hold_and::run_hook(self, hook)
-    }
-
-    fn dependencies(&self) -> Vec<String> {
-        self.instance.lock().dependencies()
-    }
-
-    fn abandon_stop(&self) {
-        hold_and::abandon_stop(self);
-    }
 
     fn held_here(&self) -> bool {
         self.owner.0.load(Ordering::Relaxed) == caller_token()
     }
 
-    fn stop_bounded(&self, race: &std::sync::Mutex<StopRace>) -> (Result<(), LifecycleError>, bool) {
-        hold_and::stop_bounded(self, race)
-    }
-
-    fn export_for_save<'s>(
-        &self,
-        export: &mut ExportForSave<'_, 's>,
-    ) -> Result<(Exported<'s>, u64, SaveInFlight), LifecycleError> {
-        hold_and::export_for_save(self, export)
-    }
-
-    #[cfg(all(feature = "takeover", target_os = "linux"))]
-    fn hold_for_handover(&self) -> Result<Box<dyn crate::runtime::lifecycle::HandoverHold + '_>, LifecycleError> {
-        self.core.check_no_late_stop()?;
-        Ok(Box::new(self.enter_for("handover")?))
+    fn dependencies(&self) -> Vec<String> {
+        self.instance.lock().dependencies()
     }
 }
 

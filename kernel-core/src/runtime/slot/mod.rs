@@ -34,7 +34,7 @@ pub(crate) use core::{SaveInFlight, SlotCore};
 pub(crate) use held::status_after;
 pub(crate) use held::{HeldSlot, Installs};
 pub(crate) use instance::BoxInstance;
-pub(crate) use lifecycle::{HoldForLifecycle, export_now, hold_and};
+pub(crate) use lifecycle::{HoldForLifecycle, export_encoded, export_now};
 
 /// The slot a service of type `S` lives in.
 pub(crate) type SlotOf<S> = Slot<<S as Handler>::Request, <S as Handler>::Response>;

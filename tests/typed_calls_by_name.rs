@@ -139,4 +139,27 @@ mod asynchronous {
         assert_eq!(handle.call(5).await.unwrap(), 10);
         kernel.shutdown().await.unwrap();
     }
+
+    /// `handle` and `async_handle` agree: an `Event`/`Reply` handle to a service with its own
+    /// protocol is refused as `WrongTypes`, naming both protocols, whichever kind it is.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_event_handle_to_a_typed_service_is_wrong_types_in_both_spellings() {
+        let kernel = kernel();
+        kernel.register_async_typed(Doubler).await.unwrap();
+        for name in ["adder", "doubler"] {
+            let sync = kernel.handle(name).map(drop);
+            let asynchronous = kernel.async_handle(name).map(drop);
+            for refused in [sync, asynchronous] {
+                match refused {
+                    Err(CallError::WrongTypes {
+                        service, registered, ..
+                    }) => {
+                        assert_eq!(service, name);
+                        assert!(!registered.contains("Event"), "{registered}");
+                    }
+                    other => panic!("{name}: expected WrongTypes, got {other:?}"),
+                }
+            }
+        }
+    }
 }

@@ -81,18 +81,11 @@ impl Kernel {
     }
 
     /// A handle to the `Event`/`Reply` service `name`, async or not, to call it from async code
-    /// without a name lookup.
+    /// without a name lookup. A service with its own protocol is reached with
+    /// [`async_handle_typed`](Self::async_handle_typed) ([`CallError::WrongTypes`] here, as
+    /// [`Kernel::handle`] says).
     pub fn async_handle(&self, name: &str) -> Result<AsyncHandle, CallError> {
-        let route = self.shared().route(name)?;
-        if let Route::Typed(_) = route {
-            return Err(CallError::Unsupported {
-                service: name.to_owned(),
-            });
-        }
-        match SlotOfKind::of(&route, name)? {
-            SlotOfKind::Sync(slot) => Ok(AsyncHandle::from(crate::Handle::new(slot))),
-            SlotOfKind::Async(slot) => Ok(AsyncHandle::new_async(slot)),
-        }
+        self.async_handle_typed(name)
     }
 
     /// A typed handle to the service `name`, async or not, whatever protocol it speaks: `Req`

@@ -10,7 +10,7 @@ use std::thread;
 use common::counter::{Counter, CounterV1, CounterV2, CounterV3, Fail, OneWayV2, Unrelated, bump, get, set_label};
 use common::{Journal, Probe};
 use microkernel::seal::{Algorithm, Key, Keyring, Sealer};
-use microkernel::state::StateTag;
+use microkernel::state::{MigrationError, StateTag};
 use microkernel::{CallError, Kernel, ReplaceCause, Replaced, ServiceFault, Status, Step};
 
 fn sealer() -> Sealer {
@@ -337,8 +337,33 @@ fn rollback_without_a_declared_downgrade_is_refused() {
     kernel.replace(Counter::<OneWayV2>::new()).unwrap();
     let err = kernel.rollback(Counter::<CounterV1>::new()).unwrap_err();
     assert_eq!(err.step(), Step::Downgrade);
+    // Matched on the cause, no downcast.
+    assert!(
+        matches!(
+            err.cause(),
+            ReplaceCause::Migration(MigrationError::NoDowngrade { version: 2, .. })
+        ),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("declares no downgrade"), "{err}");
     assert_eq!(served(&kernel), "{0 v2 5}");
+}
+
+#[test]
+fn rollback_of_a_first_version_says_there_is_nothing_to_roll_back_to() {
+    let kernel = Kernel::new();
+    counting_to_five(&kernel);
+    let err = kernel.rollback(Counter::<CounterV1>::new()).unwrap_err();
+    assert_eq!(err.step(), Step::Downgrade);
+    assert!(
+        matches!(
+            err.cause(),
+            ReplaceCause::Migration(MigrationError::FirstVersion { version: 1, .. })
+        ),
+        "{err:?}"
+    );
+    assert!(!err.to_string().contains("add `down"), "{err}");
+    assert_eq!(served(&kernel), "{0 v1 5}");
 }
 
 #[test]

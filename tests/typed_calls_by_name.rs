@@ -77,11 +77,31 @@ fn the_event_reply_pair_is_one_typed_protocol_among_others() {
         kernel.call_typed::<(u32, u32), u32>("echo", (1, 2)),
         Err(CallError::WrongTypes { .. })
     ));
-    // A by-name `Event` call to a typed service is refused as before (415), not misrouted.
-    assert!(matches!(
-        kernel.call("adder", Event::new("adder", "t", "say", "hi")),
-        Err(CallError::Unsupported { .. })
-    ));
+    // A by-name `Event` call to a typed service is refused as the wrong types, naming both
+    // protocols (415 as a reply), not misrouted.
+    let refused = kernel.call("adder", Event::new("adder", "t", "say", "hi")).unwrap_err();
+    assert_eq!(refused, wrong_types_for_events());
+    let reply = kernel.send(Event::new("adder", "t", "say", "hi"));
+    assert_eq!(reply.code, microkernel::code::UNSUPPORTED);
+    let pushed = kernel.push(Event::new("adder", "t", "say", "hi"), std::time::Duration::from_secs(5));
+    assert_eq!(pushed.code, microkernel::code::UNSUPPORTED);
+}
+
+/// What an `Event` call to `adder` fails with, in every spelling.
+fn wrong_types_for_events() -> CallError {
+    CallError::WrongTypes {
+        service: "adder".into(),
+        registered: format!(
+            "{} -> {}",
+            std::any::type_name::<(u32, u32)>(),
+            std::any::type_name::<u32>()
+        ),
+        requested: format!(
+            "{} -> {}",
+            std::any::type_name::<Event>(),
+            std::any::type_name::<Reply>()
+        ),
+    }
 }
 
 #[test]
@@ -146,6 +166,14 @@ mod asynchronous {
     async fn an_event_handle_to_a_typed_service_is_wrong_types_in_both_spellings() {
         let kernel = kernel();
         kernel.register_async_typed(Doubler).await.unwrap();
+        // By name, from async code: the same error as the synchronous call's.
+        let refused = kernel
+            .call_async("adder", Event::new("adder", "t", "say", "hi"))
+            .await
+            .unwrap_err();
+        assert_eq!(refused, wrong_types_for_events());
+        let reply = kernel.send_async(Event::new("adder", "t", "say", "hi")).await;
+        assert_eq!(reply.code, microkernel::code::UNSUPPORTED);
         for name in ["adder", "doubler"] {
             let sync = kernel.handle(name).map(drop);
             let asynchronous = kernel.async_handle(name).map(drop);

@@ -16,7 +16,7 @@ use common::flex::{
 };
 use common::{Journal, Probe};
 use microkernel::state;
-use microkernel::{CallError, DirStore, Event, Kernel, LifecycleError, Notice, Status, Step, code};
+use microkernel::{CallError, DirStore, Event, Kernel, LifecycleError, Notice, ReplaceCause, Status, Step, code};
 
 #[test]
 fn a_panicking_handler_answers_500_to_a_push_and_others_keep_serving() {
@@ -67,6 +67,14 @@ fn panics_in_export_serialize_and_downgrade_fail_the_replacement_at_their_step()
     kernel.call("flex", Event::new("flex", "t", "set", "13")).unwrap();
     let err = kernel.rollback(Flex::<FlexV1>::new("v1")).unwrap_err();
     assert_eq!(err.step(), Step::Downgrade, "{err}");
+    // A panicking `down` is a migration's failure, as a panicking upgrade is.
+    assert!(
+        matches!(
+            err.cause(),
+            ReplaceCause::Migration(state::MigrationError::DowngradePanicked { from_version: 2, .. })
+        ),
+        "{err:?}"
+    );
     assert_eq!(served(&kernel), "{0 v2 13}");
 }
 

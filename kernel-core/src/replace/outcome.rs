@@ -66,7 +66,7 @@ pub enum ReplaceCause {
         new_name: String,
     },
     /// The service and the new version are of different kinds: `service_is` says which the
-    /// registered service is (`"synchronous"` or `"async"`); replace it with the matching call
+    /// registered service is (`"a synchronous"` or `"an async"`); replace it with the matching call
     /// (`Kernel::replace` for synchronous services, `Kernel::replace_async` for async ones).
     #[error("it is {service_is} service; use the replacement call for that kind")]
     WrongKind {

@@ -352,12 +352,6 @@ pub enum CallError {
         /// The panic message.
         message: String,
     },
-    /// The service speaks its own request type; reach it through its [`Handle`](crate::Handle).
-    #[error("service `{service}` does not take `Event` requests; call it through its typed Handle")]
-    Unsupported {
-        /// The service.
-        service: String,
-    },
     /// A handle of one kind was asked for a service of the other: `service_is` says which the
     /// service is (`"an async"`: use `Kernel::async_handle`; `"a synchronous"`).
     #[error("`{service}` is {service_is} service; take a handle of that kind")]
@@ -367,8 +361,10 @@ pub enum CallError {
         /// `"a synchronous"` or `"an async"`.
         service_is: &'static str,
     },
-    /// A typed call by name asked for other request and response types than the ones the
-    /// service was registered with.
+    /// A call asked for other request and response types than the ones the service was
+    /// registered with: a typed call or handle (`call_typed`, `handle_typed`, …) with other
+    /// types, or an `Event` call, handle, send or push to a service with its own protocol
+    /// (`register_typed`): reach that one with `call_typed::<Req, Resp>(name, request)`.
     #[error("service `{service}` speaks {registered}, not {requested}")]
     WrongTypes {
         /// The service.
@@ -413,7 +409,7 @@ impl CallError {
             CallError::WouldDeadlock { .. } => (code::LOOP, "Call loop detected"),
             CallError::Timeout { .. } => (code::TIMEOUT, "Handler busy past the timeout"),
             CallError::Panicked { .. } => (code::FAILED, "Handler failed"),
-            CallError::Unsupported { .. } | CallError::WrongTypes { .. } | CallError::WrongKind { .. } => {
+            CallError::WrongTypes { .. } | CallError::WrongKind { .. } => {
                 (code::UNSUPPORTED, "Unsupported request type")
             }
             CallError::KernelGone => (code::UNAVAILABLE, "Kernel unavailable"),

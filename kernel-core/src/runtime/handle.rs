@@ -1,14 +1,13 @@
 //! Typed handles: a service reached without a name lookup, across replacements; and the typed
 //! ways to a service by name, which find its slot behind its route.
 
-use std::any::type_name;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::messaging::message::{Event, Reply};
 use crate::runtime::error::{CallError, Status};
 use crate::runtime::kernel::Kernel;
-use crate::runtime::route::Route;
+use crate::runtime::route::{Route, wrong_types};
 use crate::runtime::slot::Slot;
 
 /// A typed handle to one service. Obtained once (from `register` or [`Kernel::handle`]), it
@@ -114,11 +113,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> SlotOfKind<Req, Resp> {
         if let Ok(slot) = Arc::downcast::<crate::runtime::asynchronous::AsyncSlot<Req, Resp>>(_other) {
             return Ok(SlotOfKind::Async(slot));
         }
-        Err(CallError::WrongTypes {
-            service: service.to_owned(),
-            registered: format!("{} -> {}", speaks.0, speaks.1),
-            requested: format!("{} -> {}", type_name::<Req>(), type_name::<Resp>()),
-        })
+        Err(wrong_types::<Req, Resp>(service, speaks))
     }
 }
 
@@ -179,7 +174,7 @@ impl Kernel {
         name: &str,
         request: Req,
     ) -> Result<Resp, CallError> {
-        match SlotOfKind::<Req, Resp>::of(&self.shared().local_route(name)?, name)? {
+        match SlotOfKind::<Req, Resp>::of(&self.shared().typed_route(name)?, name)? {
             SlotOfKind::Sync(slot) => slot.call(request),
             #[cfg(feature = "tokio")]
             SlotOfKind::Async(slot) => slot.call_blocking(request, None),

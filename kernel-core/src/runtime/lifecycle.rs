@@ -10,7 +10,7 @@ use crate::runtime::error::{Hook, LifecycleError, Status};
 use crate::runtime::slot::core::{SaveInFlight, SlotCore};
 use crate::seal::writer::StateWriter;
 use crate::state::precopy::PrecopySource;
-use crate::state::{EncodedState, StateTag};
+use crate::state::{EncodedState, MigrationError, StateTag};
 use crate::store::ObjectWriter;
 
 /// How a stop bounded by a timeout ended, agreed between the stopping thread and the waiting one.
@@ -108,8 +108,8 @@ pub(crate) trait Plumbing: Send {
 pub(crate) enum ExportError {
     /// `export_state` failed or panicked.
     Handler(ServiceFault),
-    /// The downgrade conversion failed or panicked.
-    Downgrade(ServiceFault),
+    /// The downgrade conversion refused (none declared, a first version) or panicked.
+    Downgrade(MigrationError),
     /// The state's `Serialize` failed or panicked.
     Encode(ServiceFault),
 }
@@ -118,7 +118,8 @@ impl ExportError {
     /// The underlying failure, whichever the step.
     pub(crate) fn into_source(self) -> ServiceFault {
         match self {
-            ExportError::Handler(source) | ExportError::Downgrade(source) | ExportError::Encode(source) => source,
+            ExportError::Handler(source) | ExportError::Encode(source) => source,
+            ExportError::Downgrade(refused) => ServiceFault::Error(Box::new(refused)),
         }
     }
 }

@@ -38,7 +38,22 @@ pub(crate) struct TypedSlot {
 /// The names of a protocol's request and response types.
 pub(crate) type Speaks = (&'static str, &'static str);
 
+/// The error for a call asking `service`, which speaks `registered`, for `Req` and `Resp`.
+#[cold]
+pub(crate) fn wrong_types<Req, Resp>(service: &str, registered: Speaks) -> CallError {
+    CallError::WrongTypes {
+        service: service.to_owned(),
+        registered: format!("{} -> {}", registered.0, registered.1),
+        requested: format!("{} -> {}", type_name::<Req>(), type_name::<Resp>()),
+    }
+}
+
 impl TypedSlot {
+    /// The error for an `Event` call, send or push to this service.
+    pub(crate) fn refuse_events(&self, service: &str) -> CallError {
+        wrong_types::<Event, Reply>(service, self.speaks)
+    }
+
     /// `slot`, speaking `Req` and `Resp`.
     pub(crate) fn new<Req: 'static, Resp: 'static, T: Send + Sync + 'static>(slot: Arc<T>) -> Self {
         Self {
@@ -53,9 +68,7 @@ impl Route {
     pub(crate) fn call(self, service: &str, event: Event, timeout: Option<Duration>) -> Result<Reply, CallError> {
         match self {
             Route::Events(slot) => slot.call(event, timeout),
-            Route::Typed(_) => Err(CallError::Unsupported {
-                service: service.to_owned(),
-            }),
+            Route::Typed(typed) => Err(typed.refuse_events(service)),
         }
     }
 

@@ -42,6 +42,20 @@ pub enum KeyError {
         /// `hex` or `base64`.
         encoding: &'static str,
     },
+    /// Key text (from [`Key::from_text`](super::Key::from_text), an environment variable or a
+    /// file) that is neither hex digits only nor valid base64 (a `0x` prefix, spaces or colons
+    /// between bytes, a base64 alphabet of another kind).
+    #[error(
+        "a {algorithm} key is written as {} hex digits or {} characters of padded base64; the text given ({chars} characters) is neither",
+        2 * algorithm.key_len(),
+        algorithm.key_len().div_ceil(3) * 4
+    )]
+    Unreadable {
+        /// The algorithm.
+        algorithm: Algorithm,
+        /// The text's length in characters (whitespace around it removed).
+        chars: usize,
+    },
     /// The environment variable is missing or not Unicode.
     #[error("environment variable `{name}` is not set (or not valid Unicode)")]
     MissingEnv {

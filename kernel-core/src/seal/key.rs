@@ -57,20 +57,41 @@ impl Key {
         })
     }
 
-    /// A key from hex text (upper or lower case; surrounding whitespace ignored).
+    /// A key from hex text (upper or lower case; surrounding whitespace ignored). Text of the
+    /// wrong length is refused with [`KeyError::TextLength`] (read as hex).
     pub fn from_hex(algorithm: Algorithm, text: &str) -> Result<Self, KeyError> {
-        let bytes = Zeroizing::new(
-            base16ct::mixed::decode_vec(text.trim()).map_err(|_| KeyError::Encoding { encoding: "hex" })?,
-        );
-        Self::from_bytes(algorithm, &bytes)
+        let text = text.trim();
+        let bytes =
+            Zeroizing::new(base16ct::mixed::decode_vec(text).map_err(|_| KeyError::Encoding { encoding: "hex" })?);
+        Self::from_text_bytes(algorithm, text, "hex", &bytes)
     }
 
-    /// A key from standard, padded base64 text (surrounding whitespace ignored).
+    /// A key from standard, padded base64 text (surrounding whitespace ignored). Text of the
+    /// wrong length is refused with [`KeyError::TextLength`] (read as base64).
     pub fn from_base64(algorithm: Algorithm, text: &str) -> Result<Self, KeyError> {
-        let bytes = Zeroizing::new(
-            base64ct::Base64::decode_vec(text.trim()).map_err(|_| KeyError::Encoding { encoding: "base64" })?,
-        );
-        Self::from_bytes(algorithm, &bytes)
+        let text = text.trim();
+        let bytes =
+            Zeroizing::new(base64ct::Base64::decode_vec(text).map_err(|_| KeyError::Encoding { encoding: "base64" })?);
+        Self::from_text_bytes(algorithm, text, "base64", &bytes)
+    }
+
+    /// A key from `bytes`, decoded from `text` read as `read_as`: a wrong length names both.
+    fn from_text_bytes(
+        algorithm: Algorithm,
+        text: &str,
+        read_as: &'static str,
+        bytes: &[u8],
+    ) -> Result<Self, KeyError> {
+        if bytes.len() != algorithm.key_len() {
+            return Err(KeyError::TextLength {
+                algorithm,
+                expected: algorithm.key_len(),
+                chars: text.chars().count(),
+                read_as,
+                found: bytes.len(),
+            });
+        }
+        Self::from_bytes(algorithm, bytes)
     }
 
     /// A key from text that is hex if it has exactly twice the key length in hex digits,
@@ -83,20 +104,20 @@ impl Key {
         if all_hex && text.len() == 2 * algorithm.key_len() {
             return Self::from_hex(algorithm, text);
         }
-        let wrong_length = |read_as, found| KeyError::TextLength {
-            algorithm,
-            expected: algorithm.key_len(),
-            chars: text.chars().count(),
-            read_as,
-            found,
-        };
+        // Padded base64 of any key length ends in `=`: text of hex digits only is hex.
         match Self::from_base64(algorithm, text) {
-            Ok(key) => Ok(key),
-            Err(KeyError::Length { .. } | KeyError::Encoding { .. }) if all_hex => {
-                Err(wrong_length("hex", text.len() / 2))
-            }
-            Err(KeyError::Length { found, .. }) => Err(wrong_length("base64", found)),
-            Err(other) => Err(other),
+            Err(KeyError::TextLength { .. } | KeyError::Encoding { .. }) if all_hex => Err(KeyError::TextLength {
+                algorithm,
+                expected: algorithm.key_len(),
+                chars: text.chars().count(),
+                read_as: "hex",
+                found: text.len() / 2,
+            }),
+            Err(KeyError::Encoding { .. }) => Err(KeyError::Unreadable {
+                algorithm,
+                chars: text.chars().count(),
+            }),
+            other => other,
         }
     }
 
@@ -192,6 +213,47 @@ mod tests {
             ),
             "{error:?}"
         );
+    }
+
+    #[test]
+    fn the_explicit_decoders_name_their_encoding_on_a_wrong_length() {
+        let hex = Key::from_hex(Algorithm::Aes256Gcm, &"ab".repeat(16)).unwrap_err();
+        assert!(
+            matches!(
+                hex,
+                KeyError::TextLength {
+                    read_as: "hex",
+                    expected: 32,
+                    found: 16,
+                    chars: 32,
+                    ..
+                }
+            ),
+            "{hex:?}"
+        );
+        let base64 = Key::from_base64(Algorithm::Aes256Gcm, &"ab".repeat(16)).unwrap_err();
+        assert!(
+            matches!(
+                base64,
+                KeyError::TextLength {
+                    read_as: "base64",
+                    expected: 32,
+                    found: 24,
+                    ..
+                }
+            ),
+            "{base64:?}"
+        );
+        assert!(base64.to_string().contains("read as base64: 24 bytes"), "{base64}");
+    }
+
+    #[test]
+    fn text_neither_hex_nor_base64_says_what_is_expected() {
+        for text in [format!("0x{}", "ab".repeat(32)), "ab ".repeat(32), "ab:".repeat(32)] {
+            let error = Key::from_text(Algorithm::Aes256Gcm, &text).unwrap_err();
+            assert!(matches!(error, KeyError::Unreadable { .. }), "{text}: {error:?}");
+            assert!(error.to_string().contains("64 hex digits or 44 characters"), "{error}");
+        }
     }
 
     #[test]

@@ -59,11 +59,15 @@ pub trait Migratable: Schema + Serialize + DeserializeOwned + Send + 'static {
     /// Converts the previous version's value into this version.
     fn upgrade(previous: Self::Previous) -> Result<Self, MigrationError>;
 
-    /// Converts this value back into the previous version, for a rollback. The default refuses.
+    /// Converts this value back into the previous version, for a rollback. The default refuses:
+    /// [`MigrationError::NoDowngrade`], or [`MigrationError::FirstVersion`] for the first
+    /// version of a chain.
     fn downgrade(&self) -> Result<Self::Previous, MigrationError> {
-        Err(MigrationError::NoDowngrade {
-            ty: Self::TYPE_NAME,
-            version: Self::VERSION,
+        let (ty, version) = (Self::TYPE_NAME, Self::VERSION);
+        Err(if <Self::Previous as Migratable>::VERSION == 0 {
+            MigrationError::FirstVersion { ty, version }
+        } else {
+            MigrationError::NoDowngrade { ty, version }
         })
     }
 

@@ -47,9 +47,27 @@ pub enum MigrationError {
         #[source]
         source: BoxError,
     },
+    /// A downgrade conversion (`down = ...`) panicked.
+    #[error("downgrading {from} (v{from_version}) panicked: {message}")]
+    DowngradePanicked {
+        /// Type downgraded from.
+        from: &'static str,
+        /// Its version.
+        from_version: u32,
+        /// The panic's message.
+        message: String,
+    },
     /// The type declares no downgrade (`down = ...`).
     #[error("{ty} (v{version}) declares no downgrade; add `down = path::to::fn` to #[migratable]")]
     NoDowngrade {
+        /// The type.
+        ty: &'static str,
+        /// Its version.
+        version: u32,
+    },
+    /// The type is the first version of its chain: there is no earlier version to roll back to.
+    #[error("{ty} (v{version}) is the first version of its chain: there is no earlier version to roll back to")]
+    FirstVersion {
         /// The type.
         ty: &'static str,
         /// Its version.

@@ -12,7 +12,8 @@ use super::slot::{AsyncSlot, Call};
 use crate::messaging::message::{Event, Reply};
 use crate::runtime::error::CallError;
 use crate::runtime::error::Status;
-use crate::runtime::handle::Handle;
+use crate::runtime::handle::{Handle, SlotOfKind};
+use crate::runtime::route::Route;
 use crate::runtime::slot::Slot;
 
 /// A typed handle to a service, for async code: `handle.call(request).await`. Obtained once
@@ -52,6 +53,14 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncHandle<Req, Resp> {
         Self {
             target: Target::Async(slot),
         }
+    }
+
+    /// A handle to the slot behind `route`, of either kind, if it speaks `Req` and `Resp`.
+    pub(crate) fn of(route: &Route, service: &str) -> Result<Self, CallError> {
+        Ok(match SlotOfKind::of(route, service)? {
+            SlotOfKind::Sync(slot) => Self::from(Handle::new(slot)),
+            SlotOfKind::Async(slot) => Self::new_async(slot),
+        })
     }
 
     /// Calls the service and awaits its response.

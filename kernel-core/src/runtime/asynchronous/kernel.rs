@@ -10,7 +10,6 @@ use super::handler::AsyncHandler;
 use super::slot::{AsyncLifecycle, AsyncSlot};
 use crate::messaging::message::{Event, KERNEL, Reply};
 use crate::runtime::error::{CallError, LifecycleError, StopAllError};
-use crate::runtime::handle::SlotOfKind;
 use crate::runtime::kernel::Kernel;
 use crate::runtime::lifecycle::Lifecycle;
 use crate::runtime::notice::Notice;
@@ -34,8 +33,10 @@ impl Kernel {
         Ok(AsyncHandle::new_async(slot))
     }
 
-    /// Registers an async service with its own request and response types; only its
-    /// [`AsyncHandle`] reaches it.
+    /// Registers an async service with its own request and response types. Its [`AsyncHandle`]
+    /// reaches it, and so does a typed call by name ([`Kernel::call_typed_async`],
+    /// [`Kernel::call_typed`], [`Kernel::async_handle_typed`]), whose types are checked against
+    /// these; an `Event` call to it by name gets [`CallError::WrongTypes`] (415 as a reply).
     pub async fn register_async_typed<S: AsyncHandler>(
         &self,
         service: S,
@@ -95,10 +96,7 @@ impl Kernel {
         &self,
         name: &str,
     ) -> Result<AsyncHandle<Req, Resp>, CallError> {
-        match SlotOfKind::of(&self.shared().route(name)?, name)? {
-            SlotOfKind::Sync(slot) => Ok(AsyncHandle::from(crate::Handle::new(slot))),
-            SlotOfKind::Async(slot) => Ok(AsyncHandle::new_async(slot)),
-        }
+        AsyncHandle::of(&self.shared().route(name)?, name)
     }
 
     /// Calls the service `name` (async or not) with a typed request from async code: the
@@ -108,7 +106,9 @@ impl Kernel {
         name: &str,
         request: Req,
     ) -> Result<Resp, CallError> {
-        self.async_handle_typed::<Req, Resp>(name)?.call(request).await
+        AsyncHandle::<Req, Resp>::of(&self.shared().typed_route(name)?, name)?
+            .call(request)
+            .await
     }
 
     /// Calls the service `to` (async or not) from async code and awaits its reply.
@@ -140,8 +140,9 @@ impl Kernel {
 
     /// Pushes an event and awaits its reply for at most `timeout` (tokio's timer): the Go
     /// design's `Push`, as a future. An event addressed to [`KERNEL`] is answered by the kernel;
-    /// one addressed to a service is handled on the runtime even if the wait ends first.
-    /// Failures are reply codes: 404 unknown or not running, 408 timeout.
+    /// one addressed to a service is handled on the runtime even if the wait ends first. It
+    /// reaches this node's services only, as [`Kernel::push`] does. Failures are reply codes:
+    /// 404 unknown or not running, 408 timeout, 415 for a service with its own request type.
     pub async fn push_async(&self, event: Event, timeout: Duration) -> Reply {
         self.shared().notify(&Notice::Pushed { event: &event });
         if event.to == KERNEL {

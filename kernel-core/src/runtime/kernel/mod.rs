@@ -59,11 +59,23 @@ use crate::seal::Sealer;
 /// | supervise | `supervise`, `replace_supervised` | `supervise_async`, `replace_supervised_async` | [`LifecycleError`], [`ReplaceError`](crate::ReplaceError) |
 /// | anything else from async code | — | `blocking(\|kernel\| ...)` | what the operation returns |
 ///
-/// `replace`/`rollback`/`supervise` and their async spellings differ only in the kind of
-/// service they take: a synchronous [`Handler`](crate::Handler) or an `AsyncHandler`. Each
-/// refuses a name that is not registered ([`CallError::NotFound`] inside the error) and a
-/// service of the other kind ([`LifecycleError::WrongKind`],
-/// [`ReplaceCause::WrongKind`](crate::ReplaceCause::WrongKind)).
+/// Where the two spellings differ, it is in what they can reach, never in how they fail:
+///
+/// - `replace`/`rollback`/`supervise` and their async spellings differ only in the kind of
+///   service they take: a synchronous [`Handler`](crate::Handler) or an `AsyncHandler`. Each
+///   refuses a name that is not registered ([`CallError::NotFound`] inside the error) and a
+///   service of the other kind ([`LifecycleError::WrongKind`],
+///   [`ReplaceCause::WrongKind`](crate::ReplaceCause::WrongKind)). `supervise_async` does not
+///   wait for anything, so it is a plain `fn`.
+/// - An [`AsyncHandle`](crate::asynchronous::AsyncHandle) reaches a service of either kind; a
+///   [`Handle`] only a synchronous one (an async service is [`CallError::WrongKind`] there:
+///   calling it would block on the runtime).
+/// - With other nodes to ask (`KernelBuilder::remote`), `call_async`/`send_async` reach a name
+///   served elsewhere; `call`/`send` refuse it with [`CallError::Remote`] (a synchronous call
+///   never waits on the network), typed calls in both spellings too (other nodes take `Event`s),
+///   and pushes in both spellings reach this node's services only (404).
+/// - An `Event` call, send, push or handle to a service with its own protocol is
+///   [`CallError::WrongTypes`] in every spelling (415 as a reply).
 ///
 /// ```
 /// use microkernel::{Context, Event, Kernel, Reply, Handler, Status};
@@ -209,22 +221,20 @@ impl Kernel {
         self.shared.local_route(to)?.call(to, event, Some(timeout))
     }
 
-    /// Routes `event` to the service named by `event.to` and returns its reply; failures
-    /// become replies with their codes (404 for an unknown or stopped service).
+    /// Routes `event` to the service named by `event.to` and returns its reply: [`call`](Self::call)
+    /// to `event.to`, with failures as replies with their codes (404 for an unknown or stopped
+    /// service, 503 for one served on another node, which `Kernel::send_async` reaches).
     pub fn send(&self, event: Event) -> Reply {
         let to = event.to.clone();
-        match self.shared.route(&to) {
-            Ok(route) => route.call(&to, event, None).unwrap_or_else(|e| e.to_reply()),
-            Err(e) => e.to_reply(),
-        }
+        self.call(&to, event).unwrap_or_else(|e| e.to_reply())
     }
 
     /// Pushes an event to the kernel and waits at most `timeout` for its reply: one addressed
     /// to [`KERNEL`] is answered `{0 Handled by kernel ok}`; one addressed to a service is
     /// routed to it on a push worker thread, so the timeout bounds the wait even if the
-    /// handler hangs (the handler then finishes on the worker). Failures are reply codes: 404
-    /// for an unknown or stopped service, 408 past the timeout, 415 for a service with its own
-    /// request type. The same as [`Context::push`](crate::Context::push) and, from async code,
+    /// handler hangs (the handler then finishes on the worker). It reaches this node's services
+    /// only. Failures are reply codes: 404 for an unknown or stopped service, 408 past the
+    /// timeout, 415 for a service with its own request type. The same as [`Context::push`](crate::Context::push) and, from async code,
     /// `Kernel::push_async`.
     pub fn push(&self, event: Event, timeout: Duration) -> Reply {
         self.push_detached(event).wait(timeout)
@@ -240,13 +250,8 @@ impl Kernel {
         // The status is checked by the worker, under the slot's mutex: a service being replaced
         // is briefly between its old and new instance, and its events must wait, not get 404.
         let route = match self.shared.route(&event.to) {
-            Ok(Route::Typed(_)) => {
-                return PendingReply::ready(
-                    CallError::Unsupported {
-                        service: event.to.into_owned(),
-                    }
-                    .to_reply(),
-                );
+            Ok(Route::Typed(typed)) => {
+                return PendingReply::ready(typed.refuse_events(&event.to).to_reply());
             }
             Ok(route) => route,
             Err(e) => return PendingReply::ready(e.to_reply()),
@@ -403,6 +408,19 @@ impl Shared {
             Err(CallError::NotFound { service }) if self.remote.is_some() => Err(CallError::Remote {
                 service,
                 reason: "it is not served on this node, and a synchronous call does not wait on the network: await Kernel::call_async".into(),
+            }),
+            other => other,
+        }
+    }
+
+    /// Where a typed call to `name` goes, from sync and async code alike: a local service (other
+    /// nodes take `Event`s only), else an error — which says so when the kernel has other nodes.
+    pub(crate) fn typed_route(&self, name: &str) -> Result<Route, CallError> {
+        match self.route(name) {
+            #[cfg(feature = "tokio")]
+            Err(CallError::NotFound { service }) if self.remote.is_some() => Err(CallError::Remote {
+                service,
+                reason: "it is not served on this node, and typed calls reach only this node's services: call_async sends an Event to other nodes".into(),
             }),
             other => other,
         }

@@ -32,8 +32,8 @@ impl Kernel {
 
     /// Registers a service with its own request and response types. Its [`Handle`] reaches
     /// it, and so does a typed call by name ([`Kernel::call_typed`], [`Kernel::handle_typed`]),
-    /// whose types are checked against these; events routed to it by name get
-    /// [`CallError::Unsupported`](crate::CallError::Unsupported) (415).
+    /// whose types are checked against these; an `Event` call, send or push to it by name gets
+    /// [`CallError::WrongTypes`](crate::CallError::WrongTypes) (415 as a reply).
     pub fn register_typed<S: Handler>(&self, service: S) -> Result<Handle<S::Request, S::Response>, LifecycleError> {
         let slot = self.new_slot(service)?;
         let route = Route::Typed(TypedSlot::new::<S::Request, S::Response, _>(Arc::clone(&slot)));

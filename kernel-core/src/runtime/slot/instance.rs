@@ -7,7 +7,7 @@ use crate::runtime::lifecycle::{ExportError, Plumbing};
 use crate::runtime::service::{BoxError, Handler, Service};
 use crate::seal::writer::StateWriter;
 use crate::state::precopy::PrecopySource;
-use crate::state::{self, Migratable, StateTag};
+use crate::state::{self, Migratable, MigrationError, StateTag};
 
 /// A synchronous service with its types erased down to its protocol: what a slot holds.
 pub(crate) trait Instance<Req, Resp>: Plumbing {
@@ -54,7 +54,15 @@ impl<S: Service + Send> Plumbing for S {
         // in any of them is that step's failure, and the instance is left as it was.
         let current = guarded(|| self.export_state()).map_err(ExportError::Handler)?;
         if downgrade {
-            let previous = guarded(|| current.downgrade()).map_err(ExportError::Downgrade)?;
+            let previous = crate::panic::catch(|| current.downgrade())
+                .unwrap_or_else(|message| {
+                    Err(MigrationError::DowngradePanicked {
+                        from: <S::State as Migratable>::TYPE_NAME,
+                        from_version: <S::State as Migratable>::VERSION,
+                        message,
+                    })
+                })
+                .map_err(ExportError::Downgrade)?;
             guarded(|| state::encode_to(&previous, &mut *out)).map_err(ExportError::Encode)
         } else {
             guarded(|| state::encode_to(current, &mut *out)).map_err(ExportError::Encode)

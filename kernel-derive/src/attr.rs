@@ -34,9 +34,22 @@ impl quote::ToTokens for Krate {
     }
 }
 
+/// The value of `key = value`, seen through the invisible groups `macro_rules!` wraps around a
+/// `$x:literal` or `$x:expr` it substitutes (else a literal passed through a macro is refused).
+fn value_expr(meta: &ParseNestedMeta<'_>) -> syn::Result<Expr> {
+    Ok(ungrouped(meta.value()?.parse()?))
+}
+
+fn ungrouped(expr: Expr) -> Expr {
+    match expr {
+        Expr::Group(group) => ungrouped(*group.expr),
+        other => other,
+    }
+}
+
 /// `crate = path` or `crate = "path"`.
 fn crate_value(meta: &ParseNestedMeta<'_>) -> syn::Result<Krate> {
-    let expr: Expr = meta.value()?.parse()?;
+    let expr = value_expr(meta)?;
     let path: Path = match &expr {
         Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => s.parse()?,
         Expr::Path(p) => p.path.clone(),
@@ -188,7 +201,7 @@ fn unknown(meta: &ParseNestedMeta<'_>, attr: &str, known: &[&str]) -> syn::Error
 }
 
 fn version_value(meta: &ParseNestedMeta<'_>) -> syn::Result<(u32, Span)> {
-    let expr: Expr = meta.value()?.parse()?;
+    let expr = value_expr(meta)?;
     let Expr::Lit(syn::ExprLit { lit: Lit::Int(int), .. }) = &expr else {
         return Err(syn::Error::new_spanned(
             &expr,
@@ -208,7 +221,7 @@ fn version_value(meta: &ParseNestedMeta<'_>) -> syn::Result<(u32, Span)> {
 }
 
 fn string_value(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<LitStr> {
-    let expr: Expr = meta.value()?.parse()?;
+    let expr = value_expr(meta)?;
     match &expr {
         Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => Ok(s.clone()),
         _ => Err(syn::Error::new_spanned(
@@ -219,7 +232,7 @@ fn string_value(meta: &ParseNestedMeta<'_>, example: &str) -> syn::Result<LitStr
 }
 
 fn string_list(meta: &ParseNestedMeta<'_>) -> syn::Result<Vec<LitStr>> {
-    let expr: Expr = meta.value()?.parse()?;
+    let expr = value_expr(meta)?;
     let Expr::Array(ExprArray { elems, .. }) = &expr else {
         return Err(syn::Error::new_spanned(
             &expr,
@@ -228,8 +241,8 @@ fn string_list(meta: &ParseNestedMeta<'_>) -> syn::Result<Vec<LitStr>> {
     };
     elems
         .iter()
-        .map(|elem| match elem {
-            Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => Ok(s.clone()),
+        .map(|elem| match ungrouped(elem.clone()) {
+            Expr::Lit(syn::ExprLit { lit: Lit::Str(s), .. }) => Ok(s),
             other => Err(syn::Error::new_spanned(
                 other,
                 "expected a string literal naming a service, e.g. \"logger\"",

@@ -425,15 +425,21 @@ pub(crate) use crate::panic::panic_message;
 /// A hook's outcome, panics caught, as the lifecycle reports it: the same for every kind of
 /// slot.
 pub(crate) fn hook_outcome(
-    service: String,
+    service: &str,
     hook: Hook,
     outcome: Result<Result<(), BoxError>, Box<dyn std::any::Any + Send>>,
 ) -> Result<(), LifecycleError> {
+    // The name is copied only for an error: a replacement runs two hooks.
+    let service = || service.to_owned();
     match outcome {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(source)) => Err(LifecycleError::HookFailed { service, hook, source }),
+        Ok(Err(source)) => Err(LifecycleError::HookFailed {
+            service: service(),
+            hook,
+            source,
+        }),
         Err(panic) => Err(LifecycleError::HookPanicked {
-            service,
+            service: service(),
             hook,
             message: panic_message(&*panic),
         }),

@@ -142,7 +142,7 @@ impl<Req, Resp> Entered<'_, Req, Resp> {
             Hook::Stop => instance.stop(&ctx),
             _ => instance.start(&ctx),
         }));
-        crate::runtime::error::hook_outcome(self.slot.core.name.to_string(), hook, outcome)
+        crate::runtime::error::hook_outcome(&self.slot.core.name, hook, outcome)
     }
 }
 

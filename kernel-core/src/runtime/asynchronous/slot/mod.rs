@@ -100,7 +100,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
     pub(crate) async fn invoke_async(&mut self, hook: Hook) -> Result<(), LifecycleError> {
         let span = tracing::info_span!("hook", service = %self.slot.core.name, %hook);
         let token = self.slot.gate.owner();
-        let service = self.slot.core.name.to_string();
+        let service = Arc::clone(&self.slot.core.name);
         let hook_future = match self.lot().instance.as_deref_mut() {
             Some(instance) => match hook {
                 Hook::Stop => instance.stop(),
@@ -109,10 +109,12 @@ impl<Req: Send + 'static, Resp: Send + 'static> AsyncEntered<Req, Resp> {
             None => None,
         };
         let Some(hook_future) = hook_future else {
-            return Err(LifecycleError::InstanceLost { service });
+            return Err(LifecycleError::InstanceLost {
+                service: service.to_string(),
+            });
         };
         let outcome = CatchUnwind(std::pin::pin!(chain::within(token, hook_future).instrument(span))).await;
-        crate::runtime::error::hook_outcome(service, hook, outcome)
+        crate::runtime::error::hook_outcome(&service, hook, outcome)
     }
 
     /// Runs a hook and records the outcome: Running or Stopped, Failed on an error or a panic.

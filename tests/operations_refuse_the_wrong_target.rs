@@ -28,7 +28,16 @@ impl Handler for Plain {
 fn an_empty_service_name_is_refused_at_registration() {
     let kernel = Kernel::new();
     let error = kernel.register(Probe::new("", &[], &Journal::default())).unwrap_err();
-    assert!(matches!(error, LifecycleError::InvalidName { .. }), "{error}");
+    assert!(
+        matches!(
+            error,
+            LifecycleError::InvalidName {
+                reason: microkernel::NameRefusal::Empty,
+                ..
+            }
+        ),
+        "{error}"
+    );
     assert!(error.to_string().contains("empty"), "{error}");
 }
 

@@ -6,8 +6,8 @@ mod common;
 
 use common::stored::{private_dir, sealer};
 use common::{Journal, Probe};
-use microkernel::store::MAX_NAME_LEN;
-use microkernel::{DirStore, Kernel, LifecycleError};
+use microkernel::store::{MAX_NAME_LEN, StoreError};
+use microkernel::{DirStore, Kernel, LifecycleError, NameRefusal};
 
 /// A stateless service with a name and dependencies chosen at run time.
 fn named(name: &'static str, deps: &[&'static str]) -> Probe {
@@ -35,7 +35,16 @@ fn names_too_long_for_the_store_or_the_envelope_are_refused_at_registration() {
     let err = kernel
         .register(named(leak("n".repeat(MAX_NAME_LEN + 1)), &[]))
         .unwrap_err();
-    assert!(matches!(err, LifecycleError::InvalidName { .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            LifecycleError::InvalidName {
+                reason: NameRefusal::Store(StoreError::NameTooLong { .. }),
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(
         err.to_string().contains(&format!("at most {MAX_NAME_LEN} bytes")),
         "{err}"
@@ -45,6 +54,16 @@ fn names_too_long_for_the_store_or_the_envelope_are_refused_at_registration() {
     let sealed = Kernel::builder().sealer(sealer()).build().unwrap();
     sealed.register(named(leak("s".repeat(255)), &[])).unwrap();
     let err = sealed.register(named(leak("s".repeat(256)), &[])).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LifecycleError::InvalidName {
+                reason: NameRefusal::TooLongToSeal { len: 256, max: 255 },
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(err.to_string().contains("at most 255 bytes"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -30,7 +30,7 @@ pub use replace::{ReplaceCause, ReplaceError, Replaced, Step};
 #[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use runtime::asynchronous;
 pub use runtime::context::{Context, Level};
-pub use runtime::error::{CallError, Cycle, Hook, LifecycleError, Status, StopAllError};
+pub use runtime::error::{CallError, Cycle, Hook, LifecycleError, NameRefusal, Status, StopAllError};
 pub use runtime::handle::Handle;
 pub use runtime::kernel::{BuildError, Kernel, KernelBuilder};
 pub use runtime::notice::Notice;

@@ -208,14 +208,14 @@ pub enum LifecycleError {
         /// The services (and the lifecycle lock) along the cycle of waits.
         cycle: Vec<String>,
     },
-    /// The service's name cannot be carried by the configured store or sealer (too long, or
-    /// not a file name); the first 64 characters are given.
+    /// The service's name cannot be registered (empty, or too long or not a file name for the
+    /// configured store or sealer); the first 64 characters are given.
     #[error("service name `{service}` cannot be registered: {reason}")]
     InvalidName {
         /// The name (its first 64 characters).
         service: String,
         /// Why, naming the limit.
-        reason: String,
+        reason: NameRefusal,
     },
     /// A dependency is listed twice.
     #[error("service `{service}` lists `{dependency}` twice in its dependencies; list each once")]
@@ -302,6 +302,28 @@ pub struct StopAllError(pub Vec<LifecycleError>);
 
 fn join(errors: &[LifecycleError]) -> String {
     errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// Why a service's name was refused at registration ([`LifecycleError::InvalidName`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NameRefusal {
+    /// The name is empty.
+    #[error("the name is empty")]
+    Empty,
+    /// Longer than a sealed state's header holds (every replacement seals its state, and the
+    /// header carries the name).
+    #[error("{len} bytes; a sealed state's header holds at most {max} bytes of service name")]
+    TooLongToSeal {
+        /// The name's length in bytes.
+        len: usize,
+        /// The longest name a sealed header holds.
+        max: usize,
+    },
+    /// The configured store cannot keep a state under it (too long for a file name, a `/`, a
+    /// leading `.`).
+    #[error(transparent)]
+    Store(crate::store::StoreError),
 }
 
 /// A call was not answered by the service.

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::{Entry, Kernel};
 use crate::messaging::message::{Event, Reply};
-use crate::runtime::error::LifecycleError;
 use crate::runtime::error::Status;
+use crate::runtime::error::{LifecycleError, NameRefusal};
 use crate::runtime::graph;
 use crate::runtime::handle::Handle;
 use crate::runtime::lifecycle::Lifecycle;
@@ -61,24 +61,21 @@ impl Kernel {
 
     /// A name the configured store and sealer can carry, and each dependency listed once.
     pub(crate) fn check_registrable(&self, name: &str, deps: &[String]) -> Result<(), LifecycleError> {
-        let invalid = |reason: String| LifecycleError::InvalidName {
+        let invalid = |reason| LifecycleError::InvalidName {
             service: name.chars().take(64).collect(),
             reason,
         };
-        if let Some(store) = self.shared.persistence.store() {
-            store.check_name(name).map_err(|e| invalid(e.to_string()))?;
-        }
         if name.is_empty() {
-            return Err(invalid("the name is empty".to_owned()));
+            return Err(invalid(NameRefusal::Empty));
+        }
+        if let Some(store) = self.shared.persistence.store() {
+            store.check_name(name).map_err(|e| invalid(NameRefusal::Store(e)))?;
         }
         // Every replacement seals its state (with the kernel's own key if none was configured),
         // and the sealed header carries the name.
-        if name.len() > crate::seal::envelope::MAX_NAME_LEN {
-            return Err(invalid(format!(
-                "{} bytes; a sealed state's header holds at most {} bytes of service name",
-                name.len(),
-                crate::seal::envelope::MAX_NAME_LEN
-            )));
+        let max = crate::seal::envelope::MAX_NAME_LEN;
+        if name.len() > max {
+            return Err(invalid(NameRefusal::TooLongToSeal { len: name.len(), max }));
         }
         match graph::listed_twice(deps) {
             Some(dependency) => Err(LifecycleError::DuplicateDependency {

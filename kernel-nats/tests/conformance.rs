@@ -5,7 +5,7 @@
 mod server;
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use async_nats::jetstream;
 use bytes::Bytes;
@@ -13,40 +13,43 @@ use kernel_core::store::conformance::{self, Fixture};
 use kernel_core::store::{StateStore, StoreError, block_on};
 use kernel_nats::{NatsStore, NatsStoreOptions};
 
-/// One server and one runtime for the whole test binary.
+/// One server and one runtime for the tests running at once; the last test to let go of them
+/// stops the server (a static would never be dropped, and would leave the server running past
+/// the test binary).
 struct Shared {
-    /// Kept for its lifetime: the server stops when the test binary ends.
     _server: server::NatsServer,
     runtime: tokio::runtime::Runtime,
     client: async_nats::Client,
 }
 
-fn shared() -> Option<&'static Shared> {
-    static SHARED: OnceLock<Option<Shared>> = OnceLock::new();
-    SHARED
-        .get_or_init(|| {
-            let server = server::NatsServer::start()?;
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("a runtime");
-            let client = runtime
-                .block_on(async_nats::connect(server.url()))
-                .expect("a connection to the test server");
-            Some(Shared {
-                _server: server,
-                runtime,
-                client,
-            })
-        })
-        .as_ref()
+fn shared() -> Option<Arc<Shared>> {
+    static SHARED: Mutex<Weak<Shared>> = Mutex::new(Weak::new());
+    let mut current = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(shared) = current.upgrade() {
+        return Some(shared);
+    }
+    let server = server::NatsServer::start()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let client = runtime
+        .block_on(async_nats::connect(server.url()))
+        .expect("a connection to the test server");
+    let shared = Arc::new(Shared {
+        _server: server,
+        runtime,
+        client,
+    });
+    *current = Arc::downgrade(&shared);
+    Some(shared)
 }
 
 /// A fresh bucket per check; `inline` bytes at most in an entry, larger states in the object
 /// store beside it.
 struct BucketFixture {
-    shared: &'static Shared,
+    shared: Arc<Shared>,
     bucket: String,
     inline: u64,
     raw: async_nats::jetstream::kv::Store,
@@ -55,16 +58,16 @@ struct BucketFixture {
 impl BucketFixture {
     const LIMIT: u64 = 64 << 10;
 
-    fn new(shared: &'static Shared) -> Self {
+    fn new(shared: Arc<Shared>) -> Self {
         Self::with_inline(shared, BucketFixture::LIMIT)
     }
 
     /// Every state over 16 bytes goes through the object store.
-    fn objects(shared: &'static Shared) -> Self {
+    fn objects(shared: Arc<Shared>) -> Self {
         Self::with_inline(shared, 16)
     }
 
-    fn with_inline(shared: &'static Shared, inline: u64) -> Self {
+    fn with_inline(shared: Arc<Shared>, inline: u64) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let bucket = format!("conformance{}", NEXT.fetch_add(1, Ordering::Relaxed));
         let _entered = shared.runtime.enter();
@@ -154,13 +157,13 @@ impl Fixture for BucketFixture {
 #[test]
 fn the_nats_store_passes_the_conformance_suite() {
     let Some(shared) = shared() else { return };
-    conformance::run_all(|| BucketFixture::new(shared));
+    conformance::run_all(|| BucketFixture::new(Arc::clone(&shared)));
 }
 
 #[test]
 fn the_nats_store_passes_the_conformance_suite_through_its_object_store() {
     let Some(shared) = shared() else { return };
-    conformance::run_all(|| BucketFixture::objects(shared));
+    conformance::run_all(|| BucketFixture::objects(Arc::clone(&shared)));
 }
 
 #[test]

@@ -27,6 +27,19 @@ impl Handler for Echo {
     }
 }
 
+/// An `Event`/`Reply` service, registered with `register_typed` all the same.
+#[derive(microkernel::Service)]
+#[service(name = "typed-echo")]
+struct TypedEcho;
+
+impl Handler for TypedEcho {
+    type Request = Event;
+    type Response = Reply;
+    fn handle(&mut self, event: Event, _: &Context<'_>) -> Reply {
+        Reply::ok("typed-echo", event.content.to_string())
+    }
+}
+
 fn kernel() -> Kernel {
     let kernel = Kernel::new();
     kernel.register_typed(Adder).unwrap();
@@ -105,6 +118,20 @@ fn wrong_types_for_events() -> CallError {
 }
 
 #[test]
+fn an_event_service_registered_as_typed_is_reached_as_one_registered_plainly() {
+    let kernel = kernel();
+    kernel.register_typed(TypedEcho).unwrap();
+    kernel.start("typed-echo").unwrap();
+    let hi = || Event::new("typed-echo", "t", "say", "hi");
+    assert_eq!(&*kernel.call("typed-echo", hi()).unwrap().data, "hi");
+    assert_eq!(&*kernel.send(hi()).data, "hi");
+    assert_eq!(&*kernel.push(hi(), std::time::Duration::from_secs(5)).data, "hi");
+    assert_eq!(&*kernel.handle("typed-echo").unwrap().call(hi()).unwrap().data, "hi");
+    let typed = kernel.call_typed::<Event, Reply>("typed-echo", hi()).unwrap();
+    assert_eq!(&*typed.data, "hi");
+}
+
+#[test]
 fn an_unknown_name_is_not_found() {
     let kernel = kernel();
     assert!(matches!(
@@ -158,6 +185,18 @@ mod asynchronous {
         let handle = kernel.async_handle_typed::<u64, u64>("doubler").unwrap();
         assert_eq!(handle.call(5).await.unwrap(), 10);
         kernel.shutdown().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_event_service_registered_as_typed_is_reached_from_async_code_too() {
+        let kernel = kernel();
+        kernel.register_typed(TypedEcho).unwrap();
+        kernel.start_async("typed-echo").await.unwrap();
+        let hi = || Event::new("typed-echo", "t", "say", "hi");
+        assert_eq!(&*kernel.call_async("typed-echo", hi()).await.unwrap().data, "hi");
+        assert_eq!(&*kernel.send_async(hi()).await.data, "hi");
+        let handle = kernel.async_handle("typed-echo").unwrap();
+        assert_eq!(&*handle.call(hi()).await.unwrap().data, "hi");
     }
 
     /// `handle` and `async_handle` agree: an `Event`/`Reply` handle to a service with its own

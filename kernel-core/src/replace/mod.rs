@@ -153,10 +153,13 @@ where
         ));
     }
     // A stop hook that outlived its timeout holds the slot: refused, not waited for (checked
-    // again under the kernel's lifecycle lock, which the pre-copy does not hold).
+    // again after the pre-copy and under the kernel's lifecycle lock).
     core.check_no_late_stop().map_err(refused)?;
     // A `#[precopy]` map crosses first, the service serving, before the lifecycle lock.
     let precopied = precopy::copy_ahead::<S::State, _>(shared, service, direction, &mut hold)?;
+    // Checked again: a bounded stop may have given up during the pre-copy, and the lock would
+    // then be waited for only to refuse.
+    core.check_no_late_stop().map_err(refused)?;
     let _serial = shared.lifecycle_lock("replace").map_err(refused)?;
     core.check_no_late_stop().map_err(refused)?;
 

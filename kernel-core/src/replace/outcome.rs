@@ -98,8 +98,8 @@ pub enum ReplaceCause {
     /// No key to seal the crossing with: the kernel's ephemeral key could not be generated.
     #[error(transparent)]
     Key(#[from] crate::seal::KeyError),
-    /// The service's own code failed or panicked: `export_state`, `import_state`, a
-    /// conversion of its chain, or its state's serde code.
+    /// The service's own code failed or panicked: `export_state`, `import_state`, a hook, or
+    /// its state's serde code (a conversion of its chain is [`Migration`](Self::Migration)).
     #[error(transparent)]
     Service(#[from] ServiceFault),
 }

@@ -81,6 +81,20 @@ impl Route {
     }
 }
 
+impl Route {
+    /// The route of `slot`, registered with its own types `Req` and `Resp` (`register_typed`):
+    /// typed, unless it speaks `Event`/`Reply` after all (it is an `E`), then routed as
+    /// `register` routes it, so that every spelling reaches it alike.
+    pub(crate) fn registered_typed<Req: 'static, Resp: 'static, T: Send + Sync + 'static, E: CallsByName>(
+        slot: Arc<T>,
+    ) -> Route {
+        match Arc::downcast::<E>(Arc::clone(&slot) as Arc<dyn Any + Send + Sync>) {
+            Ok(events) => Route::Events(events),
+            Err(_) => Route::Typed(TypedSlot::new::<Req, Resp, _>(slot)),
+        }
+    }
+}
+
 /// A route held weakly: a dropped kernel's services are not kept alive by a thread's cache.
 enum WeakRoute {
     Events(std::sync::Weak<dyn CallsByName>),

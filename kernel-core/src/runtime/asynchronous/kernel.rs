@@ -14,7 +14,7 @@ use crate::runtime::kernel::Kernel;
 use crate::runtime::lifecycle::Lifecycle;
 use crate::runtime::notice::Notice;
 use crate::runtime::persist::CheckpointError;
-use crate::runtime::route::{Route, TypedSlot};
+use crate::runtime::route::Route;
 use crate::store::Location;
 
 impl Kernel {
@@ -44,7 +44,7 @@ impl Kernel {
         let slot = self.new_async_slot(service).await?;
         self.insert(
             Arc::new(AsyncLifecycle(Arc::clone(&slot))) as Arc<dyn Lifecycle>,
-            Route::Typed(TypedSlot::new::<S::Request, S::Response, _>(Arc::clone(&slot))),
+            Route::registered_typed::<S::Request, S::Response, _, AsyncSlot<Event, Reply>>(Arc::clone(&slot)),
         )?;
         Ok(AsyncHandle::new_async(slot))
     }

@@ -63,9 +63,10 @@ use crate::seal::Sealer;
 ///
 /// - `replace`/`rollback`/`supervise` and their async spellings differ only in the kind of
 ///   service they take: a synchronous [`Handler`](crate::Handler) or an `AsyncHandler`. Each
-///   refuses a name that is not registered ([`CallError::NotFound`] inside the error) and a
-///   service of the other kind ([`LifecycleError::WrongKind`],
-///   [`ReplaceCause::WrongKind`](crate::ReplaceCause::WrongKind)). `supervise_async` does not
+///   refuses a name that is not registered (a replacement with [`CallError::NotFound`] inside
+///   its error, `supervise` with [`LifecycleError::NotFound`]) and a service of the other kind
+///   ([`ReplaceCause::WrongKind`](crate::ReplaceCause::WrongKind),
+///   [`LifecycleError::WrongKind`]). `supervise_async` does not
 ///   wait for anything, so it is a plain `fn`.
 /// - An [`AsyncHandle`](crate::asynchronous::AsyncHandle) reaches a service of either kind; a
 ///   [`Handle`] only a synchronous one (an async service is [`CallError::WrongKind`] there:

@@ -11,7 +11,7 @@ use crate::runtime::graph;
 use crate::runtime::handle::Handle;
 use crate::runtime::lifecycle::Lifecycle;
 use crate::runtime::notice::Notice;
-use crate::runtime::route::{Route, TypedSlot};
+use crate::runtime::route::Route;
 use crate::runtime::service::Handler;
 use crate::runtime::slot::{Slot, SlotOf};
 
@@ -36,7 +36,7 @@ impl Kernel {
     /// [`CallError::WrongTypes`](crate::CallError::WrongTypes) (415 as a reply).
     pub fn register_typed<S: Handler>(&self, service: S) -> Result<Handle<S::Request, S::Response>, LifecycleError> {
         let slot = self.new_slot(service)?;
-        let route = Route::Typed(TypedSlot::new::<S::Request, S::Response, _>(Arc::clone(&slot)));
+        let route = Route::registered_typed::<S::Request, S::Response, _, Slot<Event, Reply>>(Arc::clone(&slot));
         self.insert(Arc::clone(&slot) as Arc<dyn Lifecycle>, route)?;
         Ok(Handle::new(slot))
     }

@@ -69,7 +69,7 @@ use crate::seal::Sealer;
 ///   [`LifecycleError::WrongKind`]). `supervise_async` does not
 ///   wait for anything, so it is a plain `fn`.
 /// - An [`AsyncHandle`](crate::asynchronous::AsyncHandle) reaches a service of either kind; a
-///   [`Handle`] only a synchronous one (an async service is [`CallError::WrongKind`] there:
+///   [`Handle`](crate::Handle) only a synchronous one (an async service is [`CallError::WrongKind`] there:
 ///   calling it would block on the runtime).
 /// - With other nodes to ask (`KernelBuilder::remote`), `call_async`/`send_async` reach a name
 ///   served elsewhere; `call`/`send` refuse it with [`CallError::Remote`] (a synchronous call

@@ -85,3 +85,30 @@ async fn each_spelling_reaches_a_name_served_elsewhere_or_says_why_not() {
         "only the two async calls went out"
     );
 }
+
+/// `kernel` names this kernel: it is never sent to other nodes, in any spelling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kernels_own_name_never_goes_to_other_nodes() {
+    let other = OtherNode::default();
+    let kernel = Kernel::builder().remote(other.clone()).build().unwrap();
+    let to_kernel = || Event::new(microkernel::KERNEL, "test", "ping", "");
+    assert!(matches!(
+        kernel.call_async(microkernel::KERNEL, to_kernel()).await,
+        Err(CallError::NotFound { .. })
+    ));
+    assert_eq!(kernel.send_async(to_kernel()).await.code, code::NOT_FOUND);
+    let sync = {
+        let kernel = kernel.clone();
+        tokio::task::spawn_blocking(move || (kernel.call(microkernel::KERNEL, to_kernel()), kernel.send(to_kernel())))
+            .await
+            .unwrap()
+    };
+    assert!(matches!(sync.0, Err(CallError::NotFound { .. })), "{:?}", sync.0);
+    assert_eq!(sync.1.code, code::NOT_FOUND);
+    // A push to it is answered by the kernel itself, as without other nodes.
+    assert_eq!(
+        kernel.push_async(to_kernel(), Duration::from_secs(1)).await.code,
+        code::OK
+    );
+    assert_eq!(other.calls.load(Ordering::Relaxed), 0);
+}

@@ -118,7 +118,7 @@ impl Kernel {
     pub async fn call_async(&self, to: &str, event: Event) -> Result<Reply, CallError> {
         match self.async_handle(to) {
             Ok(handle) => handle.call(event).await,
-            Err(CallError::NotFound { service }) => match &self.shared().remote {
+            Err(CallError::NotFound { service }) => match self.shared().remote_for(to) {
                 Some(remote) => remote.call(event, None).await,
                 None => Err(CallError::NotFound { service }),
             },
@@ -130,7 +130,7 @@ impl Kernel {
     pub async fn call_async_timeout(&self, to: &str, event: Event, timeout: Duration) -> Result<Reply, CallError> {
         match self.async_handle(to) {
             Ok(handle) => handle.call_timeout(event, timeout).await,
-            Err(CallError::NotFound { service }) => match &self.shared().remote {
+            Err(CallError::NotFound { service }) => match self.shared().remote_for(to) {
                 Some(remote) => remote.call(event, Some(timeout)).await,
                 None => Err(CallError::NotFound { service }),
             },

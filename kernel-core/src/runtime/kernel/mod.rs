@@ -406,7 +406,7 @@ impl Shared {
     pub(crate) fn local_route(&self, name: &str) -> Result<Route, CallError> {
         match self.route(name) {
             #[cfg(feature = "tokio")]
-            Err(CallError::NotFound { service }) if self.remote.is_some() => Err(CallError::Remote {
+            Err(CallError::NotFound { service }) if self.has_remote(name) => Err(CallError::Remote {
                 service,
                 reason: "it is not served on this node, and a synchronous call does not wait on the network: await Kernel::call_async".into(),
             }),
@@ -419,12 +419,24 @@ impl Shared {
     pub(crate) fn typed_route(&self, name: &str) -> Result<Route, CallError> {
         match self.route(name) {
             #[cfg(feature = "tokio")]
-            Err(CallError::NotFound { service }) if self.remote.is_some() => Err(CallError::Remote {
+            Err(CallError::NotFound { service }) if self.has_remote(name) => Err(CallError::Remote {
                 service,
                 reason: "it is not served on this node, and typed calls reach only this node's services: call_async sends an Event to other nodes".into(),
             }),
             other => other,
         }
+    }
+
+    /// The other nodes to ask for `name`, if the kernel has some: never for [`KERNEL`], which
+    /// names this kernel (a push answers it; a call finds no service of that name).
+    #[cfg(feature = "tokio")]
+    pub(crate) fn remote_for(&self, name: &str) -> Option<&Arc<dyn crate::runtime::asynchronous::RemoteCalls>> {
+        self.remote.as_ref().filter(|_| name != KERNEL)
+    }
+
+    #[cfg(feature = "tokio")]
+    fn has_remote(&self, name: &str) -> bool {
+        self.remote_for(name).is_some()
     }
 
     /// Where events for `name` go: from this thread's cache, else from the registry (then

@@ -303,6 +303,58 @@ fn an_upgrade_asked_for_tells_whoever_asked_why_it_failed_or_who_serves_now() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// SIGHUP (what `systemctl reload` may send) upgrades as `reload` does, sent the moment the
+/// server says it listens: the new binary serves on with the state, the old one exits.
+#[test]
+fn a_hangup_upgrades_the_server_as_reload_does() {
+    let dir = dir("hangup");
+    let key = key(0x99);
+    let mut first = command("v2", &dir, &key);
+    first.env(NEXT_VERSION_VAR, "v2");
+    let mut v2 = Server::start(first, START).unwrap();
+    hang_up(v2.child.id());
+    let status = v2.child.wait().unwrap();
+    assert!(status.success(), "the old process did not exit cleanly: {status:?}");
+    let successor = Successor(handed_over_to(&v2.lines));
+    // The successor serves on the same socket.
+    assert_eq!(request(v2.addr, true).unwrap(), ("v2".to_owned(), 1));
+    assert_eq!(request(v2.addr, true).unwrap(), ("v2".to_owned(), 2));
+    // Hung up in turn, it hands over the count it reached (its output goes to the same pipe).
+    hang_up(successor.0);
+    let next = Successor(handed_over_to(&v2.lines));
+    assert_ne!(next.0, successor.0);
+    assert_eq!(request(v2.addr, true).unwrap(), ("v2".to_owned(), 3));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn hang_up(pid: u32) {
+    let sent = Command::new("kill").args(["-HUP", &pid.to_string()]).status().unwrap();
+    assert!(sent.success(), "kill -HUP {pid} failed");
+}
+
+/// The pid of the process a server said it handed over to, from its output.
+fn handed_over_to(lines: &std::sync::mpsc::Receiver<String>) -> u32 {
+    const SAID: &str = "handed over to process ";
+    let mut said = Vec::new();
+    while let Ok(line) = lines.recv_timeout(START) {
+        if let Some(pid) = line.split(SAID).nth(1) {
+            return pid.trim().parse().expect("a pid");
+        }
+        said.push(line);
+    }
+    panic!("no handover said: {said:?}");
+}
+
+/// A successor process (not a child of this one), killed when the test ends however it ends:
+/// it holds the test's output pipe.
+struct Successor(u32);
+
+impl Drop for Successor {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-9", &self.0.to_string()]).status();
+    }
+}
+
 #[test]
 fn sockets_passed_by_the_service_manager_serve_and_pass_to_the_successor() {
     use std::os::unix::fs::PermissionsExt;

@@ -199,6 +199,13 @@ pub fn serve(options: &Options) -> Result<(), AnyError> {
             move || intake.resume()
         })
         .listen()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // SIGHUP is listened for before this process says it is ready: a reload asked for at once
+    // must upgrade it, not kill it (SIGHUP's default action).
+    let hangups = {
+        let _entered = runtime.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    };
     println!("listening on {addr} as {}", options.version);
     std::io::stdout().flush()?;
     // Under systemd (Type=notify, NotifyAccess=all): this process is the main one now, and
@@ -208,10 +215,9 @@ pub fn serve(options: &Options) -> Result<(), AnyError> {
         sd_notify::NotifyState::Ready,
     ]);
     listener.set_nonblocking(true)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let handover = Arc::new(handover);
     let handed_over = runtime.block_on(async move {
-        tokio::spawn(upgrade_on_hangup(Arc::clone(&handover)));
+        tokio::spawn(upgrade_on_hangup(hangups, Arc::clone(&handover)));
         let listener = Gated {
             listener: tokio::net::TcpListener::from_std(listener)?,
             intake,
@@ -257,9 +263,8 @@ fn start_successor() -> std::io::Result<Child> {
 
 /// On SIGHUP, upgrades (as `binary_upgrade reload DIR` does from another process): the new
 /// binary takes over and this process exits, or this process serves on and logs why not.
-async fn upgrade_on_hangup(handover: Arc<Handover>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+async fn upgrade_on_hangup(hangups: std::io::Result<tokio::signal::unix::Signal>, handover: Arc<Handover>) {
+    let Ok(mut hangups) = hangups else {
         tracing::warn!("cannot listen for SIGHUP; upgrades are asked for with `reload` only");
         return;
     };

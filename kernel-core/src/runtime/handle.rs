@@ -174,7 +174,12 @@ impl Kernel {
         name: &str,
         request: Req,
     ) -> Result<Resp, CallError> {
-        match SlotOfKind::<Req, Resp>::of(&self.shared().typed_route(name)?, name)? {
+        match SlotOfKind::<Req, Resp>::of(
+            &self
+                .shared()
+                .local_route(name, crate::runtime::kernel::TYPED_STAYS_HERE)?,
+            name,
+        )? {
             SlotOfKind::Sync(slot) => slot.call(request),
             #[cfg(feature = "tokio")]
             SlotOfKind::Async(slot) => slot.call_blocking(request, None),

@@ -106,9 +106,14 @@ impl Kernel {
         name: &str,
         request: Req,
     ) -> Result<Resp, CallError> {
-        AsyncHandle::<Req, Resp>::of(&self.shared().typed_route(name)?, name)?
-            .call(request)
-            .await
+        AsyncHandle::<Req, Resp>::of(
+            &self
+                .shared()
+                .local_route(name, crate::runtime::kernel::TYPED_STAYS_HERE)?,
+            name,
+        )?
+        .call(request)
+        .await
     }
 
     /// Calls the service `to` (async or not) from async code and awaits its reply.

@@ -33,6 +33,13 @@ use crate::runtime::route::Route;
 use crate::runtime::sync::ReentrantLock;
 use crate::seal::Sealer;
 
+/// Why a synchronous `Event` call to a name served elsewhere fails ([`CallError::Remote`]).
+const SYNC_STAYS_HERE: &str = "a synchronous call does not wait on the network: await Kernel::call_async";
+
+/// Why a typed call to a name served elsewhere fails ([`CallError::Remote`]), in either spelling.
+pub(crate) const TYPED_STAYS_HERE: &str =
+    "typed calls reach only this node's services: call_async sends an Event to other nodes";
+
 /// The kernel. Cheap to clone (an `Arc`), `Send + Sync`: share it across threads freely.
 ///
 /// Dropping the last clone stops every running service in reverse dependency order.
@@ -213,13 +220,15 @@ impl Kernel {
     /// `event.to` is not consulted (use [`send`](Self::send) to route by `event.to`, naming the
     /// target once).
     pub fn call(&self, to: &str, event: Event) -> Result<Reply, CallError> {
-        self.shared.local_route(to)?.call(to, event, None)
+        self.shared.local_route(to, SYNC_STAYS_HERE)?.call(to, event, None)
     }
 
     /// [`call`](Self::call), waiting at most `timeout` to enter the service (see
     /// [`Handle::call_timeout`](crate::Handle::call_timeout): a handler that has started is not interrupted).
     pub fn call_timeout(&self, to: &str, event: Event, timeout: Duration) -> Result<Reply, CallError> {
-        self.shared.local_route(to)?.call(to, event, Some(timeout))
+        self.shared
+            .local_route(to, SYNC_STAYS_HERE)?
+            .call(to, event, Some(timeout))
     }
 
     /// Routes `event` to the service named by `event.to` and returns its reply: [`call`](Self::call)
@@ -400,28 +409,16 @@ impl Shared {
         self.drain_timeout
     }
 
-    /// Where a synchronous call to `name` goes: a local service, else an error — which says so
-    /// when the kernel has other nodes to ask, since a synchronous call never waits on the
-    /// network.
-    pub(crate) fn local_route(&self, name: &str) -> Result<Route, CallError> {
+    /// Where a call that stays on this node goes (a synchronous `Event` call, a typed call in
+    /// either spelling): a local service, else an error — which, when the kernel has other
+    /// nodes to ask, says so and why the call stays here (`why_here`).
+    #[cfg_attr(not(feature = "tokio"), allow(unused_variables))]
+    pub(crate) fn local_route(&self, name: &str, why_here: &'static str) -> Result<Route, CallError> {
         match self.route(name) {
             #[cfg(feature = "tokio")]
             Err(CallError::NotFound { service }) if self.has_remote(name) => Err(CallError::Remote {
                 service,
-                reason: "it is not served on this node, and a synchronous call does not wait on the network: await Kernel::call_async".into(),
-            }),
-            other => other,
-        }
-    }
-
-    /// Where a typed call to `name` goes, from sync and async code alike: a local service (other
-    /// nodes take `Event`s only), else an error — which says so when the kernel has other nodes.
-    pub(crate) fn typed_route(&self, name: &str) -> Result<Route, CallError> {
-        match self.route(name) {
-            #[cfg(feature = "tokio")]
-            Err(CallError::NotFound { service }) if self.has_remote(name) => Err(CallError::Remote {
-                service,
-                reason: "it is not served on this node, and typed calls reach only this node's services: call_async sends an Event to other nodes".into(),
+                reason: format!("it is not served on this node, and {why_here}"),
             }),
             other => other,
         }
